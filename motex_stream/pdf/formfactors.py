@@ -50,9 +50,9 @@ def xray_form_factor(symbol: str, q: np.ndarray | float) -> np.ndarray:
             f"no X-ray form factor for element {symbol!r}; known: {', '.join(known_elements())}"
         ) from None
     s2 = (np.asarray(q, dtype=float) / (4.0 * np.pi)) ** 2
-    return c + np.sum(a[:, None] * np.exp(-b[:, None] * np.atleast_1d(s2)[None, :]), axis=0).reshape(
-        np.shape(s2)
-    )
+    return c + np.sum(
+        a[:, None] * np.exp(-b[:, None] * np.atleast_1d(s2)[None, :]), axis=0
+    ).reshape(np.shape(s2))
 
 
 def xray_f0(symbol: str) -> float:

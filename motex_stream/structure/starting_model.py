@@ -72,7 +72,9 @@ def _read_atoms(path: Path) -> tuple[list[str], np.ndarray]:
         try:
             n = int(lines[0].split()[0])
         except (IndexError, ValueError) as exc:
-            raise StructureError(f"{path}: first line of an XYZ file must be the atom count") from exc
+            raise StructureError(
+                f"{path}: first line of an XYZ file must be the atom count"
+            ) from exc
         rows = [ln.split() for ln in lines[2 : 2 + n]]
         if len(rows) != n or any(len(r) < 4 for r in rows):
             raise StructureError(f"{path}: expected {n} atom lines of 'symbol x y z'")
@@ -135,10 +137,14 @@ def build_starting_model(
     permutable = np.flatnonzero(is_perm)
     dependent = np.flatnonzero(~is_perm)
     bonded = dist[np.ix_(dependent, permutable)] < threshold
-    return StartingModel(symbols, positions, permutable, dependent, float(threshold), bonded, source)
+    return StartingModel(
+        symbols, positions, permutable, dependent, float(threshold), bonded, source
+    )
 
 
-def load_starting_model(path: str | Path, permute: Sequence[str], threshold: float) -> StartingModel:
+def load_starting_model(
+    path: str | Path, permute: Sequence[str], threshold: float
+) -> StartingModel:
     """Read an XYZ or CIF (any ase-readable) cluster and choose its permutable atoms."""
     path = Path(path)
     if not path.is_file():

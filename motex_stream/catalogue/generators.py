@@ -1,0 +1,238 @@
+"""Candidate-motif generators: which subsets of the permutable atoms get fitted.
+
+Two strategies from the ML-MotEx paper (Anker et al. 2022):
+
+* :func:`random_catalogue` is the main-text generator. It draws the motif *size* uniformly
+  and only then the atoms, so small and large motifs are equally represented; drawing each
+  atom independently would pile almost every motif up around N/2 atoms and leave the GBDT
+  blind to the sizes where the answer usually lies.
+* :func:`cookie_cutter_catalogue` is the SI strategy for large starting models: cut spheres
+  and ellipsoids out of the model, so every motif is spatially compact. Random subsets of a
+  bulk cell are almost never compact, and compact pieces are what a nanoparticle is.
+
+Both are seeded with :class:`numpy.random.Generator` and return deduplicated bool masks
+``(M, N)`` whose columns are the permutable atoms in file order. Refitting a motif twice
+wastes time and biases the learned Rwp surface towards repeated rows, hence the dedupe.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import combinations
+from math import comb
+
+import numpy as np
+from scipy.spatial.distance import pdist, squareform
+
+from motex_stream.catalogue.storage import unique_row_indices
+
+logger = logging.getLogger(__name__)
+
+# Rows drawn per round are capped so a huge request does not allocate gigabytes at once.
+_MAX_CELLS_PER_ROUND = 1 << 24
+_MIN_ROWS_PER_ROUND = 1 << 14
+# Safety net for the rejection loop; it is only reached if the maths above is wrong.
+_MAX_ROUNDS = 100_000
+# Cookie-cutter cuts cannot reach every mask: stop after this many rounds without a new one,
+# or once this many cuts per requested motif have been spent.
+_STALL_ROUNDS = 8
+_MAX_CUTS_PER_MOTIF = 64
+# Axis ratios of the ellipsoids relative to the drawn radius (paper SI: ~0.6-1.6).
+_ELLIPSOID_RATIO = (0.6, 1.6)
+
+
+def _check_size(size: int) -> None:
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+
+
+def _count_bounds(n_permutable: int, lower: int, upper: int | None) -> tuple[int, int]:
+    if n_permutable < 1:
+        raise ValueError(f"n_permutable must be >= 1, got {n_permutable}")
+    upper = n_permutable if upper is None else upper
+    if lower < 0:
+        raise ValueError(f"lower must be >= 0, got {lower}")
+    if upper > n_permutable:
+        raise ValueError(f"upper ({upper}) cannot exceed n_permutable ({n_permutable})")
+    if lower > upper:
+        raise ValueError(f"lower ({lower}) cannot exceed upper ({upper})")
+    return lower, upper
+
+
+def _all_masks(n_permutable: int, lower: int, upper: int) -> np.ndarray:
+    """Every mask with ``lower..upper`` kept atoms; only called when there are few enough."""
+    total = sum(comb(n_permutable, k) for k in range(lower, upper + 1))
+    masks = np.zeros((total, n_permutable), dtype=bool)
+    row = 0
+    for k in range(lower, upper + 1):
+        for kept in combinations(range(n_permutable), k):
+            masks[row, list(kept)] = True
+            row += 1
+    return masks
+
+
+def _draw_random_masks(
+    rng: np.random.Generator, n_rows: int, n_permutable: int, lower: int, upper: int
+) -> np.ndarray:
+    """The paper's draw: k ~ U{lower..upper}, then a uniformly random k-subset.
+
+    Ranking i.i.d. uniforms gives a uniformly random permutation per row; keeping the atoms
+    ranked below k is then a uniform k-subset, with no Python loop over rows.
+    """
+    k = rng.integers(lower, upper + 1, size=n_rows)
+    ranks = np.argsort(np.argsort(rng.random((n_rows, n_permutable)), axis=1), axis=1)
+    return ranks < k[:, None]
+
+
+def random_catalogue(
+    n_permutable: int, size: int, seed: int, lower: int = 1, upper: int | None = None
+) -> np.ndarray:
+    """``size`` distinct random motifs over ``n_permutable`` atoms (bool, ``(M, N)``).
+
+    The kept count of each draw is uniform in ``[lower, upper]`` (default ``1..N``); draws
+    repeat until ``size`` distinct masks exist. If the count range admits no more than
+    ``size`` masks in total, all of them are returned (shuffled with the seed) instead of
+    waiting for a coupon collector to find the last few. Rows keep their draw order.
+    """
+    _check_size(size)
+    lower, upper = _count_bounds(n_permutable, lower, upper)
+    rng = np.random.default_rng(seed)
+    total = sum(comb(n_permutable, k) for k in range(lower, upper + 1))
+    if total <= size:
+        masks = _all_masks(n_permutable, lower, upper)
+        logger.info(
+            "all %d masks with %d..%d of %d atoms requested (size=%d); returning every one",
+            total,
+            lower,
+            upper,
+            n_permutable,
+            size,
+        )
+        return masks[rng.permutation(total)]
+
+    masks = np.zeros((0, n_permutable), dtype=bool)
+    max_rows = max(1, _MAX_CELLS_PER_ROUND // n_permutable)
+    for _ in range(_MAX_ROUNDS):
+        missing = size - masks.shape[0]
+        if missing <= 0:
+            return masks[:size]
+        # Overdrawing is harmless (rows keep draw order and the tail is cut off), and big
+        # rounds keep the number of re-sorts small when the last few masks are rare.
+        n_rows = min(max_rows, max(missing + missing // 8 + 16, _MIN_ROWS_PER_ROUND))
+        batch = _draw_random_masks(rng, n_rows, n_permutable, lower, upper)
+        merged = np.concatenate([masks, batch])
+        masks = merged[unique_row_indices(merged)]
+    raise RuntimeError(  # pragma: no cover - unreachable unless the sampler is broken
+        f"random_catalogue did not reach {size} distinct masks in {_MAX_ROUNDS} rounds"
+    )
+
+
+def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` rotation matrices uniform on SO(3), from normalised Gaussian quaternions."""
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
+
+
+def default_radius_range(positions: np.ndarray) -> tuple[float, float]:
+    """From the closest-pair distance (a cut that can hold about one atom) to half the
+    cluster's diameter (a cut that can hold about half of it, or all from the middle)."""
+    pos = _check_positions(positions)
+    if pos.shape[0] < 2:
+        return (1.0, 1.0)
+    dist = squareform(pdist(pos))
+    np.fill_diagonal(dist, np.inf)
+    nearest = float(dist.min())
+    half_diameter = float(dist[np.isfinite(dist)].max()) / 2.0
+    return (nearest, max(nearest, half_diameter))
+
+
+def _check_positions(positions: np.ndarray) -> np.ndarray:
+    pos = np.asarray(positions, dtype=float)
+    if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 1:
+        raise ValueError(f"positions must be an (N, 3) array with N >= 1, got {pos.shape}")
+    if not np.isfinite(pos).all():
+        raise ValueError("positions contain NaN or infinite coordinates")
+    return pos
+
+
+def _cut(
+    rng: np.random.Generator,
+    pos: np.ndarray,
+    n_cuts: int,
+    radius_range: tuple[float, float],
+    ellipsoids: bool,
+) -> np.ndarray:
+    """One round of cuts: random centres in the bounding box, random radius and shape."""
+    lo, hi = pos.min(axis=0), pos.max(axis=0)
+    centres = rng.uniform(lo, hi, size=(n_cuts, 3))
+    radii = rng.uniform(radius_range[0], radius_range[1], size=n_cuts)
+    semi = np.repeat(radii[:, None], 3, axis=1)
+    offsets = pos[None, :, :] - centres[:, None, :]  # (cuts, N, 3)
+    if ellipsoids:
+        # Half the cuts stay spheres so compact round motifs are not crowded out.
+        is_ellipsoid = rng.random(n_cuts) < 0.5
+        ratios = rng.uniform(*_ELLIPSOID_RATIO, size=(n_cuts, 3))
+        semi = np.where(is_ellipsoid[:, None], semi * ratios, semi)
+        rot = _random_rotations(rng, n_cuts)
+        offsets = np.einsum("cji,cnj->cni", rot, offsets)  # into each ellipsoid's frame
+    return np.sum((offsets / semi[:, None, :]) ** 2, axis=2) <= 1.0
+
+
+def cookie_cutter_catalogue(
+    positions: np.ndarray,
+    size: int,
+    seed: int,
+    radius_range: tuple[float, float] | None = None,
+    ellipsoids: bool = True,
+) -> np.ndarray:
+    """Up to ``size`` distinct, non-empty, spatially compact motifs cut from ``positions``.
+
+    ``positions`` are the permutable atoms (N, 3) in file order. Each cut keeps the atoms
+    inside a sphere (or, with ``ellipsoids``, possibly a randomly oriented ellipsoid whose
+    semi-axes are the radius times factors in 0.6..1.6) with a centre uniform in the atoms'
+    bounding box and a radius uniform in ``radius_range`` (default
+    :func:`default_radius_range`). Far fewer distinct compact pieces than ``size`` may exist;
+    drawing stops once new cuts keep repeating old ones, and what was found is returned.
+    """
+    _check_size(size)
+    pos = _check_positions(positions)
+    if radius_range is None:
+        radius_range = default_radius_range(pos)
+    r_lo, r_hi = float(radius_range[0]), float(radius_range[1])
+    if not (0.0 < r_lo <= r_hi and np.isfinite(r_hi)):
+        raise ValueError(f"radius_range must satisfy 0 < min <= max, got {radius_range}")
+    rng = np.random.default_rng(seed)
+    n_atoms = pos.shape[0]
+    max_cuts = max(1, _MAX_CELLS_PER_ROUND // (4 * n_atoms))
+
+    masks = np.zeros((0, n_atoms), dtype=bool)
+    stalled = 0
+    budget = _MAX_CUTS_PER_MOTIF * size + 1024
+    while masks.shape[0] < size and stalled < _STALL_ROUNDS and budget > 0:
+        missing = size - masks.shape[0]
+        n_cuts = min(max_cuts, budget, 2 * missing + 16)  # empties and repeats are common
+        budget -= n_cuts
+        batch = _cut(rng, pos, n_cuts, (r_lo, r_hi), ellipsoids)
+        batch = batch[batch.any(axis=1)]
+        merged = np.concatenate([masks, batch])
+        merged = merged[unique_row_indices(merged)]
+        stalled = stalled + 1 if merged.shape[0] == masks.shape[0] else 0
+        masks = merged
+    if masks.shape[0] < size:
+        logger.warning(
+            "cookie cutter found only %d distinct motifs (asked for %d) with radii %.3g-%.3g",
+            masks.shape[0],
+            size,
+            r_lo,
+            r_hi,
+        )
+    return masks[:size]

@@ -1,0 +1,275 @@
+"""The batched PDF engine: one starting model, thousands of motifs, matrix products.
+
+Why this works: for the real-space calculator G is linear in the set of kept pairs, and the
+per-structure normalisation cancels against the fitted scale. A pair is kept iff both of its
+atoms are; an atom is kept iff its *keep set* (itself for a permutable atom, the bonded
+permutable atoms for a dependent one) meets the mask. Pairs with the same two keep sets are
+always kept together, so they are summed once into a *pair class*. A motif is then a 0/1
+vector over classes and its G is that vector times a (classes × R) kernel matrix.
+
+R is small because the fit only sees G on the data points, and a band-limited G restricted
+to [rmin, rmax] has effective rank ~60-70 (pdf-engine.md §3). We take an SVD of the linear
+map F(Q) → G(r_data) and keep the directions that carry signal; in those coordinates
+‖G‖² = ‖c‖² and g·G = b·c, which is all a closed-form-scale fit needs.
+
+Zoom (lattice scaling of the cluster) moves every pair distance, so the class kernels are
+tabulated on a grid of isotropic zooms; the anisotropic mode instead interpolates per-pair
+kernels from distance tables (see :class:`DistanceTables`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from motex_stream.pdf.formfactors import xray_f0
+from motex_stream.pdf.grid import (
+    FWHM_PER_SIGMA,
+    HALF_BOUND_REL,
+    RealSpaceGrid,
+    pair_sigma,
+    realspace_grid,
+)
+from motex_stream.pdf.realspace import cluster_pairs, damping, gaussian_windows
+from motex_stream.pdf.settings import PDFSettings
+from motex_stream.structure.starting_model import StartingModel
+
+PAIR_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class ReducedBasis:
+    """Coordinates in which the fit is exact: c = F @ q_to_c, b = g @ data_to_c."""
+
+    q_to_c: np.ndarray  # (nk, R)
+    data_to_c: np.ndarray  # (n_data, R)
+    r_to_c: np.ndarray  # (exthi, R): RDF/r samples → c, i.e. dr·sin(Q r) @ q_to_c
+
+    @property
+    def rank(self) -> int:
+        return self.q_to_c.shape[1]
+
+
+def interpolation_matrix(r_data: np.ndarray, r_calc: np.ndarray) -> np.ndarray:
+    """numpy.interp as a matrix: srfit evaluates G on its grid, then interpolates to the data."""
+    n, m = len(r_data), len(r_calc)
+    mat = np.zeros((n, m))
+    idx = np.clip(np.searchsorted(r_calc, r_data) - 1, 0, m - 2)
+    w = np.clip((r_data - r_calc[idx]) / (r_calc[idx + 1] - r_calc[idx]), 0.0, 1.0)
+    mat[np.arange(n), idx] = 1 - w
+    mat[np.arange(n), idx + 1] += w
+    return mat
+
+
+def reduced_basis(
+    grid: RealSpaceGrid, settings: PDFSettings, r_data: np.ndarray, rank_tol: float = 1e-7
+) -> ReducedBasis:
+    """SVD of F(Q) → G(r_data); keep singular directions above rank_tol·σ_max."""
+    r_out = grid.r_out
+    q = grid.q
+    to_out = (
+        (2 / math.pi) * grid.qstep * damping(r_out, settings)[:, None] * np.sin(np.outer(r_out, q))
+    )
+    a = interpolation_matrix(np.asarray(r_data, dtype=float), r_out) @ to_out
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    keep = s > rank_tol * s[0]
+    q_to_c = vt[keep].T * s[keep]
+    r_all = np.arange(grid.exthi) * grid.rstep
+    r_to_c = grid.rstep * np.sin(np.outer(r_all, q)) @ q_to_c
+    return ReducedBasis(q_to_c=q_to_c, data_to_c=u[:, keep], r_to_c=r_to_c)
+
+
+def pair_kernels(
+    d: np.ndarray,
+    sigma: np.ndarray,
+    weight: np.ndarray,
+    grid: RealSpaceGrid,
+    basis: ReducedBasis,
+) -> np.ndarray:
+    """Reduced kernels (P, R) of single pairs: weight·(RDF/r contribution) in c coordinates.
+
+    Pairs whose Gaussian lies well inside the RDF range use the closed form
+    exp(-σ²Q²/2)·sin(Qd)/d (equal to the discrete sum to ~5e-7); pairs near the range ends,
+    whose peaks DiffPy truncates, use the exact windowed sum.
+    """
+    out = np.zeros((len(d), basis.rank))
+    q = grid.q
+    bound = HALF_BOUND_REL * sigma * FWHM_PER_SIGMA
+    lo_edge = max(grid.extlo, 1) * grid.rstep
+    analytic = (d - bound - grid.rstep > lo_edge) & (
+        d + bound + grid.rstep < (grid.exthi - 1) * grid.rstep
+    )
+    ia = np.flatnonzero(analytic)
+    for start in range(0, len(ia), PAIR_CHUNK):
+        sel = ia[start : start + PAIR_CHUNK]
+        dd = d[sel, None]
+        kq = np.exp(-0.5 * (sigma[sel, None] * q) ** 2) * np.sin(q * dd) / dd
+        out[sel] = (weight[sel, None] * kq) @ basis.q_to_c
+    idisc = np.flatnonzero(~analytic & (sigma > 0))
+    for start in range(0, len(idisc), PAIR_CHUNK):
+        sel = idisc[start : start + PAIR_CHUNK]
+        jlo, y = gaussian_windows(d[sel], sigma[sel], grid)
+        acc = np.zeros((len(sel), basis.rank))
+        for t in range(y.shape[1]):
+            idx = np.minimum(jlo + t, grid.exthi - 1)
+            acc += y[:, t, None] * basis.r_to_c[idx]
+        out[sel] = weight[sel, None] * acc
+    return out
+
+
+@dataclass
+class PairSet:
+    """Pairs of a starting model that some motif can keep, with what the kernels need."""
+
+    a: np.ndarray  # atom indices (file order)
+    b: np.ndarray
+    d0: np.ndarray  # unzoomed distance
+    delta2: np.ndarray  # (P, 3) squared Cartesian components, for anisotropic zoom
+    kind: np.ndarray  # element-pair type id
+    kinds: list[tuple[str, str]]
+    weight: np.ndarray  # 2 f_a(0) f_b(0)
+    msd: np.ndarray  # U_a + U_b
+    pair_class: np.ndarray  # class id of each pair
+
+
+@dataclass
+class PreparedModel:
+    """Everything the batched fits need for one starting model, settings and data grid."""
+
+    model: StartingModel
+    settings: PDFSettings
+    r_data: np.ndarray
+    grid: RealSpaceGrid
+    basis: ReducedBasis
+    pairs: PairSet
+    keepsets: np.ndarray  # (n_sets, n_permutable) bool: which mask bits keep each set
+    class_sets: np.ndarray  # (n_classes, 2) keep-set ids of each class
+    zooms: np.ndarray  # isotropic zoom grid
+    class_kernels: np.ndarray  # (n_zoom, n_classes, R) float32
+    timings: dict[str, float] = field(default_factory=dict)
+    _kernel_cache: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def kernels_at(self, zoom_indices: np.ndarray) -> np.ndarray:
+        """(n_classes, len(idx)·R) kernels of several grid zooms side by side, for one GEMM."""
+        idx = np.asarray(zoom_indices)
+        key = tuple(idx.tolist())
+        cached = self._kernel_cache.get(key)
+        if cached is None:
+            cached = np.ascontiguousarray(
+                self.class_kernels[idx].transpose(1, 0, 2).reshape(self.n_classes, -1)
+            )
+            if len(self._kernel_cache) < 4 * len(self.zooms):
+                self._kernel_cache[key] = cached
+        return cached
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_sets)
+
+    def set_kept(self, masks: np.ndarray) -> np.ndarray:
+        """(M, n_sets) float32: whether each keep set meets each mask."""
+        m = np.asarray(masks, dtype=np.float32)
+        return (m @ self.keepsets.T.astype(np.float32) > 0.5).astype(np.float32)
+
+    def class_kept(self, masks: np.ndarray) -> np.ndarray:
+        """(M, n_classes) float32 0/1: which pair classes each motif keeps."""
+        s = self.set_kept(masks)
+        return s[:, self.class_sets[:, 0]] * s[:, self.class_sets[:, 1]]
+
+    def project_data(self, g: np.ndarray) -> tuple[np.ndarray, float]:
+        """Observed G on r_data → (b in c coordinates, ‖g‖²)."""
+        g = np.asarray(g, dtype=float)
+        if g.shape != self.r_data.shape:
+            raise ValueError(f"G has {g.size} points but the fit grid has {self.r_data.size}")
+        return g @ self.basis.data_to_c, float(g @ g)
+
+
+def _keep_sets(model: StartingModel) -> tuple[np.ndarray, np.ndarray]:
+    """Keep-set id per atom (-1: never kept) and the (n_sets, N) membership matrix."""
+    sets: dict[tuple[int, ...], int] = {}
+    atom_set = np.full(model.n_atoms, -1)
+    for col, atom in enumerate(model.permutable):
+        atom_set[atom] = sets.setdefault((col,), len(sets))
+    for row, atom in enumerate(model.dependent):
+        cols = tuple(np.flatnonzero(model.bonded[row]).tolist())
+        if cols:
+            atom_set[atom] = sets.setdefault(cols, len(sets))
+    membership = np.zeros((len(sets), model.n_permutable), dtype=bool)
+    for cols, sid in sets.items():
+        membership[sid, list(cols)] = True
+    return atom_set, membership
+
+
+def default_zoom_grid(lo: float = 0.975, hi: float = 1.025, step: float = 0.001) -> np.ndarray:
+    return np.round(np.arange(lo, hi + step / 2, step), 10)
+
+
+def prepare_model(
+    model: StartingModel,
+    settings: PDFSettings,
+    r_data: np.ndarray,
+    zooms: np.ndarray | None = None,
+) -> PreparedModel:
+    """Pair classes, reduced basis and class kernels on the zoom grid (done once per model)."""
+    import time
+
+    t0 = time.perf_counter()
+    r_data = np.asarray(r_data, dtype=float)
+    zooms = default_zoom_grid() if zooms is None else np.asarray(zooms, dtype=float)
+    uiso = np.array([settings.uiso_of(s) for s in model.symbols])
+    grid = realspace_grid(settings, max_uii=float(uiso.max()))
+    basis = reduced_basis(grid, settings, r_data)
+    atom_set, membership = _keep_sets(model)
+    keepable = np.flatnonzero(atom_set >= 0)
+    # pairs may move in and out of the calculator range as the zoom changes, so collect every
+    # pair that any zoom on the grid can bring into range (with some slack for the aniso fit)
+    zmin, zmax = float(zooms.min()) * 0.98, float(zooms.max()) * 1.02
+    plist = cluster_pairs(model.positions[keepable], grid.pair_dmin / zmax, grid.pair_dmax / zmin)
+    a, b = keepable[plist.i], keepable[plist.j]
+    sa, sb = atom_set[a], atom_set[b]
+    lo, hi = np.minimum(sa, sb), np.maximum(sa, sb)
+    class_keys, pair_class = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    sym = np.array(model.symbols)
+    kinds = sorted({tuple(sorted((sym[i], sym[j]))) for i, j in zip(a, b, strict=True)})
+    kind_index = {k: n for n, k in enumerate(kinds)}
+    kind = np.array(
+        [kind_index[tuple(sorted((sym[i], sym[j])))] for i, j in zip(a, b, strict=True)]
+    )
+    f0 = np.array([xray_f0(s) for s in model.symbols])
+    pairs = PairSet(
+        a=a,
+        b=b,
+        d0=plist.distance,
+        delta2=plist.delta**2,
+        kind=kind,
+        kinds=kinds,
+        weight=2 * f0[a] * f0[b],
+        msd=uiso[a] + uiso[b],
+        pair_class=pair_class.ravel(),
+    )
+    t1 = time.perf_counter()
+    kernels = np.zeros((len(zooms), len(class_keys), basis.rank), dtype=np.float32)
+    for iz, z in enumerate(zooms):
+        d = z * pairs.d0
+        inside = (d >= grid.pair_dmin) & (d <= grid.pair_dmax)
+        sigma = pair_sigma(d[inside], pairs.msd[inside], settings)
+        k = pair_kernels(d[inside], sigma, pairs.weight[inside], grid, basis)
+        acc = np.zeros((len(class_keys), basis.rank))
+        np.add.at(acc, pairs.pair_class[inside], k)
+        kernels[iz] = acc
+    t2 = time.perf_counter()
+    return PreparedModel(
+        model=model,
+        settings=settings,
+        r_data=r_data,
+        grid=grid,
+        basis=basis,
+        pairs=pairs,
+        keepsets=membership,
+        class_sets=class_keys,
+        zooms=zooms,
+        class_kernels=kernels,
+        timings={"pairs": t1 - t0, "class_kernels": t2 - t1},
+    )

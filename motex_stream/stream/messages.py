@@ -1,0 +1,155 @@
+"""The wire format of one analysed frame: ``motex-stream/contributions/v1``.
+
+Every sink (ZMQ, JSON Lines, the derived Bluesky run) publishes the same JSON object, so a
+consumer written against this docstring works with any of them. The ``schema`` field is
+versioned: a consumer checks it and refuses a version it does not know instead of misreading
+fields. Adding optional fields keeps ``v1``; renaming or changing meaning bumps it.
+
+Example (values shortened)::
+
+    {
+      "schema": "motex-stream/contributions/v1",
+      "model": "keggin-109725",            # model name; also the ZMQ topic
+      "source": "4b0c…-run-uid",           # raw Bluesky run uid, or the .gr file path
+      "seq": 17,                           # 1-based frame number within that run
+      "time": 1732600000.25,               # when the frame was measured (raw event time)
+      "contributions": [                   # one per permutable atom, file order
+        {"atom": 1, "element": "W", "value": -0.0123, "spread": 0.004},
+        ...
+      ],
+      "best": {"mask": [1, 0, 1, ...], "rwp": 0.318},   # best refitted motif this frame
+      "timing": {"regrid": 0.001, "fit": 1.9, "train": 0.3, "explain": 0.2, "total": 2.401},
+      "model_quality": {"mae": 0.0041},    # GBDT error on held-out refits of this frame
+      "n_refit": 10000,
+      "received_at": 1732600000.31,        # when the service received the frame (unix s)
+      "published_at": 1732600002.74,       # when the message left the service (unix s)
+      "extra": {}                          # analyzer-specific, optional
+    }
+
+Units: times are Unix seconds (float); ``value``/``spread`` are in Rwp units (fraction);
+``timing`` in seconds. Non-finite floats are sent as ``null`` (strict JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.frames import Frame
+
+SCHEMA = "motex-stream/contributions/v1"
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "model": str,
+    "source": str,
+    "seq": int,
+    "time": (int, float),
+    "contributions": list,
+    "best": dict,
+    "timing": dict,
+    "model_quality": dict,
+}
+
+
+def build_message(
+    result: FrameResult,
+    frame: Frame,
+    *,
+    received_at: float | None = None,
+    published_at: float | None = None,
+) -> dict[str, Any]:
+    """The v1 message for one analysed frame; JSON-safe (plain Python types only).
+
+    ``published_at`` defaults to now; the service overwrites it just before sending so the
+    end-to-end latency in the message matches what the metrics measure.
+    """
+    timing = {str(k): float(v) for k, v in result.timing.items()}
+    timing.setdefault("total", float(sum(v for k, v in timing.items() if k != "total")))
+    contributions = [
+        {
+            "atom": int(c["atom"]),
+            "element": str(c["element"]),
+            "value": c["value"],
+            "spread": c.get("spread"),
+        }
+        for c in result.contributions
+    ]
+    message = {
+        "schema": SCHEMA,
+        "model": str(result.model),
+        "source": str(frame.source),
+        "seq": int(frame.seq),
+        "time": float(frame.time),
+        "contributions": contributions,
+        "best": {"mask": list(result.best.get("mask", [])), "rwp": result.best.get("rwp")},
+        "timing": timing,
+        "model_quality": dict(result.model_quality),
+        "n_refit": int(result.n_refit),
+        "received_at": received_at,
+        "published_at": time.time() if published_at is None else published_at,
+        "extra": dict(result.extra),
+    }
+    safe = to_jsonable(message)
+    assert isinstance(safe, dict)
+    return safe
+
+
+def validate_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Check a received message is v1 and well formed; raise ValueError saying what is wrong."""
+    if not isinstance(message, Mapping):
+        raise ValueError(f"message must be a JSON object, got {type(message).__name__}")
+    schema = message.get("schema")
+    if schema != SCHEMA:
+        raise ValueError(f"unsupported message schema {schema!r}; this reader knows {SCHEMA!r}")
+    for key, kind in _REQUIRED.items():
+        if key not in message:
+            raise ValueError(f"message lacks required field {key!r}")
+        value = message[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"message field {key!r} has the wrong type ({type(value).__name__})")
+    if message["seq"] < 1:
+        raise ValueError(f"message seq must be >= 1, got {message['seq']}")
+    for i, c in enumerate(message["contributions"]):
+        if not isinstance(c, Mapping) or not {"atom", "element", "value", "spread"} <= set(c):
+            raise ValueError(f"contributions[{i}] needs atom, element, value and spread")
+    best = message["best"]
+    if "mask" not in best or "rwp" not in best or not isinstance(best["mask"], list):
+        raise ValueError("message best needs a mask list and an rwp")
+    return message
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """UTF-8 JSON bytes, strict (``allow_nan=False``) so every JSON parser can read them."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(payload: bytes | str) -> dict[str, Any]:
+    """Parse and validate one message."""
+    message = json.loads(payload)
+    validate_message(message)
+    return message
+
+
+def to_jsonable(value: Any) -> Any:
+    """Recursively turn numpy scalars/arrays and tuples into JSON types; NaN/inf → None."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)

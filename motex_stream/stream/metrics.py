@@ -1,0 +1,144 @@
+"""Prometheus metrics of the streaming service.
+
+Why a dedicated registry: the default global registry refuses a second metric with the same
+name, so two services in one process (tests, several detectors) would collide. Each
+:class:`StreamMetrics` owns a ``CollectorRegistry`` and the HTTP server exports that one.
+
+What to alert on: ``motex_seconds_since_last_frame`` (the beam or the source is gone),
+``motex_seq_gaps_total`` (0MQ dropped frames, silently), ``motex_frames_skipped_total`` (the
+analysis cannot keep up under policy ``latest``), ``motex_queue_depth`` near the queue size
+(back-pressure under policy ``all``), and ``motex_end_to_end_seconds``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets in seconds: a frame takes ~0.1-30 s to analyse; transport parts are ms.
+_STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_E2E_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+class StreamMetrics:
+    """All service metrics, registered on ``self.registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames_received = Counter(
+            "motex_frames_received", "Frames received from sources", ["model"], registry=r
+        )
+        self.frames_processed = Counter(
+            "motex_frames_processed", "Frames analysed and published", ["model"], registry=r
+        )
+        self.frames_skipped = Counter(
+            "motex_frames_skipped",
+            "Stale frames dropped under policy 'latest'",
+            ["model"],
+            registry=r,
+        )
+        self.frames_failed = Counter(
+            "motex_frames_failed", "Frames that could not be analysed", ["model"], registry=r
+        )
+        self.seq_gaps = Counter(
+            "motex_seq_gaps", "Missing seq_num values reported by sources", ["source"], registry=r
+        )
+        self.source_orphans = Counter(
+            "motex_source_orphans",
+            "Events whose start/descriptor the source never saw",
+            ["source"],
+            registry=r,
+        )
+        self.source_malformed = Counter(
+            "motex_source_malformed", "Documents a source could not parse", ["source"], registry=r
+        )
+        self.sink_errors = Counter(
+            "motex_sink_errors", "Exceptions raised by sinks", ["sink"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "motex_stage_seconds",
+            "Time per analysis stage, as reported by the analyzer",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "motex_end_to_end_seconds",
+            "Frame received by the service -> message published",
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "motex_queue_depth", "Items waiting for the analysis worker", registry=r
+        )
+        self.fits_per_second = Gauge(
+            "motex_fits_per_second",
+            "Motif refits per second on the last frame",
+            ["model"],
+            registry=r,
+        )
+        self.model_mae = Gauge(
+            "motex_model_mae",
+            "GBDT mean absolute error on held-out refits",
+            ["model"],
+            registry=r,
+        )
+        self._started = time.time()
+        self._last_frame: float | None = None
+        self._lock = threading.Lock()
+        since = Gauge(
+            "motex_seconds_since_last_frame",
+            "Seconds since the last frame arrived (since start-up if none yet)",
+            registry=r,
+        )
+        since.set_function(self.seconds_since_last_frame)
+
+    def frame_arrived(self, model: str, when: float | None = None) -> None:
+        """Count a received frame and reset the staleness clock (called by receivers)."""
+        with self._lock:
+            self._last_frame = time.time() if when is None else when
+        self.frames_received.labels(model=model).inc()
+
+    def seconds_since_last_frame(self) -> float:
+        """Computed at scrape time, so a stalled stream shows a growing value."""
+        with self._lock:
+            ref = self._started if self._last_frame is None else self._last_frame
+        return max(0.0, time.time() - ref)
+
+
+@dataclass
+class MetricsServer:
+    """A running /metrics HTTP server; ``close()`` frees its port."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> MetricsServer:
+    """Serve ``registry`` on ``http://host:port/metrics``; port 0 picks a free port.
+
+    The host defaults to loopback: metrics reveal run uids and timings, so exposing them to the
+    facility network is a deliberate choice (``metrics_host`` in the config).
+    """
+    if registry is None:
+        raise ValueError("pass the service's registry (StreamMetrics().registry)")
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(server, thread, host, int(server.server_port))

@@ -1,0 +1,196 @@
+"""ZMQ PUB sink for v1 messages, and the matching subscriber for consumers and tests.
+
+Wire: multipart ``[topic, json]`` where ``topic`` is the model name (UTF-8) and ``json`` is the
+message from :func:`motex_stream.stream.messages.encode`. Topic-per-model lets a dashboard
+subscribe to one starting model with ZMQ's own prefix filter.
+
+The socket is an XPUB (a PUB that also hears subscriptions) so a caller can wait until a
+consumer is connected: ZMQ drops whatever is published before a subscriber joins (the "slow
+joiner"), which otherwise makes the first frames of a run vanish from a freshly started view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from threading import Event
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from motex_stream.stream.frames import Frame, RunStart, RunStop
+from motex_stream.stream.messages import decode, encode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIND = "tcp://127.0.0.1:5578"
+
+
+class ZmqPublisher:
+    """Publish each message on ``[model, json]``; boundaries are not sent (messages carry seq)."""
+
+    def __init__(
+        self, bind: str = DEFAULT_BIND, *, context: zmq.Context | None = None, hwm: int = 1000
+    ) -> None:
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.XPUB)
+        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # hear every subscribe, not only new topics
+        self._socket.setsockopt(zmq.SNDHWM, hwm)  # bounded memory: a stuck consumer loses frames
+        self._socket.setsockopt(zmq.LINGER, 500)
+        self._socket.bind(bind)
+        self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sent = 0
+        self._subscriptions = 0
+        log.info("publishing contributions on %s", self.address)
+
+    # -- Sink protocol -------------------------------------------------------------------
+
+    def on_run_start(self, start: RunStart) -> None:
+        """Nothing to send: consumers group messages by ``source``."""
+
+    def publish(self, message: dict[str, Any], frame: Frame) -> None:
+        self._drain_subscriptions()
+        self._socket.send_multipart([str(message["model"]).encode(), encode(message)])
+        self.sent += 1
+
+    def on_run_stop(self, stop: RunStop) -> None:
+        """Nothing to send."""
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+        if self._own_context:
+            self._context.term()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> bool:
+        """Block until ``n`` subscriptions arrived (True) or ``timeout`` passed (False).
+
+        Call it from the thread that owns the publisher, before the service starts publishing.
+        """
+        deadline = time.monotonic() + timeout
+        while self._subscriptions < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+                self._drain_subscriptions()
+        return True
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":
+                self._subscriptions += 1
+                log.debug("subscriber joined for topic %r", frame[1:])
+
+    def __enter__(self) -> ZmqPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Subscriber:
+    """A SUB socket connected at construction, so nothing published afterwards is missed.
+
+    ``topics`` are model names (prefix match, ZMQ semantics); empty means every model.
+    Messages that fail :func:`~motex_stream.stream.messages.validate_message` are logged and
+    skipped: a consumer must survive a newer or broken publisher.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        topics: Iterable[str] = (),
+        *,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        topics = list(topics) or [""]
+        for t in topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self._socket.connect(address)
+        self.invalid = 0
+
+    def recv(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The next valid ``(topic, message)``, or None if ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(wait_ms, zmq.POLLIN):
+                return None
+            parts = self._socket.recv_multipart()
+            if len(parts) != 2:
+                self.invalid += 1
+                log.warning("ignoring a %d-part ZMQ message (expected [topic, json])", len(parts))
+                continue
+            try:
+                return parts[0].decode(), decode(parts[1])
+            except (ValueError, UnicodeDecodeError) as exc:
+                self.invalid += 1
+                log.warning("ignoring an invalid message: %s", exc)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def subscribe(
+    address: str,
+    topics: Iterable[str] = (),
+    *,
+    timeout: float | None = None,
+    max_messages: int | None = None,
+    stop_event: Event | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(topic, message)`` until ``max_messages``, a ``timeout`` gap, or ``stop_event``.
+
+    The socket connects on the first ``next()``; use :class:`Subscriber` directly when the
+    connection must exist before the publisher starts.
+    """
+    count = 0
+    with Subscriber(address, topics) as sub:
+        waited = 0.0
+        while max_messages is None or count < max_messages:
+            if stop_event is not None and stop_event.is_set():
+                return
+            item = sub.recv(0.1)
+            if item is None:
+                waited += 0.1
+                if timeout is not None and waited >= timeout:
+                    return
+                continue
+            waited = 0.0
+            count += 1
+            yield item

@@ -1,0 +1,475 @@
+"""The streaming service: receive on one thread per source, analyse on one worker, publish.
+
+Why this shape: Bluesky's 0MQ transport drops silently when its consumer is slow, so reception
+must never wait for analysis. Each source gets a receiver thread that only timestamps items and
+queues them; a single worker runs the (CPU-heavy, seconds-long) analysis and feeds the sinks in
+stream order.
+
+Policies when analysis is slower than the beam:
+
+- ``all``: every frame, in order. A full queue blocks the receiver (back-pressure): sources
+  that can wait (Tiled replay, files, Kafka) slow down instead of losing data.
+- ``latest``: a newly arrived frame replaces the frames of the same source still waiting; the
+  dropped ones are counted as skipped. The view stays live with bounded latency.
+
+Run boundaries (RunStart/RunStop) are never dropped and keep their order relative to frames,
+so sinks always see start → frames → stop. A bad frame is logged and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
+from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
+from motex_stream.stream.frames import validate_frame as _validate_frame
+from motex_stream.stream.messages import build_message
+from motex_stream.stream.metrics import StreamMetrics
+from motex_stream.stream.publishers import Sink
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["all", "latest"]
+_MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
+_LATENCIES_KEPT = 10_000
+
+
+class FrameSource(Protocol):
+    """What the service needs from a source (see ``motex_stream.stream.sources``)."""
+
+    name: str
+
+    @property
+    def stats(self) -> Any:
+        """Counters with ``received``, ``gaps``, ``orphans`` and ``malformed`` attributes."""
+        ...
+
+    def items(self, stop_event: threading.Event) -> Iterator[StreamItem]: ...
+
+
+@dataclass
+class RunCounters:
+    """What happened to one run's frames (reported at its stop and in ``summary()``)."""
+
+    model: str
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    stopped: bool = False
+
+
+@dataclass(eq=False)
+class _Entry:
+    item: StreamItem | None  # None: every receiver finished
+    source: str
+    received_at: float  # wall clock, goes into the message
+    received_mono: float = field(default_factory=time.monotonic)  # for latency metrics
+
+
+class _ItemQueue:
+    """Bounded FIFO that knows the two policies; boundaries are never dropped."""
+
+    def __init__(self, maxsize: int, policy: Policy, on_skip: Callable[[_Entry], None]) -> None:
+        self.maxsize = maxsize
+        self.policy = policy
+        self._on_skip = on_skip
+        self._items: deque[_Entry] = deque()
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def put(self, entry: _Entry, stop: threading.Event, force: bool = False) -> bool:
+        """Enqueue (blocking while full); False if ``stop`` was set before there was room."""
+        skipped: list[_Entry] = []
+        with self._cond:
+            if self.policy == "latest" and isinstance(entry.item, Frame):
+                kept: deque[_Entry] = deque()
+                for e in self._items:
+                    stale = isinstance(e.item, Frame) and e.source == entry.source
+                    (skipped if stale else kept).append(e)
+                self._items = kept
+            while not force and len(self._items) >= self.maxsize and not stop.is_set():
+                self._cond.wait(0.1)
+            accepted = force or not stop.is_set()
+            if accepted:
+                self._items.append(entry)
+                self._cond.notify_all()
+        for e in skipped:
+            self._on_skip(e)
+        return accepted
+
+    def get(self, timeout: float) -> _Entry | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            entry = self._items.popleft()
+            self._cond.notify_all()
+            return entry
+
+    def drain(self) -> list[_Entry]:
+        with self._cond:
+            rest = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return rest
+
+
+class StreamService:
+    """Receivers → bounded queue → one analysis worker → sinks, with metrics and a summary."""
+
+    def __init__(
+        self,
+        analyzers: Mapping[str, FrameAnalyzer],
+        sources: Sequence[FrameSource],
+        sinks: Sequence[Sink],
+        *,
+        policy: Policy = "all",
+        queue_size: int = 64,
+        metrics: StreamMetrics | None = None,
+        default_model: str | None = None,
+        restart_sources: bool = True,
+    ) -> None:
+        if not analyzers:
+            raise ValueError("StreamService needs at least one analyzer")
+        if policy not in ("all", "latest"):
+            raise ValueError(f"policy must be 'all' or 'latest', got {policy!r}")
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self.analyzers = dict(analyzers)
+        self.default_model = default_model or next(iter(self.analyzers))
+        if self.default_model not in self.analyzers:
+            raise ValueError(f"default_model {self.default_model!r} has no analyzer")
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self.policy: Policy = policy
+        self.metrics = metrics or StreamMetrics()
+        self.restart_sources = restart_sources
+        self._queue = _ItemQueue(queue_size, policy, self._count_skip)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._receivers_left = 0
+        self._run_model: dict[str, str] = {}
+        self._runs: OrderedDict[str, RunCounters] = OrderedDict()
+        self._totals = dict.fromkeys(
+            ("received", "processed", "skipped", "failed", "gaps", "abandoned", "sink_errors"), 0
+        )
+        self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self._seen_stats: dict[str, dict[str, int]] = {}
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one receiver thread per source and the analysis worker; returns at once."""
+        if self._started:
+            raise RuntimeError("StreamService.start() called twice")
+        self._started = True
+        self._receivers_left = len(self.sources)
+        self._threads = [
+            threading.Thread(target=self._receive, args=(s,), name=f"recv-{s.name}", daemon=True)
+            for s in self.sources
+        ]
+        self._threads.append(threading.Thread(target=self._work, name="analysis", daemon=True))
+        for t in self._threads:
+            t.start()
+        if not self.sources:
+            self._queue.put(_Entry(None, "", time.time()), self._stop, force=True)
+        log.info(
+            "service started: %d source(s), %d sink(s), models %s, policy %s",
+            len(self.sources),
+            len(self.sinks),
+            ", ".join(self.analyzers),
+            self.policy,
+        )
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every source is exhausted and the queue drained (True) or timeout."""
+        return self._done.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop receiving, finish the frame in progress, close sinks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("thread %s did not stop within %.0f s", t.name, timeout)
+        abandoned = [e for e in self._queue.drain() if isinstance(e.item, Frame)]
+        if abandoned:
+            log.warning("%d queued frame(s) were not analysed at shutdown", len(abandoned))
+            with self._lock:
+                self._totals["abandoned"] += len(abandoned)
+        self.metrics.queue_depth.set(0)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %r failed", sink)
+        log.info("service stopped: %s", {k: v for k, v in self.summary().items() if k != "runs"})
+
+    def run(self, stop_event: threading.Event | None = None) -> dict[str, Any]:
+        """Start, serve until ``stop_event`` is set or all sources end, stop; the summary."""
+        self.start()
+        try:
+            while not self._done.wait(0.1):
+                if stop_event is not None and stop_event.is_set():
+                    break
+        finally:
+            self.stop()
+        return self.summary()
+
+    def __enter__(self) -> StreamService:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, latency percentiles (receipt → publish, seconds) and per-run counters."""
+        with self._lock:
+            lat = np.array(self._latencies, dtype=float)
+            runs = {uid: asdict(c) for uid, c in self._runs.items()}
+            totals = dict(self._totals)
+        latency = {"n": int(lat.size)}
+        if lat.size:
+            latency |= {
+                "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)),
+                "max": float(lat.max()),
+            }
+        return {
+            "policy": self.policy,
+            **totals,
+            "queue_depth": len(self._queue),
+            "latency_s": latency,
+            "runs": runs,
+        }
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _receive(self, source: FrameSource) -> None:
+        backoff = 1.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    for item in source.items(self._stop):
+                        self._accept(source, item)
+                        backoff = 1.0
+                        if self._stop.is_set():
+                            break
+                    break  # the source ended normally
+                except Exception:
+                    log.exception("source %s failed", source.name)
+                    if not self.restart_sources or self._stop.wait(backoff):
+                        break
+                    log.info("restarting source %s", source.name)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self._sync_source_stats(source)
+            with self._lock:
+                self._receivers_left -= 1
+                last = self._receivers_left == 0
+            if last:
+                self._queue.put(_Entry(None, source.name, time.time()), self._stop, force=True)
+
+    def _accept(self, source: FrameSource, item: StreamItem) -> None:
+        entry = _Entry(item, source.name, time.time())
+        if isinstance(item, RunStart):
+            model = self._choose_model(item.metadata, item.uid)
+            with self._lock:
+                self._run_model[item.uid] = model
+                self._run_counters(item.uid, model)
+        elif isinstance(item, Frame):
+            model = self._model_of(item)
+            self.metrics.frame_arrived(model, entry.received_at)
+            with self._lock:
+                self._totals["received"] += 1
+                self._run_counters(item.source, model).received += 1
+        self._sync_source_stats(source)
+        self._queue.put(entry, self._stop, force=not isinstance(item, Frame))
+        self.metrics.queue_depth.set(len(self._queue))
+
+    def _count_skip(self, entry: _Entry) -> None:
+        assert isinstance(entry.item, Frame)
+        model = self._model_of(entry.item)
+        self.metrics.frames_skipped.labels(model=model).inc()
+        with self._lock:
+            self._totals["skipped"] += 1
+            self._run_counters(entry.item.source, model).skipped += 1
+        log.debug("skipped stale frame %d of %s", entry.item.seq, entry.item.source)
+
+    def _sync_source_stats(self, source: FrameSource) -> None:
+        """Turn the source's cumulative counters into metric increments."""
+        stats = getattr(source, "stats", None)
+        if stats is None:
+            return
+        seen = self._seen_stats.setdefault(source.name, {})
+        counters = {
+            "gaps": self.metrics.seq_gaps,
+            "orphans": self.metrics.source_orphans,
+            "malformed": self.metrics.source_malformed,
+        }
+        for name, counter in counters.items():
+            value = int(getattr(stats, name, 0) or 0)
+            delta = value - seen.get(name, 0)
+            if delta > 0:
+                counter.labels(source=source.name).inc(delta)
+                seen[name] = value
+                if name == "gaps":
+                    with self._lock:
+                        self._totals["gaps"] += delta
+                    log.warning("source %s: %d frame(s) missing (seq gaps)", source.name, delta)
+
+    # -- model choice --------------------------------------------------------------------
+
+    def _choose_model(self, metadata: Mapping[str, Any], uid: str) -> str:
+        wanted = metadata.get("motex_model")
+        if wanted is None:
+            return self.default_model
+        if str(wanted) in self.analyzers:
+            return str(wanted)
+        log.error(
+            "run %s asks for motex_model=%r, which is not loaded (have: %s); using %r",
+            uid,
+            wanted,
+            ", ".join(self.analyzers),
+            self.default_model,
+        )
+        return self.default_model
+
+    def _model_of(self, frame: Frame) -> str:
+        model = self._run_model.get(frame.source)
+        if model is not None:
+            return model
+        wanted = frame.run_metadata.get("motex_model")
+        return (
+            str(wanted)
+            if wanted is not None and str(wanted) in self.analyzers
+            else (self.default_model)
+        )
+
+    def _run_counters(self, uid: str, model: str) -> RunCounters:
+        """Per-run counters (call with ``self._lock`` held); the oldest stopped runs go."""
+        counters = self._runs.get(uid)
+        if counters is None:
+            counters = self._runs[uid] = RunCounters(model)
+            while len(self._runs) > _MAX_RUNS_KEPT:
+                self._runs.popitem(last=False)
+        return counters
+
+    # -- analysing -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while True:
+                entry = self._queue.get(0.1)
+                self.metrics.queue_depth.set(len(self._queue))
+                if entry is None:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if entry.item is None:
+                    return
+                try:
+                    self._handle(entry)
+                except Exception:  # a bug in our own bookkeeping must not stop the stream
+                    log.exception("unexpected error while handling %r", type(entry.item).__name__)
+                if self._stop.is_set():
+                    return
+        finally:
+            self._done.set()
+
+    def _handle(self, entry: _Entry) -> None:
+        item = entry.item
+        if isinstance(item, RunStart):
+            log.info("run %s started (model %s)", item.uid, self._run_model.get(item.uid))
+            self._to_sinks("on_run_start", item)
+        elif isinstance(item, RunStop):
+            self._to_sinks("on_run_stop", item)
+            with self._lock:
+                self._run_model.pop(item.uid, None)
+                counters = self._runs.get(item.uid)
+                if counters is not None:
+                    counters.stopped = True
+            log.info("run %s stopped (%s): %s", item.uid, item.exit_status, counters)
+        elif isinstance(item, Frame):
+            self._analyze(entry, item)
+
+    def _analyze(self, entry: _Entry, frame: Frame) -> None:
+        model = self._model_of(frame)
+        analyzer = self.analyzers[model]
+        t0 = time.monotonic()
+        try:
+            frame = _validate_frame(frame)
+            result: FrameResult = analyzer.analyze(frame)
+            elapsed = time.monotonic() - t0
+            message = build_message(result, frame, received_at=entry.received_at)
+        except FrameError as exc:
+            self._count_failed(frame, model, f"unusable frame: {exc}", exc_info=False)
+            return
+        except Exception as exc:
+            self._count_failed(frame, model, f"analysis failed: {exc!r}", exc_info=True)
+            return
+        message["published_at"] = time.time()
+        self._to_sinks("publish", message, frame)
+        latency = time.monotonic() - entry.received_mono
+        m = self.metrics
+        m.end_to_end_seconds.observe(latency)
+        for stage, seconds in result.timing.items():
+            m.stage_seconds.labels(stage=stage).observe(float(seconds))
+        if "mae" in result.model_quality:
+            m.model_mae.labels(model=model).set(float(result.model_quality["mae"]))
+        if result.n_refit and elapsed > 0:
+            m.fits_per_second.labels(model=model).set(result.n_refit / elapsed)
+        m.frames_processed.labels(model=model).inc()
+        with self._lock:
+            self._latencies.append(latency)
+            self._totals["processed"] += 1
+            self._run_counters(frame.source, model).processed += 1
+
+    def _count_failed(self, frame: Frame, model: str, why: str, exc_info: bool) -> None:
+        log.error("frame %d of %s: %s", frame.seq, frame.source, why, exc_info=exc_info)
+        self.metrics.frames_failed.labels(model=model).inc()
+        with self._lock:
+            self._totals["failed"] += 1
+            self._run_counters(frame.source, model).failed += 1
+
+    def _to_sinks(self, method: str, *args: Any) -> None:
+        """Call one method on every sink; a failing sink is logged and the others still run."""
+        for sink in self.sinks:
+            try:
+                getattr(sink, method)(*args)
+            except Exception:
+                name = type(sink).__name__
+                log.exception("sink %s.%s failed", name, method)
+                self.metrics.sink_errors.labels(sink=name).inc()
+                with self._lock:
+                    self._totals["sink_errors"] += 1

@@ -1,0 +1,270 @@
+"""Motif catalogues: the generators must reproduce the paper's sampling (uniform motif size,
+no repeats, seeded), and catalogues must survive a round trip to disk bit-for-bit."""
+
+from __future__ import annotations
+
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import pdist
+from scipy.stats import chi2
+
+from motex_stream.catalogue import (
+    Catalogue,
+    CatalogueFileError,
+    cookie_cutter_catalogue,
+    dedupe_masks,
+    default_radius_range,
+    pack_masks,
+    random_catalogue,
+    unpack_masks,
+)
+
+KEGGIN_110457 = Path(__file__).resolve().parents[1] / "motex_stream/data/keggin/110457.xyz"
+
+
+def _distinct(masks: np.ndarray) -> int:
+    return len({row.tobytes() for row in masks})
+
+
+@pytest.fixture(scope="module")
+def w_positions() -> np.ndarray:
+    """The 48 W atoms of 110457.xyz (the first 48 atoms of the file)."""
+    lines = KEGGIN_110457.read_text().splitlines()
+    atoms = [line.split() for line in lines[2 : 2 + int(lines[0])]]
+    w = [[float(v) for v in a[1:4]] for a in atoms[:48]]
+    assert all(a[0] == "W" for a in atoms[:48])
+    return np.array(w)
+
+
+# ---------------------------------------------------------------- random_catalogue
+
+
+def test_random_catalogue_shape_dtype_and_reproducible() -> None:
+    a = random_catalogue(24, 2000, seed=7)
+    b = random_catalogue(24, 2000, seed=7)
+    assert a.shape == (2000, 24)
+    assert a.dtype == bool
+    np.testing.assert_array_equal(a, b)
+
+
+def test_random_catalogue_different_seeds_differ() -> None:
+    a = random_catalogue(24, 500, seed=1)
+    b = random_catalogue(24, 500, seed=2)
+    assert not np.array_equal(a, b)
+    # Outside the tiny classes (1, 2, 22, 23, 24 kept atoms, which every sample revisits),
+    # two independent samples of 500 out of ~16.7 M masks essentially never overlap.
+    mid_a = a[(a.sum(axis=1) >= 4) & (a.sum(axis=1) <= 20)]
+    mid_b = b[(b.sum(axis=1) >= 4) & (b.sum(axis=1) <= 20)]
+    assert len(mid_a) > 300
+    assert _distinct(np.concatenate([mid_a, mid_b])) >= len(mid_a) + len(mid_b) - 1
+
+
+def test_random_catalogue_rows_are_unique_and_non_empty() -> None:
+    masks = random_catalogue(24, 10_000, seed=0)
+    assert _distinct(masks) == 10_000
+    assert masks.sum(axis=1).min() >= 1
+
+
+def test_random_catalogue_size_distribution_is_uniform() -> None:
+    n = 24
+    sizes = random_catalogue(n, 10_000, seed=3).sum(axis=1)
+    counts = np.bincount(sizes, minlength=n + 1)
+    # The smallest and largest classes hold only C(24, k) < 2,100 distinct masks, so dedupe
+    # thins them out; between 4 and 20 kept atoms repeats are rare and the draw is uniform.
+    middle = counts[4:21]
+    expected = np.full(middle.size, middle.sum() / middle.size)
+    stat = float(((middle - expected) ** 2 / expected).sum())
+    assert stat < chi2.ppf(0.999, df=middle.size - 1)
+    # And the uniform draw really reaches the extremes (a Bernoulli(0.5) draw per atom would
+    # give ~0 motifs with 1 or 23 atoms in 10,000).
+    assert counts[1] >= 20
+    assert counts[23] >= 20
+
+
+def test_random_catalogue_respects_count_bounds() -> None:
+    masks = random_catalogue(30, 3000, seed=5, lower=5, upper=9)
+    sizes = masks.sum(axis=1)
+    assert sizes.min() == 5
+    assert sizes.max() == 9
+    assert set(np.unique(sizes)) == {5, 6, 7, 8, 9}
+
+
+@pytest.mark.parametrize(
+    ("n", "lower", "upper", "size"),
+    [(24, -1, None, 10), (24, 1, 25, 10), (24, 10, 9, 10), (24, 1, None, 0), (0, 0, None, 1)],
+)
+def test_random_catalogue_rejects_bad_arguments(
+    n: int, lower: int, upper: int | None, size: int
+) -> None:
+    with pytest.raises(ValueError):
+        random_catalogue(n, size, seed=0, lower=lower, upper=upper)
+
+
+def test_random_catalogue_exhausts_small_n() -> None:
+    masks = random_catalogue(4, 100, seed=0)
+    assert masks.shape == (15, 4)
+    assert _distinct(masks) == 15
+    assert masks.any(axis=1).all()
+    # Exactly the number of masks that exist also comes back complete.
+    assert _distinct(random_catalogue(4, 15, seed=1)) == 15
+
+
+def test_random_catalogue_exhausts_within_count_range() -> None:
+    masks = random_catalogue(6, 1000, seed=0, lower=2, upper=3)
+    assert masks.shape == (comb(6, 2) + comb(6, 3), 6)
+    assert set(masks.sum(axis=1)) == {2, 3}
+
+
+def test_random_catalogue_tiny_n_partial() -> None:
+    masks = random_catalogue(3, 5, seed=4)
+    assert masks.shape == (5, 3)
+    assert _distinct(masks) == 5
+
+
+def test_random_catalogue_near_exhaustion_still_unique() -> None:
+    total = 2**12 - 1
+    masks = random_catalogue(12, total - 3, seed=9)
+    assert _distinct(masks) == total - 3
+
+
+# ---------------------------------------------------------------- cookie cutter
+
+
+def test_default_radius_range_on_keggin(w_positions: np.ndarray) -> None:
+    r_min, r_max = default_radius_range(w_positions)
+    d = pdist(w_positions)
+    assert r_min == pytest.approx(d.min())
+    assert r_max == pytest.approx(d.max() / 2)
+    assert 3.0 < r_min < 4.0  # W-W in a Keggin unit is ~3.3-3.7 Å
+
+
+def test_cookie_cutter_spheres_are_compact(w_positions: np.ndarray) -> None:
+    r_range = (3.5, 6.0)
+    masks = cookie_cutter_catalogue(
+        w_positions, 300, seed=0, radius_range=r_range, ellipsoids=False
+    )
+    assert masks.shape[1] == 48
+    assert 50 < masks.shape[0] <= 300
+    assert masks.any(axis=1).all()
+    assert _distinct(masks) == masks.shape[0]
+    for mask in masks:
+        kept = w_positions[mask]
+        if len(kept) > 1:
+            assert pdist(kept).max() <= 2 * r_range[1] + 1e-9
+    # The cuts really are local: none of them keeps the whole 48-atom cluster's extent.
+    assert max(pdist(w_positions[m]).max() for m in masks if m.sum() > 1) < pdist(w_positions).max()
+
+
+def test_cookie_cutter_ellipsoids_are_bounded_by_longest_axis(w_positions: np.ndarray) -> None:
+    r_range = (4.0, 5.0)
+    masks = cookie_cutter_catalogue(w_positions, 300, seed=1, radius_range=r_range)
+    assert masks.any(axis=1).all()
+    for mask in masks:
+        kept = w_positions[mask]
+        if len(kept) > 1:
+            assert pdist(kept).max() <= 2 * 1.6 * r_range[1] + 1e-9
+
+
+def test_cookie_cutter_radius_controls_motif_size(w_positions: np.ndarray) -> None:
+    small = cookie_cutter_catalogue(w_positions, 200, seed=2, radius_range=(3.4, 4.0))
+    large = cookie_cutter_catalogue(w_positions, 200, seed=2, radius_range=(9.0, 10.0))
+    assert large.sum(axis=1).mean() > 2 * small.sum(axis=1).mean()
+
+
+def test_cookie_cutter_reproducible_and_seed_dependent(w_positions: np.ndarray) -> None:
+    a = cookie_cutter_catalogue(w_positions, 500, seed=11)
+    b = cookie_cutter_catalogue(w_positions, 500, seed=11)
+    c = cookie_cutter_catalogue(w_positions, 500, seed=12)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (500, 48)
+
+
+def test_cookie_cutter_returns_what_exists_for_tiny_model() -> None:
+    # Three atoms on a line: contiguous pieces only, and {0, 2} without 1 is impossible
+    # for a sphere centred in the bounding box that keeps both ends.
+    line = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    masks = cookie_cutter_catalogue(line, 50, seed=0, radius_range=(0.3, 1.2), ellipsoids=False)
+    rows = {tuple(int(v) for v in m) for m in masks}
+    assert (1, 0, 1) not in rows
+    assert rows <= {(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 1, 1)}
+    assert len(rows) >= 4
+
+
+def test_cookie_cutter_rejects_bad_input(w_positions: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        cookie_cutter_catalogue(w_positions, 0, seed=0)
+    with pytest.raises(ValueError):
+        cookie_cutter_catalogue(w_positions[:, :2], 10, seed=0)
+    with pytest.raises(ValueError):
+        cookie_cutter_catalogue(w_positions, 10, seed=0, radius_range=(5.0, 2.0))
+
+
+# ---------------------------------------------------------------- storage
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=140).flatmap(
+        lambda n: arrays(bool, st.tuples(st.integers(0, 30), st.just(n)))
+    )
+)
+def test_pack_unpack_round_trip(masks: np.ndarray) -> None:
+    packed = pack_masks(masks)
+    assert packed.dtype == np.uint8
+    assert packed.shape == (masks.shape[0], (masks.shape[1] + 7) // 8)
+    np.testing.assert_array_equal(unpack_masks(packed, masks.shape[1]), masks)
+
+
+def test_pack_rejects_non_binary_values() -> None:
+    with pytest.raises(ValueError):
+        pack_masks(np.array([[0, 2, 1]]))
+    with pytest.raises(ValueError):
+        unpack_masks(np.zeros((2, 3), dtype=np.uint8), 30)
+
+
+def test_dedupe_keeps_first_occurrences_in_order() -> None:
+    masks = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 0]], dtype=bool)
+    np.testing.assert_array_equal(dedupe_masks(masks), masks[[0, 1, 3]])
+    cat = Catalogue(masks, "manual", 0).dedupe()
+    assert cat.n_motifs == 3
+    assert cat.n_permutable == 3
+
+
+def test_catalogue_save_load_round_trip(tmp_path: Path) -> None:
+    masks = random_catalogue(37, 1234, seed=42)
+    path = tmp_path / "cat.npz"
+    Catalogue(masks, "random", 42).save(path)
+    back = Catalogue.load(path)
+    np.testing.assert_array_equal(back.masks, masks)
+    assert back.masks.dtype == bool
+    assert (back.generator, back.seed, back.n_permutable, len(back)) == ("random", 42, 37, 1234)
+    # The file is packed: 5 bytes per 37-bit row before compression, not 37.
+    assert path.stat().st_size < masks.size // 4
+
+
+def test_catalogue_is_immutable() -> None:
+    cat = Catalogue(np.eye(3, dtype=int), "manual", 0)
+    assert cat.masks.dtype == bool
+    with pytest.raises(ValueError):
+        cat.masks[0, 0] = False
+
+
+def test_catalogue_load_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(FileNotFoundError, match=r"nope\.npz"):
+        Catalogue.load(missing)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"this is not a zip archive")
+    with pytest.raises(CatalogueFileError, match=r"corrupt\.npz"):
+        Catalogue.load(corrupt)
+    wrong = tmp_path / "wrong.npz"
+    np.savez_compressed(wrong, something=np.arange(3))
+    with pytest.raises(CatalogueFileError, match=r"wrong\.npz"):
+        Catalogue.load(wrong)
