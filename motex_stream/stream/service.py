@@ -22,10 +22,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,25 +35,13 @@ from motex_stream.stream.frames import validate_frame as _validate_frame
 from motex_stream.stream.messages import build_message
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers import Sink
+from motex_stream.stream.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
 
 Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
-
-
-class FrameSource(Protocol):
-    """What the service needs from a source (see ``motex_stream.stream.sources``)."""
-
-    name: str
-
-    @property
-    def stats(self) -> Any:
-        """Counters with ``received``, ``gaps``, ``orphans`` and ``malformed`` attributes."""
-        ...
-
-    def items(self, stop_event: threading.Event) -> Iterator[StreamItem]: ...
 
 
 @dataclass
@@ -327,7 +315,7 @@ class StreamService:
         log.debug("skipped stale frame %d of %s", entry.item.seq, entry.item.source)
 
     def _sync_source_stats(self, source: FrameSource) -> None:
-        """Turn the source's cumulative counters into metric increments."""
+        """Turn the source's cumulative ``stats`` (a SourceStats) into metric increments."""
         stats = getattr(source, "stats", None)
         if stats is None:
             return

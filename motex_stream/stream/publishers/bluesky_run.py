@@ -48,6 +48,7 @@ class _OpenRun:
     run: event_model.ComposeRunBundle
     descriptor: event_model.ComposeDescriptorBundle
     n_atoms: int
+    n_events: int = 0
 
 
 class BlueskyRunSink:
@@ -117,6 +118,7 @@ class BlueskyRunSink:
             time=float(frame.time),
             uid=str(uuid.uuid5(uuid.UUID(current.run.start_doc["uid"]), f"event-{frame.seq}")),
         )
+        current.n_events += 1
         self._emit("event", event)
 
     def on_run_stop(self, stop: RunStop) -> None:
@@ -224,8 +226,15 @@ class BlueskyRunSink:
 
     def _stop(self, key: tuple[str, str], status: str, reason: str) -> None:
         opened = self._open.pop(key)
-        stop = opened.run.compose_stop(exit_status=status, reason=reason, time=time.time())
-        self._emit("stop", stop)
+        stop = opened.run.compose_stop(
+            exit_status=status,
+            reason=reason,
+            uid=str(uuid.uuid5(uuid.UUID(opened.run.start_doc["uid"]), "stop")),
+            time=time.time(),
+        )
+        # event-model derives num_events from the last seq_num; frames skipped upstream
+        # leave gaps, so report how many events this derived run really holds.
+        self._emit("stop", {**stop, "num_events": {self.stream_name: opened.n_events}})
 
     def _emit(self, name: str, doc: Mapping[str, Any]) -> None:
         for cb in self.callbacks:
@@ -249,7 +258,12 @@ def msgpack_serializer(doc: Mapping[str, Any]) -> bytes:
 
 
 def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
-    """Bluesky's own 0MQ Publisher (connects to a 0MQ proxy's in-address)."""
+    """Bluesky's own 0MQ Publisher (connects to a 0MQ proxy's in-address).
+
+    Caveat measured with pyzmq 27 / libzmq 4.3.5: a PUB that connects drops the first message
+    it sends, even long after connecting; so the very first derived start document after the
+    service starts can be lost on this path (the Tiled writer path is unaffected).
+    """
     from bluesky.callbacks.zmq import Publisher
 
     return Publisher(address, prefix=prefix, serializer=msgpack_serializer)

@@ -12,13 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import event_model
 import numpy as np
 
-from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem, validate_frame
+from motex_stream.stream.frames import (
+    Frame,
+    FrameError,
+    RunStart,
+    RunStop,
+    StreamItem,
+    validate_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +65,7 @@ class SourceStats:
     def as_dict(self) -> dict[str, int]:
         """A snapshot for metrics and logs."""
         with self._lock:
-            snapshot = asdict(self)
-        snapshot.pop("_lock", None)
-        return snapshot
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
 
 
 @dataclass
@@ -119,7 +124,9 @@ class DocumentAssembler:
             return handler(doc)
         except Exception:
             self.stats.add("malformed")
-            logger.exception("%s: could not interpret a %r document; skipped", self.source_name, name)
+            logger.exception(
+                "%s: could not interpret a %r document; skipped", self.source_name, name
+            )
             return []
 
     def _on_start(self, doc: Mapping[str, Any]) -> list[StreamItem]:
@@ -218,7 +225,9 @@ class DocumentAssembler:
     def _on_stop(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         run_uid = str(doc.get("run_start", ""))
         if self._starts.pop(run_uid, None) is None:
-            logger.warning("%s: stop for run %s whose start was never seen", self.source_name, run_uid)
+            logger.warning(
+                "%s: stop for run %s whose start was never seen", self.source_name, run_uid
+            )
             return []
         # Forget the run's descriptors: a long-running service must not grow without bound.
         for key in [k for k, d in self._descriptors.items() if d.run_uid == run_uid]:

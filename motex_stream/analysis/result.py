@@ -1,0 +1,41 @@
+"""The outcome of one offline ML-MotEx analysis, as the writers and the CLI see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from motex_stream.explain.contributions import AtomContributions
+from motex_stream.fitting.results import FitResults
+from motex_stream.structure.starting_model import StartingModel
+
+
+@dataclass
+class AnalysisResult:
+    """Everything `motex-stream analyze` computed, in memory."""
+
+    model: StartingModel
+    masks: np.ndarray  # (M, N) bool, N = permutable atoms in file order
+    fits: FitResults
+    features: np.ndarray  # (M, N+1): mask bits then motif size
+    shap: np.ndarray  # (M, N+1) SHAP values of the trained surrogate
+    contributions: AtomContributions
+    test_mae: float
+    test_mse: float
+    r: np.ndarray  # fit grid
+    g_obs: np.ndarray
+    g_best: np.ndarray  # fitted G of the best motif on r
+    settings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> int:
+        return self.fits.best()
+
+    def atom_numbers(self) -> np.ndarray:
+        """1-based index in the starting-model file of each permutable atom."""
+        return self.model.permutable + 1

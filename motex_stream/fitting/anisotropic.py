@@ -1,0 +1,330 @@
+"""Batched anisotropic fits: scale plus three soft-restrained zooms, like the reference fit.
+
+The reference (diffpy.srfit + MINPACK) refines ``mc`` and the lattice a, b, c of the cluster;
+each scales one Cartesian axis. Here every motif starts from its isotropic optimum and runs a
+Levenberg–Marquardt loop on (s, z1, z2, z3) in the reduced coordinates of the batched engine,
+with analytic Jacobians from the distance tables. Motifs run in parallel (numba prange).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numba
+import numpy as np
+
+from motex_stream.fitting.isotropic import fit_isotropic, physical_scale
+from motex_stream.fitting.restraint import ZoomRestraint
+from motex_stream.fitting.results import FitResults
+from motex_stream.pdf.batched import DistanceTables, PreparedModel, distance_tables
+
+# an alternative start is refined only if, before any refinement, its χ² is already within
+# this factor of the best optimum so far: switching basins must pay off from the entry point.
+# On the 1000 golden fits this refines ~26 % of motifs and finds every better basin.
+ALT_SCREEN = 1.0
+log = logging.getLogger(__name__)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz):  # noqa: PLR0913
+    """F(z) and dF/dz_a for one motif's kept pairs (in place)."""
+    rank = f.shape[0]
+    f[:] = 0.0
+    fz[:, :] = 0.0
+    n_d = tab_v.shape[1]
+    for p in pairs:
+        x2 = z[0] * z[0] * delta2[p, 0] + z[1] * z[1] * delta2[p, 1] + z[2] * z[2] * delta2[p, 2]
+        d = np.sqrt(x2)
+        if d < d_min or d > d_max:
+            continue
+        u = (d - d_lo) / step
+        i = int(u)
+        if i < 0 or i >= n_d - 1:
+            continue
+        t = u - i
+        e = kind[p]
+        g0 = z[0] * delta2[p, 0] / d
+        g1 = z[1] * delta2[p, 1] / d
+        g2 = z[2] * delta2[p, 2] / d
+        for k in range(rank):
+            v = tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
+            s = tab_s[e, i, k] + t * (tab_s[e, i + 1, k] - tab_s[e, i, k])
+            f[k] += v
+            fz[0, k] += s * g0
+            fz[1, k] += s * g1
+            fz[2, k] += s * g2
+
+
+@numba.njit(cache=True, fastmath=True)
+def _evaluate_value(pairs, delta2, kind, z, tab_v, d_lo, step, d_min, d_max, f):  # noqa: PLR0913
+    """F(z) only: trial steps of LM need no Jacobian, which costs twice as much."""
+    rank = f.shape[0]
+    f[:] = 0.0
+    n_d = tab_v.shape[1]
+    for p in pairs:
+        x2 = z[0] * z[0] * delta2[p, 0] + z[1] * z[1] * delta2[p, 1] + z[2] * z[2] * delta2[p, 2]
+        d = np.sqrt(x2)
+        if d < d_min or d > d_max:
+            continue
+        u = (d - d_lo) / step
+        i = int(u)
+        if i < 0 or i >= n_d - 1:
+            continue
+        t = u - i
+        e = kind[p]
+        for k in range(rank):
+            f[k] += tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
+
+
+@numba.njit(cache=True)
+def _penalty(z, lb, ub, sig):
+    res = np.zeros(3)
+    jac = np.zeros(3)
+    for a in range(3):
+        if z[a] < lb:
+            res[a] = (lb - z[a]) / sig
+            jac[a] = -1.0 / sig
+        elif z[a] > ub:
+            res[a] = (z[a] - ub) / sig
+            jac[a] = 1.0 / sig
+    return res, jac
+
+
+@numba.njit(cache=True)
+def _lm(
+    pairs, delta2, kind, z0, tab_v, tab_s, d_lo, step, d_min, d_max, b, bb, lb, ub, sig, max_iter
+):  # noqa: PLR0913, PLR0915
+    """Levenberg–Marquardt on (s, z1, z2, z3) from z0; returns (χ², z, s, ‖sF-b‖²)."""
+    rank = b.shape[0]
+    z = z0.copy()
+    f = np.zeros(rank)
+    fz = np.zeros((3, rank))
+    _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz)
+    ff = 0.0
+    bf = 0.0
+    for k in range(rank):
+        ff += f[k] * f[k]
+        bf += b[k] * f[k]
+    if ff <= 0.0:
+        return bb, z, 0.0, bb
+    s = bf / ff
+    pen, pj = _penalty(z, lb, ub, sig)
+    chi = bb - bf * bf / ff + pen[0] ** 2 + pen[1] ** 2 + pen[2] ** 2
+    lam = 1e-3
+    jtj = np.empty((4, 4))
+    jtr = np.empty(4)
+    ft = np.zeros(rank)
+    cols = np.empty((4, rank))
+    for _ in range(max_iter):
+        # residual ρ = s F - b; Jacobian columns F, s·dF/dz_a, plus the penalty rows
+        for k in range(rank):
+            cols[0, k] = f[k]
+            cols[1, k] = s * fz[0, k]
+            cols[2, k] = s * fz[1, k]
+            cols[3, k] = s * fz[2, k]
+        for i in range(4):
+            acc = 0.0
+            for k in range(rank):
+                acc += cols[i, k] * (s * f[k] - b[k])
+            jtr[i] = acc
+            for j in range(i, 4):
+                acc = 0.0
+                for k in range(rank):
+                    acc += cols[i, k] * cols[j, k]
+                jtj[i, j] = acc
+                jtj[j, i] = acc
+        for a in range(3):
+            jtr[a + 1] += pj[a] * pen[a]
+            jtj[a + 1, a + 1] += pj[a] * pj[a]
+        improved = False
+        rel = 0.0
+        for _try in range(8):
+            a_mat = jtj.copy()
+            for i in range(4):
+                a_mat[i, i] += lam * max(jtj[i, i], 1e-30)
+            x = np.linalg.solve(a_mat, -jtr)
+            zt = z + x[1:]
+            _evaluate_value(pairs, delta2, kind, zt, tab_v, d_lo, step, d_min, d_max, ft)
+            fft = 0.0
+            bft = 0.0
+            for k in range(rank):
+                fft += ft[k] * ft[k]
+                bft += b[k] * ft[k]
+            if fft <= 0.0:
+                lam *= 10.0
+                continue
+            pent, pjt = _penalty(zt, lb, ub, sig)
+            chit = bb - bft * bft / fft + pent[0] ** 2 + pent[1] ** 2 + pent[2] ** 2
+            if chit < chi:
+                rel = (chi - chit) / max(chi, 1e-300)
+                z = zt
+                _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz)
+                s = bft / fft
+                pen = pent
+                pj = pjt
+                chi = chit
+                ff = fft
+                bf = bft
+                lam = max(lam / 10.0, 1e-9)
+                improved = True
+                break
+            lam *= 10.0
+        if not improved or rel < 1e-10:
+            break
+    return chi, z, s, bb - bf * bf / ff
+
+
+@numba.njit(parallel=True, cache=True)
+def _fit_all(  # noqa: PLR0913
+    kept,
+    pa,
+    pb,
+    delta2,
+    kind,
+    tab_v,
+    tab_s,
+    d_lo,
+    step,
+    d_min,
+    d_max,
+    b,
+    z0,
+    lb,
+    ub,
+    sig,
+    max_iter,
+    alt_start,
+    screen,
+):
+    """Fit every motif; with alt_start > 0 also try each axis started at alt_start.
+
+    The reference optimiser sometimes settles with one axis just above the upper bound while
+    the others sit below the lower one; that basin can be slightly better, so it is tried too.
+    """
+    m = kept.shape[0]
+    out_z = np.empty((m, 3))
+    out_s = np.zeros(m)
+    out_res = np.empty(m)
+    out_alt = np.zeros(m, dtype=np.int64)
+    bb = 0.0
+    for k in range(b.shape[0]):
+        bb += b[k] * b[k]
+    for mi in numba.prange(m):
+        sel = np.empty(len(pa), dtype=np.int64)
+        n = 0
+        for p in range(len(pa)):
+            if kept[mi, pa[p]] and kept[mi, pb[p]]:
+                sel[n] = p
+                n += 1
+        pairs = sel[:n]
+        chi, z, s, res = _lm(
+            pairs,
+            delta2,
+            kind,
+            z0[mi],
+            tab_v,
+            tab_s,
+            d_lo,
+            step,
+            d_min,
+            d_max,
+            b,
+            bb,
+            lb,
+            ub,
+            sig,
+            max_iter,
+        )
+        if alt_start > 0.0 and s != 0.0:
+            f = np.zeros(b.shape[0])
+            for a in range(3):
+                zs = z.copy()
+                zs[a] = alt_start
+                # cheap screen: only start LM where the other basin could compete
+                _evaluate_value(pairs, delta2, kind, zs, tab_v, d_lo, step, d_min, d_max, f)
+                ff = 0.0
+                bf = 0.0
+                for k in range(b.shape[0]):
+                    ff += f[k] * f[k]
+                    bf += b[k] * f[k]
+                if ff <= 0.0 or bb - bf * bf / ff > screen * chi:
+                    continue
+                out_alt[mi] += 1
+                chi2, z2, s2, res2 = _lm(
+                    pairs,
+                    delta2,
+                    kind,
+                    zs,
+                    tab_v,
+                    tab_s,
+                    d_lo,
+                    step,
+                    d_min,
+                    d_max,
+                    b,
+                    bb,
+                    lb,
+                    ub,
+                    sig,
+                    max_iter,
+                )
+                if chi2 < chi:
+                    chi, z, s, res = chi2, z2, s2, res2
+        out_z[mi] = z
+        out_s[mi] = s
+        out_res[mi] = res
+    return out_z, out_s, out_res, out_alt
+
+
+def fit_anisotropic(
+    prep: PreparedModel,
+    masks: np.ndarray,
+    g: np.ndarray,
+    restraint: ZoomRestraint | None = None,
+    tables: DistanceTables | None = None,
+    max_iter: int = 30,
+    multistart: bool = True,
+) -> FitResults:
+    """Scale and three zooms per motif; Rwp over the data points (penalty excluded)."""
+    restraint = restraint or ZoomRestraint()
+    masks = np.atleast_2d(np.asarray(masks, dtype=bool))
+    tables = tables or prep_tables(prep)
+    start = fit_isotropic(prep, masks, g, restraint, restrained_axes=3)
+    b, g2 = prep.project_data(g)
+    kept = prep.model.kept_atoms(masks)
+    pp = prep.pairs
+    z, s, res_in_basis, n_alt = _fit_all(
+        kept,
+        pp.a,
+        pp.b,
+        pp.delta2,
+        pp.kind.astype(np.int64),
+        tables.values,
+        tables.slopes,
+        tables.d_lo,
+        tables.step,
+        tables.d_min,
+        tables.d_max,
+        b,
+        np.ascontiguousarray(start.zoom),
+        restraint.lower,
+        restraint.upper,
+        restraint.sigma,
+        max_iter,
+        restraint.upper + 0.5 * restraint.sigma if multistart else 0.0,
+        ALT_SCREEN,
+    )
+    # the part of g outside the reduced basis is a constant: ‖g‖² - ‖b‖²
+    res = res_in_basis + (g2 - float(b @ b))
+    rwp = np.sqrt(np.clip(res, 0.0, None) / g2)
+    log.debug("anisotropic: %d alternative-basin refinements for %d motifs", n_alt.sum(), len(z))
+    return FitResults(rwp=rwp, scale=physical_scale(prep, masks, s), zoom=z, mode="anisotropic")
+
+
+def prep_tables(prep: PreparedModel) -> DistanceTables:
+    """Distance tables, built once per prepared model and cached on it."""
+    cached = getattr(prep, "_distance_tables", None)
+    if cached is None:
+        cached = distance_tables(prep)
+        object.__setattr__(prep, "_distance_tables", cached)
+    return cached

@@ -1,0 +1,223 @@
+"""``motex-stream watch ADDR``: a terminal view of the contributions stream.
+
+Why a terminal view: at the beamline the first question is "is the analysis alive and do the
+atom contributions settle?", often over SSH where no browser is at hand. Per atom it shows the
+latest contribution value and a sparkline of its recent history, plus the best motif and the
+frame rate. Rendering is a pure function of :class:`WatchState` (``render``) so it is testable
+without a terminal; the loop uses ``rich.live`` on a TTY and periodic plain prints otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from motex_stream.stream.publishers.zmq_pub import Subscriber
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Iterable[float | None], width: int | None = None) -> str:
+    """Unicode sparkline scaled to the values' own min..max; missing values are blanks.
+
+    Per-atom scaling shows the *trend* of each atom (is it settling?); the absolute value is
+    printed beside it.
+    """
+    vals = list(values)
+    if width is not None:
+        vals = vals[-width:]
+    finite = [v for v in vals if v is not None and math.isfinite(v)]
+    if not finite:
+        return " " * len(vals)
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    out = []
+    for v in vals:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+        elif span <= 0:
+            out.append(SPARK[len(SPARK) // 2 - 1])
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))])
+    return "".join(out)
+
+
+@dataclass
+class AtomTrace:
+    element: str
+    values: deque[float | None]
+
+
+@dataclass
+class WatchState:
+    """Everything the view shows, updated message by message."""
+
+    history: int = 40
+    model: str = ""
+    source: str = ""
+    seq: int = 0
+    messages: int = 0
+    best_mask: list[int] = field(default_factory=list)
+    best_rwp: float | None = None
+    mae: float | None = None
+    latency: float | None = None
+    atoms: dict[int, AtomTrace] = field(default_factory=dict)
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+
+    def update(self, message: dict[str, Any], now: float | None = None) -> None:
+        """Fold one v1 message into the state (a new run keeps the atom history: same model)."""
+        self.messages += 1
+        self.model = str(message.get("model", ""))
+        self.source = str(message.get("source", ""))
+        self.seq = int(message.get("seq", 0))
+        best = message.get("best") or {}
+        self.best_mask = [int(b) for b in best.get("mask") or []]
+        self.best_rwp = best.get("rwp")
+        self.mae = (message.get("model_quality") or {}).get("mae")
+        rec, pub = message.get("received_at"), message.get("published_at")
+        self.latency = pub - rec if rec is not None and pub is not None else None
+        for c in message.get("contributions", []):
+            atom = int(c["atom"])
+            trace = self.atoms.get(atom)
+            if trace is None:
+                trace = self.atoms[atom] = AtomTrace(str(c["element"]), deque(maxlen=self.history))
+            trace.values.append(c.get("value"))
+        self.arrivals.append(time.monotonic() if now is None else now)
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Messages per second over the recent arrivals (None until two have arrived)."""
+        if len(self.arrivals) < 2:
+            return None
+        span = self.arrivals[-1] - self.arrivals[0]
+        return (len(self.arrivals) - 1) / span if span > 0 else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def render(state: WatchState) -> str:
+    """The whole view as plain text (rich shows the same string)."""
+    if not state.messages:
+        return "motex-stream watch: waiting for messages…"
+    rate = state.frame_rate
+    kept = sum(state.best_mask)
+    lines = [
+        f"model {state.model}  run {state.source}  frame {state.seq}  "
+        f"{_fmt(rate, '.2f')} frames/s  ({state.messages} received)",
+        f"best motif: Rwp {_fmt(state.best_rwp, '.4f')}  kept {kept}/{len(state.best_mask)}  "
+        f"mask {''.join(str(b) for b in state.best_mask)}",
+        f"model MAE {_fmt(state.mae, '.4g')}  latency {_fmt(state.latency, '.2f')} s",
+        "",
+        f"{'atom':>5} {'el':<3} {'value':>10}  history (oldest → newest)",
+    ]
+    for atom in sorted(state.atoms):
+        trace = state.atoms[atom]
+        latest = trace.values[-1] if trace.values else None
+        lines.append(
+            f"{atom:>5} {trace.element:<3} {_fmt(latest, '+.5f'):>10}  {sparkline(trace.values)}"
+        )
+    return "\n".join(lines)
+
+
+def watch(
+    address: str,
+    topics: Sequence[str] = (),
+    *,
+    history: int = 40,
+    max_messages: int | None = None,
+    once: bool = False,
+    timeout: float | None = None,
+    refresh: float = 1.0,
+    out: TextIO | None = None,
+) -> WatchState:
+    """Show the stream until interrupted, ``max_messages``, or ``timeout`` s without messages.
+
+    ``once``: wait for one message, print the view once, return (scripts and tests).
+    """
+    out = out or sys.stdout
+    state = WatchState(history=history)
+    limit = 1 if once else max_messages
+    live_cm = _live(out) if (not once and out.isatty()) else None
+    last_print = 0.0
+    idle = 0.0
+    with Subscriber(address, topics) as sub:
+        live = live_cm.__enter__() if live_cm is not None else None
+        try:
+            while limit is None or state.messages < limit:
+                item = sub.recv(0.2)
+                if item is None:
+                    idle += 0.2
+                    if timeout is not None and idle >= timeout:
+                        break
+                    continue
+                idle = 0.0
+                state.update(item[1])
+                if live is not None:
+                    live.update(_rich_text(render(state)))
+                elif not once and time.monotonic() - last_print >= refresh:
+                    print(render(state) + "\n", file=out, flush=True)
+                    last_print = time.monotonic()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if live_cm is not None:
+                live_cm.__exit__(None, None, None)
+    if live is None:
+        print(render(state), file=out, flush=True)
+    return state
+
+
+def _live(out: TextIO) -> Any:
+    from rich.console import Console
+    from rich.live import Live
+
+    return Live(_rich_text("waiting for messages…"), console=Console(file=out), auto_refresh=True)
+
+
+def _rich_text(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``watch`` options, for the main CLI's subparser."""
+    parser.add_argument(
+        "address", metavar="ADDR", help="ZMQ PUB address, e.g. tcp://127.0.0.1:5578"
+    )
+    parser.add_argument("--topic", action="append", default=[], help="model name(s) to show")
+    parser.add_argument("--history", type=int, default=40, help="sparkline length (frames)")
+    parser.add_argument("--once", action="store_true", help="print one view and exit")
+    parser.add_argument("--max-messages", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=None, help="exit after N s of silence")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    state = watch(
+        args.address,
+        args.topic,
+        history=args.history,
+        max_messages=args.max_messages,
+        once=args.once,
+        timeout=args.timeout,
+    )
+    return 0 if state.messages or not (args.once or args.max_messages) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``motex-stream watch ADDR`` (or ``python -m motex_stream.stream.watch``)."""
+    parser = argparse.ArgumentParser(prog="motex-stream watch", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
