@@ -1,0 +1,153 @@
+"""Real infrastructure for source tests: a 0MQ proxy process and a Tiled server on 127.0.0.1.
+
+Nothing is mocked: the proxy is bluesky's own ``bluesky-0MQ-proxy`` command and the Tiled
+server is ``tiled.server.SimpleTiledServer`` (temporary storage, random port, an API key),
+so the tests exercise the same code paths as a beamline deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from motex_stream.stream.simulate import PDFDetector, make_pdf_detector, make_run_engine
+
+logger = logging.getLogger(__name__)
+
+N_POINTS = 200
+R_GRID = np.linspace(1.0, 20.0, N_POINTS)
+
+
+def frame_gr(i: int) -> np.ndarray:
+    """The i-th simulated G(r) (0-based): a damped sine whose amplitude encodes ``i``."""
+    return (i + 1.0) * np.sin(2.0 * R_GRID) * np.exp(-0.1 * R_GRID)
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass(frozen=True)
+class ProxyAddresses:
+    """Where publishers send (``inbound``) and subscribers listen (``outbound``)."""
+
+    inbound: str
+    outbound: str
+
+
+def _proxy_command() -> list[str]:
+    exe = Path(sys.executable).with_name("bluesky-0MQ-proxy")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("bluesky-0MQ-proxy")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "bluesky.commandline.zmq_proxy"]
+
+
+@pytest.fixture
+def r_grid() -> np.ndarray:
+    """The r grid of the simulated detector."""
+    return R_GRID.copy()
+
+
+@pytest.fixture
+def expected_gr() -> Callable[[int], np.ndarray]:
+    """The G(r) the simulated detector emits for frame ``i`` (0-based)."""
+    return frame_gr
+
+
+@pytest.fixture
+def pdf_detector() -> PDFDetector:
+    """A fresh simulated PDF detector (default keys ``pdf_gr`` / ``pdf_r``)."""
+    return make_pdf_detector(frame_gr, R_GRID)
+
+
+@pytest.fixture
+def run_engine() -> RunEngine:
+    """A real RunEngine without signal handlers."""
+    return make_run_engine()
+
+
+@pytest.fixture
+def zmq_proxy() -> Iterator[ProxyAddresses]:
+    """A real ``bluesky-0MQ-proxy`` subprocess on two free 127.0.0.1 ports."""
+    in_port, out_port = free_port(), free_port()
+    inbound = f"tcp://127.0.0.1:{in_port}"
+    outbound = f"tcp://127.0.0.1:{out_port}"
+    proc = subprocess.Popen(
+        [*_proxy_command(), "--in-address", inbound, "--out-address", outbound],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(in_port)
+        wait_for_port(out_port)
+        yield ProxyAddresses(inbound, outbound)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def tiled_server() -> Iterator[object]:
+    """An in-process Tiled server (temporary storage, API key) shared by the Tiled tests.
+
+    One server per session keeps the suite fast (startup takes seconds on 2 cores); tests use
+    one writer at a time, since concurrent writers into the default tabular storage fail.
+    """
+    from tiled.server import SimpleTiledServer
+
+    server = SimpleTiledServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def tiled_api_key_env(tiled_server: object, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Expose the test server's key the way production does: ``MOTEX_TILED_API_KEY``."""
+    key = str(tiled_server.api_key)  # type: ignore[attr-defined]
+    monkeypatch.setenv("MOTEX_TILED_API_KEY", key)
+    return key
+
+
+@pytest.fixture
+def tiled_base_uri(tiled_server: object) -> str:
+    """The server URI without the key (sources must take the key from the environment)."""
+    uri = str(tiled_server.uri)  # type: ignore[attr-defined]
+    return uri.split("?", 1)[0]

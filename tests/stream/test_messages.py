@@ -1,0 +1,98 @@
+"""The v1 wire format: built from a FrameResult, JSON-safe, validated on receipt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.messages import (
+    SCHEMA,
+    build_message,
+    decode,
+    encode,
+    validate_message,
+)
+
+
+def numpy_result() -> FrameResult:
+    """What an analyzer built on numpy naturally returns: numpy scalars and arrays."""
+    return FrameResult(
+        model="keggin",
+        contributions=[
+            {"atom": np.int64(1), "element": "W", "value": np.float64(-0.02), "spread": 0.01},
+            {"atom": 2, "element": "W", "value": np.float32(0.5), "spread": np.nan},
+        ],
+        best={"mask": np.array([1, 0]), "rwp": np.float64(0.31)},
+        timing={"regrid": np.float64(0.001), "fit": 1.5, "train": 0.25},
+        model_quality={"mae": np.float64(0.004), "mse": 3e-5},
+        n_refit=np.int64(100),  # type: ignore[arg-type]
+        extra={"size_shap": np.arange(3)},
+    )
+
+
+def frame() -> Frame:
+    r = np.linspace(1, 10, 20)
+    return Frame("run-uid", 7, 1700000000.5, r, np.sin(r))
+
+
+def test_build_message_has_the_v1_fields_and_is_strict_json() -> None:
+    msg = build_message(numpy_result(), frame(), received_at=1700000001.0, published_at=1.7e9 + 2)
+    assert msg["schema"] == SCHEMA
+    assert (msg["model"], msg["source"], msg["seq"], msg["time"]) == (
+        "keggin",
+        "run-uid",
+        7,
+        1700000000.5,
+    )
+    assert msg["contributions"][0] == {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01}
+    assert msg["contributions"][1]["spread"] is None  # NaN → null
+    assert msg["best"] == {"mask": [1, 0], "rwp": 0.31}
+    assert msg["timing"]["total"] == pytest.approx(1.751)
+    assert msg["model_quality"]["mae"] == 0.004
+    assert msg["n_refit"] == 100 and msg["extra"] == {"size_shap": [0, 1, 2]}
+    assert msg["received_at"] == 1700000001.0 and msg["published_at"] == 1.7e9 + 2
+    text = json.dumps(msg, allow_nan=False)  # would raise on numpy types or NaN
+    assert json.loads(text) == msg
+    validate_message(msg)
+
+
+def test_given_total_is_kept_and_published_at_defaults_to_now() -> None:
+    result = numpy_result()
+    result.timing["total"] = 9.0
+    msg = build_message(result, frame())
+    assert msg["timing"]["total"] == 9.0
+    assert msg["published_at"] > 1.7e9 and msg["received_at"] is None
+
+
+def test_encode_decode_round_trip() -> None:
+    msg = build_message(numpy_result(), frame())
+    assert decode(encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"schema": "motex-stream/contributions/v2"}, "unsupported message schema"),
+        ({"seq": 0}, "seq must be >= 1"),
+        ({"seq": "7"}, "'seq' has the wrong type"),
+        ({"contributions": [{"atom": 1}]}, r"contributions\[0\]"),
+        ({"best": {"rwp": 0.3}}, "mask"),
+    ],
+)
+def test_validate_rejects_bad_messages(change: dict, match: str) -> None:
+    msg = build_message(numpy_result(), frame()) | change
+    with pytest.raises(ValueError, match=match):
+        validate_message(msg)
+
+
+def test_validate_rejects_missing_fields_and_non_objects() -> None:
+    msg = build_message(numpy_result(), frame())
+    del msg["model_quality"]
+    with pytest.raises(ValueError, match="model_quality"):
+        validate_message(msg)
+    with pytest.raises(ValueError, match="JSON object"):
+        validate_message([1, 2])  # type: ignore[arg-type]

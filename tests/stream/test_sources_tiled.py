@@ -1,0 +1,152 @@
+"""Real Tiled: RunEngine → TiledWriter → Tiled server → live subscription / replay."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sources.tiled_source import (
+    TiledLiveSource,
+    TiledReplaySource,
+    attach_tiled_writer,
+    connect,
+    load_api_key,
+)
+
+TIMEOUT = 60.0
+
+
+def _collect(source: TiledLiveSource, stop: threading.Event, out: queue.Queue[StreamItem]) -> None:
+    for item in source.items(stop):
+        out.put(item)
+
+
+@pytest.fixture
+def stored_run(
+    tiled_base_uri: str,
+    tiled_api_key_env: str,
+    run_engine: RunEngine,
+    pdf_detector: PDFDetector,
+) -> Iterator[tuple[str, list[dict]]]:
+    """A 12-frame run written into Tiled; yields its uid and the original event documents."""
+    client = connect(tiled_base_uri)
+    events: list[dict] = []
+    run_engine.subscribe(lambda name, doc: events.append(doc) if name == "event" else None)
+    attach_tiled_writer(run_engine, client)
+    uid = run_series(run_engine, pdf_detector, 12, delay=0.05, md={"sample": "replay"})
+    yield uid, events
+
+
+def test_api_key_from_env_and_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MOTEX_TILED_API_KEY", raising=False)
+    monkeypatch.delenv("MOTEX_TILED_API_KEY_FILE", raising=False)
+    assert load_api_key() is None
+    key_file = tmp_path / "key"
+    key_file.write_text("secret-from-file\n")
+    assert load_api_key(key_file) == "secret-from-file"
+    monkeypatch.setenv("MOTEX_TILED_API_KEY", "secret-from-env")
+    assert load_api_key(key_file) == "secret-from-env"
+
+
+@pytest.mark.slow
+def test_live_subscription_yields_all_frames_in_order(
+    tiled_base_uri: str,
+    tiled_api_key_env: str,
+    run_engine: RunEngine,
+    pdf_detector: PDFDetector,
+    r_grid: np.ndarray,
+    expected_gr: Callable[[int], np.ndarray],
+) -> None:
+    source = TiledLiveSource(tiled_base_uri)
+    stop = threading.Event()
+    out: queue.Queue[StreamItem] = queue.Queue()
+    thread = threading.Thread(target=_collect, args=(source, stop, out), daemon=True)
+    thread.start()
+    try:
+        assert source.ready.wait(TIMEOUT)
+        client = connect(tiled_base_uri)
+        events: list[dict] = []
+        run_engine.subscribe(lambda name, doc: events.append(doc) if name == "event" else None)
+        attach_tiled_writer(run_engine, client)
+        n = 15
+        uid = run_series(run_engine, pdf_detector, n, delay=0.02, md={"sample": "live"})
+        got: list[StreamItem] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not (got and isinstance(got[-1], RunStop)) and time.monotonic() < deadline:
+            got.append(out.get(timeout=TIMEOUT))
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+    assert isinstance(got[0], RunStart) and got[0].uid == uid
+    assert got[0].metadata["sample"] == "live"
+    frames = [item for item in got if isinstance(item, Frame)]
+    assert [f.seq for f in frames] == list(range(1, n + 1))
+    for i, frame in enumerate(frames):
+        assert frame.source == uid
+        assert frame.time == pytest.approx(events[i]["time"])
+        np.testing.assert_allclose(frame.r, r_grid)
+        np.testing.assert_allclose(frame.g, expected_gr(i))
+    stop_item = got[-1]
+    assert isinstance(stop_item, RunStop) and stop_item.uid == uid and stop_item.num_events == n
+    assert source.stats.gaps == 0 and source.stats.malformed == 0
+
+
+@pytest.mark.slow
+def test_replay_reproduces_stored_run(
+    tiled_base_uri: str,
+    tiled_api_key_env: str,
+    stored_run: tuple[str, list[dict]],
+    r_grid: np.ndarray,
+    expected_gr: Callable[[int], np.ndarray],
+) -> None:
+    uid, events = stored_run
+    items = list(TiledReplaySource(tiled_base_uri, uid).items(threading.Event()))
+    assert isinstance(items[0], RunStart) and items[0].metadata["sample"] == "replay"
+    assert isinstance(items[-1], RunStop) and items[-1].num_events == len(events)
+    frames = [item for item in items if isinstance(item, Frame)]
+    assert [f.seq for f in frames] == [e["seq_num"] for e in events]
+    for i, frame in enumerate(frames):
+        assert frame.time == pytest.approx(events[i]["time"])
+        np.testing.assert_allclose(frame.r, r_grid)
+        np.testing.assert_allclose(frame.g, expected_gr(i))
+
+
+@pytest.mark.slow
+def test_replay_pacing(
+    tiled_base_uri: str, tiled_api_key_env: str, stored_run: tuple[str, list[dict]]
+) -> None:
+    uid, events = stored_run
+    span = events[-1]["time"] - events[0]["time"]
+    speed = 2.0
+    source = TiledReplaySource(tiled_base_uri, uid, pace=speed)
+    arrivals: list[float] = []
+    for item in source.items(threading.Event()):
+        if isinstance(item, Frame):
+            arrivals.append(time.monotonic())
+    elapsed = arrivals[-1] - arrivals[0]
+    # Generous bounds for a loaded 2-core machine: never faster than asked, not wildly slower.
+    assert elapsed >= 0.9 * span / speed
+    assert elapsed <= span / speed + 3.0
+
+
+def test_replay_stops_when_asked(
+    tiled_base_uri: str, tiled_api_key_env: str, stored_run: tuple[str, list[dict]]
+) -> None:
+    uid, _ = stored_run
+    stop = threading.Event()
+    seen = []
+    for item in TiledReplaySource(tiled_base_uri, uid, pace=0.01).items(stop):
+        seen.append(item)
+        if isinstance(item, Frame):
+            stop.set()
+    assert sum(isinstance(i, Frame) for i in seen) == 1

@@ -1,0 +1,173 @@
+"""End to end over real 0MQ: RunEngine → Publisher → bluesky-0MQ-proxy → ZmqSource."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sources.zmq_source import (
+    ZmqSource,
+    make_publisher,
+    msgpack_deserializer,
+    msgpack_serializer,
+)
+
+TIMEOUT = 30.0
+
+
+class Collector:
+    """Iterate a source on a background thread, like the service does."""
+
+    def __init__(self, source: ZmqSource) -> None:
+        self.source = source
+        self.stop_event = threading.Event()
+        self.items: queue.Queue[StreamItem] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for item in self.source.items(self.stop_event):
+            self.items.put(item)
+
+    def __enter__(self) -> Collector:
+        self.thread.start()
+        assert self.source.ready.wait(TIMEOUT)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "source did not stop when asked"
+
+    def next(self, timeout: float = TIMEOUT) -> StreamItem:
+        return self.items.get(timeout=timeout)
+
+    def until_stop(self, uid: str) -> list[StreamItem]:
+        got: list[StreamItem] = []
+        while True:
+            item = self.next()
+            got.append(item)
+            if isinstance(item, RunStop) and item.uid == uid:
+                return got
+
+
+def handshake(publish: Callable[[str, dict], None], collector: Collector) -> None:
+    """Beat the 0MQ slow joiner: re-send a throwaway start until the source has seen one."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        uid = str(uuid.uuid4())
+        publish("start", {"uid": uid, "time": time.time()})
+        try:
+            item = collector.next(timeout=0.3)
+        except queue.Empty:
+            continue
+        if isinstance(item, RunStart):
+            publish(
+                "stop",
+                {
+                    "uid": str(uuid.uuid4()),
+                    "run_start": uid,
+                    "time": time.time(),
+                    "exit_status": "success",
+                    "num_events": {},
+                },
+            )
+            # Drain whatever the handshake produced.
+            time.sleep(0.3)
+            while not collector.items.empty():
+                collector.items.get_nowait()
+            return
+    pytest.fail("0MQ path never came up")
+
+
+@pytest.fixture
+def collector(zmq_proxy) -> Iterator[Collector]:  # type: ignore[no-untyped-def]
+    with Collector(ZmqSource(zmq_proxy.outbound)) as c:
+        yield c
+
+
+def test_msgpack_roundtrip_keeps_arrays() -> None:
+    doc = {"data": {"pdf_gr": np.arange(5, dtype="<f8")}, "seq_num": 3}
+    back = msgpack_deserializer(msgpack_serializer(doc))
+    assert back["seq_num"] == 3
+    assert back["data"]["pdf_gr"].dtype == np.dtype("<f8")
+    np.testing.assert_array_equal(back["data"]["pdf_gr"], np.arange(5.0))
+
+
+def test_run_engine_to_zmq_source(
+    zmq_proxy,  # type: ignore[no-untyped-def]
+    collector: Collector,
+    run_engine: RunEngine,
+    pdf_detector: PDFDetector,
+    r_grid: np.ndarray,
+    expected_gr: Callable[[int], np.ndarray],
+) -> None:
+    publisher = make_publisher(zmq_proxy.inbound)
+    try:
+        handshake(publisher, collector)
+        docs: list[tuple[str, dict]] = []
+        run_engine.subscribe(lambda name, doc: docs.append((name, doc)))
+        run_engine.subscribe(publisher)
+        n = 20
+        uid = run_series(run_engine, pdf_detector, n, delay=0.01, md={"sample": "keggin"})
+        got = collector.until_stop(uid)
+    finally:
+        publisher.close()
+
+    assert isinstance(got[0], RunStart) and got[0].uid == uid
+    assert got[0].metadata["sample"] == "keggin"
+    frames = [item for item in got if isinstance(item, Frame)]
+    assert [f.seq for f in frames] == list(range(1, n + 1))
+    event_times = [doc["time"] for name, doc in docs if name == "event"]
+    for i, frame in enumerate(frames):
+        assert frame.source == uid
+        assert frame.time == pytest.approx(event_times[i])
+        np.testing.assert_allclose(frame.r, r_grid)
+        np.testing.assert_allclose(frame.g, expected_gr(i))
+    stop = got[-1]
+    assert isinstance(stop, RunStop) and stop.exit_status == "success" and stop.num_events == n
+    stats = collector.source.stats.as_dict()
+    assert stats["received"] == n and stats["gaps"] == 0 and stats["malformed"] == 0
+
+
+def test_garbage_and_pickle_are_not_decoded(zmq_proxy, collector: Collector) -> None:  # type: ignore[no-untyped-def]
+    """A pickle payload is refused (counted malformed), not executed."""
+    import pickle
+
+    import zmq
+
+    publisher = make_publisher(zmq_proxy.inbound)
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUB)
+    raw.connect(zmq_proxy.inbound)
+    try:
+        handshake(publisher, collector)
+        before = collector.source.stats.malformed
+        deadline = time.monotonic() + TIMEOUT
+        while collector.source.stats.malformed == before and time.monotonic() < deadline:
+            raw.send(b"raw start " + pickle.dumps({"uid": "x", "time": 0.0}))
+            time.sleep(0.2)
+        assert collector.source.stats.malformed > before
+        with pytest.raises(queue.Empty):
+            collector.next(timeout=0.5)
+    finally:
+        raw.close()
+        ctx.term()
+        publisher.close()
+
+
+def test_source_stops_without_traffic(zmq_proxy) -> None:  # type: ignore[no-untyped-def]
+    source = ZmqSource(zmq_proxy.outbound)
+    stop = threading.Event()
+    with Collector(source) as c:
+        stop = c.stop_event
+        time.sleep(0.2)
+    assert stop.is_set()
