@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
+from scipy import sparse
 
 from motex_stream.pdf.formfactors import xray_f0
 from motex_stream.pdf.grid import (
@@ -104,9 +106,7 @@ def pair_kernels(
     ia = np.flatnonzero(analytic)
     for start in range(0, len(ia), PAIR_CHUNK):
         sel = ia[start : start + PAIR_CHUNK]
-        dd = d[sel, None]
-        kq = np.exp(-0.5 * (sigma[sel, None] * q) ** 2) * np.sin(q * dd) / dd
-        out[sel] = (weight[sel, None] * kq) @ basis.q_to_c
+        out[sel] = _analytic_q_kernels(d[sel], sigma[sel], weight[sel], q) @ basis.q_to_c
     idisc = np.flatnonzero(~analytic & (sigma > 0))
     for start in range(0, len(idisc), PAIR_CHUNK):
         sel = idisc[start : start + PAIR_CHUNK]
@@ -116,6 +116,18 @@ def pair_kernels(
             idx = np.minimum(jlo + t, grid.exthi - 1)
             acc += y[:, t, None] * basis.r_to_c[idx]
         out[sel] = weight[sel, None] * acc
+    return out
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _analytic_q_kernels(d, sigma, weight, q):  # pragma: no cover - compiled
+    """w·exp(-σ²Q²/2)·sin(Qd)/d for each pair and Q (the Fourier transform of a Gaussian)."""
+    out = np.empty((len(d), len(q)))
+    for p in numba.prange(len(d)):
+        s2 = 0.5 * sigma[p] * sigma[p]
+        wd = weight[p] / d[p]
+        for k in range(len(q)):
+            out[p, k] = wd * np.exp(-s2 * q[k] * q[k]) * np.sin(q[k] * d[p])
     return out
 
 
@@ -256,9 +268,13 @@ def prepare_model(
         inside = (d >= grid.pair_dmin) & (d <= grid.pair_dmax)
         sigma = pair_sigma(d[inside], pairs.msd[inside], settings)
         k = pair_kernels(d[inside], sigma, pairs.weight[inside], grid, basis)
-        acc = np.zeros((len(class_keys), basis.rank))
-        np.add.at(acc, pairs.pair_class[inside], k)
-        kernels[iz] = acc
+        # summing pairs into classes is a sparse (classes × pairs) product
+        cls = pairs.pair_class[inside]
+        to_class = sparse.csr_matrix(
+            (np.ones(len(cls)), (cls, np.arange(len(cls)))), shape=(len(class_keys), len(cls))
+        )
+        kernels[iz] = to_class @ k
+
     t2 = time.perf_counter()
     return PreparedModel(
         model=model,

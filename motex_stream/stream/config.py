@@ -125,9 +125,41 @@ class SourceConfig:
     uri: str | None = None  # tiled / tiled-replay
     run: str | None = None  # tiled-replay: the run uid to replay
     glob: str | None = None  # files: pattern relative to the config folder
-    speed: float = 1.0  # replays: 1 = original pacing, 0 = as fast as possible
+    speed: float = 1.0  # tiled-replay: 1 = original pacing, 10 = ten times faster, 0 = no wait
     allow_pickle: bool = False  # zmq: unpickling untrusted bytes runs code; opt in only
     api_key_file: Path | None = None  # tiled: file holding the key (else MOTEX_TILED_API_KEY)
+    interval: float | None = None  # files: seconds between frames; None = as fast as possible
+
+    def to_spec(self) -> dict[str, Any]:
+        """The mapping ``motex_stream.stream.sources.make_source`` takes for this entry.
+
+        The config speaks the beamline's words (``run``, ``speed``, ``glob``); the sources take
+        their constructor's words. This is the one place they are translated.
+        """
+        docs = {"data_key": self.data_key, "r_key": self.r_key}
+        key_file = None if self.api_key_file is None else str(self.api_key_file)
+        if self.type == "zmq":
+            return {
+                "type": "zmq",
+                "address": self.address,
+                "prefix": self.prefix,
+                "allow_pickle": self.allow_pickle,
+                **docs,
+            }
+        if self.type == "tiled":
+            return {"type": "tiled", "uri": self.uri, "key_file": key_file, **docs}
+        if self.type == "tiled-replay":
+            return {
+                "type": "tiled-replay",
+                "uri": self.uri,
+                "run_uid": self.run,
+                "pace": self.speed or None,
+                "key_file": key_file,
+                **docs,
+            }
+        if self.type == "files":
+            return {"type": "files", "path": self.glob, "interval": self.interval}
+        return {"type": "kafka", "topics": [self.prefix], "bootstrap_servers": self.address, **docs}
 
 
 @dataclass(frozen=True)
@@ -305,6 +337,7 @@ _SOURCE_REQUIRED = {
     "kafka": ("address",),
 }
 _SOURCE_KEYS = {
+    "interval",
     "type",
     "name",
     "address",
@@ -342,6 +375,7 @@ def _parse_source(t: Any, index: int, base: Path) -> SourceConfig:
         run=_str(t, "run", where, None),
         glob=glob,
         speed=_float(t, "speed", where, 1.0, lo=0.0),
+        interval=_float(t, "interval", where, 0.0, lo=0.0) if "interval" in t else None,
         allow_pickle=_bool(t, "allow_pickle", where, False),
         api_key_file=_path(t["api_key_file"], f"{where}.api_key_file", base)
         if "api_key_file" in t

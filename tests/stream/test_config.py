@@ -237,3 +237,34 @@ def test_run_overrides_reject_unknown_keys_without_crashing(
     assert "nope" in text and "colour" in text and "starting_model" in text
     settings = resolve_run_overrides(cfg, {"motex_overrides": "rmax=3"})  # type: ignore[arg-type]
     assert settings.rejected == ("motex_overrides",)
+
+
+def test_source_entries_build_real_sources(tmp_path: Path) -> None:
+    """The config's words reach the sources' constructors (no network needed to build)."""
+    from motex_stream.stream.sources import make_source
+
+    text = (
+        MINIMAL
+        + """
+[[sources]]
+type = "files"
+glob = "frames/*.gr"
+interval = 0.5
+
+[[sources]]
+type = "zmq"
+address = "tcp://127.0.0.1:5568"
+
+[[sources]]
+type = "tiled-replay"
+uri = "http://127.0.0.1:1"
+run = "abc"
+speed = 0
+"""
+    )
+    files, zmq_src, replay = load_config(write(tmp_path, text)).sources
+    assert files.to_spec() == {"type": "files", "path": files.glob, "interval": 0.5}
+    assert replay.to_spec()["pace"] is None and replay.to_spec()["run_uid"] == "abc"
+    built = make_source(files.to_spec())
+    assert type(built).__name__ == "FileSeriesSource"
+    assert type(make_source(zmq_src.to_spec())).__name__ == "ZmqSource"

@@ -1,0 +1,555 @@
+"""Write one offline analysis to disk: tables, a JSON report, coloured structures and plots.
+
+The outputs are meant for two audiences. Scientists open the structure files (VESTA, extended
+XYZ) and PNGs to see which atoms the data favour; scripts read ``contributions.csv``,
+``fits.csv``/``fits.npz`` and ``report.json``. Atom numbers everywhere are 1-based indices
+into the starting-model file, because that is how users find an atom in their own file and
+in VESTA, not the 0-based permutable index used internally.
+
+Numerical files are written before any plot, and a failing plot is logged rather than
+raised, so that a missing font or a shap/matplotlib quirk never costs the user the results
+of a long fitting run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from motex_stream.analysis.result import AnalysisResult
+
+log = logging.getLogger(__name__)
+
+_CSV_CHUNK = 8192  # rows per formatted block of fits.csv: bounds memory for 10^5-10^6 motifs
+_SHAP_PLOT_MAX_ROWS = 5000  # a beeswarm of more points is unreadable and slow to draw
+_VESTA_PAD = 10.0  # Å of vacuum around the cluster in the P1 box, so no periodic image bonds
+_GREY = (0.6, 0.6, 0.6)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def contribution_ranks(value: np.ndarray) -> np.ndarray:
+    """Rank of each atom (1 = most negative contribution); NaN atoms rank last.
+
+    Ties keep file order (stable sort) so that the ranking is reproducible between runs.
+    """
+    v = np.asarray(value, dtype=float)
+    order = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
+    ranks = np.empty(len(v), dtype=np.int64)
+    ranks[order] = np.arange(1, len(v) + 1)
+    return ranks
+
+
+def json_safe(obj: Any) -> Any:
+    """Recursively turn numpy scalars/arrays, paths and non-finite floats into JSON values.
+
+    Non-finite floats become ``null``: strict JSON has no NaN, and other tools (jq, browsers)
+    reject files that contain it.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, bool | int | str) or obj is None:
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _default_top_k(result: AnalysisResult) -> int:
+    """k for "the k most negative atoms": the user's setting, else half the permutable atoms.
+
+    Half is what the paper used for the Keggin starting models (12 of 24, 24 of 48 W).
+    """
+    k = result.settings.get("top_k")
+    if isinstance(k, int | np.integer) and k > 0:
+        return int(min(k, result.model.n_permutable))
+    return max(1, result.model.n_permutable // 2)
+
+
+def _feature_names(result: AnalysisResult) -> list[str]:
+    """Element + file atom number per mask bit (e.g. "W7"), then "size" if present."""
+    names = [
+        f"{el}{num}"
+        for el, num in zip(result.model.permutable_symbols, result.atom_numbers(), strict=True)
+    ]
+    if result.features.shape[1] == len(names) + 1:
+        names.append("size")
+    return names
+
+
+def _contribution_colours(value: np.ndarray) -> list[tuple[float, float, float]]:
+    """RGB (0-1) per permutable atom on a blue-white-red scale symmetric about zero.
+
+    Symmetric so that white always means "no effect": blue = the atom helps the fit
+    (negative contribution), red = it hurts. NaN (undefined) atoms are grey.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
+    v = np.asarray(value, dtype=float)
+    finite = v[np.isfinite(v)]
+    vmax = float(np.max(np.abs(finite))) if finite.size else 0.0
+    vmax = vmax if vmax > 0 else 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    cmap = colormaps["bwr"]
+    out: list[tuple[float, float, float]] = []
+    for x in v:
+        if not np.isfinite(x):
+            out.append(_GREY)
+        else:
+            r, g, b, _ = cmap(float(norm(x)))
+            out.append((float(r), float(g), float(b)))
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
+    """One row per permutable atom in file order; NaN contributions are written as ``nan``."""
+    c = result.contributions
+    ranks = contribution_ranks(c.value)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["atom", "element", "contribution", "spread_kept", "spread_removed", "rank"])
+        rows = zip(
+            result.atom_numbers(),
+            result.model.permutable_symbols,
+            c.value,
+            c.spread_kept,
+            c.spread_removed,
+            ranks,
+            strict=True,
+        )
+        for atom, el, val, sk, sr, rank in rows:
+            w.writerow([int(atom), el, f"{val:.8g}", f"{sk:.8g}", f"{sr:.8g}", int(rank)])
+    return path
+
+
+def write_fits_csv(path: Path, result: AnalysisResult) -> Path:
+    """Every motif's fit and mask; formatted block-wise so huge catalogues stay cheap."""
+    masks = np.asarray(result.masks).astype(bool)
+    fits = result.fits
+    m, n = masks.shape
+    header = ["id", "n_kept", "rwp", "scale", "zoom1", "zoom2", "zoom3"]
+    header += [f"w{i + 1}" for i in range(n)]
+    zoom = np.asarray(fits.zoom, dtype=float).reshape(m, 3)
+    with path.open("wb") as fh:
+        fh.write((",".join(header) + "\n").encode())
+        for start in range(0, m, _CSV_CHUNK):
+            stop = min(start + _CSV_CHUNK, m)
+            # The 0/1 columns dominate the file: build them as one byte matrix ("0,1,...\n")
+            # instead of formatting N integers per row in Python.
+            bits = np.full((stop - start, 2 * n), ord(","), dtype=np.uint8)
+            bits[:, 0::2] = masks[start:stop] + ord("0")
+            bits[:, -1] = ord("\n")
+            kept = masks[start:stop].sum(axis=1)
+            for j in range(stop - start):
+                i = start + j
+                fh.write(
+                    f"{i},{kept[j]},{fits.rwp[i]:.8g},{fits.scale[i]:.8g},"
+                    f"{zoom[i, 0]:.8g},{zoom[i, 1]:.8g},{zoom[i, 2]:.8g},".encode()
+                )
+                fh.write(bits[j].tobytes())
+    return path
+
+
+def write_fits_npz(path: Path, result: AnalysisResult) -> Path:
+    """Compact catalogue of fits: masks bit-packed along atoms (MSB first, as np.packbits).
+
+    ``n_permutable`` is stored because packing pads rows to whole bytes.
+    """
+    masks = np.asarray(result.masks).astype(bool)
+    np.savez_compressed(
+        path,
+        masks_packed=np.packbits(masks, axis=1),
+        n_permutable=np.int64(masks.shape[1]),
+        atom_numbers=np.asarray(result.atom_numbers(), dtype=np.int64),
+        rwp=np.asarray(result.fits.rwp, dtype=float),
+        scale=np.asarray(result.fits.scale, dtype=float),
+        zoom=np.asarray(result.fits.zoom, dtype=float),
+        mode=np.array(result.fits.mode),
+    )
+    return path
+
+
+def _best_motif_summary(result: AnalysisResult) -> dict[str, Any]:
+    """What the report says about the lowest-Rwp motif."""
+    b = result.best
+    mask = np.asarray(result.masks[b]).astype(bool)
+    return {
+        "id": b,
+        "mask": mask.astype(int).tolist(),
+        "n_kept": int(mask.sum()),
+        "atoms_kept": result.atom_numbers()[mask].tolist(),
+        "rwp": float(result.fits.rwp[b]),
+        "scale": float(result.fits.scale[b]),
+        "zoom": np.asarray(result.fits.zoom[b], dtype=float).tolist(),
+    }
+
+
+def _top_atoms(result: AnalysisResult, k: int) -> list[dict[str, Any]]:
+    """The k most negative (most motif-like) atoms, best first; undefined (NaN) atoms skipped."""
+    c = result.contributions
+    ranks = contribution_ranks(c.value)
+    numbers = result.atom_numbers()
+    symbols = result.model.permutable_symbols
+    out: list[dict[str, Any]] = []
+    for i in np.argsort(ranks)[:k]:
+        if not np.isfinite(c.value[i]):
+            continue
+        out.append(
+            {
+                "atom": int(numbers[i]),
+                "element": symbols[i],
+                "contribution": float(c.value[i]),
+                "rank": int(ranks[i]),
+            }
+        )
+    return out
+
+
+def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
+    """The JSON report: everything needed to reproduce and judge the run, without the arrays."""
+    return json_safe(
+        {
+            "starting_model": result.model.source,
+            "n_atoms": result.model.n_atoms,
+            "n_permutable": result.model.n_permutable,
+            "bond_threshold": result.model.threshold,
+            "n_motifs": len(result.fits),
+            "fit_mode": result.fits.mode,
+            "test_mae": result.test_mae,
+            "test_mse": result.test_mse,
+            "best_motif": _best_motif_summary(result),
+            "top_k": top_k,
+            "top_atoms": _top_atoms(result, top_k),
+            "size_shap_by_size": result.contributions.size_shap_by_size,
+            "settings": result.settings,
+            "versions": result.versions,
+            "timings": result.timings,
+            "extra": result.extra,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def write_contributions_xyz(path: Path, result: AnalysisResult) -> Path:
+    """Extended XYZ of the whole starting model with ``contribution`` and ``permutable`` columns.
+
+    Dependent atoms (and undefined permutable ones) get 0 so that viewers colouring by the
+    column (OVITO, ase gui) see a neutral value instead of choking on NaN.
+    """
+    import ase
+    import ase.io
+
+    model = result.model
+    contrib = np.zeros(model.n_atoms, dtype=float)
+    contrib[model.permutable] = np.nan_to_num(result.contributions.value, nan=0.0)
+    flag = np.zeros(model.n_atoms, dtype=np.int64)
+    flag[model.permutable] = 1
+    atoms = ase.Atoms(symbols=list(model.symbols), positions=model.positions)
+    atoms.set_array("contribution", contrib)
+    atoms.set_array("permutable", flag)
+    ase.io.write(str(path), atoms, format="extxyz")
+    return path
+
+
+def write_best_motif_xyz(path: Path, result: AnalysisResult) -> Path:
+    """Plain XYZ of the atoms the best motif keeps (permutable + their bonded dependents)."""
+    b = result.best
+    symbols, positions = result.model.motif_positions(result.masks[b])
+    lines = [
+        str(len(symbols)),
+        f"best motif id={b} rwp={float(result.fits.rwp[b]):.6f} "
+        f"from {Path(result.model.source).name or 'starting model'}",
+    ]
+    lines += [
+        f"{s:<2s} {x:14.6f} {y:14.6f} {z:14.6f}"
+        for s, (x, y, z) in zip(symbols, positions, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rgb255(rgb: Sequence[float]) -> str:
+    return " ".join(f"{round(255 * min(max(c, 0.0), 1.0)):3d}" for c in rgb)
+
+
+def _vesta_lines(result: AnalysisResult) -> list[str]:
+    """The VESTA document as lines: a P1 box around the cluster, one site per atom.
+
+    Every atom is its own site (label element + file number) because VESTA colours by site
+    (SITET); sharing sites would force one colour per element. The box is cubic with
+    ``_VESTA_PAD`` of vacuum so that bond search across the periodic boundary finds nothing.
+    """
+    from ase.data import atomic_numbers, covalent_radii
+    from ase.data.colors import jmol_colors
+
+    model = result.model
+    pos = np.asarray(model.positions, dtype=float)
+    lo = pos.min(axis=0)
+    box = float(np.max(pos.max(axis=0) - lo)) + 2 * _VESTA_PAD
+    frac = (pos - lo + _VESTA_PAD) / box
+    colours: list[tuple[float, float, float]] = [_GREY] * model.n_atoms
+    for idx, rgb in zip(
+        model.permutable, _contribution_colours(result.contributions.value), strict=True
+    ):
+        colours[int(idx)] = rgb
+    labels = [f"{s}{i + 1}" for i, s in enumerate(model.symbols)]
+
+    def radius(sym: str) -> float:
+        return float(covalent_radii[atomic_numbers[sym]])
+
+    title = f"ML-MotEx contributions: {Path(model.source).name or 'starting model'}"
+    out = ["#VESTA_FORMAT_VERSION 3.5.0", "", "", "CRYSTAL", "", "TITLE", title, ""]
+    out += ["GROUP", "1 1 P 1", "SYMOP"]
+    out += [" 0.000000  0.000000  0.000000  1  0  0   0  1  0   0  0  1   1"]
+    out += [" -1.0 -1.0 -1.0  0 0 0  0 0 0  0 0 0"]
+    out += ["TRANM 0", " 0.000000  0.000000  0.000000  1  0  0   0  1  0   0  0  1"]
+    out += ["LTRANSL", " -1", " 0.000000  0.000000  0.000000  0.000000  0.000000  0.000000"]
+    out += ["LORIENT", " -1   0   0   0   0"]
+    out += [" 1.000000  0.000000  0.000000  1.000000  0.000000  0.000000"]
+    out += [" 0.000000  0.000000  1.000000  0.000000  0.000000  1.000000"]
+    out += ["LMATRIX"]
+    out += [" 1.000000  0.000000  0.000000  0.000000", " 0.000000  1.000000  0.000000  0.000000"]
+    out += [" 0.000000  0.000000  1.000000  0.000000", " 0.000000  0.000000  0.000000  1.000000"]
+    out += [" 0.000000  0.000000  0.000000"]
+    out += ["CELLP", f"  {box:.6f}  {box:.6f}  {box:.6f}  90.000000  90.000000  90.000000"]
+    out += ["  0.000000   0.000000   0.000000   0.000000   0.000000   0.000000"]
+    out += ["STRUC"]
+    for i, (sym, lab, (x, y, z)) in enumerate(zip(model.symbols, labels, frac, strict=True)):
+        out.append(f"{i + 1:4d} {sym:>2s} {lab:>8s}  1.0000  {x:.6f}  {y:.6f}  {z:.6f}    1a  1")
+        out.append("                            0.000000   0.000000   0.000000  0.00")
+    out += ["  0 0 0 0 0 0 0", "THERI 0"]
+    out += [f"{i + 1:4d} {lab:>8s}  0.400000" for i, lab in enumerate(labels)]
+    out += ["  0 0 0", "SHAPE", "  0       0       0       0   0.000000  0   192   192   192   192"]
+    out += ["BOUND", "       0        1         0        1         0        1"]
+    out += ["  0   0   0   0  0", "SBOND"]
+    perm_el = sorted(set(model.permutable_symbols))
+    dep_el = sorted({model.symbols[i] for i in model.dependent})
+    pairs = [(a, b) for a in perm_el for b in dep_el]
+    for n, (a, b) in enumerate(pairs, start=1):
+        out.append(
+            f"{n:3d} {a:>4s} {b:>4s}    0.00000  {model.threshold:9.5f}  0  1  1  0  1"
+            "  0.250  2.000 127 127 127"
+        )
+    out += ["  0 0 0 0", "SITET"]
+    for i, (sym, lab, rgb) in enumerate(zip(model.symbols, labels, colours, strict=True)):
+        rr = radius(sym)
+        out.append(f"{i + 1:4d} {lab:>8s} {rr:7.4f} {_rgb255(rgb)} {_rgb255(rgb)} 204  0")
+    out += ["  0 0 0 0 0 0", "VECTR", " 0 0 0 0 0", "VECTT", " 0 0 0 0 0"]
+    out += ["SPLAN", "  0   0   0   0", "LBLAT", " -1", "LBLSP", " -1"]
+    out += ["DLATM", " -1", "DLBND", " -1", "DLPLY", " -1", "PLN2D", "  0   0   0   0"]
+    out += ["ATOMT"]
+    for n, sym in enumerate(sorted(set(model.symbols)), start=1):
+        rgb = tuple(float(c) for c in jmol_colors[atomic_numbers[sym]])
+        out.append(f"{n:3d} {sym:>8s} {radius(sym):7.4f} {_rgb255(rgb)} {_rgb255(rgb)} 204")
+    out += ["  0 0 0 0 0 0", "SCENE"]
+    out += [" 1.000000  0.000000  0.000000  0.000000", " 0.000000  1.000000  0.000000  0.000000"]
+    out += [" 0.000000  0.000000  1.000000  0.000000", " 0.000000  0.000000  0.000000  1.000000"]
+    out += ["  0.000   0.000", "  0.000", "  1.000", "HBOND 0 2", "", "STYLE"]
+    out += ["MODEL   0  1  0", "SURFS   0  1  1", "SECTS  32  1", "FORMS   0  1"]
+    out += ["ATOMS   0  0  1", "BONDS   1", "POLYS   1", "VECTS 1.000000"]
+    return out
+
+
+def write_contributions_vesta(path: Path, result: AnalysisResult) -> Path:
+    """VESTA file with permutable atoms coloured by contribution and dependent atoms grey."""
+    path.write_text("\n".join(_vesta_lines(result)) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _new_figure(width: float, height: float) -> Any:
+    """A pyplot-free Figure: no global state, no backend switch, safe in worker threads."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=120, layout="constrained")
+
+
+def plot_shap_summary(path: Path, result: AnalysisResult) -> Path:
+    """Beeswarm of SHAP values per feature, on at most ``_SHAP_PLOT_MAX_ROWS`` motifs."""
+    shap = np.asarray(result.shap, dtype=float)
+    X = np.asarray(result.features, dtype=float)
+    if len(shap) > _SHAP_PLOT_MAX_ROWS:
+        keep = np.sort(
+            np.random.default_rng(0).choice(len(shap), _SHAP_PLOT_MAX_ROWS, replace=False)
+        )
+        shap, X = shap[keep], X[keep]
+    names = _feature_names(result)
+    from motex_stream.explain import contributions as explain
+
+    plotter = getattr(explain, "shap_summary_plot", None)
+    if plotter is not None:
+        plotter(shap, X, names, path)
+        return path
+    import matplotlib
+
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg", force=True)  # headless: the job and the service have no display
+    import matplotlib.pyplot as plt
+    import shap as shap_lib
+
+    shap_lib.summary_plot(shap, X, feature_names=names, show=False, max_display=30)
+    fig = plt.gcf()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_rwp_vs_size(path: Path, result: AnalysisResult) -> Path:
+    """Rwp of every motif against its number of kept permutable atoms; best motif starred."""
+    sizes = np.asarray(result.masks).astype(bool).sum(axis=1)
+    rwp = np.asarray(result.fits.rwp, dtype=float)
+    rng = np.random.default_rng(0)
+    jitter = rng.uniform(-0.25, 0.25, len(sizes))  # sizes are integers: spread the columns
+    b = result.best
+    fig = _new_figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    ax.scatter(sizes + jitter, rwp, s=4, alpha=0.35, color="0.3", linewidths=0, label="motifs")
+    ax.scatter(
+        [sizes[b]],
+        [rwp[b]],
+        marker="*",
+        s=220,
+        color="gold",
+        edgecolors="k",
+        zorder=3,
+        label=f"best (id {b}, Rwp {rwp[b]:.4f})",
+    )
+    ax.set_xlabel("kept permutable atoms")
+    ax.set_ylabel("Rwp")
+    ax.set_title(f"{len(rwp)} motifs ({result.fits.mode} zoom)")
+    ax.legend(loc="best")
+    fig.savefig(path)
+    return path
+
+
+def plot_contributions(path: Path, result: AnalysisResult, top_k: int) -> Path:
+    """Bar per permutable atom in file order; the k most negative highlighted.
+
+    The error bar is sqrt(spread_kept² + spread_removed²): the contribution is a difference
+    of two group means, so both groups' scatter bears on how well separated the atom is.
+    """
+    c = result.contributions
+    numbers = result.atom_numbers()
+    value = np.asarray(c.value, dtype=float)
+    err = np.sqrt(np.asarray(c.spread_kept) ** 2 + np.asarray(c.spread_removed) ** 2)
+    ranks = contribution_ranks(value)
+    top = (ranks <= top_k) & np.isfinite(value)
+    colours = np.where(top, "tab:orange", "0.35")
+    x = np.arange(len(value))
+    fig = _new_figure(max(6.0, 0.28 * len(value) + 2.0), 4.5)
+    ax = fig.add_subplot()
+    ax.bar(
+        x,
+        np.nan_to_num(value),
+        yerr=np.nan_to_num(err),
+        color=colours,
+        capsize=2,
+        error_kw={"elinewidth": 0.8, "ecolor": "0.2"},
+    )
+    ax.axhline(0.0, color="k", linewidth=0.8)
+    step = max(1, len(x) // 40)
+    ax.set_xticks(x[::step], [str(n) for n in numbers[::step]], rotation=90, fontsize=7)
+    ax.set_xlabel("atom (index in starting-model file)")
+    ax.set_ylabel("contribution to Rwp (SHAP)")
+    ax.set_title(f"atom contributions; {int(top.sum())} most negative in orange")
+    fig.savefig(path)
+    return path
+
+
+def plot_fit_best(path: Path, result: AnalysisResult) -> Path:
+    """Observed and best-motif PDF with the difference curve offset below them."""
+    r = np.asarray(result.r, dtype=float)
+    g_obs = np.asarray(result.g_obs, dtype=float)
+    g_best = np.asarray(result.g_best, dtype=float)
+    diff = g_obs - g_best
+    offset = float(np.min(np.concatenate([g_obs, g_best]))) - float(np.max(diff)) * 1.1
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    ax.plot(r, g_obs, "o", ms=2.5, mfc="none", color="tab:blue", label="G obs")
+    ax.plot(r, g_best, color="tab:red", lw=1.3, label="G best motif")
+    ax.plot(r, diff + offset, color="tab:green", lw=1.0, label="difference (offset)")
+    ax.axhline(offset, color="0.5", lw=0.6, ls="--")
+    ax.set_xlabel("r (Å)")
+    ax.set_ylabel("G(r) (Å$^{-2}$)")
+    b = result.best
+    ax.set_title(f"best motif id {b}: Rwp = {float(result.fits.rwp[b]):.4f}")
+    ax.legend(loc="upper right")
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def write_outputs(
+    out_dir: Path, result: AnalysisResult, plots: bool = True, *, top_k: int | None = None
+) -> dict[str, Path]:
+    """Write every output file of one analysis into ``out_dir`` and return them by file name.
+
+    ``top_k`` is the number of most-negative atoms the report lists and the bar chart
+    highlights (default: ``settings["top_k"]``, else half the permutable atoms).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = top_k if top_k is not None and top_k > 0 else _default_top_k(result)
+    written: dict[str, Path] = {}
+
+    writers: list[tuple[str, Callable[[Path, AnalysisResult], Path]]] = [
+        ("contributions.csv", write_contributions_csv),
+        ("fits.csv", write_fits_csv),
+        ("fits.npz", write_fits_npz),
+        ("model_contributions.xyz", write_contributions_xyz),
+        ("model_contributions.vesta", write_contributions_vesta),
+        ("best_motif.xyz", write_best_motif_xyz),
+    ]
+    for name, writer in writers:
+        written[name] = writer(out_dir / name, result)
+
+    plot_errors: dict[str, str] = {}
+    if plots:
+        plotters: list[tuple[str, Callable[[Path, AnalysisResult], Path]]] = [
+            ("shap_summary.png", plot_shap_summary),
+            ("rwp_vs_size.png", plot_rwp_vs_size),
+            ("contributions.png", lambda p, res: plot_contributions(p, res, k)),
+            ("fit_best.png", plot_fit_best),
+        ]
+        for name, plotter in plotters:
+            try:
+                written[name] = plotter(out_dir / name, result)
+            except Exception as exc:  # a plot must never cost the user the numerical results
+                log.exception("could not draw %s", name)
+                plot_errors[name] = f"{type(exc).__name__}: {exc}"
+
+    report = build_report(result, k)
+    report["files"] = sorted([*written, "report.json"])
+    if plot_errors:
+        report["plot_errors"] = plot_errors
+    report_path = out_dir / "report.json"
+    report_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    written["report.json"] = report_path
+    log.info("wrote %d output files to %s", len(written), out_dir)
+    return written
