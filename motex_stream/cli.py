@@ -20,9 +20,7 @@ log = logging.getLogger("motex_stream")
 def add_analysis_flags(p: argparse.ArgumentParser, *, catalogue_default: int = 10_000) -> None:
     """The analysis settings shared by analyze, fit, replay (defaults: the paper's run)."""
     p.add_argument("--model", required=True, type=Path, help="starting model (XYZ, CIF, ...)")
-    p.add_argument(
-        "--permute", nargs="+", default=["W"], help="permutable element(s) (default: W)"
-    )
+    p.add_argument("--permute", nargs="+", default=["W"], help="permutable element(s) (default: W)")
     p.add_argument("--threshold", type=float, default=2.5, help="bond threshold in Å (strict <)")
     p.add_argument("--rmin", type=float, default=1.6, help="fit range start, Å (default 1.6)")
     p.add_argument("--rmax", type=float, default=10.0, help="fit range end, Å (default 10)")
@@ -45,7 +43,7 @@ def add_analysis_flags(p: argparse.ArgumentParser, *, catalogue_default: int = 1
     p.add_argument("--seed", type=int, default=0, help="seed of catalogue and training")
 
 
-def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - AnalysisSettings, lazily
+def settings_from_args(args: argparse.Namespace):
     from motex_stream.analysis.pipeline import AnalysisSettings
 
     return AnalysisSettings(
@@ -75,12 +73,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     c = result.contributions
     order = c.ranking()
     k = int(result.masks[result.best].sum())
-    top = ", ".join(f"{result.model.symbols[result.model.permutable[i]]}{result.atom_numbers()[i]}"
-                    for i in order[:k])
+    top = ", ".join(
+        f"{result.model.symbols[result.model.permutable[i]]}{result.atom_numbers()[i]}"
+        for i in order[:k]
+    )
     print(f"best motif: Rwp {result.fits.rwp[result.best]:.4f} with {k} atoms")
     print(f"{k} most negative atoms: {top}")
-    print(f"test MAE {result.test_mae:.4f}, total {result.timings['total']:.1f} s; "
-          f"wrote {len(paths)} files to {args.out}")
+    print(
+        f"test MAE {result.test_mae:.4f}, total {result.timings['total']:.1f} s; "
+        f"wrote {len(paths)} files to {args.out}"
+    )
     return 0
 
 

@@ -52,6 +52,11 @@ def run_fit_command(args: argparse.Namespace) -> int:
         w = csv.writer(fh)
         w.writerow(["rwp", "scale", "zoom1", "zoom2", "zoom3"])
         for i in range(len(fits)):
-            w.writerow([f"{fits.rwp[i]:.10g}", f"{fits.scale[i]:.10g}",
-                        *(f"{z:.10g}" for z in fits.zoom[i])])
+            w.writerow(
+                [
+                    f"{fits.rwp[i]:.10g}",
+                    f"{fits.scale[i]:.10g}",
+                    *(f"{z:.10g}" for z in fits.zoom[i]),
+                ]
+            )
     return 0

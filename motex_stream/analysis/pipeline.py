@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -153,8 +153,12 @@ def run_analysis(
     t = time.perf_counter()
     fits = fit_masks(prep, masks, data.g, settings.zoom, progress)
     timings["fit"] = time.perf_counter() - t
-    log.info("fitted %d motifs in %.2f s (%.0f fits/s)", len(masks), timings["fit"],
-             len(masks) / max(timings["fit"], 1e-9))
+    log.info(
+        "fitted %d motifs in %.2f s (%.0f fits/s)",
+        len(masks),
+        timings["fit"],
+        len(masks) / max(timings["fit"], 1e-9),
+    )
 
     t = time.perf_counter()
     X = features(masks)
@@ -196,6 +200,11 @@ def run_analysis(
         },
         timings=timings,
         versions=library_versions(),
-        extra={"engine": {"rank": prep.basis.rank, "pair_classes": prep.n_classes,
-                          "pairs": len(prep.pairs.d0)}},
+        extra={
+            "engine": {
+                "rank": prep.basis.rank,
+                "pair_classes": prep.n_classes,
+                "pairs": len(prep.pairs.d0),
+            }
+        },
     )

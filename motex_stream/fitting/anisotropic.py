@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @numba.njit(cache=True, fastmath=True)
-def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz):  # noqa: PLR0913
+def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz):
     """F(z) and dF/dz_a for one motif's kept pairs (in place)."""
     rank = f.shape[0]
     f[:] = 0.0
@@ -56,7 +56,7 @@ def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f,
 
 
 @numba.njit(cache=True, fastmath=True)
-def _evaluate_value(pairs, delta2, kind, z, tab_v, d_lo, step, d_min, d_max, f):  # noqa: PLR0913
+def _evaluate_value(pairs, delta2, kind, z, tab_v, d_lo, step, d_min, d_max, f):
     """F(z) only: trial steps of LM need no Jacobian, which costs twice as much."""
     rank = f.shape[0]
     f[:] = 0.0
@@ -93,7 +93,7 @@ def _penalty(z, lb, ub, sig):
 @numba.njit(cache=True)
 def _lm(
     pairs, delta2, kind, z0, tab_v, tab_s, d_lo, step, d_min, d_max, b, bb, lb, ub, sig, max_iter
-):  # noqa: PLR0913, PLR0915
+):
     """Levenberg–Marquardt on (s, z1, z2, z3) from z0; returns (χ², z, s, ‖sF-b‖²)."""
     rank = b.shape[0]
     z = z0.copy()
@@ -175,7 +175,7 @@ def _lm(
 
 
 @numba.njit(parallel=True, cache=True)
-def _fit_all(  # noqa: PLR0913
+def _fit_all(
     kept,
     pa,
     pb,

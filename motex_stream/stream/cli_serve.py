@@ -1,0 +1,26 @@
+"""`motex-stream serve --config FILE`: the long-running beamline service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="TOML config (see services/configs)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from motex_stream.stream.config import load_config
+    from motex_stream.stream.runner import build_service, format_summary, serve_until_signalled
+
+    config = load_config(args.config)
+    service = build_service(config)
+    summary = serve_until_signalled(
+        service, config.service.metrics_port, config.service.metrics_host
+    )
+    log.info("service stopped: %s", format_summary(summary))
+    return 0

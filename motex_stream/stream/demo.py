@@ -1,0 +1,159 @@
+"""`motex-stream demo`: a whole beamline on one machine, end to end, in about a minute.
+
+An in-process Tiled server, a Bluesky RunEngine with a simulated PDF detector playing a time
+series whose motif changes (α-Keggin → W13 cluster, see :mod:`motex_stream.stream.series`),
+the live service subscribed to Tiled, and the watch view on the service's ZMQ stream. At the
+end: a summary, a heatmap of contribution values vs frame, and the results as JSON Lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: new folder)")
+    p.add_argument("--frames", type=int, default=24, help="frames in the simulated series")
+    p.add_argument("--delay", type=float, default=0.5, help="seconds between frames")
+    p.add_argument("--catalogue", type=int, default=4000, help="motifs in the catalogue")
+    p.add_argument("--refit", type=int, default=4000, help="motifs refitted per frame")
+    p.add_argument("--no-watch", action="store_true", help="do not show the live view")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    out = args.out or Path(f"motex-demo-{datetime.now():%Y%m%d-%H%M%S}")
+    summary = run_demo(out, args.frames, args.delay, args.catalogue, args.refit, not args.no_watch)
+    print(summary["text"])
+    return 0 if summary["ok"] else 1
+
+
+def _start_watch(address: str, n_frames: int, show: bool) -> threading.Thread:
+    from motex_stream.stream.watch import watch
+
+    def target() -> None:
+        sink: Any = None if show else io.StringIO()
+        watch(address, max_messages=n_frames, timeout=120.0, refresh=2.0, out=sink)
+
+    thread = threading.Thread(target=target, name="watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_demo(
+    out: Path,
+    n_frames: int = 24,
+    delay: float = 0.5,
+    catalogue: int = 4000,
+    refit: int = 4000,
+    show_watch: bool = True,
+) -> dict[str, Any]:
+    """Run the simulated experiment through the live service; returns a summary dict."""
+    from tiled.client import from_uri
+    from tiled.server import SimpleTiledServer
+
+    from motex_stream.stream.analyzer import LiveModelSettings
+    from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+    from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
+    from motex_stream.stream.runner import LazyAnalyzer, format_summary
+    from motex_stream.stream.series import two_motif_series
+    from motex_stream.stream.service import StreamService
+    from motex_stream.stream.simulate import make_pdf_detector, make_run_engine, run_series
+    from motex_stream.stream.sources.tiled_source import TiledLiveSource, attach_tiled_writer
+
+    out.mkdir(parents=True, exist_ok=True)
+    series = two_motif_series(out / "model", n_frames=n_frames)
+    reference = out / "model" / "reference_frame1.gr"
+    np.savetxt(reference, np.c_[series.r, series.frame(0)], header="r G (frame 1 of the demo)")
+    settings = LiveModelSettings(
+        name="two-motifs",
+        starting_model=str(series.model_path),
+        rmin=1.6,
+        rmax=10.0,
+        catalogue_size=catalogue,
+        refit=refit,
+        rounds=10,
+        max_trees=150,
+    )
+    t0 = time.perf_counter()
+    print(f"preparing the model ({catalogue} motifs: catalogue fit + hyperparameter search)...")
+    analyzer = LazyAnalyzer(settings, reference, state_dir=out / "state")
+    print(f"  prepared in {time.perf_counter() - t0:.1f} s")
+
+    server = SimpleTiledServer()
+    results = out / "results.jsonl"
+    if results.exists():
+        results.unlink()
+    try:
+        os.environ["MOTEX_TILED_API_KEY"] = str(server.api_key)
+        uri = str(server.uri).split("?", 1)[0]
+        source = TiledLiveSource(uri)
+        publisher = ZmqPublisher("tcp://127.0.0.1:0")
+        service = StreamService(
+            {settings.name: analyzer}, [source], [JsonlSink(results), publisher], policy="all"
+        )
+        service.start()
+        if not source.ready.wait(60):
+            raise RuntimeError("the Tiled live subscription did not connect within 60 s")
+        watcher = _start_watch(publisher.address, n_frames, show_watch)
+        publisher.wait_for_subscribers(1, timeout=10)
+
+        RE = make_run_engine()
+        attach_tiled_writer(RE, from_uri(str(server.uri)))
+        detector = make_pdf_detector(series.frame, series.r)
+        print(f"RunEngine: {n_frames} frames, {delay} s apart → Tiled → service → ZMQ → watch")
+        uid = run_series(RE, detector, n_frames, delay, md={"motex_model": settings.name})
+        deadline = time.monotonic() + 120
+        while service.summary()["processed"] + service.summary()["failed"] < n_frames:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        service.stop()
+        watcher.join(timeout=5)
+        stats = service.summary()
+    finally:
+        server.close()
+
+    messages = list(read_jsonl(results))
+    return _summarise(out, series, messages, stats, uid, format_summary(stats))
+
+
+def _summarise(
+    out: Path, series: Any, messages: list[dict[str, Any]], stats: dict, uid: str, line: str
+) -> dict[str, Any]:
+    from motex_stream.stream.plots import contribution_heatmap
+
+    n_a = len(series.motif_a)
+    values = np.array([[c["value"] for c in m["contributions"]] for m in messages])
+    png = contribution_heatmap(messages, out / "contributions_heatmap.png", boundary=n_a)
+    top = np.argsort(values, axis=1)[:, :n_a]
+    a_share = (top < n_a).mean(axis=1)
+    crossover = int(np.argmax(a_share < 0.5)) + 1 if np.any(a_share < 0.5) else None
+    ok = len(messages) > 0 and a_share[0] == 1.0 and a_share[-1] == 0.0
+    text = "\n".join(
+        [
+            f"run {uid}: {line}",
+            f"frames analysed: {len(messages)}; motif A (α-Keggin, atoms 1-{n_a}) → "
+            f"motif B (W13, atoms {n_a + 1}-{values.shape[1] if len(values) else '?'})",
+            f"first frame: {a_share[0] * 100:.0f} % of the {n_a} most negative atoms are A's"
+            if len(values)
+            else "no frames analysed",
+            f"last frame:  {a_share[-1] * 100:.0f} % are A's" if len(values) else "",
+            f"crossover at frame {crossover} of {len(messages)}" if crossover else "no crossover",
+            f"heatmap: {png}",
+            f"results: {out / 'results.jsonl'}",
+            "demo " + ("OK" if ok else "did NOT show the expected motif change"),
+        ]
+    )
+    return {"ok": ok, "text": text, "crossover": crossover, "stats": stats}

@@ -1,0 +1,129 @@
+"""Assemble a running service from a config (or from CLI flags for replays).
+
+Keeps `serve`, `replay` and `demo` on one code path: analyzers that prepare themselves on
+first use, sources, sinks, metrics, and a :class:`StreamService` that ties them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from motex_stream.stream.analyzer import LiveModelSettings, MotexFrameAnalyzer
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
+from motex_stream.stream.service import StreamService
+
+log = logging.getLogger(__name__)
+
+
+class LazyAnalyzer:
+    """Prepares its model from saved state or a reference at start, else on the first frame.
+
+    Preparation (catalogue fit, hyperparameter search) takes seconds; doing it on the first
+    frame keeps the service usable without a reference file, at the cost of one slow frame.
+    """
+
+    def __init__(
+        self,
+        settings: LiveModelSettings,
+        reference: Path | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.reference = reference
+        self.state_dir = state_dir
+        self.inner: MotexFrameAnalyzer | None = None
+        self._lock = threading.Lock()
+        if reference is not None or (
+            state_dir and (state_dir / settings.name / "state.json").exists()
+        ):
+            self.inner = MotexFrameAnalyzer.prepare(settings, reference, state_dir)
+
+    @property
+    def fit_r(self) -> np.ndarray:
+        if self.inner is None:
+            return np.arange(self.settings.rmin, self.settings.rmax + 0.005, 0.01)
+        return self.inner.fit_r
+
+    def analyze(self, frame: Frame) -> FrameResult:
+        with self._lock:
+            if self.inner is None:
+                log.info("preparing model %s on frame %d of %s", self.name, frame.seq, frame.source)
+                self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
+        return self.inner.analyze(frame)
+
+    def save_state(self) -> None:
+        if self.inner is not None:
+            self.inner.save_state()
+
+
+def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
+    state = Path(config.service.state_dir)
+    return {
+        m.name: LazyAnalyzer(LiveModelSettings.from_config(m), m.reference, state)
+        for m in config.models
+    }
+
+
+def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
+    """Sources, sinks and analyzers of a loaded config, in a service not yet started."""
+    from motex_stream.stream.publishers import make_sinks
+    from motex_stream.stream.sources import make_source
+
+    analyzers = analyzers_from_config(config)
+    sources = [make_source(s.to_spec()) for s in config.sources]
+    sinks = make_sinks(config)
+    return StreamService(
+        analyzers,
+        sources,
+        sinks,
+        policy=config.service.policy,
+        queue_size=config.service.queue_size,
+        metrics=metrics or StreamMetrics(),
+        default_model=config.models[0].name,
+    )
+
+
+def serve_until_signalled(service: StreamService, metrics_port: int, metrics_host: str) -> dict:
+    """Run until SIGINT/SIGTERM or until every source ends; persist model state on the way out."""
+    server = None
+    if metrics_port:
+        server = start_metrics_server(metrics_port, metrics_host, service.metrics.registry)
+        log.info("metrics on %s", server.url)
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping after the frame in progress", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = service.run(stop)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for analyzer in service.analyzers.values():
+            save = getattr(analyzer, "save_state", None)
+            if save is not None:
+                save()
+        if server is not None:
+            server.close()
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    keys = ("received", "processed", "skipped", "failed", "gaps")
+    counts = ", ".join(f"{k} {summary.get(k, 0)}" for k in keys)
+    lat = summary.get("latency_s", {}) or {}
+    p50, p99 = lat.get("p50"), lat.get("p99")
+    if p50 is None:
+        return counts
+    return f"{counts}; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
