@@ -2,6 +2,7 @@
 
 from motex_stream.model.gbdt import (
     DEFAULT_SHAP_BUDGET,
+    FRAME_SHAP_BUDGET,
     SEARCH_SPACE,
     FrameFit,
     Hyperparameters,
@@ -19,6 +20,7 @@ from motex_stream.model.gbdt import (
 
 __all__ = [
     "DEFAULT_SHAP_BUDGET",
+    "FRAME_SHAP_BUDGET",
     "SEARCH_SPACE",
     "FrameFit",
     "Hyperparameters",

@@ -49,6 +49,10 @@ DEFAULT_SHAP_BUDGET = 50_000
 #: holds on a loaded machine (xgboost's OpenMP threads slow down badly when oversubscribed).
 DEFAULT_SEARCH_TIME_S = 4.0
 
+#: Per-frame TreeSHAP budget of the live service for the trees one update adds (same units):
+#: 3 300 units ≈ 0.1 s for 10⁴ catalogue motifs, half of the ~0.2 s a frame may cost.
+FRAME_SHAP_BUDGET = 3_300
+
 #: Upper bound on boosting rounds anywhere in this module (search, training, rebuilds).
 MAX_ROUNDS = 300
 
@@ -585,14 +589,18 @@ class IncrementalSurrogate:
     therefore per-frame SHAP cost stay bounded; a rebuild frame costs one fresh (small) training
     plus a full SHAP pass instead of an incremental one.
 
-    A rebuilt model gets at most ``rebuild_trees`` trees (default ``max_trees // 2``), so that
-    it leaves room for warm-start frames before the next rebuild (a rebuild straight to
-    ``max_trees`` would rebuild again on every frame). If the searched round count is larger,
-    the learning rate is scaled up by the same factor (capped at 1): the product
+    A rebuilt model gets at most ``rebuild_trees`` trees (default: ``max_trees // 2``, at most
+    ``max_trees − rounds_per_frame``), so that it leaves room for warm-start frames before the
+    next rebuild (a rebuild straight to ``max_trees`` would rebuild again on every frame). If
+    the searched round count is larger, the learning rate is scaled up by the same factor
+    (capped at 1): the product
     ``learning_rate × rounds`` is what sets how far boosting gets, to first order. The rebuild
     trains that fixed round count without early stopping: the searched count is already known,
     a frame of ~10³ motifs cannot spare a validation slice (measured: early stopping on ~80 rows
     gave a worse MAE than the fixed count), and the tree count stays predictable.
+
+    ``rounds_per_frame=None`` picks 10 trees per frame, fewer for deep trees, so that explaining
+    one frame's new trees fits :data:`FRAME_SHAP_BUDGET` (depth ≤ 4: 10, depth 5: 4, deeper: 1).
 
     :attr:`generation` increases on each rebuild, which lets a SHAP cache (see
     :class:`motex_stream.explain.ShapCache`) know when its cached trees were thrown away.
@@ -605,17 +613,23 @@ class IncrementalSurrogate:
         self,
         base: TrainedModel,
         *,
-        rounds_per_frame: int = 10,
+        rounds_per_frame: int | None = None,
         max_trees: int = 200,
         rebuild_trees: int | None = None,
         holdout_fraction: float = 0.2,
         seed: int = 0,
     ) -> None:
+        if rounds_per_frame is None:
+            rounds_per_frame = min(10, rounds_for_budget(base.params.max_depth, FRAME_SHAP_BUDGET))
         if rounds_per_frame < 1:
             raise ValueError("rounds_per_frame must be ≥ 1")
         if max_trees < rounds_per_frame:
             raise ValueError("max_trees must be ≥ rounds_per_frame")
-        rebuild = max_trees // 2 if rebuild_trees is None else int(rebuild_trees)
+        rebuild = (
+            min(max_trees // 2, max_trees - rounds_per_frame)
+            if rebuild_trees is None
+            else int(rebuild_trees)
+        )
         if not 1 <= rebuild <= max_trees - rounds_per_frame:
             raise ValueError("rebuild_trees must be in [1, max_trees − rounds_per_frame]")
         self.rebuild_trees = rebuild
