@@ -97,9 +97,7 @@ def test_prepare_model_other_system(tmp_path):
     from motex_stream.structure import load_starting_model
 
     model_path = tmp_path / "gao.xyz"
-    model_path.write_text(
-        "4\n\nGa 0 0 0\nO 1.9 0 0\nGa 3.8 0 0\nO 0 1.9 0\n"
-    )
+    model_path.write_text("4\n\nGa 0 0 0\nO 1.9 0 0\nGa 3.8 0 0\nO 0 1.9 0\n")
     model = load_starting_model(model_path, ["Ga"], 2.2)
     r = np.round(np.arange(160, 1001) * 0.01, 10)
     prep = prepare_model(model, PDFSettings.for_data_grid(r), r)

@@ -618,6 +618,7 @@ class IncrementalSurrogate:
         rebuild_trees: int | None = None,
         holdout_fraction: float = 0.2,
         seed: int = 0,
+        drift_factor: float | None = 2.0,
     ) -> None:
         if rounds_per_frame is None:
             rounds_per_frame = min(10, rounds_for_budget(base.params.max_depth, FRAME_SHAP_BUDGET))
@@ -638,6 +639,8 @@ class IncrementalSurrogate:
         self.rounds_per_frame = int(rounds_per_frame)
         self.max_trees = int(max_trees)
         self.holdout_fraction = float(holdout_fraction)
+        self.drift_factor = drift_factor
+        self.reference_mae = float(base.test_mae)
         self.seed = int(seed)
         self.frame = 0
         self.generation = 0
@@ -648,6 +651,18 @@ class IncrementalSurrogate:
 
     def predict(self, masks_or_X: np.ndarray) -> np.ndarray:
         return self.booster.predict(xgb.DMatrix(_as_features(masks_or_X), nthread=NTHREAD))
+
+    def _rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
+        """A fresh booster on the current frame alone, with the stored hyperparameters."""
+        hp = self._rebuild_params()
+        booster = xgb.train(
+            hp.to_xgb_params(seed=seed), xgb.DMatrix(X, label=y, nthread=NTHREAD), hp.n_estimators
+        )
+        self.generation += 1
+        log.info(
+            "surrogate rebuilt at frame %d with %d trees", self.frame, booster.num_boosted_rounds()
+        )
+        return booster
 
     def _rebuild_params(self) -> Hyperparameters:
         """Stored hyperparameters squeezed into ``rebuild_trees`` rounds (see the class doc)."""
@@ -670,15 +685,7 @@ class IncrementalSurrogate:
         rebuilt = self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
-            hp = self._rebuild_params()
-            dfit = xgb.DMatrix(X[fit_idx], label=y[fit_idx], nthread=NTHREAD)
-            booster = xgb.train(hp.to_xgb_params(seed=frame_seed), dfit, hp.n_estimators)
-            self.generation += 1
-            log.info(
-                "surrogate rebuilt at frame %d with %d trees",
-                self.frame,
-                booster.num_boosted_rounds(),
-            )
+            booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
         else:
             booster = _boost_more(
                 self.booster,
@@ -693,6 +700,19 @@ class IncrementalSurrogate:
         t = time.perf_counter()
         mae, _ = _metrics(booster, X[hold_idx], y[hold_idx])
         timings["evaluate"] = time.perf_counter() - t
+        # drift: the data moved faster than a few warm-start trees can follow, so the old
+        # trees (fitted to past frames) dominate; forget them now rather than at the tree cap
+        if (
+            not rebuilt
+            and self.drift_factor is not None
+            and np.isfinite(self.reference_mae)
+            and mae > self.drift_factor * self.reference_mae
+        ):
+            t = time.perf_counter()
+            self.booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
+            rebuilt = True
+            mae, _ = _metrics(self.booster, X[hold_idx], y[hold_idx])
+            timings["drift_rebuild"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         fit = FrameFit(
             frame=self.frame,
@@ -717,6 +737,8 @@ class IncrementalSurrogate:
             "max_trees": self.max_trees,
             "rebuild_trees": self.rebuild_trees,
             "holdout_fraction": self.holdout_fraction,
+            "drift_factor": self.drift_factor,
+            "reference_mae": _json_safe(self.reference_mae),
             "seed": self.seed,
             "frame": self.frame,
             "generation": self.generation,
@@ -733,7 +755,7 @@ class IncrementalSurrogate:
         base = TrainedModel(
             booster=booster,
             params=Hyperparameters.from_dict(state["params"]),
-            test_mae=math.nan,
+            test_mae=math.nan if state.get("reference_mae") is None else state["reference_mae"],
             test_mse=math.nan,
             n_train=0,
             n_test=0,
@@ -746,6 +768,7 @@ class IncrementalSurrogate:
             rebuild_trees=state["rebuild_trees"],
             holdout_fraction=state["holdout_fraction"],
             seed=state["seed"],
+            drift_factor=state.get("drift_factor", 2.0),
         )
         s.frame = int(state["frame"])
         s.generation = int(state["generation"])

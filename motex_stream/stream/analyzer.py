@@ -28,7 +28,13 @@ from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
-from motex_stream.model.gbdt import IncrementalSurrogate, features, train
+from motex_stream.model.gbdt import (
+    FRAME_SHAP_BUDGET,
+    IncrementalSurrogate,
+    features,
+    rounds_for_budget,
+    train,
+)
 from motex_stream.pdf.batched import PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.stream.analyzer_protocol import FrameResult
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 FIT_STEP = 0.01  # Å, fit grid step when no reference grid is given
+# settings that only steer the per-frame work: a saved state stays valid when they change
+RUNTIME_SETTINGS = ("name", "refit", "rounds", "max_trees", "search_calls")
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ class LiveModelSettings:
     def fingerprint(self) -> str:
         """Hash of everything that shapes the prepared state, incl. the model file's bytes."""
         blob = json.dumps(
-            {k: v for k, v in asdict(self).items() if k not in ("refit", "rounds", "name")},
+            {k: v for k, v in asdict(self).items() if k not in RUNTIME_SETTINGS},
             sort_keys=True,
             default=str,
         ).encode()
@@ -168,7 +176,7 @@ class MotexFrameAnalyzer:
         )
         surrogate = IncrementalSurrogate(
             trained,
-            rounds_per_frame=settings.rounds,
+            rounds_per_frame=_frame_rounds(settings.rounds, trained.params.max_depth),
             max_trees=max(settings.max_trees, trained.n_trees + settings.rounds),
             seed=settings.seed,
         )
@@ -262,7 +270,7 @@ class MotexFrameAnalyzer:
                 return None
             masks = Catalogue.load(directory / "catalogue.npz").masks
             surrogate = IncrementalSurrogate.load(directory / "surrogate")
-            surrogate.rounds_per_frame = settings.rounds
+            surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
             r = np.load(directory / "grid.npz")["r"]
         except (OSError, ValueError, KeyError) as exc:
             log.error("cannot reload state from %s (%s); preparing anew", directory, exc)
@@ -365,6 +373,11 @@ class MotexFrameAnalyzer:
 
     def with_settings(self, **changes: Any) -> LiveModelSettings:
         return replace(self.settings, **changes)
+
+
+def _frame_rounds(requested: int, depth: int) -> int:
+    """Rounds per frame: as requested, but no more than the per-frame SHAP budget allows."""
+    return max(1, min(requested, rounds_for_budget(depth, FRAME_SHAP_BUDGET)))
 
 
 def _num(v: float) -> float | None:

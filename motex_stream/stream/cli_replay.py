@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--tiled", help="Tiled server URI (API key: MOTEX_TILED_API_KEY)")
     p.add_argument("--run", help="run uid to replay from --tiled")
     p.add_argument("--config", type=Path, help="TOML config: its first model is used")
+    p.add_argument("--name", help="model name (ZMQ topic, state folder); default: model file stem")
     p.add_argument("--refit", type=int, default=10_000, help="motifs refitted per frame")
     p.add_argument("--rounds", type=int, default=10, help="boosting rounds added per frame")
     p.add_argument("--reference", type=Path, help=".gr to prepare the model on (else frame 1)")
@@ -52,7 +53,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         reference = args.reference or cfg.reference
     elif args.model is not None:
         settings = LiveModelSettings(
-            name=Path(args.model).stem,
+            name=args.name or Path(args.model).stem,
             starting_model=str(args.model),
             permute=tuple(args.permute),
             threshold=args.threshold,

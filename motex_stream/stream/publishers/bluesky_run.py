@@ -249,24 +249,16 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def msgpack_serializer(doc: Mapping[str, Any]) -> bytes:
-    """msgpack with numpy support: what the raw stream uses and non-Python tools can read."""
-    import msgpack
-    import msgpack_numpy
-
-    return msgpack.packb(doc, default=msgpack_numpy.encode)
-
-
 def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
-    """Bluesky's own 0MQ Publisher (connects to a 0MQ proxy's in-address).
+    """Bluesky's own 0MQ Publisher (connects to a 0MQ proxy's in-address), msgpack-encoded.
 
     Caveat measured with pyzmq 27 / libzmq 4.3.5: a PUB that connects drops the first message
     it sends, even long after connecting; so the very first derived start document after the
     service starts can be lost on this path (the Tiled writer path is unaffected).
     """
-    from bluesky.callbacks.zmq import Publisher
+    from motex_stream.stream.sources.zmq_source import make_publisher
 
-    return Publisher(address, prefix=prefix, serializer=msgpack_serializer)
+    return make_publisher(address, prefix=prefix)
 
 
 def tiled_writer(uri: str, api_key: str | None = None) -> DocumentCallback:

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 import msgpack_numpy
+import zmq
 from bluesky.callbacks.zmq import Publisher, RemoteDispatcher
 
 from motex_stream.stream.frames import StreamItem
@@ -49,8 +50,15 @@ def msgpack_deserializer(payload: bytes) -> dict[str, Any]:
 
 
 def make_publisher(address: str, prefix: bytes = DEFAULT_PREFIX) -> Publisher:
-    """A bluesky ``Publisher`` speaking msgpack, to subscribe to a RunEngine (tests, demo)."""
-    return Publisher(address, prefix=prefix, serializer=msgpack_serializer)
+    """A bluesky ``Publisher`` speaking msgpack, to subscribe to a RunEngine (tests, demo).
+
+    Its socket gets a finite LINGER: with the default (forever), unsent documents to a proxy
+    that has gone away make the garbage collection of its zmq Context block the whole process
+    (seen in our tests: minutes of stall long after the publisher was dropped).
+    """
+    publisher = Publisher(address, prefix=prefix, serializer=msgpack_serializer)
+    publisher._socket.setsockopt(zmq.LINGER, 1000)  # bluesky offers no public knob for this
+    return publisher
 
 
 class ZmqSource:

@@ -1,0 +1,224 @@
+"""The live service with real parts: RunEngine → 0MQ proxy / Tiled → service → ZMQ / JSONL.
+
+The analyzer is the real one (batched engine, XGBoost, TreeSHAP) on the two-motif series:
+its motif changes from an α-Keggin unit (atoms 1-12) to a W13 cluster (atoms 13-25).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from motex_stream.stream.analyzer import LiveModelSettings, MotexFrameAnalyzer
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
+from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.service import StreamService
+from motex_stream.stream.simulate import make_pdf_detector, run_series
+from motex_stream.stream.sources.memory_source import SeriesSource
+
+N_FRAMES = 12
+TIMEOUT = 90.0
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def settings(series) -> LiveModelSettings:
+    return LiveModelSettings(
+        name="two-motifs",
+        starting_model=str(series.model_path),
+        catalogue_size=2000,
+        refit=2000,
+        rounds=10,
+        max_trees=150,
+        search_calls=6,
+    )
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory, series, settings) -> Path:
+    """Prepared once (catalogue fit + search) and persisted; each test reloads a fresh copy."""
+    directory = tmp_path_factory.mktemp("state")
+    MotexFrameAnalyzer.prepare(
+        settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
+    )
+    return directory
+
+
+@pytest.fixture
+def analyzer(state_dir, settings) -> MotexFrameAnalyzer:
+    return MotexFrameAnalyzer.prepare(settings, None, state_dir)
+
+
+def a_share(message: dict, n_a: int = 12) -> float:
+    values = np.array([c["value"] for c in message["contributions"]])
+    return float(np.mean(np.argsort(values)[:n_a] < n_a))
+
+
+def assert_motif_change(messages: list[dict]) -> None:
+    assert [m["seq"] for m in messages] == list(range(1, N_FRAMES + 1))
+    shares = [a_share(m) for m in messages]
+    assert shares[0] == 1.0, "first frame: the most negative atoms are motif A's"
+    assert shares[-1] == 0.0, "last frame: the most negative atoms are motif B's"
+    crossover = int(np.argmax(np.array(shares) < 0.5))
+    assert N_FRAMES // 4 <= crossover <= 3 * N_FRAMES // 4 + 1, shares
+
+
+def wait_processed(service: StreamService, n: int, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = service.summary()
+        if s["processed"] + s["failed"] >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"service processed only {service.summary()['processed']} of {n}")
+
+
+def test_zmq_proxy_to_service_to_subscriber(zmq_proxy, run_engine, series, analyzer, tmp_path):
+    """RunEngine → Publisher → bluesky-0MQ-proxy → ZmqSource → service → ZMQ PUB → SUB."""
+    from motex_stream.stream.sources.zmq_source import ZmqSource, make_publisher
+
+    source = ZmqSource(zmq_proxy.outbound)
+    publisher = ZmqPublisher("tcp://127.0.0.1:0")
+    service = StreamService({analyzer.name: analyzer}, [source], [publisher])
+    subscriber = Subscriber(publisher.address, [analyzer.name])
+    service.start()
+    try:
+        assert source.ready.wait(TIMEOUT)
+        assert publisher.wait_for_subscribers(1, timeout=10)
+        docs = make_publisher(zmq_proxy.inbound)
+        # slow joiner: announce empty runs until the service has seen one
+        deadline = time.monotonic() + TIMEOUT
+        while not service.summary()["runs"] and time.monotonic() < deadline:
+            uid = str(uuid.uuid4())
+            docs("start", {"uid": uid, "time": time.time()})
+            time.sleep(0.3)
+        assert service.summary()["runs"], "the proxy never delivered a start document"
+        run_engine.subscribe(docs)
+        detector = make_pdf_detector(series.frame, series.r)
+        run_series(run_engine, detector, N_FRAMES, delay=0.05)
+        messages = []
+        while len(messages) < N_FRAMES:
+            got = subscriber.recv(timeout=TIMEOUT)
+            assert got is not None, f"only {len(messages)} messages arrived"
+            messages.append(got[1] if isinstance(got, tuple) else got)
+    finally:
+        service.stop()
+        subscriber.close()
+        if "docs" in locals():
+            docs.close()
+    assert_motif_change(messages)
+    assert all(m["schema"] == "motex-stream/contributions/v1" for m in messages)
+    assert len(messages[0]["contributions"]) == 25
+
+
+def test_gr_replay_reproduces_live_values(tmp_path, series, settings, state_dir, analyzer):
+    """Frames written as .gr files and replayed give the values the live path published."""
+    from motex_stream.cli import main
+
+    live_out = tmp_path / "live.jsonl"
+    service = StreamService(
+        {analyzer.name: analyzer},
+        [SeriesSource(series.frame, series.r, N_FRAMES)],
+        [JsonlSink(live_out)],
+    )
+    service.run(threading.Event())
+    live = list(read_jsonl(live_out))
+    assert_motif_change(live)
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(N_FRAMES):  # natural order: frame_2 before frame_10
+        np.savetxt(frames / f"frame_{i + 1}.gr", np.c_[series.r, series.frame(i)])
+    replay_state = tmp_path / "state"
+    import shutil
+
+    shutil.copytree(state_dir, replay_state)
+    out = tmp_path / "replay.jsonl"
+    rc = main([
+        "replay", "--frames", str(frames / "frame_*.gr"), "--model", settings.starting_model,
+        "--name", settings.name,
+        "--catalogue", str(settings.catalogue_size), "--refit", str(settings.refit),
+        "--rounds", str(settings.rounds), "--state-dir", str(replay_state), "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    replayed = list(read_jsonl(out))
+    assert_motif_change(replayed)
+    # same prepared state, same frames, same order: the same numbers
+    for a, b in zip(live, replayed, strict=True):
+        va = np.array([c["value"] for c in a["contributions"]])
+        vb = np.array([c["value"] for c in b["contributions"]])
+        np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-9)
+        assert a["best"] == b["best"]
+
+
+def test_warm_start_agrees_with_from_scratch(series, analyzer):
+    """Per-frame warm-started values pick the same top-12 atoms as a fresh full analysis."""
+    correlations = []
+    for i in range(N_FRAMES):
+        result = analyzer.analyze(Frame("run", i + 1, float(i), series.r, series.frame(i)))
+        if i not in (0, N_FRAMES - 1):
+            continue
+        warm = np.array([c["value"] for c in result.contributions])
+        scratch, _ = analyzer.from_scratch(Frame("run", i + 1, float(i), series.r, series.frame(i)))
+        k = 12 if i == 0 else 13  # the size of the motif the frame holds (A, then B)
+        assert set(np.argsort(warm)[:k]) == set(np.argsort(scratch)[:k])
+        correlations.append(spearmanr(warm, scratch).correlation)
+    assert min(correlations) > 0.8, correlations
+
+
+def test_restart_reloads_state_and_continues(series, settings, state_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "state"
+    shutil.copytree(state_dir, copy)
+    first = MotexFrameAnalyzer.prepare(settings, None, copy)
+    r1 = first.analyze(Frame("run", 1, 0.0, series.r, series.frame(0)))
+    first.save_state()
+    again = MotexFrameAnalyzer.prepare(settings, None, copy)
+    assert again.surrogate.n_trees == first.surrogate.n_trees
+    np.testing.assert_array_equal(again.catalogue, first.catalogue)
+    r2 = again.analyze(Frame("run", 2, 1.0, series.r, series.frame(1)))
+    v1 = np.array([c["value"] for c in r1.contributions])
+    v2 = np.array([c["value"] for c in r2.contributions])
+    assert spearmanr(v1, v2).correlation > 0.9
+
+
+def test_bad_frames_never_kill_the_analysis(series, analyzer):
+    from motex_stream.stream.frames import FrameError
+
+    bad = [
+        Frame("run", 1, 0.0, series.r, np.full_like(series.r, np.nan)),
+        Frame("run", 2, 0.0, series.r[:50], series.frame(0)[:50]),  # too short for the fit
+        Frame("run", 3, 0.0, series.r, np.zeros_like(series.r)),
+        Frame("run", 4, 0.0, series.r[::-1], series.frame(0)),
+    ]
+    for frame in bad:
+        with pytest.raises(FrameError):
+            analyzer.analyze(frame)
+    ok = analyzer.analyze(Frame("run", 5, 0.0, series.r, series.frame(0)))
+    assert a_share({"contributions": ok.contributions}) == 1.0
+
+
+def test_demo_runs_end_to_end_through_tiled(tmp_path):
+    """`motex-stream demo`: in-process Tiled + RunEngine + service + watch (the README job)."""
+    from motex_stream.stream.demo import run_demo
+
+    summary = run_demo(
+        tmp_path, n_frames=10, delay=0.05, catalogue=1500, refit=1500, show_watch=False
+    )
+    assert summary["ok"], summary["text"]
+    assert (tmp_path / "contributions_heatmap.png").stat().st_size > 5000
+    assert len(list(read_jsonl(tmp_path / "results.jsonl"))) == 10
