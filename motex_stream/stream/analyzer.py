@@ -134,6 +134,7 @@ class MotexFrameAnalyzer:
         self._features = features(catalogue)
         self._shap = ShapCache(self._features)
         self._frames = 0
+        self._run_overrides: dict[str, dict[str, Any]] = {}
         self._elements = [model.symbols[i] for i in model.permutable]
         self._atoms = (model.permutable + 1).tolist()
 
@@ -295,6 +296,19 @@ class MotexFrameAnalyzer:
         return analyzer
 
     # ----------------------------------------------------------------- per frame
+    def _overrides(self, frame: Frame) -> dict[str, Any]:
+        """Validated per-run overrides from the start document, checked once per run."""
+        from motex_stream.stream.config import validate_overrides
+
+        cached = self._run_overrides.get(frame.source)
+        if cached is None:
+            raw = frame.run_metadata.get("motex_overrides") or {}
+            cached = validate_overrides(raw)[0] if isinstance(raw, dict) else {}
+            if len(self._run_overrides) > 64:
+                self._run_overrides.clear()
+            self._run_overrides[frame.source] = cached
+        return cached
+
     def _refit_indices(self, refit: int, seq: int) -> np.ndarray:
         n = len(self.catalogue)
         if refit >= n:
@@ -309,7 +323,7 @@ class MotexFrameAnalyzer:
         g = regrid(frame, self.fit_r)
         if not np.any(g):
             raise FrameError(f"frame {frame.seq} of {frame.source}: G is zero everywhere")
-        overrides = dict(frame.run_metadata.get("motex_overrides") or {})
+        overrides = self._overrides(frame)
         refit = int(overrides.get("refit", self.settings.refit))
         zoom = str(overrides.get("zoom", self.settings.zoom))
         timing["regrid"] = time.perf_counter() - t

@@ -55,12 +55,11 @@ Zoom = Literal["isotropic", "anisotropic"]
 SOURCE_TYPES = ("zmq", "tiled", "tiled-replay", "files", "kafka")
 SINK_TYPES = ("zmq", "jsonl", "bluesky")
 
-#: Model settings a start document may change for one run. The others (starting model,
-#: permutable elements, bond threshold, catalogue size, reference) define the prepared
-#: catalogue, so changing them mid-experiment would need a new preparation, not an override.
-RUN_OVERRIDABLE = frozenset(
-    {"rmin", "rmax", "qmin", "qmax", "qdamp", "qbroad", "biso", "zoom", "refit", "rounds", "seed"}
-)
+#: Model settings a start document may change for one run. All others (starting model,
+#: permutable elements, bond threshold, fit range, PDF settings, catalogue, reference) define
+#: the prepared engine and catalogue fit, so changing them needs another configured model
+#: (select it with ``motex_model``), not an override.
+RUN_OVERRIDABLE = frozenset({"zoom", "refit"})
 
 
 class ConfigError(ValueError):
@@ -96,7 +95,7 @@ class ModelConfig:
     zoom: Zoom = "isotropic"
     catalogue_size: int = 10000  # candidate motifs generated at preparation
     refit: int = 10000  # motifs refitted per frame
-    rounds: int = 50  # boosting rounds added to the warm-started GBDT per frame
+    rounds: int = 10  # boosting rounds added to the warm-started GBDT per frame (SHAP-capped)
     seed: int = 0
     reference: Path | None = None  # .gr to prepare on; None = prepare on the first frame
 
@@ -310,7 +309,7 @@ def _parse_model(t: Any, where: str, base: Path) -> ModelConfig:
         zoom=_choice(t, "zoom", where, ("isotropic", "anisotropic"), "isotropic"),  # type: ignore[arg-type]
         catalogue_size=_int(t, "catalogue_size", where, 10000, lo=1),
         refit=_int(t, "refit", where, 10000, lo=1),
-        rounds=_int(t, "rounds", where, 50, lo=1),
+        rounds=_int(t, "rounds", where, 10, lo=1),
         seed=_int(t, "seed", where, 0, lo=0),
         reference=reference,
     )
@@ -449,7 +448,17 @@ def resolve_run_overrides(config: Config, start_metadata: Mapping[str, Any]) -> 
             "motex_overrides must be a table of settings, got %s; ignored", type(raw).__name__
         )
         return RunSettings(model, MappingProxyType({}), (*rejected, "motex_overrides"))
+    applied, bad = validate_overrides(raw, model)
+    rejected.extend(bad)
+    return RunSettings(replace(model, **applied), MappingProxyType(applied), tuple(rejected))
+
+
+def validate_overrides(
+    raw: Mapping[str, Any], model: ModelConfig | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Accepted per-run overrides and the rejected keys (each rejection logged as an error)."""
     applied: dict[str, Any] = {}
+    rejected: list[str] = []
     for key, value in raw.items():
         if key not in RUN_OVERRIDABLE:
             log.error(
@@ -461,13 +470,16 @@ def resolve_run_overrides(config: Config, start_metadata: Mapping[str, Any]) -> 
             continue
         try:
             candidate = _override_value(key, value)
-            _check_model_ranges(replace(model, **applied, **{key: candidate}), "motex_overrides")
+            if model is not None:
+                _check_model_ranges(
+                    replace(model, **applied, **{key: candidate}), "motex_overrides"
+                )
         except ConfigError as exc:
             log.error("motex_overrides.%s=%r rejected: %s", key, value, exc)
             rejected.append(str(key))
             continue
         applied[key] = candidate
-    return RunSettings(replace(model, **applied), MappingProxyType(applied), tuple(rejected))
+    return applied, rejected
 
 
 def _override_value(key: str, value: Any) -> Any:

@@ -204,12 +204,12 @@ def test_run_overrides_choose_model_and_apply_allowed_keys() -> None:
     assert settings.model.name == "a" and not settings.applied and not settings.rejected
     settings = resolve_run_overrides(
         cfg,  # type: ignore[arg-type]
-        {"motex_model": "b", "motex_overrides": {"rmax": 12.0, "refit": 100, "biso": {"Mo": 0.5}}},
+        {"motex_model": "b", "motex_overrides": {"zoom": "anisotropic", "refit": 100}},
     )
-    assert settings.model.name == "b" and settings.model.rmax == 12.0
-    assert settings.model.refit == 100 and settings.model.biso_for("Mo") == 0.5
+    assert settings.model.name == "b" and settings.model.zoom == "anisotropic"
+    assert settings.model.refit == 100
     assert settings.model.rounds == 5  # untouched settings stay
-    assert dict(settings.applied).keys() == {"rmax", "refit", "biso"}
+    assert dict(settings.applied).keys() == {"zoom", "refit"}
 
 
 def test_run_overrides_reject_unknown_keys_without_crashing(
@@ -224,15 +224,15 @@ def test_run_overrides_reject_unknown_keys_without_crashing(
                 "motex_overrides": {
                     "starting_model": "x.xyz",
                     "colour": "red",
-                    "rmin": "low",
-                    "rmax": 0.5,
-                    "qdamp": 0.04,
+                    "rmax": 12.0,  # defines the prepared engine: not a per-run setting
+                    "refit": 0,
+                    "zoom": "anisotropic",
                 },
             },
         )
     assert settings.model.name == "a"  # unknown model → default
-    assert settings.model.qdamp == 0.04  # the valid override still applies
-    assert set(settings.rejected) == {"motex_model", "starting_model", "colour", "rmin", "rmax"}
+    assert settings.model.zoom == "anisotropic"  # the valid override still applies
+    assert set(settings.rejected) == {"motex_model", "starting_model", "colour", "rmax", "refit"}
     text = caplog.text
     assert "nope" in text and "colour" in text and "starting_model" in text
     settings = resolve_run_overrides(cfg, {"motex_overrides": "rmax=3"})  # type: ignore[arg-type]
