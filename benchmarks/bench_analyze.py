@@ -54,15 +54,29 @@ def main() -> None:
 
     print(f"analyze of a {args.catalogue}-motif catalogue ({args.zoom}), 109725.xyz, DanMAX data")
     print(f"{'stage':24s} {'seconds':>9s}")
-    for k in ("load", "catalogue", "prepare_engine", "fit", "train", "train_search",
-              "train_fit", "explain", "outputs"):
+    for k in (
+        "load",
+        "catalogue",
+        "prepare_engine",
+        "fit",
+        "train",
+        "train_search",
+        "train_fit",
+        "explain",
+        "outputs",
+    ):
         print(f"{k:24s} {result.timings.get(k, 0.0):9.2f}")
     print(f"{'TOTAL wall':24s} {wall:9.2f}")
-    print(f"baseline: reference fits alone, extrapolated from {args.baseline} timed: "
-          f"{ref_fit_total:.0f} s  → ratio {ref_fit_total / wall:.0f}× for the whole analyze")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
-          f"test MAE {result.test_mae:.4f}; "
-          f"top-12 atoms {sorted(result.atom_numbers()[result.contributions.ranking()[:12]].tolist())}")
+    print(
+        f"baseline: reference fits alone, extrapolated from {args.baseline} timed: "
+        f"{ref_fit_total:.0f} s  → ratio {ref_fit_total / wall:.0f}× for the whole analyze"
+    )
+    top12 = result.contributions.ranking()[:12]
+    print(
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+        f"test MAE {result.test_mae:.4f}; "
+        f"top-12 atoms {sorted(result.atom_numbers()[top12].tolist())}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from motex_stream.catalogue import random_catalogue
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
@@ -56,18 +54,27 @@ def main() -> None:
     fit_isotropic(prep, masks[:64], data.g)  # warm up (numba compile cache, BLAS)
     fit_anisotropic(prep, masks[:8], data.g)
 
-    t_base = best_of(lambda: reference_fit(model, masks[: args.baseline], data.g, data.r, settings), 1)
+    t_base = best_of(
+        lambda: reference_fit(model, masks[: args.baseline], data.g, data.r, settings), 1
+    )
     base_rate = args.baseline / t_base
     t_iso = best_of(lambda: fit_isotropic(prep, masks, data.g), args.repeats)
     t_aniso = best_of(lambda: fit_anisotropic(prep, masks, data.g), 1)
 
     rows = [
-        ("reference per-motif (exact PDF + scipy leastsq, 3 zooms)", args.baseline, t_base, base_rate),
+        (
+            "reference per-motif (exact PDF + scipy leastsq, 3 zooms)",
+            args.baseline,
+            t_base,
+            base_rate,
+        ),
         ("batched isotropic", len(masks), t_iso, len(masks) / t_iso),
         ("batched anisotropic (3 zooms, multi-basin)", len(masks), t_aniso, len(masks) / t_aniso),
     ]
-    print(f"109725.xyz (24 W + 80 O), DanMAX α-Keggin, 841 points; engine preparation "
-          f"{t_prep:.2f} s (+ {t_tables:.2f} s distance tables)")
+    print(
+        f"109725.xyz (24 W + 80 O), DanMAX α-Keggin, 841 points; engine preparation "
+        f"{t_prep:.2f} s (+ {t_tables:.2f} s distance tables)"
+    )
     print(f"{'method':58s} {'motifs':>7s} {'time s':>8s} {'fits/s':>10s} {'× baseline':>11s}")
     for name, n, dt, rate in rows:
         print(f"{name:58s} {n:7d} {dt:8.3f} {rate:10.0f} {rate / base_rate:11.0f}")

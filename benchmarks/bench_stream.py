@@ -76,7 +76,9 @@ def main() -> None:
 
     lat = np.array([m["published_at"] - m["received_at"] for m in messages])
     mae = np.array([m["model_quality"]["mae"] for m in messages])
-    stages = {k: np.median([m["timing"].get(k, 0.0) for m in messages]) for k in messages[0]["timing"]}
+    stages = {
+        k: np.median([m["timing"].get(k, 0.0) for m in messages]) for k in messages[0]["timing"]
+    }
 
     t = time.perf_counter()
     for i in range(args.baseline_frames):
@@ -84,19 +86,29 @@ def main() -> None:
     base = (time.perf_counter() - t) / args.baseline_frames
 
     half = len(lat) // 2
-    print(f"live service, 109725.xyz, catalogue {args.catalogue}, refit {args.refit}/frame, "
-          f"input {args.rate} frames/s, {len(messages)} frames (prepare: {t_prepare:.1f} s)")
+    print(
+        f"live service, 109725.xyz, catalogue {args.catalogue}, refit {args.refit}/frame, "
+        f"input {args.rate} frames/s, {len(messages)} frames (prepare: {t_prepare:.1f} s)"
+    )
     print(f"{'':34s} {'p50 s':>7s} {'p99 s':>7s} {'max s':>7s}")
-    print(f"{'latency (received → published)':34s} {np.median(lat):7.3f} "
-          f"{np.percentile(lat, 99):7.3f} {lat.max():7.3f}")
+    print(
+        f"{'latency (received → published)':34s} {np.median(lat):7.3f} "
+        f"{np.percentile(lat, 99):7.3f} {lat.max():7.3f}"
+    )
     print("median per stage: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()))
-    print(f"sustained: {len(messages) / wall:.2f} frames/s processed "
-          f"(skipped {summary['skipped']}, failed {summary['failed']})")
-    print(f"drift check: latency p50 first half {np.median(lat[:half]):.3f} s, second half "
-          f"{np.median(lat[half:]):.3f} s; MAE median first half {np.median(mae[:half]):.4f}, "
-          f"second half {np.median(mae[half:]):.4f}")
-    print(f"baseline, same run: from-scratch per-frame analysis {base:.2f} s/frame "
-          f"→ warm-started service is {base / np.median(lat):.0f}× faster per frame")
+    print(
+        f"sustained: {len(messages) / wall:.2f} frames/s processed "
+        f"(skipped {summary['skipped']}, failed {summary['failed']})"
+    )
+    print(
+        f"drift check: latency p50 first half {np.median(lat[:half]):.3f} s, second half "
+        f"{np.median(lat[half:]):.3f} s; MAE median first half {np.median(mae[:half]):.4f}, "
+        f"second half {np.median(mae[half:]):.4f}"
+    )
+    print(
+        f"baseline, same run: from-scratch per-frame analysis {base:.2f} s/frame "
+        f"→ warm-started service is {base / np.median(lat):.0f}× faster per frame"
+    )
     latency_error_plot(lat, mae, args.out, "109725 live: latency and GBDT MAE vs frame")
     print(f"plot: {args.out}")
 
