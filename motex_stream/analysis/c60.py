@@ -67,6 +67,7 @@ def c60_experiment(
             qmax=20.0,
             catalogue=catalogue,
             seed=seed,
+            search_time_s=None,
         ),
     )
     top = result.contributions.ranking()[:60]

@@ -56,6 +56,9 @@ class AnalysisSettings:
     zoom: str = "isotropic"
     search_calls: int = 12
     cv_folds: int = 5
+    # wall-clock cap on the search (it stops asking for points); None = always all
+    # search_calls points, which makes results independent of machine load
+    search_time_s: float | None = 4.0
 
     def __post_init__(self) -> None:
         if self.zoom not in ZOOM_MODES:
@@ -163,7 +166,12 @@ def run_analysis(
     t = time.perf_counter()
     X = features(masks)
     trained = train(
-        X, fits.rwp, seed=settings.seed, n_calls=settings.search_calls, cv_folds=settings.cv_folds
+        X,
+        fits.rwp,
+        seed=settings.seed,
+        n_calls=settings.search_calls,
+        cv_folds=settings.cv_folds,
+        time_budget_s=settings.search_time_s,
     )
     timings["train"] = time.perf_counter() - t
     timings.update({f"train_{k}": v for k, v in trained.timings.items() if k != "total"})
