@@ -169,7 +169,7 @@ def _lm(
                 improved = True
                 break
             lam *= 10.0
-        if not improved or rel < 1e-10:
+        if not improved or rel < 1e-8:
             break
     return chi, z, s, bb - bf * bf / ff
 

@@ -4,8 +4,9 @@ Per motif the objective is χ²(s, z) = ‖g - s·G_z‖² + penalty(z). The sca
 form, so χ²(z) = ‖g‖² - (g·G_z)²/‖G_z‖² + penalty(z). With pair-class kernels tabulated on a
 zoom grid, g·G_z for every motif and grid zoom is one matrix product (classes × zooms). The
 norm ‖G_z‖² needs the full reduced vector, so it is computed exactly at a few nodes,
-interpolated across the grid to locate each motif's minimum, then computed exactly again at
-the three grid zooms around that minimum; a parabola through those three gives the zoom.
+interpolated across the grid to locate each motif's minimum, then computed exactly at
+that grid zoom: the difference corrects the interpolated norms of the bracketing zooms (the
+interpolation error is smooth), and a parabola through the three gives the zoom.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from motex_stream.fitting.results import FitResults
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.pdf.formfactors import xray_f0
 
-DEN_NODES = 5
-CHUNK = 2048
+DEN_NODES = 3
+CHUNK = 1024
 
 
 def _lagrange_matrix(x_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -49,8 +50,9 @@ def grid_chi2(
     beta: np.ndarray,
     g2: float,
     penalty: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate χ² on the zoom grid, plus the exact numerators g·G_z (m, Z)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Approximate χ² on the zoom grid, the exact numerators g·G_z and the interpolated
+    norms ‖G_z‖² (each (m, Z))."""
     zooms = prep.zooms
     nodes = np.unique(np.round(np.linspace(0, len(zooms) - 1, DEN_NODES)).astype(int))
     num = class_kept @ beta  # (m, Z)
@@ -58,26 +60,22 @@ def grid_chi2(
     den = np.einsum("mnr,mnr->mn", e, e) @ _lagrange_matrix(zooms[nodes], zooms).T
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(den > 0, g2 - num**2 / den, g2) + penalty
-    return chi2, num
+    return chi2, num, den
 
 
-def _exact_den3(prep: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """‖G_z‖² at grid zooms centre-1, centre, centre+1 for each motif (m, 3).
+def _exact_den(prep: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Exact ‖G_z‖² at grid zoom ``centre[i]`` for each motif i.
 
-    Rows are sorted by centre once so that each zoom group is one contiguous GEMM.
+    Rows are sorted by zoom index once so that each group is one contiguous GEMM.
     """
     order = np.argsort(centre, kind="stable")
     sorted_kept = class_kept[order]
     sorted_centre = centre[order]
     bounds = np.flatnonzero(np.diff(sorted_centre)) + 1
-    out = np.empty((len(centre), 3), dtype=np.float64)
-    rank = prep.basis.rank
+    out = np.empty(len(centre), dtype=np.float64)
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(centre)], strict=True):
-        gi = sorted_centre[lo]
-        e = (sorted_kept[lo:hi] @ prep.kernels_at(np.arange(gi - 1, gi + 2))).reshape(
-            hi - lo, 3, rank
-        )
-        out[order[lo:hi]] = np.einsum("mkr,mkr->mk", e, e)
+        e = sorted_kept[lo:hi] @ prep.kernels_at(np.array([sorted_centre[lo]]))
+        out[order[lo:hi]] = np.einsum("mr,mr->m", e, e)
     return out
 
 
@@ -102,13 +100,15 @@ def fit_isotropic(
     zoom = np.empty(len(masks))
     for start in range(0, len(masks), chunk):
         ck = prep.class_kept(masks[start : start + chunk])
-        chi2, num = grid_chi2(prep, ck, beta, g2, penalty)
+        chi2, num, den_approx = grid_chi2(prep, ck, beta, g2, penalty)
         centre = np.clip(np.argmin(chi2, axis=1), 1, n_zoom - 2)
         rows = np.arange(len(ck))
-        den3 = _exact_den3(prep, ck, centre)
-        todo = rows
-        for _ in range(6):  # walk each 3-point bracket until its middle is the exact minimum
+        # the interpolation error of ‖G_z‖² varies slowly from one grid zoom to the next, so
+        # the exact norm at the bracket's centre corrects the whole bracket
+        correction = _exact_den(prep, ck, centre) - den_approx[rows, centre]
+        for _ in range(6):  # walk each 3-point bracket until its middle is the minimum
             idx3 = centre[:, None] + np.array([-1, 0, 1])
+            den3 = den_approx[rows[:, None], idx3] + correction[:, None]
             num3 = num[rows[:, None], idx3]
             with np.errstate(divide="ignore", invalid="ignore"):
                 chi3 = np.where(den3 > 0, g2 - num3**2 / den3, g2) + penalty[idx3]
@@ -118,7 +118,9 @@ def fit_isotropic(
             if not len(todo):
                 break
             centre[todo] += step[todo]
-            den3[todo] = _exact_den3(prep, ck[todo], centre[todo])
+            correction[todo] = (
+                _exact_den(prep, ck[todo], centre[todo]) - den_approx[todo, centre[todo]]
+            )
         # parabola through the bracket (grid is uniform): vertex offset in units of the step
         c_m, c_0, c_p = chi3[:, 0], chi3[:, 1], chi3[:, 2]
         curv = c_m - 2 * c_0 + c_p

@@ -187,8 +187,8 @@ class PreparedModel:
 
     def class_kept(self, masks: np.ndarray) -> np.ndarray:
         """(M, n_classes) float32 0/1: which pair classes each motif keeps."""
-        s = self.set_kept(masks)
-        return s[:, self.class_sets[:, 0]] * s[:, self.class_sets[:, 1]]
+        s = np.ascontiguousarray(self.set_kept(masks).T)  # row gathers are the cheap ones
+        return (s[self.class_sets[:, 0]] * s[self.class_sets[:, 1]]).T
 
     def project_data(self, g: np.ndarray) -> tuple[np.ndarray, float]:
         """Observed G on r_data → (b in c coordinates, ‖g‖²)."""
