@@ -3,7 +3,7 @@
 10,000-motif catalogue, 10,000 motifs refitted per frame, frames arriving at a fixed rate.
 Baseline in the same run: a from-scratch per-frame analysis (fit all + search + train +
 SHAP) on a few frames. Writes latency and GBDT error vs frame to a PNG.
-Usage: python benchmarks/bench_stream.py [--frames 200] [--rate 2.5] [--out bench-stream.png]
+Usage: python benchmarks/bench_stream.py [--frames 200] [--rate 2] [--out bench-stream.png]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def drifting_frames(r: np.ndarray, g: np.ndarray, n: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--rate", type=float, default=2.5, help="input frames per second")
+    ap.add_argument("--rate", type=float, default=2.0, help="input frames per second")
     ap.add_argument("--catalogue", type=int, default=10_000)
     ap.add_argument("--refit", type=int, default=10_000)
     ap.add_argument("--baseline-frames", type=int, default=2)
@@ -58,7 +58,7 @@ def main() -> None:
         catalogue_size=args.catalogue,
         refit=args.refit,
         rounds=10,
-        max_trees=200,
+        max_trees=120,
     )
     t = time.perf_counter()
     analyzer = MotexFrameAnalyzer.prepare(settings, reference=Frame("ref", 1, 0.0, r, frame(0)))

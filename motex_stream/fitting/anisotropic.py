@@ -26,27 +26,33 @@ log = logging.getLogger(__name__)
 
 
 @numba.njit(cache=True, fastmath=True)
+def _table_position(delta2, p, z, d_lo, step, d_min, d_max, n_d):
+    """Zoomed distance of pair p and its place in the distance table (i = -1: dropped)."""
+    x2 = z[0] * z[0] * delta2[p, 0] + z[1] * z[1] * delta2[p, 1] + z[2] * z[2] * delta2[p, 2]
+    d = np.sqrt(x2)
+    if d < d_min or d > d_max:
+        return d, -1, 0.0
+    u = (d - d_lo) / step
+    i = int(u)
+    if i < 0 or i >= n_d - 1:
+        return d, -1, 0.0
+    return d, i, u - i
+
+
+@numba.njit(cache=True, fastmath=True)
 def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz):
     """F(z) and dF/dz_a for one motif's kept pairs (in place)."""
-    rank = f.shape[0]
     f[:] = 0.0
     fz[:, :] = 0.0
-    n_d = tab_v.shape[1]
     for p in pairs:
-        x2 = z[0] * z[0] * delta2[p, 0] + z[1] * z[1] * delta2[p, 1] + z[2] * z[2] * delta2[p, 2]
-        d = np.sqrt(x2)
-        if d < d_min or d > d_max:
+        d, i, t = _table_position(delta2, p, z, d_lo, step, d_min, d_max, tab_v.shape[1])
+        if i < 0:
             continue
-        u = (d - d_lo) / step
-        i = int(u)
-        if i < 0 or i >= n_d - 1:
-            continue
-        t = u - i
         e = kind[p]
         g0 = z[0] * delta2[p, 0] / d
         g1 = z[1] * delta2[p, 1] / d
         g2 = z[2] * delta2[p, 2] / d
-        for k in range(rank):
+        for k in range(f.shape[0]):
             v = tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
             s = tab_s[e, i, k] + t * (tab_s[e, i + 1, k] - tab_s[e, i, k])
             f[k] += v
@@ -58,21 +64,13 @@ def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f,
 @numba.njit(cache=True, fastmath=True)
 def _evaluate_value(pairs, delta2, kind, z, tab_v, d_lo, step, d_min, d_max, f):
     """F(z) only: trial steps of LM need no Jacobian, which costs twice as much."""
-    rank = f.shape[0]
     f[:] = 0.0
-    n_d = tab_v.shape[1]
     for p in pairs:
-        x2 = z[0] * z[0] * delta2[p, 0] + z[1] * z[1] * delta2[p, 1] + z[2] * z[2] * delta2[p, 2]
-        d = np.sqrt(x2)
-        if d < d_min or d > d_max:
+        _d, i, t = _table_position(delta2, p, z, d_lo, step, d_min, d_max, tab_v.shape[1])
+        if i < 0:
             continue
-        u = (d - d_lo) / step
-        i = int(u)
-        if i < 0 or i >= n_d - 1:
-            continue
-        t = u - i
         e = kind[p]
-        for k in range(rank):
+        for k in range(f.shape[0]):
             f[k] += tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
 
 

@@ -68,7 +68,9 @@ class LiveModelSettings:
     catalogue_size: int = 10_000
     refit: int = 10_000
     rounds: int = 10
-    max_trees: int = 200
+    # tree cap of the live surrogate; a rebuild keeps a third of it. Small on purpose: a rebuild
+    # frame pays a full TreeSHAP pass, which must fit the per-frame latency budget
+    max_trees: int = 120
     seed: int = 0
     search_calls: int = 12
 
@@ -93,6 +95,17 @@ class LiveModelSettings:
             refit=cfg.refit,
             rounds=cfg.rounds,
             seed=cfg.seed,
+        )
+
+    def pdf_settings(self, r: np.ndarray) -> PDFSettings:
+        """The engine settings on fit grid ``r`` (srfit's calculator-grid rule)."""
+        return PDFSettings.for_data_grid(
+            r,
+            qmin=self.qmin,
+            qmax=self.qmax,
+            qdamp=self.qdamp,
+            qbroad=self.qbroad,
+            biso=self.biso,
         )
 
     def fingerprint(self) -> str:
@@ -133,6 +146,9 @@ class MotexFrameAnalyzer:
         self.state_dir = state_dir
         self._features = features(catalogue)
         self._shap = ShapCache(self._features)
+        if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
+            # explain the current trees now (start-up), so frame 1 pays only for its new trees
+            self._shap.update(surrogate.booster, generation=surrogate.generation)
         self._frames = 0
         self._run_overrides: dict[str, dict[str, Any]] = {}
         self._elements = [model.symbols[i] for i in model.permutable]
@@ -161,14 +177,7 @@ class MotexFrameAnalyzer:
             raise FrameError(f"model {settings.name}: no reference G and no saved state")
         r, g = cls._reference_curve(settings, reference)
         t0 = time.perf_counter()
-        pdf = PDFSettings.for_data_grid(
-            r,
-            qmin=settings.qmin,
-            qmax=settings.qmax,
-            qdamp=settings.qdamp,
-            qbroad=settings.qbroad,
-            biso=settings.biso,
-        )
+        pdf = settings.pdf_settings(r)
         engine = prepare_model(model, pdf, r)
         masks = random_catalogue(model.n_permutable, settings.catalogue_size, settings.seed)
         fits = _fit(engine, masks, g, settings.zoom)
@@ -178,7 +187,8 @@ class MotexFrameAnalyzer:
         surrogate = IncrementalSurrogate(
             trained,
             rounds_per_frame=_frame_rounds(settings.rounds, trained.params.max_depth),
-            max_trees=max(settings.max_trees, trained.n_trees + settings.rounds),
+            max_trees=settings.max_trees,
+            rebuild_trees=max(1, settings.max_trees // 3),
             seed=settings.seed,
         )
         log.info(
@@ -276,14 +286,7 @@ class MotexFrameAnalyzer:
         except (OSError, ValueError, KeyError) as exc:
             log.error("cannot reload state from %s (%s); preparing anew", directory, exc)
             return None
-        pdf = PDFSettings.for_data_grid(
-            r,
-            qmin=settings.qmin,
-            qmax=settings.qmax,
-            qdamp=settings.qdamp,
-            qbroad=settings.qbroad,
-            biso=settings.biso,
-        )
+        pdf = settings.pdf_settings(r)
         engine = prepare_model(model, pdf, r)
         analyzer = cls(settings, model, engine, np.asarray(masks, bool), surrogate, directory)
         analyzer._frames = int(meta.get("frames", 0))
