@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_flags(p)
     p.add_argument("--masks", required=True, type=Path, help="CSV with columns w1..wN (1 = kept)")
     p.add_argument("--out", required=True, type=Path, help="output CSV: rwp,scale,zoom1..3")
+    p.add_argument(
+        "--calculator",
+        choices=["realspace", "debye"],
+        default="realspace",
+        help="realspace: batched engine (DiffPy PDFCalculator); debye: DebyePDFCalculator "
+        "semantics, fitted one motif at a time with scipy (slow, ~3 fits/s)",
+    )
     p.set_defaults(func=cmd_fit)
 
     for name, module, help_text in (

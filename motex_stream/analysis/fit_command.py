@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from motex_stream.analysis.pipeline import fit_masks, load_fit_data
+from motex_stream.fitting.reference_fit import reference_fit
 from motex_stream.pdf.batched import prepare_model
 from motex_stream.structure.starting_model import load_starting_model
 
@@ -45,8 +46,11 @@ def run_fit_command(args: argparse.Namespace) -> int:
     data, pdf = load_fit_data(args.data, settings)
     model = load_starting_model(args.model, settings.permute, settings.threshold)
     masks = read_masks(args.masks, model.n_permutable)
-    prep = prepare_model(model, pdf, data.r)
-    fits = fit_masks(prep, masks, data.g, settings.zoom, progress=True)
+    if args.calculator == "debye":
+        fits = reference_fit(model, masks, data.g, data.r, pdf, calculator="debye")
+    else:
+        prep = prepare_model(model, pdf, data.r)
+        fits = fit_masks(prep, masks, data.g, settings.zoom, progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         w = csv.writer(fh)

@@ -222,3 +222,29 @@ def test_demo_runs_end_to_end_through_tiled(tmp_path):
     assert summary["ok"], summary["text"]
     assert (tmp_path / "contributions_heatmap.png").stat().st_size > 5000
     assert len(list(read_jsonl(tmp_path / "results.jsonl"))) == 10
+
+
+def test_tiled_archived_run_replays_through_the_service(
+    tiled_base_uri, tiled_api_key_env, run_engine, series, settings, state_dir, tmp_path
+):
+    """RunEngine → TiledWriter → Tiled; later `motex-stream replay --tiled URI --run UID`."""
+    import shutil
+
+    from motex_stream.cli import main
+    from motex_stream.stream.sources.tiled_source import attach_tiled_writer, connect
+
+    attach_tiled_writer(run_engine, connect(tiled_base_uri))
+    detector = make_pdf_detector(series.frame, series.r)
+    uid = run_series(run_engine, detector, N_FRAMES, delay=0.02, md={"sample": "archived"})
+    replay_state = tmp_path / "state"
+    shutil.copytree(state_dir, replay_state)
+    out = tmp_path / "tiled-replay.jsonl"
+    rc = main([
+        "replay", "--tiled", tiled_base_uri, "--run", uid, "--model", settings.starting_model,
+        "--name", settings.name, "--catalogue", str(settings.catalogue_size),
+        "--refit", str(settings.refit), "--state-dir", str(replay_state), "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    messages = list(read_jsonl(out))
+    assert {m["source"] for m in messages} == {uid}
+    assert_motif_change(messages)
