@@ -11,8 +11,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from motex_stream import __version__
+
+if TYPE_CHECKING:  # the pipeline imports numba/xgboost: keep --help fast
+    pass
 
 log = logging.getLogger("motex_stream")
 

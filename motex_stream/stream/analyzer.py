@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -387,9 +387,6 @@ class MotexFrameAnalyzer:
         )
         values = atom_contributions(shap_values(trained.booster, self._features), self.catalogue)
         return values.value, fits
-
-    def with_settings(self, **changes: Any) -> LiveModelSettings:
-        return replace(self.settings, **changes)
 
 
 def _frame_rounds(requested: int, depth: int) -> int:
