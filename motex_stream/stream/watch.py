@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from motex_stream.stream.publishers.zmq_pub import Subscriber
+from motex_stream.stream.publishers.zmq_pub import subscribe
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -147,29 +147,20 @@ def watch(
     limit = 1 if once else max_messages
     live_cm = _live(out) if (not once and out.isatty()) else None
     last_print = 0.0
-    idle = 0.0
-    with Subscriber(address, topics) as sub:
-        live = live_cm.__enter__() if live_cm is not None else None
-        try:
-            while limit is None or state.messages < limit:
-                item = sub.recv(0.2)
-                if item is None:
-                    idle += 0.2
-                    if timeout is not None and idle >= timeout:
-                        break
-                    continue
-                idle = 0.0
-                state.update(item[1])
-                if live is not None:
-                    live.update(_rich_text(render(state)))
-                elif not once and time.monotonic() - last_print >= refresh:
-                    print(render(state) + "\n", file=out, flush=True)
-                    last_print = time.monotonic()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if live_cm is not None:
-                live_cm.__exit__(None, None, None)
+    live = live_cm.__enter__() if live_cm is not None else None
+    try:
+        for _topic, message in subscribe(address, topics, timeout=timeout, max_messages=limit):
+            state.update(message)
+            if live is not None:
+                live.update(_rich_text(render(state)))
+            elif not once and time.monotonic() - last_print >= refresh:
+                print(render(state) + "\n", file=out, flush=True)
+                last_print = time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live_cm is not None:
+            live_cm.__exit__(None, None, None)
     if live is None:
         print(render(state), file=out, flush=True)
     return state
