@@ -1,7 +1,10 @@
-"""Wall time of the whole `analyze` (fits + search + training + SHAP + outputs), per stage.
+"""Deterministic `analyze` of 109725.xyz on the DanMAX data, stage by stage.
 
-Baseline, same run: the reference cost of the fitting step extrapolated from timing the
-per-motif reference method on a sample (the full reference would take ~25 CPU-minutes).
+Baseline, same run: the former default, a hyperparameter search capped at 4 s of wall clock
+(``search_time_s=4``). The deterministic run evaluates every one of ``search_calls`` points,
+so its answer does not depend on machine load; the table shows what that costs. A second
+deterministic run checks that the contributions are bit-identical.
+
 Usage: python benchmarks/bench_analyze.py [--catalogue 10000] [--zoom isotropic]
 """
 
@@ -13,70 +16,71 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from motex_stream.analysis.outputs import write_outputs
-from motex_stream.analysis.pipeline import AnalysisSettings, run_analysis
-from motex_stream.catalogue import random_catalogue
-from motex_stream.fitting.grfile import read_gr
-from motex_stream.fitting.reference_fit import reference_fit
-from motex_stream.pdf.settings import PDFSettings
-from motex_stream.structure import load_starting_model
+from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.result import AnalysisResult
+from motex_stream.analysis.settings import ModelSettings
 
 DATA = Path(__file__).resolve().parents[1] / "motex_stream" / "data" / "keggin"
+STAGES = (
+    "load",
+    "catalogue",
+    "prepare_engine",
+    "fit",
+    "train_search",
+    "train_fit",
+    "train",
+    "explain",
+    "outputs",
+)
+
+
+def timed_analysis(settings: ModelSettings) -> tuple[AnalysisResult, float]:
+    """One whole analyze (outputs included, plots skipped) and its wall time."""
+    t = time.perf_counter()
+    result = run_analysis(DATA / "DanMAX_AlphaKeggin.gr", settings)
+    with tempfile.TemporaryDirectory() as out:
+        t_out = time.perf_counter()
+        write_outputs(Path(out), result, plots=False)
+        result.timings["outputs"] = time.perf_counter() - t_out
+    return result, time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--catalogue", type=int, default=10_000)
     ap.add_argument("--zoom", default="isotropic")
-    ap.add_argument("--baseline", type=int, default=10)
     args = ap.parse_args()
-    gr, xyz = DATA / "DanMAX_AlphaKeggin.gr", DATA / "109725.xyz"
-    # warm-up run: numba compilation is cached on disk after the first use of a checkout
-    run_analysis(gr, xyz, AnalysisSettings(catalogue=500, qmax=20.0, zoom=args.zoom))
-
-    t = time.perf_counter()
-    result = run_analysis(
-        gr, xyz, AnalysisSettings(catalogue=args.catalogue, qmax=20.0, zoom=args.zoom)
+    base = ModelSettings(
+        starting_model=DATA / "109725.xyz", catalogue_size=args.catalogue, zoom=args.zoom
     )
-    with tempfile.TemporaryDirectory() as out:
-        t_out = time.perf_counter()
-        write_outputs(Path(out), result)
-        result.timings["outputs"] = time.perf_counter() - t_out
-    wall = time.perf_counter() - t
+    # warm-up: numba compilation is cached on disk after the first use of a checkout
+    run_analysis(DATA / "DanMAX_AlphaKeggin.gr", base.updated(catalogue_size=500))
 
-    data = read_gr(gr).crop(1.6, 10.0)
-    model = load_starting_model(xyz, ["W"], 2.5)
-    masks = random_catalogue(24, args.baseline, seed=1)
-    tb = time.perf_counter()
-    reference_fit(model, masks, data.g, data.r, PDFSettings.for_data_grid(data.r, qmax=20.0))
-    per_fit = (time.perf_counter() - tb) / args.baseline
-    ref_fit_total = per_fit * args.catalogue
+    capped, t_capped = timed_analysis(base.updated(search_time_s=4.0))
+    det, t_det = timed_analysis(base)
+    again, _ = timed_analysis(base)
 
     print(f"analyze of a {args.catalogue}-motif catalogue ({args.zoom}), 109725.xyz, DanMAX data")
-    print(f"{'stage':24s} {'seconds':>9s}")
-    for k in (
-        "load",
-        "catalogue",
-        "prepare_engine",
-        "fit",
-        "train",
-        "train_search",
-        "train_fit",
-        "explain",
-        "outputs",
-    ):
-        print(f"{k:24s} {result.timings.get(k, 0.0):9.2f}")
-    print(f"{'TOTAL wall':24s} {wall:9.2f}")
-    print(
-        f"baseline: reference fits alone, extrapolated from {args.baseline} timed: "
-        f"{ref_fit_total:.0f} s  → ratio {ref_fit_total / wall:.0f}× for the whole analyze"
-    )
-    top12 = result.contributions.ranking()[:12]
-    print(
-        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
-        f"test MAE {result.test_mae:.4f}; "
-        f"top-12 atoms {sorted(result.atom_numbers()[top12].tolist())}"
-    )
+    print(f"{'stage (s)':16s} {'4 s-capped (old)':>17s} {'deterministic':>14s} {'ratio':>7s}")
+    for k in STAGES:
+        a, b = capped.timings.get(k, 0.0), det.timings.get(k, 0.0)
+        ratio = f"{b / a:6.2f}x" if a > 0 else "      -"
+        print(f"{k:16s} {a:17.2f} {b:14.2f} {ratio:>7s}")
+    print(f"{'TOTAL wall':16s} {t_capped:17.2f} {t_det:14.2f} {t_det / t_capped:6.2f}x")
+    for label, res in (("capped", capped), ("deterministic", det)):
+        top12 = sorted(res.atom_numbers()[res.contributions.ranking()[:12]].tolist())
+        print(
+            f"{label:14s}: {len(res.settings['search_trace'])} search points, "
+            f"{res.settings['n_trees']} trees of depth "
+            f"{res.settings['hyperparameters']['max_depth']}, test MAE {res.test_mae:.4f}, "
+            f"top-12 W {top12}"
+        )
+    same = np.array_equal(det.contributions.value, again.contributions.value)
+    print(f"deterministic run repeated: contributions bit-identical = {same}")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.fitting.grfile import read_gr
-from motex_stream.stream.analyzer import LiveModelSettings, MotexFrameAnalyzer
+from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.plots import latency_error_plot
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl

@@ -11,7 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from motex_stream.analysis.pipeline import AnalysisSettings, run_analysis
+from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.settings import ModelSettings
 from motex_stream.structure import load_starting_model
 from motex_stream.structure.units import mislabelled, permutable_units
 
@@ -31,8 +32,13 @@ def keggin(catalogue: int, seeds: list[int], zoom: str) -> None:
             t = time.perf_counter()
             res = run_analysis(
                 DATA / "DanMAX_AlphaKeggin.gr",
-                DATA / f"{name}.xyz",
-                AnalysisSettings(catalogue=catalogue, seed=seed, qmax=20.0, zoom=zoom),
+                ModelSettings(
+                    starting_model=DATA / f"{name}.xyz",
+                    catalogue_size=catalogue,
+                    seed=seed,
+                    qmax=20.0,
+                    zoom=zoom,
+                ),
                 model=model,
             )
             top = res.contributions.ranking()[:k]

@@ -11,68 +11,40 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from motex_stream import __version__
-
-if TYPE_CHECKING:  # the pipeline imports numba/xgboost: keep --help fast
-    pass
 
 log = logging.getLogger("motex_stream")
 
 
-def add_analysis_flags(p: argparse.ArgumentParser, *, catalogue_default: int = 10_000) -> None:
-    """The analysis settings shared by analyze, fit, replay (defaults: the paper's run)."""
-    p.add_argument("--model", required=True, type=Path, help="starting model (XYZ, CIF, ...)")
-    p.add_argument("--permute", nargs="+", default=["W"], help="permutable element(s) (default: W)")
-    p.add_argument("--threshold", type=float, default=2.5, help="bond threshold in Å (strict <)")
-    p.add_argument("--rmin", type=float, default=1.6, help="fit range start, Å (default 1.6)")
-    p.add_argument("--rmax", type=float, default=10.0, help="fit range end, Å (default 10)")
-    p.add_argument("--qmin", type=float, default=None, help="Qmin, 1/Å (default: data header)")
-    p.add_argument("--qmax", type=float, default=None, help="Qmax, 1/Å (default: data header)")
-    p.add_argument("--qdamp", type=float, default=0.05, help="instrument Qdamp (default 0.05)")
-    p.add_argument("--qbroad", type=float, default=0.01, help="instrument Qbroad (default 0.01)")
-    p.add_argument("--biso", type=float, default=0.4, help="Biso of every atom, Å² (default 0.4)")
-    p.add_argument("--delta2", type=float, default=0.0, help="correlated motion δ2 (default 0)")
-    p.add_argument(
-        "--zoom",
-        choices=["isotropic", "anisotropic"],
-        default="isotropic",
-        help="isotropic: one zoom (fast); anisotropic: three zooms like the reference fit",
-    )
-    p.add_argument(
-        "--catalogue", type=int, default=catalogue_default, help="number of motifs to fit"
-    )
-    p.add_argument("--generator", choices=["random", "cookie"], default="random")
-    p.add_argument("--seed", type=int, default=0, help="seed of catalogue and training")
+#: Settings ``fit`` cannot honour: it fits given masks, so nothing is catalogued or trained.
+FIT_EXCLUDES = (
+    "generator",
+    "catalogue_size",
+    "lower",
+    "upper",
+    "search_calls",
+    "cv_folds",
+    "search_time_s",
+    "seed",
+)
 
 
-def settings_from_args(args: argparse.Namespace):
-    from motex_stream.analysis.pipeline import AnalysisSettings
-
-    return AnalysisSettings(
-        permute=tuple(args.permute),
-        threshold=args.threshold,
-        rmin=args.rmin,
-        rmax=args.rmax,
-        qmin=args.qmin,
-        qmax=args.qmax,
-        qdamp=args.qdamp,
-        qbroad=args.qbroad,
-        biso=args.biso,
-        delta2=args.delta2,
-        catalogue=args.catalogue,
-        generator=args.generator,
-        seed=args.seed,
-        zoom=args.zoom,
-    )
+def check_out_folder(out: Path) -> None:
+    """An output folder must be a folder (or not exist yet): refuse before any work starts."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from motex_stream.analysis.outputs import write_outputs
     from motex_stream.analysis.pipeline import run_analysis
+    from motex_stream.analysis.settings import ModelSettings
+    from motex_stream.cli_flags import settings_from_args
 
-    result = run_analysis(args.data, args.model, settings_from_args(args), progress=True)
+    settings = settings_from_args(args, ModelSettings)
+    check_out_folder(args.out)
+    result = run_analysis(args.data, settings, progress=True)
     paths = write_outputs(args.out, result, plots=not args.no_plots)
     c = result.contributions
     order = c.ranking()
@@ -105,16 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    from motex_stream.analysis.settings import ModelSettings
+    from motex_stream.cli_flags import add_settings_flags
+
     p = sub.add_parser("analyze", help="offline ML-MotEx analysis of one PDF")
     p.add_argument("data", type=Path, help="PDF data (.gr: xPDFsuite/PDFgetX3, or 2-3 columns)")
-    add_analysis_flags(p)
+    add_settings_flags(p, ModelSettings, required=["starting_model"])
     p.add_argument("--out", type=Path, default=Path("motex-out"), help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("fit", help="fit given motif masks to a PDF")
     p.add_argument("data", type=Path)
-    add_analysis_flags(p)
+    add_settings_flags(p, ModelSettings, exclude=FIT_EXCLUDES, required=["starting_model"])
     p.add_argument("--masks", required=True, type=Path, help="CSV with columns w1..wN (1 = kept)")
     p.add_argument("--out", required=True, type=Path, help="output CSV: rwp,scale,zoom1..3")
     p.add_argument(
@@ -170,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import importlib
 
         return int(importlib.import_module(args.module).run_from_args(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"motex-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

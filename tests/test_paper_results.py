@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from motex_stream.analysis.pipeline import AnalysisSettings, run_analysis
+from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.settings import ModelSettings
 from motex_stream.structure import load_starting_model
 from motex_stream.structure.units import mislabelled, permutable_units
 from tests.conftest import KEGGIN
@@ -19,8 +20,7 @@ def test_keggin_109725_top12_are_the_odd_w(keggin_gr, seed):
     """Paper: the 12 most negative W of 109725 are W1, W3, ..., W23 (one α-Keggin unit)."""
     res = run_analysis(
         keggin_gr,
-        KEGGIN / "109725.xyz",
-        AnalysisSettings(catalogue=10_000, seed=seed, qmax=20.0, search_time_s=None),
+        ModelSettings(starting_model=KEGGIN / "109725.xyz", seed=seed, qmax=20.0),
     )
     top = res.atom_numbers()[res.contributions.ranking()[:12]]
     assert sorted(top.tolist()) == ODD_W
@@ -41,8 +41,7 @@ def test_larger_models_top24_form_keggin_units(keggin_gr, name, max_bad):
     assert len(units) == 2, "each larger model holds exactly two complete W12 units"
     res = run_analysis(
         keggin_gr,
-        KEGGIN / f"{name}.xyz",
-        AnalysisSettings(catalogue=10_000, qmax=20.0, search_time_s=None),
+        ModelSettings(starting_model=KEGGIN / f"{name}.xyz", qmax=20.0),
         model=model,
     )
     assert mislabelled(res.contributions.ranking()[:24], units) <= max_bad

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from motex_stream.analysis.pipeline import AnalysisSettings, run_analysis
+from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.settings import ModelSettings
 from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.pdf.settings import PDFSettings
 
@@ -57,17 +58,16 @@ def c60_experiment(
     np.savetxt(data_path, np.c_[r, g], header="simulated G(r) of one C60 (motex-stream engine)")
     result = run_analysis(
         data_path,
-        model_path,
-        AnalysisSettings(
+        ModelSettings(
+            starting_model=model_path,
             permute=("C",),
             threshold=1.0,
             rmin=1.0,
             rmax=10.0,
             qmin=0.7,
             qmax=20.0,
-            catalogue=catalogue,
+            catalogue_size=catalogue,
             seed=seed,
-            search_time_s=None,
         ),
     )
     top = result.contributions.ranking()[:60]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from motex_stream.analysis.pipeline import fit_masks, load_fit_data
+from motex_stream.analysis import steps
+from motex_stream.analysis.settings import ModelSettings
+from motex_stream.cli_flags import settings_from_args
 from motex_stream.fitting.reference_fit import reference_fit
-from motex_stream.pdf.batched import prepare_model
-from motex_stream.structure.starting_model import load_starting_model
 
 
 def read_masks(path: Path, n_permutable: int) -> np.ndarray:
@@ -40,17 +40,17 @@ def read_masks(path: Path, n_permutable: int) -> np.ndarray:
 
 
 def run_fit_command(args: argparse.Namespace) -> int:
-    from motex_stream.cli import settings_from_args
-
-    settings = settings_from_args(args)
-    data, pdf = load_fit_data(args.data, settings)
-    model = load_starting_model(args.model, settings.permute, settings.threshold)
+    settings = settings_from_args(args, ModelSettings)
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; fit writes one CSV file")
+    data = steps.load_fit_data(args.data, settings)
+    model = steps.load_model(data.settings)
     masks = read_masks(args.masks, model.n_permutable)
     if args.calculator == "debye":
-        fits = reference_fit(model, masks, data.g, data.r, pdf, calculator="debye")
+        fits = reference_fit(model, masks, data.g, data.r, data.pdf, calculator="debye")
     else:
-        prep = prepare_model(model, pdf, data.r)
-        fits = fit_masks(prep, masks, data.g, settings.zoom, progress=True)
+        engine = steps.prepare_engine(model, data.settings, data.r)
+        fits = steps.fit_masks(engine, masks, data.g, data.settings.zoom, progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         w = csv.writer(fh)

@@ -15,7 +15,9 @@ values of step 4. Two consequences shape this module:
   boosting *and* of SHAP (only the new trees need explaining) stays bounded.
 
 Everything is deterministic for a given seed: fixed fold/split permutations, a seeded
-scikit-optimize optimiser and seeded row/column subsampling in xgboost.
+scikit-optimize optimiser and seeded row/column subsampling in xgboost. Work is bounded by
+counts (search points, folds, rounds), never by wall clock unless a caller explicitly opts in,
+so a loaded machine gives the same model as a quiet one.
 """
 
 from __future__ import annotations
@@ -43,11 +45,6 @@ NTHREAD = 2
 #: (bounded above by ``n_trees · 2**depth · depth**2``). 50 000 units ≈ 1.5 s for 10⁴ motifs
 #: on two cores — the share of the 15 s offline analysis left for SHAP after fitting and search.
 DEFAULT_SHAP_BUDGET = 50_000
-
-#: Wall-clock cap that :func:`train` gives the search unless told otherwise: the offline
-#: analysis has ≈6-8 s for search + training + SHAP of 10⁴ motifs. Unlike ``n_calls`` it also
-#: holds on a loaded machine (xgboost's OpenMP threads slow down badly when oversubscribed).
-DEFAULT_SEARCH_TIME_S = 4.0
 
 #: Per-frame TreeSHAP budget of the live service for the trees one update adds (same units):
 #: 3 300 units ≈ 0.1 s for 10⁴ catalogue motifs, half of the ~0.2 s a frame may cost.
@@ -385,10 +382,9 @@ def train(
 
     ``params`` given and ``search=True`` → ``params`` is ignored in favour of the search (a
     warning is logged); ``params=None`` and ``search=False`` → :class:`Hyperparameters`
-    defaults with the round cap set by the SHAP budget. The search gets
-    ``time_budget_s=DEFAULT_SEARCH_TIME_S`` unless ``search_kwargs`` says otherwise; pass
-    ``time_budget_s=None`` when bit-for-bit reproducibility matters more than wall time (a
-    budget that cuts the search short makes the result depend on machine load).
+    defaults with the round cap set by the SHAP budget. The search is bounded by counts
+    (``n_calls`` points × ``cv_folds`` folds) unless the caller opts into ``time_budget_s``: a
+    wall-clock cap makes the result depend on machine load, so it is never a default.
     """
     t0 = time.perf_counter()
     X = _as_features(masks_or_X)
@@ -404,7 +400,6 @@ def train(
         if params is not None:
             log.warning("train(): params given together with search=True; searching anyway")
         t = time.perf_counter()
-        search_kwargs.setdefault("time_budget_s", DEFAULT_SEARCH_TIME_S)
         params, history = search_hyperparameters(X_tr, y_tr, seed=seed, **search_kwargs)
         timings["search"] = time.perf_counter() - t
     elif params is None:

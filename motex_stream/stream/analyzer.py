@@ -11,112 +11,35 @@ contribution values.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from motex_stream.catalogue import Catalogue, random_catalogue
+from motex_stream.analysis import steps
+from motex_stream.analysis.pipeline import search_trace
+from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
+from motex_stream.catalogue import Catalogue
 from motex_stream.explain.contributions import ShapCache, atom_contributions
-from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
-from motex_stream.fitting.grfile import read_gr
-from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
     FRAME_SHAP_BUDGET,
     IncrementalSurrogate,
     features,
     rounds_for_budget,
-    train,
 )
-from motex_stream.pdf.batched import PreparedModel, prepare_model
-from motex_stream.pdf.settings import PDFSettings
+from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
-from motex_stream.structure.starting_model import StartingModel, load_starting_model
+from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-FIT_STEP = 0.01  # Å, fit grid step when no reference grid is given
-# settings that only steer the per-frame work: a saved state stays valid when they change
-RUNTIME_SETTINGS = ("name", "refit", "rounds", "max_trees", "search_calls")
-
-
-@dataclass(frozen=True)
-class LiveModelSettings:
-    """What one live model needs; mirrors a ``[[models]]`` config entry."""
-
-    name: str
-    starting_model: str
-    permute: tuple[str, ...] = ("W",)
-    threshold: float = 2.5
-    rmin: float = 1.6
-    rmax: float = 10.0
-    qmin: float = 0.7
-    qmax: float = 20.0
-    qdamp: float = 0.05
-    qbroad: float = 0.01
-    biso: float = 0.4
-    zoom: str = "isotropic"
-    catalogue_size: int = 10_000
-    refit: int = 10_000
-    rounds: int = 10
-    # tree cap of the live surrogate; a rebuild keeps a third of it. Small on purpose: a rebuild
-    # frame pays a full TreeSHAP pass, which must fit the per-frame latency budget
-    max_trees: int = 120
-    seed: int = 0
-    search_calls: int = 12
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> LiveModelSettings:
-        """From a :class:`motex_stream.stream.config.ModelConfig`."""
-        biso = cfg.biso if not isinstance(cfg.biso, dict) else dict(cfg.biso)
-        return cls(
-            name=cfg.name,
-            starting_model=str(cfg.starting_model),
-            permute=tuple(cfg.permute),
-            threshold=cfg.threshold,
-            rmin=cfg.rmin,
-            rmax=cfg.rmax,
-            qmin=cfg.qmin,
-            qmax=cfg.qmax,
-            qdamp=cfg.qdamp,
-            qbroad=cfg.qbroad,
-            biso=biso,  # type: ignore[arg-type]
-            zoom=cfg.zoom,
-            catalogue_size=cfg.catalogue_size,
-            refit=cfg.refit,
-            rounds=cfg.rounds,
-            seed=cfg.seed,
-        )
-
-    def pdf_settings(self, r: np.ndarray) -> PDFSettings:
-        """The engine settings on fit grid ``r`` (srfit's calculator-grid rule)."""
-        return PDFSettings.for_data_grid(
-            r,
-            qmin=self.qmin,
-            qmax=self.qmax,
-            qdamp=self.qdamp,
-            qbroad=self.qbroad,
-            biso=self.biso,
-        )
-
-    def fingerprint(self) -> str:
-        """Hash of everything that shapes the prepared state, incl. the model file's bytes."""
-        blob = json.dumps(
-            {k: v for k, v in asdict(self).items() if k not in RUNTIME_SETTINGS},
-            sort_keys=True,
-            default=str,
-        ).encode()
-        model_bytes = Path(self.starting_model).read_bytes()
-        return hashlib.sha256(blob + model_bytes).hexdigest()[:16]
+STATE_VERSION = 2
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -125,8 +48,34 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def reference_data(settings: LiveModelSettings, reference: Frame | Path) -> steps.FitData:
+    """The fit data of a reference ``.gr`` file or frame, through the one science step.
+
+    A frame from a ``.gr`` series carries its header's Q range, so preparing on frame 1 of a
+    replay uses the same Q range as ``analyze`` of that file.
+    """
+    if isinstance(reference, Frame):
+        try:
+            frame = validate_frame(reference)
+            return steps.fit_data(
+                frame.r,
+                frame.g,
+                settings,
+                header_q=(frame.qmin, frame.qmax),
+                origin=f"frame {frame.seq} of {frame.source}",
+            )
+        except ValueError as exc:
+            raise FrameError(str(exc)) from None
+    return steps.load_fit_data(reference, settings)
+
+
 class MotexFrameAnalyzer:
-    """A prepared starting model that turns each frame into atom contribution values."""
+    """A prepared starting model that turns each frame into atom contribution values.
+
+    ``settings`` are the model's settings with the Q range resolved (from the reference data
+    header, else the fallback); ``configured`` are the settings as configured, whose
+    fingerprint decides whether a saved state may be reused.
+    """
 
     def __init__(
         self,
@@ -136,21 +85,25 @@ class MotexFrameAnalyzer:
         catalogue: np.ndarray,
         surrogate: IncrementalSurrogate,
         state_dir: Path | None = None,
+        configured: LiveModelSettings | None = None,
+        search: list[dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
+        self.configured = configured or settings
         self.name = settings.name
         self.model = model
         self.engine = engine
         self.catalogue = catalogue
         self.surrogate = surrogate
         self.state_dir = state_dir
+        self.search = search or []
         self._features = features(catalogue)
         self._shap = ShapCache(self._features)
         if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
         self._frames = 0
-        self._run_overrides: dict[str, dict[str, Any]] = {}
+        self._run_settings: dict[str, LiveModelSettings] = {}
         self._elements = [model.symbols[i] for i in model.permutable]
         self._atoms = (model.permutable + 1).tolist()
 
@@ -166,8 +119,13 @@ class MotexFrameAnalyzer:
         reference: Frame | Path | None = None,
         state_dir: Path | None = None,
     ) -> MotexFrameAnalyzer:
-        """Load persisted state if it matches the settings, else prepare from scratch."""
-        model = load_starting_model(settings.starting_model, settings.permute, settings.threshold)
+        """Load persisted state if it matches the settings, else prepare from scratch.
+
+        Preparation is :mod:`motex_stream.analysis.steps`, exactly as ``analyze`` runs it:
+        catalogue, engine, fits, searched surrogate. Only the surrogate's wrapper (warm start
+        with a tree cap) is the live path's own.
+        """
+        model = steps.load_model(settings)
         directory = state_dir / settings.name if state_dir else None
         if directory is not None:
             loaded = cls._load_state(settings, model, directory)
@@ -175,57 +133,41 @@ class MotexFrameAnalyzer:
                 return loaded
         if reference is None:
             raise FrameError(f"model {settings.name}: no reference G and no saved state")
-        r, g = cls._reference_curve(settings, reference)
+        data = reference_data(settings, reference)
+        resolved = data.settings
+        assert isinstance(resolved, LiveModelSettings)
         t0 = time.perf_counter()
-        pdf = settings.pdf_settings(r)
-        engine = prepare_model(model, pdf, r)
-        masks = random_catalogue(model.n_permutable, settings.catalogue_size, settings.seed)
-        fits = _fit(engine, masks, g, settings.zoom)
-        trained = train(
-            features(masks), fits.rwp, seed=settings.seed, n_calls=settings.search_calls
-        )
+        engine = steps.prepare_engine(model, resolved, data.r)
+        masks = steps.make_catalogue(model, resolved)
+        fits = steps.fit_masks(engine, masks, data.g, resolved.zoom)
+        trained = steps.train_surrogate(masks, fits.rwp, resolved)
         surrogate = IncrementalSurrogate(
             trained,
-            rounds_per_frame=_frame_rounds(settings.rounds, trained.params.max_depth),
-            max_trees=settings.max_trees,
-            rebuild_trees=max(1, settings.max_trees // 3),
-            seed=settings.seed,
+            rounds_per_frame=_frame_rounds(resolved.rounds, trained.params.max_depth),
+            max_trees=resolved.max_trees,
+            rebuild_trees=max(1, resolved.max_trees // 3),
+            seed=resolved.seed,
         )
         log.info(
             "prepared model %s: %d motifs, %d trees, test MAE %.4f in %.1f s",
-            settings.name,
+            resolved.name,
             len(masks),
             surrogate.n_trees,
             trained.test_mae,
             time.perf_counter() - t0,
         )
-        analyzer = cls(settings, model, engine, masks, surrogate, state_dir=directory)
+        analyzer = cls(
+            resolved,
+            model,
+            engine,
+            masks,
+            surrogate,
+            state_dir=directory,
+            configured=settings,
+            search=search_trace(trained.search_history),
+        )
         analyzer.save_state()
         return analyzer
-
-    @staticmethod
-    def _reference_curve(
-        settings: LiveModelSettings, reference: Frame | Path
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Fit grid and G of the reference: the data points inside [rmin, rmax]."""
-        if isinstance(reference, Frame):
-            frame = validate_frame(reference)
-            r_all, g_all = frame.r, frame.g
-        else:
-            data = read_gr(reference)
-            r_all, g_all = data.r, data.g
-        keep = (r_all >= settings.rmin - 1e-8) & (r_all <= settings.rmax + 1e-8)
-        if keep.sum() < 10:
-            raise FrameError(
-                f"reference covers r = {r_all[0]:.2f}..{r_all[-1]:.2f} Å, not the fit range "
-                f"{settings.rmin}..{settings.rmax} Å"
-            )
-        r = r_all[keep]
-        steps = np.diff(r)
-        if np.ptp(steps) > 1e-6 * steps.mean():  # non-uniform data: use a uniform fit grid
-            r = np.round(np.arange(settings.rmin, settings.rmax + FIT_STEP / 2, FIT_STEP), 10)
-            return r, np.interp(r, r_all, g_all)
-        return r, g_all[keep]
 
     # ----------------------------------------------------------------- persistence
     def save_state(self) -> None:
@@ -233,7 +175,7 @@ class MotexFrameAnalyzer:
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        Catalogue(self.catalogue, "random", self.settings.seed).save(
+        Catalogue(self.catalogue, self.settings.generator, self.settings.seed).save(
             self.state_dir / "catalogue.npz.tmp"
         )
         os.replace(self.state_dir / "catalogue.npz.tmp", self.state_dir / "catalogue.npz")
@@ -255,8 +197,10 @@ class MotexFrameAnalyzer:
             self.state_dir / "state.json",
             {
                 "version": STATE_VERSION,
-                "fingerprint": self.settings.fingerprint(),
-                "settings": asdict(self.settings),
+                "fingerprint": self.configured.fingerprint(),
+                "settings": self.settings.model_dump(mode="json"),
+                "hyperparameters": self.surrogate.params.to_dict(),
+                "search": self.search,
                 "frames": self._frames,
                 "saved_at": time.time(),
             },
@@ -279,16 +223,27 @@ class MotexFrameAnalyzer:
                     "state in %s was prepared with other settings; preparing anew", directory
                 )
                 return None
+            saved = meta["settings"]
+            resolved = settings.with_q_range(saved["qmin"], saved["qmax"])
             masks = Catalogue.load(directory / "catalogue.npz").masks
             surrogate = IncrementalSurrogate.load(directory / "surrogate")
             surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
             r = np.load(directory / "grid.npz")["r"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("cannot reload state from %s (%s); preparing anew", directory, exc)
             return None
-        pdf = settings.pdf_settings(r)
-        engine = prepare_model(model, pdf, r)
-        analyzer = cls(settings, model, engine, np.asarray(masks, bool), surrogate, directory)
+        assert isinstance(resolved, LiveModelSettings)
+        engine = steps.prepare_engine(model, resolved, r)
+        analyzer = cls(
+            resolved,
+            model,
+            engine,
+            np.asarray(masks, bool),
+            surrogate,
+            directory,
+            configured=settings,
+            search=list(meta.get("search", [])),
+        )
         analyzer._frames = int(meta.get("frames", 0))
         log.info(
             "reloaded model %s from %s (%d frames so far)",
@@ -299,17 +254,16 @@ class MotexFrameAnalyzer:
         return analyzer
 
     # ----------------------------------------------------------------- per frame
-    def _overrides(self, frame: Frame) -> dict[str, Any]:
-        """Validated per-run overrides from the start document, checked once per run."""
-        from motex_stream.stream.config import validate_overrides
-
-        cached = self._run_overrides.get(frame.source)
+    def run_settings(self, frame: Frame) -> LiveModelSettings:
+        """The settings of the frame's run: per-run overrides applied, validated once per run."""
+        cached = self._run_settings.get(frame.source)
         if cached is None:
-            raw = frame.run_metadata.get("motex_overrides") or {}
-            cached = validate_overrides(raw)[0] if isinstance(raw, dict) else {}
-            if len(self._run_overrides) > 64:
-                self._run_overrides.clear()
-            self._run_overrides[frame.source] = cached
+            cached, _ = settings_for_run(
+                self.settings, frame.run_metadata.get("motex_overrides") or {}
+            )
+            if len(self._run_settings) > 64:
+                self._run_settings.clear()
+            self._run_settings[frame.source] = cached
         return cached
 
     def _refit_indices(self, refit: int, seq: int) -> np.ndarray:
@@ -319,22 +273,24 @@ class MotexFrameAnalyzer:
         rng = np.random.default_rng((self.settings.seed, seq))
         return np.sort(rng.choice(n, size=refit, replace=False))
 
-    def analyze(self, frame: Frame) -> FrameResult:
-        timing: dict[str, float] = {}
-        t = time.perf_counter()
+    def _frame_g(self, frame: Frame) -> tuple[Frame, np.ndarray]:
         frame = validate_frame(frame)
         g = regrid(frame, self.fit_r)
         if not np.any(g):
             raise FrameError(f"frame {frame.seq} of {frame.source}: G is zero everywhere")
-        overrides = self._overrides(frame)
-        refit = int(overrides.get("refit", self.settings.refit))
-        zoom = str(overrides.get("zoom", self.settings.zoom))
+        return frame, g
+
+    def analyze(self, frame: Frame) -> FrameResult:
+        timing: dict[str, float] = {}
+        t = time.perf_counter()
+        frame, g = self._frame_g(frame)
+        run = self.run_settings(frame)
         timing["regrid"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        idx = self._refit_indices(refit, frame.seq)
+        idx = self._refit_indices(run.refit, frame.seq)
         masks = self.catalogue[idx]
-        fits = _fit(self.engine, masks, g, zoom)
+        fits = steps.fit_masks(self.engine, masks, g, run.zoom)
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -375,17 +331,13 @@ class MotexFrameAnalyzer:
         )
 
     def from_scratch(self, frame: Frame) -> tuple[np.ndarray, FitResults]:
-        """A full offline analysis of one frame (fresh search + model): the reference the
-        warm-started values are checked against. Returns (contribution values, fits)."""
-        from motex_stream.explain.contributions import shap_values
-
-        frame = validate_frame(frame)
-        g = regrid(frame, self.fit_r)
-        fits = _fit(self.engine, self.catalogue, g, self.settings.zoom)
-        trained = train(
-            self._features, fits.rwp, seed=self.settings.seed, n_calls=self.settings.search_calls
-        )
-        values = atom_contributions(shap_values(trained.booster, self._features), self.catalogue)
+        """A full offline analysis of one frame (fresh search + model), through the same
+        science steps as ``analyze``: the reference the warm-started values are checked
+        against. Returns (contribution values, fits)."""
+        _, g = self._frame_g(frame)
+        fits = steps.fit_masks(self.engine, self.catalogue, g, self.settings.zoom)
+        trained = steps.train_surrogate(self.catalogue, fits.rwp, self.settings)
+        _, values = steps.explain(trained, self.catalogue)
         return values.value, fits
 
 
@@ -396,12 +348,3 @@ def _frame_rounds(requested: int, depth: int) -> int:
 
 def _num(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
-
-
-def _fit(engine: PreparedModel, masks: np.ndarray, g: np.ndarray, zoom: str) -> FitResults:
-    if zoom == "anisotropic":
-        prep_tables(engine)
-        return fit_anisotropic(engine, masks, g)
-    if zoom != "isotropic":
-        raise FrameError(f"unknown zoom mode {zoom!r}")
-    return fit_isotropic(engine, masks, g)

@@ -10,7 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from motex_stream.cli import add_analysis_flags
+from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.cli_flags import add_settings_flags, given_settings, settings_from_args
 
 log = logging.getLogger(__name__)
 
@@ -21,58 +22,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--tiled", help="Tiled server URI (API key: MOTEX_TILED_API_KEY)")
     p.add_argument("--run", help="run uid to replay from --tiled")
     p.add_argument("--config", type=Path, help="TOML config: its first model is used")
-    p.add_argument("--name", help="model name (ZMQ topic, state folder); default: model file stem")
-    p.add_argument("--refit", type=int, default=10_000, help="motifs refitted per frame")
-    p.add_argument("--rounds", type=int, default=10, help="boosting rounds added per frame")
-    p.add_argument("--reference", type=Path, help=".gr to prepare the model on (else frame 1)")
     p.add_argument("--state-dir", type=Path, help="keep/reuse the prepared model here")
     p.add_argument("--out", required=True, type=Path, help="results as JSON Lines")
     p.add_argument("--publish", help="also publish on this ZMQ address, e.g. tcp://127.0.0.1:5578")
     p.add_argument("--speed", type=float, default=None, help="pace: x times original speed")
-    # the analysis flags, optional here because --config can supply the model instead
-    flags = argparse.ArgumentParser(add_help=False)
-    add_analysis_flags(flags)
-    for action in flags._actions:
-        if action.dest == "model":
-            action.required = False
-        p._add_action(action)
+    # the model settings, generated from the settings model (one definition of each default);
+    # --name defaults to the starting model's file stem, so it is optional here
+    add_settings_flags(p, LiveModelSettings)
+
+
+def replay_settings(args: argparse.Namespace) -> LiveModelSettings:
+    """The model of a replay: from ``--config`` or from the flags, never a mix of both.
+
+    A mix would leave it unclear which value wins, so flags next to ``--config`` are refused
+    rather than silently ignored.
+    """
+    given = given_settings(args, LiveModelSettings)
+    if args.config is not None:
+        from motex_stream.stream.config import load_config
+
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+            raise ValueError(f"{flags}: not allowed with --config (set them in the config file)")
+        return load_config(args.config).models[0]
+    if "starting_model" not in given:
+        raise ValueError("give --config FILE or --model START.xyz (with the analysis flags)")
+    name = given.get("name") or Path(given["starting_model"]).stem
+    settings = settings_from_args(args, LiveModelSettings, name=name)
+    assert isinstance(settings, LiveModelSettings)
+    return settings
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from motex_stream.stream.analyzer import LiveModelSettings
     from motex_stream.stream.publishers.jsonl import JsonlSink
     from motex_stream.stream.runner import LazyAnalyzer, format_summary
     from motex_stream.stream.service import StreamService
     from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
 
-    if args.config is not None:
-        from motex_stream.stream.config import load_config
-
-        cfg = load_config(args.config).models[0]
-        settings = LiveModelSettings.from_config(cfg)
-        reference = args.reference or cfg.reference
-    elif args.model is not None:
-        settings = LiveModelSettings(
-            name=args.name or Path(args.model).stem,
-            starting_model=str(args.model),
-            permute=tuple(args.permute),
-            threshold=args.threshold,
-            rmin=args.rmin,
-            rmax=args.rmax,
-            qmin=args.qmin if args.qmin is not None else 0.7,
-            qmax=args.qmax if args.qmax is not None else 20.0,
-            qdamp=args.qdamp,
-            qbroad=args.qbroad,
-            biso=args.biso,
-            zoom=args.zoom,
-            catalogue_size=args.catalogue,
-            refit=args.refit,
-            rounds=args.rounds,
-            seed=args.seed,
-        )
-        reference = args.reference
-    else:
-        raise ValueError("give --config FILE or --model START.xyz (with the analysis flags)")
+    settings = replay_settings(args)
     if args.tiled:
         if not args.run:
             raise ValueError("--tiled needs --run UID")
@@ -80,7 +67,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     else:
         interval = None if not args.speed else 1.0 / args.speed
         source = FileSeriesSource(args.frames, interval=interval)
-    analyzer = LazyAnalyzer(settings, reference, args.state_dir)
+    analyzer = LazyAnalyzer(settings, args.state_dir)
     sinks: list = [JsonlSink(args.out)]
     if args.publish:
         from motex_stream.stream.publishers.zmq_pub import ZmqPublisher

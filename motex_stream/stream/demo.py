@@ -63,7 +63,7 @@ def run_demo(
     from tiled.client import from_uri
     from tiled.server import SimpleTiledServer
 
-    from motex_stream.stream.analyzer import LiveModelSettings
+    from motex_stream.analysis.settings import LiveModelSettings
     from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
     from motex_stream.stream.runner import LazyAnalyzer, format_summary
@@ -85,10 +85,11 @@ def run_demo(
         refit=refit,
         rounds=10,
         max_trees=150,
+        reference=reference,
     )
     t0 = time.perf_counter()
     print(f"preparing the model ({catalogue} motifs: catalogue fit + hyperparameter search)...")
-    analyzer = LazyAnalyzer(settings, reference, state_dir=out / "state")
+    analyzer = LazyAnalyzer(settings, state_dir=out / "state")
     print(f"  prepared in {time.perf_counter() - t0:.1f} s")
 
     server = SimpleTiledServer()

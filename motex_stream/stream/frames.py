@@ -47,6 +47,10 @@ class Frame:
     r: np.ndarray
     g: np.ndarray
     run_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # the Q range the data were reduced with, when the source knows it (a .gr header): a model
+    # prepared on this frame uses it unless its settings give one
+    qmin: float | None = None
+    qmax: float | None = None
 
 
 StreamItem = RunStart | Frame | RunStop
@@ -68,7 +72,9 @@ def validate_frame(frame: Frame) -> Frame:
         raise FrameError(f"frame {frame.seq} of {frame.source}: NaN or infinite values")
     if np.any(np.diff(r) <= 0):
         raise FrameError(f"frame {frame.seq} of {frame.source}: r grid is not increasing")
-    return Frame(frame.source, frame.seq, frame.time, r, g, frame.run_metadata)
+    return Frame(
+        frame.source, frame.seq, frame.time, r, g, frame.run_metadata, frame.qmin, frame.qmax
+    )
 
 
 def regrid(frame: Frame, r_target: np.ndarray) -> np.ndarray:

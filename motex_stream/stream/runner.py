@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from motex_stream.stream.analyzer import LiveModelSettings, MotexFrameAnalyzer
+from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.analysis.steps import UNIFORM_STEP
+from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
@@ -30,27 +32,23 @@ class LazyAnalyzer:
     frame keeps the service usable without a reference file, at the cost of one slow frame.
     """
 
-    def __init__(
-        self,
-        settings: LiveModelSettings,
-        reference: Path | None = None,
-        state_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, settings: LiveModelSettings, state_dir: Path | None = None) -> None:
         self.settings = settings
         self.name = settings.name
-        self.reference = reference
+        self.reference = settings.reference
         self.state_dir = state_dir
         self.inner: MotexFrameAnalyzer | None = None
         self._lock = threading.Lock()
-        if reference is not None or (
+        if self.reference is not None or (
             state_dir and (state_dir / settings.name / "state.json").exists()
         ):
-            self.inner = MotexFrameAnalyzer.prepare(settings, reference, state_dir)
+            self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
 
     @property
     def fit_r(self) -> np.ndarray:
         if self.inner is None:
-            return np.arange(self.settings.rmin, self.settings.rmax + 0.005, 0.01)
+            step = UNIFORM_STEP
+            return np.arange(self.settings.rmin, self.settings.rmax + step / 2, step)
         return self.inner.fit_r
 
     def analyze(self, frame: Frame) -> FrameResult:
@@ -68,7 +66,7 @@ class LazyAnalyzer:
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
     state = Path(config.service.state_dir)
     return {
-        m.name: LazyAnalyzer(LiveModelSettings.from_config(m), m.reference, state)
+        m.name: LazyAnalyzer(m, state)
         for m in config.models
     }
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from motex_stream.stream.analyzer import LiveModelSettings, MotexFrameAnalyzer
+from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher

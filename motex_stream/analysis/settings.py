@@ -1,0 +1,280 @@
+"""The one settings model of an ML-MotEx analysis, offline and live.
+
+Why one model: the same data must give the same answer whichever command asks. Every knob
+that shapes a prepared model (starting model, permutable elements, bond threshold, fit
+range, Q range, instrument and thermal parameters, catalogue, fit mode, search, seed) is
+declared here once, with its default, its unit, its allowed range and its description. The
+``analyze``/``fit``/``replay`` flags are generated from these fields (see
+:mod:`motex_stream.cli_flags`), the service's ``[[models]]`` table is read into
+:class:`LiveModelSettings`, and per-run overrides are re-validated by the same model, so a
+value is checked the same way wherever it comes from: finite numbers only, ranges checked,
+unknown keys rejected.
+
+Nothing here touches the wall clock: the hyperparameter search is bounded by counts
+(``search_calls`` × ``cv_folds``) so that a busy machine gives the same answer as a quiet one.
+``search_time_s`` exists only as an explicit opt-in, and the report flags it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+log = logging.getLogger(__name__)
+
+#: Q range used when neither the settings nor the data header give one (1/Å).
+FALLBACK_QMIN = 0.7
+FALLBACK_QMAX = 20.0
+
+#: Largest catalogue we agree to build: 10⁷ motifs is ~30 MB bit-packed per 24 atoms and
+#: hours of fitting; anything above is a typo (``10**12`` was once accepted).
+MAX_CATALOGUE = 10_000_000
+
+Generator = Literal["random", "cookie"]
+Zoom = Literal["isotropic", "anisotropic"]
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
+
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+def flag(name: str) -> dict[str, Any]:
+    """Field metadata: the command-line flag that sets this field (when not ``--field-name``)."""
+    return {"flag": name}
+
+
+class ModelSettings(BaseModel):
+    """Everything that shapes one ML-MotEx model (defaults: the paper's DanMAX α-Keggin run)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True
+    )
+
+    starting_model: Path = Field(
+        description="starting model file (XYZ, CIF, ...)", json_schema_extra=flag("--model")
+    )
+    permute: tuple[str, ...] = Field(
+        ("W",), min_length=1, description="permutable element(s), e.g. W"
+    )
+    threshold: float = Field(
+        2.5,
+        gt=0.0,
+        le=10.0,
+        description="bond threshold in Å: dependent atoms closer than "
+        "this to a kept permutable atom are kept (strict <)",
+    )
+    rmin: float = Field(1.6, ge=0.0, lt=1000.0, description="fit range start, Å")
+    rmax: float = Field(10.0, gt=0.0, le=1000.0, description="fit range end, Å")
+    qmin: float | None = Field(
+        None, ge=0.0, le=100.0, description=f"Qmin, 1/Å; unset: data header, else {FALLBACK_QMIN}"
+    )
+    qmax: float | None = Field(
+        None, gt=0.0, le=100.0, description=f"Qmax, 1/Å; unset: data header, else {FALLBACK_QMAX}"
+    )
+    qdamp: float = Field(0.05, ge=0.0, le=1.0, description="instrument Qdamp, 1/Å")
+    qbroad: float = Field(0.01, ge=0.0, le=1.0, description="instrument Qbroad, 1/Å")
+    biso: float | dict[str, NonNegative] = Field(
+        0.4,
+        description="isotropic displacement Biso in Å²: one value for every atom, or one per "
+        "element (TOML table; flag: W=0.3 O=0.6)",
+    )
+    delta2: float = Field(0.0, ge=0.0, le=100.0, description="correlated-motion term δ2, Å²")
+    generator: Generator = Field(
+        "random", description="catalogue generator: random (the paper's) or cookie (spherical cuts)"
+    )
+    catalogue_size: int = Field(
+        10_000,
+        ge=1,
+        le=MAX_CATALOGUE,
+        description="number of candidate motifs to fit",
+        json_schema_extra=flag("--catalogue"),
+    )
+    lower: int = Field(1, ge=1, description="fewest kept permutable atoms in a random motif")
+    upper: int | None = Field(
+        None, ge=1, description="most kept permutable atoms in a random motif; unset: all"
+    )
+    zoom: Zoom = Field(
+        "isotropic",
+        description="isotropic: one zoom (fast); anisotropic: three zooms like the reference fit",
+    )
+    search_calls: int = Field(
+        12, ge=1, le=200, description="Bayesian hyperparameter search: points evaluated"
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="cross-validation folds per search point")
+    search_time_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="opt-in wall-clock cap on the search (results then depend on machine load; "
+        "the report says so); unset: always search_calls points",
+    )
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of catalogue, search and training")
+
+    @field_validator("permute", mode="before")
+    @classmethod
+    def _one_or_many_elements(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip().capitalize() for v in value)
+        return value
+
+    @field_validator("permute")
+    @classmethod
+    def _known_elements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from motex_stream.pdf.formfactors import is_known_element
+
+        unknown = [v for v in value if not is_known_element(v)]
+        if unknown:
+            raise ValueError(f"unknown element(s) {', '.join(unknown)}")
+        return value
+
+    @field_validator("biso", mode="before")
+    @classmethod
+    def _biso_table(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("the per-element Biso table is empty")
+            return {str(k).strip().capitalize(): v for k, v in value.items()}
+        return value
+
+    @field_validator("biso")
+    @classmethod
+    def _biso_range(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(not 0.0 <= v <= 50.0 for v in values):
+            raise ValueError(f"Biso must be within 0..50 Å², got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ModelSettings:
+        if not self.rmin < self.rmax:
+            raise ValueError(f"rmin ({self.rmin}) must be below rmax ({self.rmax})")
+        if self.qmin is not None and self.qmax is not None and not self.qmin < self.qmax:
+            raise ValueError(f"qmin ({self.qmin}) must be below qmax ({self.qmax})")
+        if self.upper is not None and self.upper < self.lower:
+            raise ValueError(f"upper ({self.upper}) must be >= lower ({self.lower})")
+        return self
+
+    # --------------------------------------------------------------- derived values
+    def with_q_range(self, header_qmin: float | None, header_qmax: float | None) -> ModelSettings:
+        """The settings with the Q range resolved: given value, else data header, else fallback.
+
+        The resolved copy is what every step uses and what reports and state record, so two
+        commands reading the same data header can never disagree on Qmax.
+        """
+        qmin = self.qmin if self.qmin is not None else header_qmin
+        qmax = self.qmax if self.qmax is not None else header_qmax
+        return self.updated(
+            qmin=FALLBACK_QMIN if qmin is None else float(qmin),
+            qmax=FALLBACK_QMAX if qmax is None else float(qmax),
+        )
+
+    def updated(self, **changes: Any) -> ModelSettings:
+        """A validated copy with ``changes`` applied (``model_copy`` would skip validation)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def fingerprint(self, exclude: frozenset[str] = frozenset()) -> str:
+        """Hash of the settings that shape a prepared model plus the starting model's bytes."""
+        fields = self.model_dump(mode="json", exclude=set(exclude) | self.runtime_fields())
+        blob = json.dumps(fields, sort_keys=True).encode()
+        model_bytes = Path(self.starting_model).read_bytes()
+        return hashlib.sha256(blob + model_bytes).hexdigest()[:16]
+
+    @classmethod
+    def runtime_fields(cls) -> set[str]:
+        """Fields that steer only the per-frame work: changing them keeps a prepared state."""
+        return set()
+
+
+class LiveModelSettings(ModelSettings):
+    """One live model (a ``[[models]]`` entry, or a replay): the analysis plus per-frame work."""
+
+    name: ModelName = Field(description="model name: ZMQ topic, state folder, metric label")
+    reference: Path | None = Field(
+        None, description=".gr to prepare on; unset: saved state, else the first frame"
+    )
+    refit: int = Field(10_000, ge=1, le=MAX_CATALOGUE, description="motifs refitted per frame")
+    rounds: int = Field(
+        10, ge=1, le=300, description="boosting rounds added to the warm-started GBDT per frame"
+    )
+    max_trees: int = Field(
+        120,
+        ge=4,
+        le=2000,
+        description="tree cap of the live GBDT; a rebuild keeps a third (bounds per-frame SHAP)",
+    )
+
+    @model_validator(mode="after")
+    def _refit_within_catalogue(self) -> LiveModelSettings:
+        if self.refit > self.catalogue_size:
+            raise ValueError(
+                f"refit ({self.refit}) cannot exceed catalogue_size ({self.catalogue_size})"
+            )
+        return self
+
+    @classmethod
+    def runtime_fields(cls) -> set[str]:
+        return {"name", "reference", "refit", "rounds", "max_trees"}
+
+
+#: Settings a Bluesky start document may change for one run (``motex_overrides``). All others
+#: define the prepared engine and catalogue fit; changing them needs another configured model.
+RUN_OVERRIDABLE = frozenset({"zoom", "refit"})
+
+
+def settings_for_run(
+    settings: LiveModelSettings, overrides: Any
+) -> tuple[LiveModelSettings, tuple[str, ...]]:
+    """Per-run settings from a start document's ``motex_overrides``, leniently.
+
+    A start document is typed by users at the beamline, so a bad entry must not stop the
+    service: each key that is not per-run or whose value is out of range is logged as an error
+    and ignored, while the valid ones still apply. Returns (settings, rejected keys).
+    """
+    if not isinstance(overrides, dict):
+        log.error(
+            "motex_overrides must be a table of settings, got %s; ignored",
+            type(overrides).__name__,
+        )
+        return settings, ("motex_overrides",)
+    rejected: list[str] = []
+    for key, value in overrides.items():
+        try:
+            settings = apply_run_overrides(settings, {str(key): value})
+        except ValueError as exc:
+            log.error("motex_overrides.%s=%r rejected: %s", key, value, _one_line(exc))
+            rejected.append(str(key))
+    return settings, tuple(rejected)
+
+
+def _one_line(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+    return str(exc)
+
+
+def apply_run_overrides(
+    settings: LiveModelSettings, overrides: dict[str, Any]
+) -> LiveModelSettings:
+    """``settings`` with per-run ``overrides`` applied and re-validated (ranges included).
+
+    Raises ``ValueError`` naming the key for a key that is not per-run or a value out of range.
+    """
+    not_allowed = sorted(set(overrides) - RUN_OVERRIDABLE)
+    if not_allowed:
+        allowed = ", ".join(sorted(RUN_OVERRIDABLE))
+        raise ValueError(f"{not_allowed[0]} is not a per-run setting (allowed: {allowed})")
+    result = settings.updated(**overrides)
+    assert isinstance(result, LiveModelSettings)
+    return result

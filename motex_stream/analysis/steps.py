@@ -1,0 +1,220 @@
+"""The science steps of ML-MotEx, each defined once and called by every path.
+
+``analyze`` (:func:`motex_stream.analysis.pipeline.run_analysis`), ``fit``, and the live
+service's preparation and per-frame work (:mod:`motex_stream.stream.analyzer`) all go through
+these functions, so the offline and the live answer to the same question cannot drift apart:
+
+1. :func:`fit_data` / :func:`load_fit_data`: the G(r) on the fit grid, checked, with the Q
+   range resolved from the settings, else the data header, else the fallback;
+2. :func:`load_model` and :func:`make_catalogue`: the starting model and its motifs;
+3. :func:`prepare_engine`: the batched PDF engine on the fit grid;
+4. :func:`fit_masks`: Rwp (and scale, zoom) of every motif;
+5. :func:`train_surrogate`: the XGBoost model of Rwp, hyperparameters searched by count;
+6. :func:`explain`: SHAP values and atom contribution values.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from motex_stream.analysis.settings import ModelSettings
+from motex_stream.catalogue import cookie_cutter_catalogue, random_catalogue
+from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
+from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
+from motex_stream.fitting.grfile import read_gr
+from motex_stream.fitting.isotropic import fit_isotropic
+from motex_stream.fitting.results import FitResults
+from motex_stream.model.gbdt import TrainedModel, features, train
+from motex_stream.pdf.batched import PreparedModel, prepare_model
+from motex_stream.pdf.settings import PDFSettings
+from motex_stream.structure.starting_model import StartingModel, load_starting_model
+
+log = logging.getLogger(__name__)
+
+#: Motifs fitted per batch: bounds the engine's working memory whatever the catalogue size.
+FIT_CHUNK = 2048
+#: Fit-grid step (Å) used when the data grid is not uniform (the engine needs a uniform one).
+UNIFORM_STEP = 0.01
+#: Fewest data points in the fit range that make a fit meaningful.
+MIN_POINTS = 10
+#: Most points on the fit grid: the engine's basis is points × Q-points; beyond this the grid
+#: is far finer than any PDF's resolution and only costs memory.
+MAX_POINTS = 20_000
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Observed G on the fit grid and the settings it is fitted with (Q range resolved)."""
+
+    r: np.ndarray
+    g: np.ndarray
+    settings: ModelSettings
+    pdf: PDFSettings
+    origin: str  # file path or frame description, for messages and reports
+
+
+def pdf_settings(settings: ModelSettings, r: np.ndarray) -> PDFSettings:
+    """Engine settings on fit grid ``r`` (srfit's calculator-grid rule); Q range resolved."""
+    if settings.qmin is None or settings.qmax is None:
+        raise ValueError("resolve the Q range first (ModelSettings.with_q_range)")
+    return PDFSettings.for_data_grid(
+        r,
+        qmin=settings.qmin,
+        qmax=settings.qmax,
+        qdamp=settings.qdamp,
+        qbroad=settings.qbroad,
+        biso=settings.biso,
+        delta2=settings.delta2,
+    )
+
+
+def fit_data(
+    r: np.ndarray,
+    g: np.ndarray,
+    settings: ModelSettings,
+    *,
+    header_q: tuple[float | None, float | None] = (None, None),
+    origin: str = "data",
+) -> FitData:
+    """Check the data, cut them to the fit range and resolve the Q range.
+
+    Refused with a one-line reason, before any work: non-finite values, a grid that is not
+    increasing, data that do not cover the fit range (within half a grid step), too few or
+    absurdly many points, and a G that is zero everywhere (nothing to fit: every motif would
+    get the same Rwp and the surrogate would have nothing to learn).
+    """
+    r_all = np.asarray(r, dtype=float)
+    g_all = np.asarray(g, dtype=float)
+    if r_all.ndim != 1 or r_all.shape != g_all.shape or r_all.size < 2:
+        raise ValueError(f"{origin}: r and G must be 1-D arrays of the same length (≥ 2)")
+    if not (np.isfinite(r_all).all() and np.isfinite(g_all).all()):
+        raise ValueError(f"{origin}: r or G holds NaN or infinite values")
+    if np.any(np.diff(r_all) <= 0):
+        raise ValueError(f"{origin}: the r grid is not strictly increasing")
+    half_step = 0.5 * float(np.median(np.diff(r_all)))
+    if r_all[0] > settings.rmin + half_step or r_all[-1] < settings.rmax - half_step:
+        raise ValueError(
+            f"{origin}: the data cover r = {r_all[0]:.3f}..{r_all[-1]:.3f} Å, not the fit range "
+            f"{settings.rmin:g}..{settings.rmax:g} Å (set rmin/rmax inside the data)"
+        )
+    keep = (r_all >= settings.rmin - 1e-8) & (r_all <= settings.rmax + 1e-8)
+    if keep.sum() < MIN_POINTS:
+        raise ValueError(
+            f"{origin}: only {int(keep.sum())} points in {settings.rmin:g}..{settings.rmax:g} Å "
+            f"(need {MIN_POINTS})"
+        )
+    r_fit, g_fit = r_all[keep], g_all[keep]
+    steps = np.diff(r_fit)
+    if np.ptp(steps) > 1e-6 * steps.mean():  # non-uniform data: the engine needs a uniform grid
+        r_uniform = np.round(
+            np.arange(settings.rmin, settings.rmax + UNIFORM_STEP / 2, UNIFORM_STEP), 10
+        )
+        r_fit, g_fit = r_uniform, np.interp(r_uniform, r_all, g_all)
+    if len(r_fit) > MAX_POINTS:
+        raise ValueError(
+            f"{origin}: {len(r_fit)} points in the fit range; at most {MAX_POINTS} are supported "
+            "(resample the data to a coarser grid)"
+        )
+    if not np.any(g_fit):
+        raise ValueError(f"{origin}: G is zero everywhere in the fit range: nothing to fit")
+    resolved = settings.with_q_range(*header_q)
+    return FitData(r_fit, g_fit, resolved, pdf_settings(resolved, r_fit), origin)
+
+
+def load_fit_data(path: str | Path, settings: ModelSettings) -> FitData:
+    """:func:`fit_data` of a ``.gr`` file, with the Q range of its header."""
+    data = read_gr(path)
+    return fit_data(data.r, data.g, settings, header_q=(data.qmin, data.qmax), origin=str(path))
+
+
+def load_model(settings: ModelSettings) -> StartingModel:
+    """The starting model, split into permutable and dependent atoms.
+
+    A model with fewer than two atoms, or fewer than two permutable atoms, has no motifs worth
+    comparing, so it is refused here rather than failing deep inside the engine.
+    """
+    model = load_starting_model(settings.starting_model, settings.permute, settings.threshold)
+    if model.n_atoms < 2:
+        raise ValueError(
+            f"{settings.starting_model}: {model.n_atoms} atom(s); a PDF needs at least two"
+        )
+    if model.n_permutable < 2:
+        raise ValueError(
+            f"{settings.starting_model}: only {model.n_permutable} atom(s) of "
+            f"{', '.join(settings.permute)}; ML-MotEx needs at least two permutable atoms"
+        )
+    return model
+
+
+def make_catalogue(model: StartingModel, settings: ModelSettings) -> np.ndarray:
+    """The candidate motifs (bool masks over the permutable atoms), seeded."""
+    if settings.generator == "cookie":
+        return cookie_cutter_catalogue(
+            model.positions[model.permutable], settings.catalogue_size, settings.seed
+        )
+    return random_catalogue(
+        model.n_permutable, settings.catalogue_size, settings.seed, settings.lower, settings.upper
+    )
+
+
+def prepare_engine(model: StartingModel, settings: ModelSettings, r: np.ndarray) -> PreparedModel:
+    """The batched pair-class engine of ``model`` on fit grid ``r`` (Q range resolved)."""
+    return prepare_model(model, pdf_settings(settings, r), r)
+
+
+def fit_masks(
+    engine: PreparedModel,
+    masks: np.ndarray,
+    g: np.ndarray,
+    zoom: str,
+    progress: bool = False,
+) -> FitResults:
+    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory)."""
+    if zoom == "anisotropic":
+        prep_tables(engine)
+        fit = fit_anisotropic
+    elif zoom == "isotropic":
+        fit = fit_isotropic
+    else:
+        raise ValueError(f"unknown zoom mode {zoom!r}")
+    parts = []
+    with tqdm(total=len(masks), desc=f"fitting ({zoom})", unit="fit", disable=not progress) as bar:
+        for start in range(0, len(masks), FIT_CHUNK):
+            parts.append(fit(engine, masks[start : start + FIT_CHUNK], g))
+            bar.update(len(parts[-1]))
+    if len(parts) == 1:
+        return parts[0]
+    return FitResults(
+        rwp=np.concatenate([p.rwp for p in parts]),
+        scale=np.concatenate([p.scale for p in parts]),
+        zoom=np.concatenate([p.zoom for p in parts]),
+        mode=zoom,
+    )
+
+
+def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings) -> TrainedModel:
+    """The GBDT of Rwp on the mask features, hyperparameters searched by count (seeded)."""
+    rwp = np.asarray(rwp, dtype=float)
+    if not np.isfinite(rwp).all():
+        raise ValueError(f"{int((~np.isfinite(rwp)).sum())} fits gave a non-finite Rwp")
+    if np.ptp(rwp) == 0:
+        raise ValueError("every motif fits equally well (constant Rwp): nothing to explain")
+    return train(
+        features(masks),
+        rwp,
+        seed=settings.seed,
+        n_calls=settings.search_calls,
+        cv_folds=settings.cv_folds,
+        time_budget_s=settings.search_time_s,
+    )
+
+
+def explain(trained: TrainedModel, masks: np.ndarray) -> tuple[np.ndarray, AtomContributions]:
+    """SHAP values of the surrogate over ``masks`` and the atom contribution values."""
+    shap = shap_values(trained.booster, features(masks))
+    return shap, atom_contributions(shap, masks)
