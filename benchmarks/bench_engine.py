@@ -12,13 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
+from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.catalogue import random_catalogue
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.reference_fit import reference_fit
 from motex_stream.pdf.batched import prepare_model
-from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure import load_starting_model
 
 DATA = Path(__file__).resolve().parents[1] / "motex_stream" / "data" / "keggin"
@@ -42,7 +42,7 @@ def main() -> None:
 
     data = read_gr(DATA / "DanMAX_AlphaKeggin.gr").crop(1.6, 10.0)
     model = load_starting_model(DATA / "109725.xyz", ["W"], 2.5)
-    settings = PDFSettings.for_data_grid(data.r, qmin=0.7, qmax=20.0)
+    settings = default_pdf_settings(data.r)
     masks = random_catalogue(model.n_permutable, args.catalogue, seed=0)
 
     t = time.perf_counter()

@@ -54,9 +54,9 @@ def reference_rwp():
 @pytest.fixture(scope="session")
 def prepared_109725(golden_fits, model_109725):
     """The batched engine for 109725 on the reference fit grid (qmax 20, as the script sets)."""
+    from motex_stream.analysis.steps import default_pdf_settings
     from motex_stream.pdf.batched import prepare_model
-    from motex_stream.pdf.settings import PDFSettings
 
     curves, _ = golden_fits
     r = curves["r"]
-    return prepare_model(model_109725, PDFSettings.for_data_grid(r), r)
+    return prepare_model(model_109725, default_pdf_settings(r), r)

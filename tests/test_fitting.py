@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
+from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.fitting.anisotropic import fit_anisotropic
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.reference_fit import reference_fit
 from motex_stream.fitting.restraint import ZoomRestraint
 from motex_stream.fitting.results import rwp
-from motex_stream.pdf.settings import PDFSettings
 
 
 def test_isotropic_ranks_motifs_like_the_reference(prepared_109725, golden_fits, reference_rwp):
@@ -39,7 +39,7 @@ def test_anisotropic_reproduces_reference_rwp(prepared_109725, golden_fits, refe
 def test_reference_method_reproduces_golden_fits(model_109725, golden_fits):
     curves, meta = golden_fits
     r, g = curves["r"], curves["gobs"]
-    settings = PDFSettings.for_data_grid(r)
+    settings = default_pdf_settings(r)
     for name, case in meta.items():
         mask = np.array(case["mask_row"][1:], dtype=bool)
         fit = reference_fit(model_109725, mask, g, r, settings)

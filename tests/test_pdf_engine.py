@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.batched import prepare_model
 from motex_stream.pdf.debye import debye_pdf
 from motex_stream.pdf.formfactors import xray_f0
 from motex_stream.pdf.realspace import realspace_pdf
-from motex_stream.pdf.settings import PDFSettings
+
+R_FIT = np.round(np.arange(160, 1001) * 0.01, 10)
 
 VARIANTS = {
     "base": {},
@@ -33,7 +35,7 @@ def test_every_golden_curve_matches_to_1e6(golden_pdf, calculator):
     cases = list(_golden_cases(golden_pdf, calculator))
     assert len(cases) == 10
     for key, cluster, variant in cases:
-        settings = PDFSettings.for_data_grid(golden_pdf["r"], **VARIANTS[variant])
+        settings = default_pdf_settings(golden_pdf["r"], **VARIANTS[variant])
         symbols = [str(s) for s in golden_pdf[f"elements__{cluster}"]]
         r, g = func(symbols, golden_pdf[f"xyz__{cluster}"], settings)
         ref = golden_pdf[key]
@@ -43,7 +45,7 @@ def test_every_golden_curve_matches_to_1e6(golden_pdf, calculator):
 
 
 def test_empty_and_single_atom_clusters_give_zero():
-    settings = PDFSettings()
+    settings = default_pdf_settings(R_FIT)
     assert not np.any(realspace_pdf([], np.zeros((0, 3)), settings)[1])
     assert not np.any(realspace_pdf(["W"], np.zeros((1, 3)), settings)[1])
 
@@ -77,19 +79,23 @@ def test_project_data_rejects_wrong_grid(prepared_109725):
 
 
 def test_per_element_biso_changes_widths():
-    settings = PDFSettings(biso={"W": 0.2, "O": 0.8})
+    settings = default_pdf_settings(R_FIT, biso={"W": 0.2, "O": 0.8})
     assert settings.biso_of("W") == 0.2 and settings.biso_of("O") == 0.8
     _, g_mixed = realspace_pdf(["W", "O"], np.array([[0, 0, 0], [1.9, 0, 0]]), settings)
-    _, g_uniform = realspace_pdf(["W", "O"], np.array([[0, 0, 0], [1.9, 0, 0]]), PDFSettings())
+    _, g_uniform = realspace_pdf(
+        ["W", "O"], np.array([[0, 0, 0], [1.9, 0, 0]]), default_pdf_settings(R_FIT)
+    )
     # W-W and O-O pairs get other widths than with 0.4 everywhere
     assert not np.allclose(g_mixed, g_uniform)
 
 
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError, match="qmin"):
-        PDFSettings(qmin=25.0, qmax=20.0)
+        default_pdf_settings(R_FIT, qmin=25.0, qmax=20.0)
     with pytest.raises(ValueError, match="Biso"):
-        PDFSettings(biso=-1.0)
+        default_pdf_settings(R_FIT, biso=-1.0)
+    with pytest.raises(ValueError, match="no Biso given for element O"):
+        default_pdf_settings(R_FIT, biso={"W": 0.3}).biso_of("O")
 
 
 def test_prepare_model_other_system(tmp_path):
@@ -100,6 +106,6 @@ def test_prepare_model_other_system(tmp_path):
     model_path.write_text("4\n\nGa 0 0 0\nO 1.9 0 0\nGa 3.8 0 0\nO 0 1.9 0\n")
     model = load_starting_model(model_path, ["Ga"], 2.2)
     r = np.round(np.arange(160, 1001) * 0.01, 10)
-    prep = prepare_model(model, PDFSettings.for_data_grid(r), r)
+    prep = prepare_model(model, default_pdf_settings(r), r)
     assert prep.pairs.kinds == [("Ga", "Ga"), ("Ga", "O"), ("O", "O")]
     assert prep.class_kept(np.array([[1, 0]])).sum() > 0

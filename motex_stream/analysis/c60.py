@@ -15,8 +15,8 @@ import numpy as np
 
 from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.settings import ModelSettings
+from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.realspace import realspace_pdf
-from motex_stream.pdf.settings import PDFSettings
 
 FCC_A = 14.17  # Å, C60 fcc lattice parameter
 
@@ -49,7 +49,7 @@ def c60_experiment(
     lines += [f"C {x:.6f} {y:.6f} {z:.6f}" for x, y, z in pos]
     model_path.write_text("\n".join(lines) + "\n")
     r = np.round(np.arange(100, 1001) * 0.01, 10)
-    settings = PDFSettings.for_data_grid(r, qmin=0.7, qmax=20.0)
+    settings = default_pdf_settings(r)
     r_calc, g = realspace_pdf(["C"] * 60, pos[:60], settings)
     g = np.interp(r, r_calc, g)
     rng = np.random.default_rng(seed)
@@ -63,7 +63,6 @@ def c60_experiment(
             permute=("C",),
             threshold=1.0,
             rmin=1.0,
-            rmax=10.0,
             qmin=0.7,
             qmax=20.0,
             catalogue_size=catalogue,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from motex_stream.analysis.settings import ModelSettings
+from motex_stream.analysis.settings import FALLBACK_QMAX, FALLBACK_QMIN, ModelSettings
 from motex_stream.catalogue import cookie_cutter_catalogue, random_catalogue
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
@@ -71,6 +71,18 @@ def pdf_settings(settings: ModelSettings, r: np.ndarray) -> PDFSettings:
         biso=settings.biso,
         delta2=settings.delta2,
     )
+
+
+def default_pdf_settings(r: np.ndarray, **changes: object) -> PDFSettings:
+    """Engine settings from the settings model's own defaults, for uses without a starting
+    model file (simulated series, the reference-script checks); the Q range is the fallback."""
+    fields = ModelSettings.model_fields
+    values: dict[str, object] = {
+        k: fields[k].default for k in ("qdamp", "qbroad", "biso", "delta2")
+    }
+    values.update(qmin=FALLBACK_QMIN, qmax=FALLBACK_QMAX)
+    values.update(changes)
+    return PDFSettings.for_data_grid(r, **values)
 
 
 def fit_data(
@@ -139,6 +151,10 @@ def load_model(settings: ModelSettings) -> StartingModel:
     comparing, so it is refused here rather than failing deep inside the engine.
     """
     model = load_starting_model(settings.starting_model, settings.permute, settings.threshold)
+    if isinstance(settings.biso, dict):
+        missing = sorted(set(model.symbols) - set(settings.biso))
+        if missing:
+            raise ValueError(f"biso: no value for element(s) {', '.join(missing)} of the model")
     if model.n_atoms < 2:
         raise ValueError(
             f"{settings.starting_model}: {model.n_atoms} atom(s); a PDF needs at least two"

@@ -10,27 +10,30 @@ import numpy as np
 BISO_TO_UISO = 1.0 / (8.0 * np.pi**2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PDFSettings:
     """Instrument and model parameters of one PDF calculation.
+
+    No science defaults here: the values come from the one settings model
+    (:class:`motex_stream.analysis.settings.ModelSettings`, via
+    :func:`motex_stream.analysis.steps.pdf_settings`), so a default is never written twice.
 
     ``rmin``/``rmax``/``rstep`` describe the *calculator* grid. srfit derives them from the
     observed points as rmin = r[0], rstep = (r[-1]-r[0])/(n-1), rmax = r[-1] + rstep/2; use
     :meth:`for_data_grid` to get exactly that. ``biso`` is one value for every element or a
-    mapping element → Biso (Å²); ``biso_default`` covers elements missing from the mapping.
+    mapping element → Biso (Å²); an element missing from the mapping is an error.
     """
 
-    rmin: float = 1.6
-    rmax: float = 10.005
-    rstep: float = 0.01
-    qmin: float = 0.7
-    qmax: float = 20.0
-    qdamp: float = 0.05
-    qbroad: float = 0.01
+    rmin: float
+    rmax: float
+    rstep: float
+    qmin: float
+    qmax: float
+    qdamp: float
+    qbroad: float
+    biso: float | Mapping[str, float]
     delta1: float = 0.0
     delta2: float = 0.0
-    biso: float | Mapping[str, float] = 0.4
-    biso_default: float = 0.4
     scale: float = 1.0
     extra: dict[str, float] = field(default_factory=dict, compare=False)
 
@@ -45,7 +48,7 @@ class PDFSettings:
         if self.qdamp < 0 or self.qbroad < 0:
             problems.append("qdamp and qbroad must be >= 0")
         bisos = self.biso.values() if isinstance(self.biso, Mapping) else [self.biso]
-        if any(not np.isfinite(b) or b < 0 for b in [*bisos, self.biso_default]):
+        if any(not np.isfinite(b) or b < 0 for b in bisos):
             problems.append(f"Biso values must be finite and >= 0, got {self.biso}")
         if problems:
             raise ValueError("invalid PDF settings: " + "; ".join(problems))
@@ -61,7 +64,9 @@ class PDFSettings:
 
     def biso_of(self, symbol: str) -> float:
         if isinstance(self.biso, Mapping):
-            return float(self.biso.get(symbol, self.biso_default))
+            if symbol not in self.biso:
+                raise ValueError(f"no Biso given for element {symbol} (per-element Biso table)")
+            return float(self.biso[symbol])
         return float(self.biso)
 
     def uiso_of(self, symbol: str) -> float:

@@ -79,8 +79,6 @@ def run_demo(
     settings = LiveModelSettings(
         name="two-motifs",
         starting_model=str(series.model_path),
-        rmin=1.6,
-        rmax=10.0,
         catalogue_size=catalogue,
         refit=refit,
         rounds=10,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import load_starting_model
@@ -93,7 +94,7 @@ def two_motif_series(
     a, b = write_two_motif_model(path)
     model = load_starting_model(path, ["W"], 2.5)
     r = np.round(np.arange(100, 1501) * 0.01, 10) if r is None else np.asarray(r, dtype=float)
-    settings = settings or PDFSettings.for_data_grid(r)
+    settings = settings or default_pdf_settings(r)
 
     def pure(which: np.ndarray) -> np.ndarray:
         mask = np.zeros(model.n_permutable, dtype=bool)
