@@ -17,8 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
+from motex_stream.fitting.grfile import read_gr
 from motex_stream.stream.frames import (
     Frame,
     FrameError,
@@ -40,44 +39,6 @@ def natural_key(path: str | os.PathLike[str]) -> tuple[tuple[int, int | str], ..
     return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p)
 
 
-def _parse_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Minimal reader used only if ``motex_stream.fitting.grfile`` is unavailable.
-
-    Lines up to one starting with ``#### start data`` are header (if there is such a line);
-    after that, comment lines are skipped and the first two of 2–3+ numeric columns are r, G.
-    """
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    marker = next((i for i, s in enumerate(lines) if s.lstrip().startswith("#### start data")), -1)
-    rows = []
-    for line in lines[marker + 1 :]:
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        try:
-            values = [float(v) for v in text.split()]
-        except ValueError:
-            if marker >= 0 or rows:
-                raise
-            continue  # a header line in a file without the marker
-        if len(values) < 2:
-            raise ValueError(f"{path}: row {text!r} has fewer than two columns")
-        rows.append(values[:2])
-    if not rows:
-        raise ValueError(f"{path}: no data rows")
-    table = np.asarray(rows, dtype=float)
-    return table[:, 0], table[:, 1]
-
-
-def read_r_g(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """r and G of one file, with the project's strict reader when it is installed."""
-    try:
-        from motex_stream.fitting.grfile import read_gr
-    except ImportError:
-        return _parse_columns(path)
-    data = read_gr(path)
-    return np.asarray(data.r, dtype=float), np.asarray(data.g, dtype=float)
-
-
 class FileSeriesSource:
     """A glob or directory of ``.gr`` files as one run, one frame per file.
 
@@ -85,6 +46,8 @@ class FileSeriesSource:
     uid and each frame's ``source`` are ``pattern`` as given; ``seq`` is the 1-based position
     in natural order and ``time`` the file's modification time. ``interval`` seconds are
     waited between frames (``None``: as fast as possible), e.g. to demo a live experiment.
+    Files are read with :func:`motex_stream.fitting.grfile.read_gr`, and each frame carries
+    the Q range of its file's header (``qmin``/``qmax``; None where the header has none).
     """
 
     def __init__(self, pattern: str | os.PathLike[str], *, interval: float | None = None) -> None:
@@ -104,15 +67,17 @@ class FileSeriesSource:
     def _frame(self, path: Path, seq: int, metadata: dict[str, object]) -> Frame | None:
         self.stats.add("received")
         try:
-            r, g = read_r_g(path)
+            data = read_gr(path)
             return validate_frame(
                 Frame(
                     source=self.pattern,
                     seq=seq,
                     time=path.stat().st_mtime,
-                    r=r,
-                    g=g,
+                    r=data.r,
+                    g=data.g,
                     run_metadata=metadata,
+                    qmin=data.qmin,
+                    qmax=data.qmax,
                 )
             )
         except (OSError, ValueError, FrameError) as err:  # GrFileError is a ValueError
