@@ -109,3 +109,26 @@ def test_prepare_model_other_system(tmp_path):
     prep = prepare_model(model, default_pdf_settings(r), r)
     assert prep.pairs.kinds == [("Ga", "Ga"), ("Ga", "O"), ("O", "O")]
     assert prep.class_kept(np.array([[1, 0]])).sum() > 0
+
+
+def test_interpolation_equals_the_dense_matrix_it_replaced():
+    """interpolate_rows gives what a dense numpy.interp matrix times the Q→r map gave."""
+    import math
+
+    from motex_stream.pdf.batched import interpolate_rows
+    from motex_stream.pdf.grid import realspace_grid
+    from motex_stream.pdf.realspace import damping
+
+    r_data = np.linspace(1.55, 10.3, 777)  # off the calculation grid, past its ends
+    settings = default_pdf_settings(R_FIT)
+    grid = realspace_grid(settings, max_uii=0.01)
+    r_out, q = grid.r_out, grid.q
+    to_out = (
+        (2 / math.pi) * grid.qstep * damping(r_out, settings)[:, None] * np.sin(np.outer(r_out, q))
+    )
+    # numpy.interp as a matrix: column j interpolates the j-th unit vector
+    dense = np.stack([np.interp(r_data, r_out, e) for e in np.eye(r_out.size)], axis=1)
+    expected = dense @ to_out
+    got = interpolate_rows(r_data, r_out, to_out)
+    scale = np.max(np.abs(expected))
+    assert np.max(np.abs(got - expected)) <= 1e-15 * scale

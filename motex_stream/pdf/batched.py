@@ -54,15 +54,45 @@ class ReducedBasis:
         return self.q_to_c.shape[1]
 
 
-def interpolation_matrix(r_data: np.ndarray, r_calc: np.ndarray) -> np.ndarray:
-    """numpy.interp as a matrix: srfit evaluates G on its grid, then interpolates to the data."""
-    n, m = len(r_data), len(r_calc)
-    mat = np.zeros((n, m))
+INTERP_CHUNK = 65536  # data points per block: bounds the temporaries of interpolate_rows
+
+
+def interpolation_weights(r_data: np.ndarray, r_calc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left neighbour on ``r_calc`` and weight of each data point, as numpy.interp picks them.
+
+    A value at ``r_data[i]`` is ``(1 - w[i]) * y[idx[i]] + w[i] * y[idx[i] + 1]``; points
+    outside ``r_calc`` take the end values (w clipped to 0 or 1), as numpy.interp does.
+    """
+    r_data = np.asarray(r_data, dtype=float)
+    r_calc = np.asarray(r_calc, dtype=float)
+    m = len(r_calc)
+    if m < 2:
+        raise ValueError(f"interpolation needs at least two calculation points, got {m}")
     idx = np.clip(np.searchsorted(r_calc, r_data) - 1, 0, m - 2)
     w = np.clip((r_data - r_calc[idx]) / (r_calc[idx + 1] - r_calc[idx]), 0.0, 1.0)
-    mat[np.arange(n), idx] = 1 - w
-    mat[np.arange(n), idx + 1] += w
-    return mat
+    return idx, w
+
+
+def interpolate_rows(r_data: np.ndarray, r_calc: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """numpy.interp of every column of ``values`` (len(r_calc), k) at ``r_data``: (n_data, k).
+
+    srfit evaluates G on its calculation grid, then interpolates to the data points. Done
+    with two neighbour indices and a weight per point, memory is linear in the number of
+    points (a dense n_data × n_calc interpolation matrix needs terabytes on a 1e-5 Å grid).
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[0] != len(r_calc):
+        raise ValueError(
+            f"values must be ({len(r_calc)}, k) to match the calculation grid, got {values.shape}"
+        )
+    idx, w = interpolation_weights(r_data, r_calc)
+    out = np.empty((len(idx), values.shape[1]))
+    for start in range(0, len(idx), INTERP_CHUNK):
+        sl = slice(start, start + INTERP_CHUNK)
+        i, wc = idx[sl], w[sl, None]
+        np.multiply(1 - wc, values[i], out=out[sl])
+        out[sl] += wc * values[i + 1]
+    return out
 
 
 def reduced_basis(
@@ -74,7 +104,7 @@ def reduced_basis(
     to_out = (
         (2 / math.pi) * grid.qstep * damping(r_out, settings)[:, None] * np.sin(np.outer(r_out, q))
     )
-    a = interpolation_matrix(np.asarray(r_data, dtype=float), r_out) @ to_out
+    a = interpolate_rows(np.asarray(r_data, dtype=float), r_out, to_out)
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     keep = s > rank_tol * s[0]
     q_to_c = vt[keep].T * s[keep]
