@@ -73,15 +73,36 @@ def test_keggin_zmq_config_values():
     assert (model.threshold, model.rmin, model.rmax) == (2.5, 1.6, 10.0)
     assert (model.qdamp, model.qbroad, model.biso) == (0.05, 0.01, 0.4)
     assert (model.catalogue_size, model.refit, model.rounds) == (10000, 10000, 10)
+    assert (model.qmin, model.qmax) == (None, None)  # from the reference header, at preparation
     assert model.zoom == "isotropic"
     assert model.reference.name == "DanMAX_AlphaKeggin.gr"
     (source,) = config.sources
-    assert source.to_spec()["address"] == "tcp://127.0.0.1:5568"
+    assert source.type == "zmq" and source.name == "proxy"
+    assert source.address == "tcp://127.0.0.1:5568"
     assert (source.prefix, source.data_key, source.r_key) == ("raw", "pdf_gr", "pdf_r")
     sinks = {s.type: s for s in config.sinks}
     assert sinks["zmq"].bind == "tcp://127.0.0.1:5578"
     assert sinks["jsonl"].path.name == "motex-results.jsonl"
     assert (sinks["bluesky"].address, sinks["bluesky"].prefix) == ("tcp://127.0.0.1:5567", "an")
+
+
+@pytest.mark.parametrize(
+    "path", [*EXAMPLE_CONFIGS, DEPLOY / "compose" / "motex-stream.toml"], ids=lambda p: p.name
+)
+def test_example_configs_point_to_the_generated_reference(path):
+    """Defaults are stated once, in docs/configuration.md; the examples link there."""
+    assert "docs/configuration.md" in path.read_text(encoding="utf-8")
+    assert (ROOT / "docs" / "configuration.md").is_file()
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)
+def test_example_config_sources_build_with_their_names(path, monkeypatch):
+    from motex_stream.stream.sources import make_source
+
+    monkeypatch.delenv("MOTEX_TILED_API_KEY", raising=False)
+    config = load_config(path)
+    for entry in config.sources:
+        assert make_source(entry).name == entry.name
 
 
 def test_example_configs_hold_no_api_key():

@@ -10,14 +10,26 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=Path, help="TOML config (see services/configs)")
+    p.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="TOML config (every key: docs/configuration.md; examples: services/configs)",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     from motex_stream.stream.config import load_config
     from motex_stream.stream.runner import build_service, format_summary, serve_until_signalled
 
-    config = load_config(args.config)
+    config = load_config(args.config)  # a ConfigError names every bad key before anything runs
+    log.info(
+        "config %s: models %s; sources %s; sinks %s",
+        args.config,
+        ", ".join(m.name for m in config.models),
+        ", ".join(s.name for s in config.sources) or "none",
+        ", ".join(s.type for s in config.sinks) or "none",
+    )
     service = build_service(config)
     summary = serve_until_signalled(
         service, config.service.metrics_port, config.service.metrics_host

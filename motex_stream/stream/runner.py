@@ -77,7 +77,7 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
     from motex_stream.stream.sources import make_source
 
     analyzers = analyzers_from_config(config)
-    sources = [make_source(s.to_spec()) for s in config.sources]
+    sources = [make_source(s) for s in config.sources]
     sinks = make_sinks(config)
     return StreamService(
         analyzers,

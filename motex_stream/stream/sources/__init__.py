@@ -13,6 +13,14 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from motex_stream.stream.config.sources import (
+    FilesSourceConfig,
+    KafkaSourceConfig,
+    SourceConfig,
+    TiledReplaySourceConfig,
+    TiledSourceConfig,
+    ZmqSourceConfig,
+)
 from motex_stream.stream.frames import StreamItem
 from motex_stream.stream.sources.base import DocumentAssembler, FrameSource, SourceStats
 from motex_stream.stream.sources.files_source import FileSeriesSource, natural_key
@@ -50,21 +58,9 @@ __all__ = [
     "natural_key",
 ]
 
-_DOC_KEYS = ("data_key", "r_key", "stream_name")
-
 
 class SourceConfigError(ValueError):
-    """The source section of the configuration is incomplete or names an unknown type."""
-
-
-def _require(spec: Mapping[str, Any], key: str) -> Any:
-    if key not in spec or spec[key] in (None, ""):
-        raise SourceConfigError(f"source type {spec.get('type')!r} needs {key!r}")
-    return spec[key]
-
-
-def _document_options(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: spec[k] for k in _DOC_KEYS if k in spec}
+    """A configured source cannot be built (e.g. its optional dependency is missing)."""
 
 
 class _StopPollingError(Exception):
@@ -86,6 +82,7 @@ class KafkaSource:
         group_id: str = "motex-stream",
         *,
         consumer_config: Mapping[str, Any] | None = None,
+        name: str | None = None,
         **document_options: Any,
     ) -> None:
         try:
@@ -94,7 +91,7 @@ class KafkaSource:
             raise SourceConfigError(
                 "the kafka source needs bluesky-kafka: pip install 'motex-stream[kafka]'"
             ) from err
-        self.name = f"kafka:{','.join(topics)}"
+        self.name = name or f"kafka:{','.join(topics)}"
         self.stats = SourceStats()
         self._queue: queue.SimpleQueue[StreamItem] = queue.SimpleQueue()
         assembler = DocumentAssembler(stats=self.stats, source_name=self.name, **document_options)
@@ -147,55 +144,36 @@ def _kafka_deserializer(payload: bytes) -> tuple[str, dict[str, Any]]:
     return str(name), dict(doc)
 
 
-def _make_kafka(spec: Mapping[str, Any]) -> FrameSource:
-    options = {k: v for k, v in spec.items() if k != "type"}
-    for key in ("topics", "bootstrap_servers"):
-        _require(spec, key)
-    return KafkaSource(**options)
+def make_source(cfg: SourceConfig) -> FrameSource:
+    """Build the source a validated ``[[sources]]`` entry describes, named as configured.
 
-
-def make_source(spec: Mapping[str, Any]) -> FrameSource:
-    """Build a source from a config mapping such as ``{"type": "zmq", "address": ...}``.
-
-    Types and their keys: ``zmq`` (address, prefix, allow_pickle); ``tiled`` (uri, key_file);
-    ``tiled-replay`` (uri, run_uid, pace, key_file); ``files`` (path, interval); ``kafka``
-    (needs the ``kafka`` extra). Document-based types also take data_key, r_key, stream_name.
-    API keys are never taken from the spec: they come from the environment or a key file.
+    The config speaks the beamline's words (``run``, ``speed``, ``glob``); the constructors take
+    their own (``run_uid``, ``pace``, ``pattern``): this is the one place they are translated.
+    API keys are never part of the entry: sources read them from the environment or the file.
     """
-    kind = str(spec.get("type", "")).lower()
-    if "api_key" in spec:
-        raise SourceConfigError(
-            "do not put API keys in the configuration; set MOTEX_TILED_API_KEY or key_file"
-        )
-    if kind == "zmq":
-        prefix = spec.get("prefix", "raw")
-        return ZmqSource(
-            str(_require(spec, "address")),
-            prefix=prefix.encode() if isinstance(prefix, str) else bytes(prefix),
-            allow_pickle=bool(spec.get("allow_pickle", False)),
-            **_document_options(spec),
-        )
-    if kind == "tiled":
-        return TiledLiveSource(
-            str(_require(spec, "uri")), key_file=spec.get("key_file"), **_document_options(spec)
-        )
-    if kind == "tiled-replay":
-        pace = spec.get("pace")
-        return TiledReplaySource(
-            str(_require(spec, "uri")),
-            str(_require(spec, "run_uid")),
-            None if pace is None else float(pace),
-            key_file=spec.get("key_file"),
-            **_document_options(spec),
-        )
-    if kind == "files":
-        interval = spec.get("interval")
-        return FileSeriesSource(
-            _require(spec, "path"), interval=None if interval is None else float(interval)
-        )
-    if kind == "kafka":
-        return _make_kafka(spec)
-    raise SourceConfigError(
-        f"unknown source type {spec.get('type')!r}; expected zmq, tiled, tiled-replay, files "
-        "or kafka"
-    )
+    docs = {"data_key": cfg.data_key, "r_key": cfg.r_key} if hasattr(cfg, "data_key") else {}
+    match cfg:
+        case ZmqSourceConfig():
+            return ZmqSource(
+                cfg.address,
+                prefix=cfg.prefix.encode(),
+                allow_pickle=cfg.allow_pickle,
+                name=cfg.name,
+                **docs,
+            )
+        case TiledSourceConfig():
+            return TiledLiveSource(cfg.uri, key_file=cfg.api_key_file, name=cfg.name, **docs)
+        case TiledReplaySourceConfig():
+            return TiledReplaySource(
+                cfg.uri,
+                cfg.run,
+                cfg.speed or None,  # speed 0: no waiting
+                key_file=cfg.api_key_file,
+                name=cfg.name,
+                **docs,
+            )
+        case FilesSourceConfig():
+            return FileSeriesSource(cfg.glob, interval=cfg.interval, name=cfg.name)
+        case KafkaSourceConfig():
+            return KafkaSource(list(cfg.topics), cfg.address, cfg.group_id, name=cfg.name, **docs)
+    raise TypeError(f"not a source configuration: {cfg!r}")

@@ -50,10 +50,16 @@ class FileSeriesSource:
     the Q range of its file's header (``qmin``/``qmax``; None where the header has none).
     """
 
-    def __init__(self, pattern: str | os.PathLike[str], *, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        pattern: str | os.PathLike[str],
+        *,
+        interval: float | None = None,
+        name: str | None = None,
+    ) -> None:
         self.pattern = str(pattern)
         self.interval = interval
-        self.name = f"files:{self.pattern}"
+        self.name = name or f"files:{self.pattern}"
         self.stats = SourceStats()
 
     def paths(self) -> list[Path]:

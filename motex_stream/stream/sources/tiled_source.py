@@ -143,9 +143,10 @@ class TiledLiveSource:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         stop_wait: float = 10.0,
         poll_interval: float = 0.1,
+        name: str | None = None,
     ) -> None:
         self.uri = uri
-        self.name = f"tiled:{uri.split('?', 1)[0]}"
+        self.name = name or f"tiled:{uri.split('?', 1)[0]}"
         self.stats = SourceStats()
         self.ready = threading.Event()  # set once the root subscription is connected
         self._key_file = key_file
@@ -398,13 +399,14 @@ class TiledReplaySource:
         data_key: str = DEFAULT_DATA_KEY,
         r_key: str = DEFAULT_R_KEY,
         stream_name: str = DEFAULT_STREAM,
+        name: str | None = None,
     ) -> None:
         if pace is not None and pace <= 0:
             raise ValueError(f"pace must be positive or None, not {pace}")
         self.uri = uri
         self.run_uid = run_uid
         self.pace = pace
-        self.name = f"tiled-replay:{run_uid}"
+        self.name = name or f"tiled-replay:{run_uid}"
         self.stats = SourceStats()
         self._key_file = key_file
         self._data_key = data_key

@@ -80,10 +80,11 @@ class ZmqSource:
         stream_name: str | None = DEFAULT_STREAM,
         allow_pickle: bool = False,
         poll_interval: float = 0.1,
+        name: str | None = None,
     ) -> None:
         self.address = address
         self.prefix = prefix
-        self.name = f"zmq:{address}/{prefix.decode(errors='replace')}"
+        self.name = name or f"zmq:{address}/{prefix.decode(errors='replace')}"
         self.stats = SourceStats()
         self.ready = threading.Event()  # set once the SUB socket is connected and polling
         self._assembler = DocumentAssembler(

@@ -1,0 +1,37 @@
+"""The ``[service]`` table: where state lives, how metrics are served, how the queue behaves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from motex_stream.stream.config.base import ConfigModel
+
+Policy = Literal["all", "latest"]
+
+
+class ServiceConfig(ConfigModel):
+    """The ``[service]`` table: one per file, required (it needs at least ``state_dir``)."""
+
+    state_dir: Path = Field(
+        description="folder where prepared models are kept (reloaded on restart)"
+    )
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Prometheus /metrics port; 0 turns the server off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="interface the metrics server binds; metrics reveal run uids and timings, "
+        "so open it (0.0.0.0) only behind a firewall",
+    )
+    queue_size: int = Field(
+        64, ge=1, le=100_000, description="items that may wait between receivers and analysis"
+    )
+    policy: Policy = Field(
+        "all",
+        description="all: every frame, back-pressure when behind; latest: stale frames are "
+        "skipped (counted) so the output keeps up with the beam",
+    )

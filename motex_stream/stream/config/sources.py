@@ -1,0 +1,131 @@
+"""The ``[[sources]]`` entries: one model per source type, chosen by ``type``.
+
+Why one model per type: each transport needs different words (a 0MQ address, a Tiled URI and
+run uid, a glob of files), and a key that belongs to another type (``glob`` on a 0MQ source) is
+a typo worth stopping for. The loader fills in ``name`` (``<type>-<index>``) when it is left
+out; the built source uses it in its logs and metric labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from motex_stream.stream.config.base import CONFIG_RELATIVE, DEFAULT_DOC, ConfigModel
+
+SourceName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.:/@\-]+$",
+        min_length=1,
+        max_length=128,
+        description="name in logs and metric labels (source=...)",
+        json_schema_extra={DEFAULT_DOC: "<type>-<index>"},
+    ),
+]
+DataKey = Annotated[str, Field(min_length=1, description="event data key holding G(r)")]
+RKey = Annotated[
+    str,
+    Field(min_length=1, description="key of the r grid (descriptor configuration, else event)"),
+]
+KeyFile = Annotated[
+    Path | None,
+    Field(
+        description="file whose first line is the Tiled API key; MOTEX_TILED_API_KEY, when set, "
+        "wins; unset: no key unless MOTEX_TILED_API_KEY is set"
+    ),
+]
+Prefix = Annotated[str, Field(pattern=r"^\S+$", description="Bluesky 0MQ prefix (no spaces)")]
+
+
+class ZmqSourceConfig(ConfigModel):
+    """Live Bluesky documents relayed by a 0MQ proxy (msgpack)."""
+
+    type: Literal["zmq"]
+    name: SourceName
+    address: str = Field(min_length=1, description="the proxy's OUT address, tcp://host:port")
+    prefix: Prefix = "raw"
+    data_key: DataKey = "pdf_gr"
+    r_key: RKey = "pdf_r"
+    allow_pickle: bool = Field(
+        False,
+        description="accept pickled documents from legacy publishers; anyone who can reach the "
+        "proxy could then run code in the service",
+    )
+
+
+class TiledSourceConfig(ConfigModel):
+    """Runs as a Tiled server receives them (websocket subscription)."""
+
+    type: Literal["tiled"]
+    name: SourceName
+    uri: str = Field(min_length=1, description="Tiled API root, e.g. http://127.0.0.1:8000/api")
+    data_key: DataKey = "pdf_gr"
+    r_key: RKey = "pdf_r"
+    api_key_file: KeyFile = None
+
+
+class TiledReplaySourceConfig(ConfigModel):
+    """One archived run read back from Tiled, in ``seq_num`` order."""
+
+    type: Literal["tiled-replay"]
+    name: SourceName
+    uri: str = Field(min_length=1, description="Tiled API root")
+    run: str = Field(min_length=1, description="uid of the run to replay")
+    speed: float = Field(
+        1.0,
+        ge=0.0,
+        description="pace: 1 = original spacing of the events, 10 = ten times faster, "
+        "0 = no waiting",
+    )
+    data_key: DataKey = "pdf_gr"
+    r_key: RKey = "pdf_r"
+    api_key_file: KeyFile = None
+
+
+class FilesSourceConfig(ConfigModel):
+    """A folder or glob of ``.gr`` files as one run, in natural order of their names."""
+
+    type: Literal["files"]
+    name: SourceName
+    glob: str = Field(
+        min_length=1,
+        description="glob or folder of .gr files, relative to the config file's folder",
+        json_schema_extra={CONFIG_RELATIVE: True},
+    )
+    interval: float | None = Field(
+        None, ge=0.0, description="seconds between frames; unset or 0: as fast as analysed"
+    )
+
+
+class KafkaSourceConfig(ConfigModel):
+    """Bluesky documents from Kafka (needs the ``kafka`` extra)."""
+
+    type: Literal["kafka"]
+    name: SourceName
+    address: str = Field(min_length=1, description="bootstrap servers, host:port[,host:port]")
+    topics: tuple[str, ...] = Field(("raw",), min_length=1, description="topics to consume")
+    group_id: str = Field("motex-stream", min_length=1, description="Kafka consumer group")
+    data_key: DataKey = "pdf_gr"
+    r_key: RKey = "pdf_r"
+
+
+SourceConfig = Annotated[
+    ZmqSourceConfig
+    | TiledSourceConfig
+    | TiledReplaySourceConfig
+    | FilesSourceConfig
+    | KafkaSourceConfig,
+    Field(discriminator="type"),
+]
+
+#: Source type → its model, in the order the reference page lists them.
+SOURCE_TYPES: dict[str, type[ConfigModel]] = {
+    "zmq": ZmqSourceConfig,
+    "tiled": TiledSourceConfig,
+    "tiled-replay": TiledReplaySourceConfig,
+    "files": FilesSourceConfig,
+    "kafka": KafkaSourceConfig,
+}
