@@ -1,9 +1,11 @@
 """The wire format of one analysed frame: ``motex-stream/contributions/v1``.
 
-Every sink (ZMQ, JSON Lines, the derived Bluesky run) publishes the same JSON object, so a
-consumer written against this docstring works with any of them. The ``schema`` field is
-versioned: a consumer checks it and refuses a version it does not know instead of misreading
-fields. Adding optional fields keeps ``v1``; renaming or changing meaning bumps it.
+The ZMQ and JSON Lines sinks send this JSON object (defined once, by :func:`to_message`, from
+the :class:`PublishedFrame` every sink receives), so a consumer written against this docstring
+works with either; the derived Bluesky run carries the same numbers as event data. The
+``schema`` field is versioned: a consumer checks it and refuses a version it does not know
+instead of misreading fields. Adding optional fields keeps ``v1``; renaming or changing meaning
+bumps it.
 
 Example (values shortened)::
 
@@ -36,6 +38,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,18 +61,50 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def build_message(
-    result: FrameResult,
-    frame: Frame,
-    *,
-    received_at: float | None = None,
-    published_at: float | None = None,
-) -> dict[str, Any]:
-    """The v1 message for one analysed frame; JSON-safe (plain Python types only).
+@dataclass(frozen=True)
+class PublishedFrame:
+    """One analysed frame as the service hands it to every sink.
 
-    ``published_at`` defaults to now; the service overwrites it just before sending so the
-    end-to-end latency in the message matches what the metrics measure.
+    Why not the JSON message itself: sinks that are not JSON (the derived Bluesky run) would
+    have to turn ``null`` back into NaN; with the typed result each sink takes what it needs,
+    and the JSON ones share :func:`to_message`, so the wire format has one definition.
     """
+
+    result: FrameResult
+    run_uid: str  # raw Bluesky run uid, or the .gr file glob (the frame's ``source``)
+    seq: int  # 1-based frame number within that run
+    time: float  # when the frame was measured (unix s)
+    received_at: float | None  # when the service received the frame (unix s)
+    published_at: float  # when the service handed it to the sinks (unix s)
+
+    @classmethod
+    def of(
+        cls,
+        result: FrameResult,
+        frame: Frame,
+        *,
+        received_at: float | None = None,
+        published_at: float | None = None,
+    ) -> PublishedFrame:
+        """The published form of ``result`` for ``frame``; ``published_at`` defaults to now."""
+        return cls(
+            result=result,
+            run_uid=str(frame.source),
+            seq=int(frame.seq),
+            time=float(frame.time),
+            received_at=received_at,
+            published_at=time.time() if published_at is None else published_at,
+        )
+
+    @property
+    def model(self) -> str:
+        """The model name: the ZMQ topic and part of the derived run's identity."""
+        return str(self.result.model)
+
+
+def to_message(published: PublishedFrame) -> dict[str, Any]:
+    """The v1 message for one analysed frame; JSON-safe (plain types, NaN → ``None``)."""
+    result = published.result
     timing = {str(k): float(v) for k, v in result.timing.items()}
     timing.setdefault("total", float(sum(v for k, v in timing.items() if k != "total")))
     contributions = [
@@ -83,22 +118,40 @@ def build_message(
     ]
     message = {
         "schema": SCHEMA,
-        "model": str(result.model),
-        "source": str(frame.source),
-        "seq": int(frame.seq),
-        "time": float(frame.time),
+        "model": published.model,
+        "source": published.run_uid,
+        "seq": published.seq,
+        "time": published.time,
         "contributions": contributions,
         "best": {"mask": list(result.best.get("mask", [])), "rwp": result.best.get("rwp")},
         "timing": timing,
         "model_quality": dict(result.model_quality),
         "n_refit": int(result.n_refit),
-        "received_at": received_at,
-        "published_at": time.time() if published_at is None else published_at,
+        "received_at": published.received_at,
+        "published_at": published.published_at,
         "extra": dict(result.extra),
     }
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe
+
+
+def to_json(published: PublishedFrame) -> bytes:
+    """The v1 message as strict UTF-8 JSON bytes: what the ZMQ and JSON Lines sinks send."""
+    return encode(to_message(published))
+
+
+def build_message(
+    result: FrameResult,
+    frame: Frame,
+    *,
+    received_at: float | None = None,
+    published_at: float | None = None,
+) -> dict[str, Any]:
+    """The v1 message for ``result`` on ``frame`` (shorthand for tests and tools)."""
+    return to_message(
+        PublishedFrame.of(result, frame, received_at=received_at, published_at=published_at)
+    )
 
 
 def validate_message(message: Mapping[str, Any]) -> Mapping[str, Any]:

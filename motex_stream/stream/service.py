@@ -32,7 +32,7 @@ import numpy as np
 from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
 from motex_stream.stream.frames import validate_frame as _validate_frame
-from motex_stream.stream.messages import build_message
+from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers import Sink
 from motex_stream.stream.sources.base import FrameSource
@@ -142,6 +142,12 @@ class StreamService:
         if self.default_model not in self.analyzers:
             raise ValueError(f"default_model {self.default_model!r} has no analyzer")
         self.sources = list(sources)
+        names = [s.name for s in self.sources]
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:
+            # Names key the metric labels and the 'latest' policy's per-source queue: two
+            # sources with one name would merge their counters and drop each other's frames.
+            raise ValueError(f"sources must have distinct names; shared: {', '.join(shared)}")
         self.sinks = list(sinks)
         self.policy: Policy = policy
         self.metrics = metrics or StreamMetrics()
@@ -419,15 +425,16 @@ class StreamService:
             frame = _validate_frame(frame)
             result: FrameResult = analyzer.analyze(frame)
             elapsed = time.monotonic() - t0
-            message = build_message(result, frame, received_at=entry.received_at)
         except FrameError as exc:
             self._count_failed(frame, model, f"unusable frame: {exc}", exc_info=False)
             return
         except Exception as exc:
             self._count_failed(frame, model, f"analysis failed: {exc!r}", exc_info=True)
             return
-        message["published_at"] = time.time()
-        self._to_sinks("publish", message, frame)
+        # published_at is taken here, just before the sinks, so the latency in the message
+        # matches what the end-to-end metric measures.
+        published = PublishedFrame.of(result, frame, received_at=entry.received_at)
+        self._to_sinks("publish", published)
         latency = time.monotonic() - entry.received_mono
         m = self.metrics
         m.end_to_end_seconds.observe(latency)

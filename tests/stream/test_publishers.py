@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ import zmq
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.config import parse_config
 from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.messages import SCHEMA, build_message
+from motex_stream.stream.messages import (
+    SCHEMA,
+    PublishedFrame,
+    build_message,
+    encode,
+    to_json,
+    to_message,
+)
 from motex_stream.stream.publishers import Sink, make_sinks
 from motex_stream.stream.publishers.bluesky_run import (
     BlueskyRunSink,
@@ -36,8 +44,8 @@ def make_frame(seq: int, source: str = RAW_UID) -> Frame:
     return Frame(source, seq, 1_700_000_000.0 + seq, r, np.sin(r * seq))
 
 
-def make_message(seq: int, model: str = "keggin", source: str = RAW_UID) -> dict[str, Any]:
-    result = FrameResult(
+def make_result(seq: int, model: str = "keggin") -> FrameResult:
+    return FrameResult(
         model=model,
         contributions=[
             {"atom": i + 1, "element": "W", "value": 0.01 * seq - 0.02 * i, "spread": 0.001}
@@ -48,7 +56,17 @@ def make_message(seq: int, model: str = "keggin", source: str = RAW_UID) -> dict
         model_quality={"mae": 0.003},
         n_refit=64,
     )
-    return build_message(result, make_frame(seq, source), received_at=time.time())
+
+
+def make_published(seq: int, model: str = "keggin", source: str = RAW_UID) -> PublishedFrame:
+    """What the service hands every sink for one analysed frame."""
+    received = time.time()
+    return PublishedFrame.of(
+        make_result(seq, model),
+        make_frame(seq, source),
+        received_at=received,
+        published_at=received + 0.25,
+    )
 
 
 # --- ZMQ ---------------------------------------------------------------------------------
@@ -60,8 +78,8 @@ def test_zmq_pub_sub_topics_and_order() -> None:
         with Subscriber(pub.address) as everything, Subscriber(pub.address, ["ga2o3"]) as one:
             assert pub.wait_for_subscribers(2, timeout=5)
             for seq in range(1, 6):
-                pub.publish(make_message(seq, "keggin"), make_frame(seq))
-            pub.publish(make_message(1, "ga2o3"), make_frame(1))
+                pub.publish(make_published(seq, "keggin"))
+            pub.publish(make_published(1, "ga2o3"))
             got = [everything.recv(timeout=5) for _ in range(6)]
             assert [(t, m["seq"]) for t, m in got if t == "keggin"] == [
                 ("keggin", s) for s in range(1, 6)
@@ -83,7 +101,7 @@ def test_subscribe_generator_and_invalid_messages_skipped() -> None:
             got = None
             while got is None and time.monotonic() < deadline:  # slow joiner: retry
                 raw.send_multipart([b"keggin", b"not json"])
-                raw.send_multipart([b"keggin", json.dumps(make_message(3)).encode()])
+                raw.send_multipart([b"keggin", to_json(make_published(3))])
                 got = sub.recv(timeout=0.1)
             assert got is not None and got[1]["seq"] == 3
             assert sub.invalid >= 1
@@ -107,9 +125,69 @@ def test_subscribe_max_messages() -> None:
         t.start()
         assert pub.wait_for_subscribers(1, timeout=5)
         for seq in (1, 2, 3):
-            pub.publish(make_message(seq), make_frame(seq))
+            pub.publish(make_published(seq))
         t.join(5)
         assert received == [1, 2]
+
+
+def test_zmq_send_message_sends_a_prebuilt_message() -> None:
+    with ZmqPublisher(LOOPBACK_ANY_PORT) as pub, Subscriber(pub.address) as sub:
+        assert pub.wait_for_subscribers(1, timeout=5)
+        pub.send_message(to_message(make_published(2, "ga2o3")))
+        topic, msg = sub.recv(timeout=5)  # type: ignore[misc]
+        assert topic == "ga2o3" and msg["seq"] == 2 and pub.sent == 1
+
+
+# --- the message every JSON sink writes -------------------------------------------------
+
+
+def test_wire_format_is_the_v1_message_unchanged() -> None:
+    published = make_published(3)
+    message = to_message(published)
+    assert message == build_message(
+        published.result,
+        make_frame(3),
+        received_at=published.received_at,
+        published_at=published.published_at,
+    )
+    assert list(message) == [
+        "schema",
+        "model",
+        "source",
+        "seq",
+        "time",
+        "contributions",
+        "best",
+        "timing",
+        "model_quality",
+        "n_refit",
+        "received_at",
+        "published_at",
+        "extra",
+    ]
+    assert (message["source"], message["seq"], message["time"]) == (RAW_UID, 3, 1_700_000_003.0)
+    assert message["published_at"] - message["received_at"] == pytest.approx(0.25)
+    assert to_json(published) == encode(message)
+
+
+def test_non_finite_values_are_null_in_json_and_nan_in_the_bluesky_run(tmp_path: Path) -> None:
+    result = make_result(1)
+    result.contributions[1]["value"] = np.float64(np.nan)
+    result.contributions[2]["spread"] = None
+    published = PublishedFrame.of(result, make_frame(1), received_at=None, published_at=5.0)
+    sink = JsonlSink(tmp_path / "c.jsonl")
+    sink.publish(published)
+    sink.close()
+    (line,) = read_jsonl(tmp_path / "c.jsonl")
+    assert line["contributions"][1]["value"] is None and line["received_at"] is None
+    docs: list[tuple[str, dict[str, Any]]] = []
+    bluesky = BlueskyRunSink([lambda n, d: docs.append((n, d))])
+    bluesky.publish(published)
+    (event,) = [d for n, d in docs if n == "event"]
+    assert math.isnan(event["data"]["contributions"][1])
+    assert math.isnan(event["data"]["contribution_spread"][2])
+    assert math.isnan(event["data"]["latency"])  # never received: no latency
+    assert event["data"]["best_rwp"] == pytest.approx(0.5)
 
 
 # --- JSON Lines --------------------------------------------------------------------------
@@ -119,19 +197,19 @@ def test_jsonl_appends_and_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "out" / "c.jsonl"
     sink = JsonlSink(path)
     for seq in (1, 2):
-        sink.publish(make_message(seq), make_frame(seq))
+        sink.publish(make_published(seq))
     # flushed per line: readable before close
     assert [m["seq"] for m in read_jsonl(path)] == [1, 2]
     sink.close()
     again = JsonlSink(path)  # a restarted service appends
-    again.publish(make_message(3), make_frame(3))
+    again.publish(make_published(3))
     again.close()
     assert [m["seq"] for m in read_jsonl(path)] == [1, 2, 3]
 
 
 def test_jsonl_truncated_tail_is_skipped_but_corruption_raises(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
-    good = json.dumps(make_message(1))
+    good = json.dumps(to_message(make_published(1)))
     path.write_text(good + "\n" + good[: len(good) // 2])
     assert len(list(read_jsonl(path))) == 1
     path.write_text(good + "\n{broken\n" + good + "\n")
@@ -150,7 +228,7 @@ def validate_docs(docs: list[tuple[str, dict[str, Any]]]) -> None:
 def run_through(sink: BlueskyRunSink, seqs: list[int], stop: bool = True) -> None:
     sink.on_run_start(RunStart(RAW_UID, 1_700_000_000.0, {"sample_name": "keggin-sol"}))
     for seq in seqs:
-        sink.publish(make_message(seq), make_frame(seq))
+        sink.publish(make_published(seq))
     if stop:
         sink.on_run_stop(RunStop(RAW_UID, 1_700_000_100.0, "success", len(seqs)))
 
@@ -243,17 +321,37 @@ def test_make_sinks_from_config(tmp_path: Path) -> None:
             "models": [{"name": "keggin", "starting_model": "a.xyz", "permute": ["W"]}],
             "sinks": [
                 {"type": "zmq", "bind": LOOPBACK_ANY_PORT},
-                {"type": "jsonl", "path": "out.jsonl"},
+                {"type": "jsonl", "path": "out.jsonl", "fsync": True},
+                {"type": "bluesky", "address": "127.0.0.1:1", "prefix": "an2"},
             ],
         },
         base_dir=tmp_path,
     )
     sinks = make_sinks(cfg)
     try:
-        assert [type(s).__name__ for s in sinks] == ["ZmqPublisher", "JsonlSink"]
+        assert [type(s).__name__ for s in sinks] == ["ZmqPublisher", "JsonlSink", "BlueskyRunSink"]
         assert all(isinstance(s, Sink) for s in sinks)
-        sinks[1].publish(make_message(1), make_frame(1))
+        assert sinks[1]._fsync is True  # type: ignore[attr-defined]
+        assert len(sinks[2].callbacks) == 1  # type: ignore[attr-defined]
+        sinks[1].publish(make_published(1))
         assert next(read_jsonl(tmp_path / "out.jsonl"))["seq"] == 1
     finally:
         for s in sinks:
             s.close()
+
+
+def test_make_sinks_closes_the_open_ones_when_one_fails(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the jsonl folder should be")
+    cfg = parse_config(
+        {
+            "service": {"state_dir": "s"},
+            "models": [{"name": "keggin", "starting_model": "a.xyz"}],
+            "sinks": [
+                {"type": "zmq", "bind": LOOPBACK_ANY_PORT},
+                {"type": "jsonl", "path": "taken/out.jsonl"},
+            ],
+        },
+        base_dir=tmp_path,
+    )
+    with pytest.raises(OSError):
+        make_sinks(cfg)

@@ -14,6 +14,7 @@ import pytest
 
 from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem, regrid
+from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
@@ -104,8 +105,8 @@ class RecordingSink:
     def on_run_start(self, start: RunStart) -> None:
         self.calls.append(("start", start.uid))
 
-    def publish(self, message: dict[str, Any], frame: Frame) -> None:
-        self.calls.append(("frame", (message["source"], message["seq"], message["model"])))
+    def publish(self, published: PublishedFrame) -> None:
+        self.calls.append(("frame", (published.run_uid, published.seq, published.model)))
 
     def on_run_stop(self, stop: RunStop) -> None:
         self.calls.append(("stop", stop.uid))
@@ -273,7 +274,7 @@ def test_seq_gaps_from_source_stats_reach_metrics() -> None:
 
 def test_failing_sink_does_not_starve_the_others() -> None:
     class Broken(RecordingSink):
-        def publish(self, message: dict[str, Any], frame: Frame) -> None:
+        def publish(self, published: PublishedFrame) -> None:
             raise OSError("disk full")
 
     good = RecordingSink()
@@ -319,3 +320,55 @@ def test_constructor_validation() -> None:
         StreamService(analyzers(ToyAnalyzer()), [], [], default_model="x")
     svc = StreamService(analyzers(ToyAnalyzer()), [], [])  # no sources: ends at once
     assert svc.run()["processed"] == 0
+    with pytest.raises(ValueError, match="distinct names; shared: twin"):
+        StreamService(
+            analyzers(ToyAnalyzer()), [ListSource([], name="twin"), ListSource([], name="twin")], []
+        )
+
+
+def test_sinks_get_the_typed_result_with_receipt_and_publish_times() -> None:
+    class Keeping(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.published: list[PublishedFrame] = []
+
+        def publish(self, published: PublishedFrame) -> None:
+            self.published.append(published)
+
+    sink = Keeping()
+    before = time.time()
+    StreamService(analyzers(ToyAnalyzer()), [ListSource(run_items("t", 2))], [sink]).run()
+    first, second = sink.published
+    assert (first.run_uid, first.seq, first.time) == ("t", 1, make_frame("t", 1).time)
+    assert isinstance(first.result, FrameResult) and first.model == "toy"
+    assert first.received_at is not None and before <= first.received_at <= first.published_at
+    assert second.seq == 2
+
+
+def test_a_configured_source_name_labels_its_metrics(tmp_path: Path) -> None:
+    """[[sources]] name → built source → the ``source`` label of the service's metrics."""
+    from motex_stream.stream.config import parse_config
+    from motex_stream.stream.sources import make_source
+
+    r = np.linspace(1.0, 10.0, 80)
+    np.savetxt(tmp_path / "frame_1.gr", np.column_stack([r, np.sin(r)]))
+    (tmp_path / "frame_2.gr").write_text("not a pdf\n")
+    config = parse_config(
+        {
+            "service": {"state_dir": "state"},
+            "models": [{"name": "toy", "starting_model": "toy.xyz"}],
+            "sources": [{"type": "files", "name": "beamtime", "glob": "frame_*.gr"}],
+        },
+        base_dir=tmp_path,
+    )
+    metrics = StreamMetrics()
+    rec = RecordingSink()
+    summary = StreamService(
+        analyzers(ToyAnalyzer()),
+        [make_source(s) for s in config.sources],
+        [rec],
+        metrics=metrics,
+    ).run()
+    assert summary["processed"] == 1 and rec.seqs == [1]
+    labels = {"source": "beamtime"}
+    assert metrics.registry.get_sample_value("motex_source_malformed_total", labels) == 1

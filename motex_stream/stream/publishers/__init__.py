@@ -1,25 +1,35 @@
 """Where analysed frames go: the :class:`Sink` protocol and :func:`make_sinks` from config.
 
-A sink sees run boundaries as well as messages because some outputs are runs themselves (the
-derived Bluesky run needs a start and a stop); the others ignore them. All sink methods are
-called from the service's single analysis thread, in stream order, so sinks need no locking.
+A sink sees run boundaries as well as frames because some outputs are runs themselves (the
+derived Bluesky run needs a start and a stop); the others ignore them. Sinks receive the typed
+:class:`~motex_stream.stream.messages.PublishedFrame` and serialise it themselves: JSON for
+ZMQ and JSON Lines (one :func:`~motex_stream.stream.messages.to_json`), numbers for the
+Bluesky run. All sink methods are called from the service's single analysis thread, in stream
+order, so sinks need no locking.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from motex_stream.stream.config import Config, ConfigError, SinkConfig
-from motex_stream.stream.frames import Frame, RunStart, RunStop
+from motex_stream.stream.config import (
+    BlueskySinkConfig,
+    Config,
+    JsonlSinkConfig,
+    SinkConfig,
+    ZmqSinkConfig,
+)
+from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.messages import PublishedFrame
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """An output for v1 messages (see :mod:`motex_stream.stream.messages`)."""
+    """An output for analysed frames (see :mod:`motex_stream.stream.messages`)."""
 
     def on_run_start(self, start: RunStart) -> None: ...
 
-    def publish(self, message: dict[str, Any], frame: Frame) -> None: ...
+    def publish(self, published: PublishedFrame) -> None: ...
 
     def on_run_stop(self, stop: RunStop) -> None: ...
 
@@ -28,20 +38,20 @@ class Sink(Protocol):
 
 def make_sink(sink: SinkConfig) -> Sink:
     """One sink from its config entry (imports lazily: Tiled is heavy and often unused)."""
-    if sink.type == "zmq":
-        from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
+    match sink:
+        case ZmqSinkConfig():
+            from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 
-        return ZmqPublisher(sink.bind)
-    if sink.type == "jsonl":
-        from motex_stream.stream.publishers.jsonl import JsonlSink
+            return ZmqPublisher(sink.bind)
+        case JsonlSinkConfig():
+            from motex_stream.stream.publishers.jsonl import JsonlSink
 
-        assert sink.path is not None  # checked by the config parser
-        return JsonlSink(sink.path)
-    if sink.type == "bluesky":
-        from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
+            return JsonlSink(sink.path, fsync=sink.fsync)
+        case BlueskySinkConfig():
+            from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
 
-        return BlueskyRunSink.from_config(sink)
-    raise ConfigError(f"unknown sink type {sink.type!r}")
+            return BlueskyRunSink.from_config(sink)
+    raise TypeError(f"not a sink configuration: {sink!r}")
 
 
 def make_sinks(config: Config) -> list[Sink]:

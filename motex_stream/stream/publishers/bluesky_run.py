@@ -24,9 +24,10 @@ from typing import Any
 import event_model
 
 from motex_stream import __version__
-from motex_stream.stream.config import SinkConfig, read_api_key
-from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.messages import SCHEMA
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.config import BlueskySinkConfig, read_api_key
+from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.messages import SCHEMA, PublishedFrame
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class _OpenRun:
 
 
 class BlueskyRunSink:
-    """Turn v1 messages into start/descriptor/event/stop documents for ``callbacks``.
+    """Turn analysed frames into start/descriptor/event/stop documents for ``callbacks``.
 
     Each callback receives ``(name, doc)`` like any Bluesky callback; one that raises is
     logged and the others still get the document.
@@ -72,7 +73,7 @@ class BlueskyRunSink:
         self._open: dict[tuple[str, str], _OpenRun] = {}
 
     @classmethod
-    def from_config(cls, sink: SinkConfig) -> BlueskyRunSink:
+    def from_config(cls, sink: BlueskySinkConfig) -> BlueskyRunSink:
         """A 0MQ Publisher (msgpack, portable to non-Python consumers) and/or a TiledWriter."""
         callbacks: list[DocumentCallback] = []
         if sink.address:
@@ -88,35 +89,36 @@ class BlueskyRunSink:
         number of atoms (the descriptor's array shape) is known."""
         self._raw_starts[start.uid] = start
 
-    def publish(self, message: dict[str, Any], frame: Frame) -> None:
-        key = (str(message["source"]), str(message["model"]))
-        n_atoms = len(message["contributions"])
-        current = self._open.get(key) or self._open_run(key[0], key[1], message)
+    def publish(self, published: PublishedFrame) -> None:
+        """One event in the derived run of (raw run, model); the run opens at its first frame."""
+        result = published.result
+        key = (published.run_uid, published.model)
+        n_atoms = len(result.contributions)
+        current = self._open.get(key) or self._open_run(key[0], key[1], result)
         if n_atoms != current.n_atoms:
             log.error(
                 "frame %d of %s has %d atoms but its derived run was opened with %d; not sent",
-                frame.seq,
+                published.seq,
                 key[0],
                 n_atoms,
                 current.n_atoms,
             )
             return
+        received = published.received_at
         data = {
-            "contributions": [_num(c["value"]) for c in message["contributions"]],
-            "contribution_spread": [_num(c["spread"]) for c in message["contributions"]],
-            "best_mask": [int(b) for b in message["best"]["mask"]],
-            "best_rwp": _num(message["best"]["rwp"]),
-            "mae": _num(message["model_quality"].get("mae")),
-            "latency": _num(
-                (message.get("published_at") or math.nan) - (message.get("received_at") or math.nan)
-            ),
+            "contributions": [_num(c["value"]) for c in result.contributions],
+            "contribution_spread": [_num(c.get("spread")) for c in result.contributions],
+            "best_mask": [int(b) for b in result.best.get("mask", [])],
+            "best_rwp": _num(result.best.get("rwp")),
+            "mae": _num(result.model_quality.get("mae")),
+            "latency": math.nan if received is None else published.published_at - received,
         }
         event = current.descriptor.compose_event(
             data=data,
-            timestamps=dict.fromkeys(data, float(frame.time)),
-            seq_num=int(frame.seq),
-            time=float(frame.time),
-            uid=str(uuid.uuid5(uuid.UUID(current.run.start_doc["uid"]), f"event-{frame.seq}")),
+            timestamps=dict.fromkeys(data, published.time),
+            seq_num=published.seq,
+            time=published.time,
+            uid=str(uuid.uuid5(uuid.UUID(current.run.start_doc["uid"]), f"event-{published.seq}")),
         )
         current.n_events += 1
         self._emit("event", event)
@@ -142,7 +144,7 @@ class BlueskyRunSink:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _open_run(self, raw_uid: str, model: str, message: Mapping[str, Any]) -> _OpenRun:
+    def _open_run(self, raw_uid: str, model: str, result: FrameResult) -> _OpenRun:
         raw_start = self._raw_starts.get(raw_uid)
         if raw_start is None:
             log.warning("no start seen for %s; opening its derived run anyway", raw_uid)
@@ -160,7 +162,7 @@ class BlueskyRunSink:
         uid = derived_run_uid(raw_uid, model, self.analysis_version)
         run = event_model.compose_run(uid=uid, time=time.time(), metadata=metadata)
         self._emit("start", run.start_doc)
-        contributions = message["contributions"]
+        contributions = result.contributions
         n = len(contributions)
 
         def array(dtype_numpy: str) -> dict[str, Any]:
@@ -245,7 +247,7 @@ class BlueskyRunSink:
 
 
 def _num(value: Any) -> float:
-    """Messages send NaN as null; Bluesky arrays want a float."""
+    """A plain float for event data; a missing value (None) is NaN, as Bluesky arrays want."""
     return math.nan if value is None else float(value)
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.messages import encode, validate_message
+from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.messages import PublishedFrame, to_json, validate_message
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ class JsonlSink:
     def on_run_start(self, start: RunStart) -> None:
         """Nothing to write: each line names its run (``source``)."""
 
-    def publish(self, message: dict[str, Any], frame: Frame) -> None:
-        self._fh.write(encode(message) + b"\n")
+    def publish(self, published: PublishedFrame) -> None:
+        """Append the frame's v1 message as one line."""
+        self._fh.write(to_json(published) + b"\n")
         self._fh.flush()
         if self._fsync:
             os.fsync(self._fh.fileno())

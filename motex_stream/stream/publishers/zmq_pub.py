@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from threading import Event
 from types import TracebackType
 from typing import Any
 
 import zmq
 
-from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.messages import decode, encode
+from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.messages import PublishedFrame, decode, encode, to_json
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,9 @@ class ZmqPublisher:
     def on_run_start(self, start: RunStart) -> None:
         """Nothing to send: consumers group messages by ``source``."""
 
-    def publish(self, message: dict[str, Any], frame: Frame) -> None:
-        self._drain_subscriptions()
-        self._socket.send_multipart([str(message["model"]).encode(), encode(message)])
-        self.sent += 1
+    def publish(self, published: PublishedFrame) -> None:
+        """Send the frame's v1 message on its model's topic."""
+        self._send(published.model, to_json(published))
 
     def on_run_stop(self, stop: RunStop) -> None:
         """Nothing to send."""
@@ -66,6 +65,15 @@ class ZmqPublisher:
             self._context.term()
 
     # -- helpers -------------------------------------------------------------------------
+
+    def send_message(self, message: Mapping[str, Any]) -> None:
+        """Send an already-built v1 message (tools and tests that have no analysed frame)."""
+        self._send(str(message["model"]), encode(message))
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        self._drain_subscriptions()
+        self._socket.send_multipart([topic.encode(), payload])
+        self.sent += 1
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> bool:
         """Block until ``n`` subscriptions arrived (True) or ``timeout`` passed (False).
