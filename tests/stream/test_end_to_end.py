@@ -149,7 +149,7 @@ def test_gr_replay_reproduces_live_values(tmp_path, series, settings, state_dir,
     shutil.copytree(state_dir, replay_state)
     out = tmp_path / "replay.jsonl"
     rc = main([
-        "replay", "--frames", str(frames / "frame_*.gr"), "--model", settings.starting_model,
+        "replay", "--frames", str(frames / "frame_*.gr"), "--model", str(settings.starting_model),
         "--name", settings.name,
         "--catalogue", str(settings.catalogue_size), "--refit", str(settings.refit),
         "--rounds", str(settings.rounds), "--state-dir", str(replay_state), "--out", str(out),
@@ -241,7 +241,7 @@ def test_tiled_archived_run_replays_through_the_service(
     shutil.copytree(state_dir, replay_state)
     out = tmp_path / "tiled-replay.jsonl"
     rc = main([
-        "replay", "--tiled", tiled_base_uri, "--run", uid, "--model", settings.starting_model,
+        "replay", "--tiled", tiled_base_uri, "--run", uid, "--model", str(settings.starting_model),
         "--name", settings.name, "--catalogue", str(settings.catalogue_size),
         "--refit", str(settings.refit), "--state-dir", str(replay_state), "--out", str(out),
     ])  # fmt: skip

@@ -38,7 +38,7 @@ def publish_when_watched(pub: ZmqPublisher, n: int) -> threading.Thread:
     def go() -> None:
         assert pub.wait_for_subscribers(1, timeout=10)
         for seq in range(1, n + 1):
-            pub.publish(message(seq), None)  # type: ignore[arg-type]
+            pub.send_message(message(seq))  # type: ignore[arg-type]
             time.sleep(0.02)
 
     t = threading.Thread(target=go)
