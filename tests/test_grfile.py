@@ -89,7 +89,7 @@ def test_three_columns_and_neutron_header(tmp_path: Path) -> None:
     path = tmp_path / "n.gr"
     path.write_text(
         "[DEFAULT]\nmode = neutron\nqmax = 25.5\ncomposition = Bi38O45\n"
-        "#### start data\n#S 1\n#L r G dG\n1.0 0.5 0.01\n1.1 -0.25 0.02\n1.2 0.0 0.03\n"
+        "#### start data\n#S 1\n#L r G dr dG\n1.0 0.5 0 0.01\n1.1 -0.25 0 0.02\n1.2 0.0 0 0.03\n"
     )
     data = read_gr(path)
     assert data.stype == "N"

@@ -6,7 +6,8 @@ never a silently dropped point. The header (``key = value`` lines before ``#### 
 is read because ML-MotEx takes Qmin, Qmax and the radiation type from it, as DiffPy's
 ``PDFParser`` does; files without a header (``.dat``/``.txt`` exports) are just columns.
 
-Columns follow DiffPy: 2 → r, G; 3 → r, G, dG; 4 → r, G, dr, dG (dr is dropped).
+Columns follow diffpy.srfit's ``PDFParser`` (the test oracle): 2 → r, G; 3 → r, G, dr;
+4 → r, G, dr, dG (dr is dropped).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def read_gr(path: str | os.PathLike[str]) -> PDFData:
         raise GrFileError(path, "no data rows")
 
     data = np.array(rows, dtype=float)
-    dg = data[:, -1] if data.shape[1] > 2 else None  # 3 columns: dG; 4 columns: dr, dG
+    dg = data[:, 3] if data.shape[1] > 3 else None  # as srfit: 3rd column dr, 4th dG
     result = PDFData(
         r=data[:, 0],
         g=data[:, 1],
