@@ -56,10 +56,9 @@ class ZmqSourceConfig(ConfigModel):
     )
 
 
-class TiledSourceConfig(ConfigModel):
-    """Runs as a Tiled server receives them (websocket subscription)."""
+class _TiledConnection(ConfigModel):
+    """What every Tiled source needs: the server, the data keys, and where the key lives."""
 
-    type: Literal["tiled"]
     name: SourceName
     uri: str = Field(min_length=1, description="Tiled API root, e.g. http://127.0.0.1:8000/api")
     data_key: DataKey = "pdf_gr"
@@ -67,12 +66,16 @@ class TiledSourceConfig(ConfigModel):
     api_key_file: KeyFile = None
 
 
-class TiledReplaySourceConfig(ConfigModel):
+class TiledSourceConfig(_TiledConnection):
+    """Runs as a Tiled server receives them (websocket subscription)."""
+
+    type: Literal["tiled"]
+
+
+class TiledReplaySourceConfig(_TiledConnection):
     """One archived run read back from Tiled, in ``seq_num`` order."""
 
     type: Literal["tiled-replay"]
-    name: SourceName
-    uri: str = Field(min_length=1, description="Tiled API root")
     run: str = Field(min_length=1, description="uid of the run to replay")
     speed: float = Field(
         1.0,
@@ -80,9 +83,6 @@ class TiledReplaySourceConfig(ConfigModel):
         description="pace: 1 = original spacing of the events, 10 = ten times faster, "
         "0 = no waiting",
     )
-    data_key: DataKey = "pdf_gr"
-    r_key: RKey = "pdf_r"
-    api_key_file: KeyFile = None
 
 
 class FilesSourceConfig(ConfigModel):
