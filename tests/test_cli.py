@@ -85,7 +85,7 @@ def test_analyze_writes_every_output(tmp_path, keggin_gr):
     rows = _rows(out / "contributions.csv")
     assert len(rows) == 24 and rows[0]["element"] == "W"
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"]["qmax_used"] == 20.0
+    assert report["settings"]["qmax"] == 20.0
     for name in ("fits.csv", "model_contributions.xyz", "model_contributions.vesta",
                  "shap_summary.png", "rwp_vs_size.png", "contributions.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0

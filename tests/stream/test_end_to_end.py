@@ -152,7 +152,8 @@ def test_gr_replay_reproduces_live_values(tmp_path, series, settings, state_dir,
         "replay", "--frames", str(frames / "frame_*.gr"), "--model", str(settings.starting_model),
         "--name", settings.name,
         "--catalogue", str(settings.catalogue_size), "--refit", str(settings.refit),
-        "--rounds", str(settings.rounds), "--state-dir", str(replay_state), "--out", str(out),
+        "--rounds", str(settings.rounds), "--search-calls", str(settings.search_calls),
+        "--state-dir", str(replay_state), "--out", str(out),
     ])  # fmt: skip
     assert rc == 0
     replayed = list(read_jsonl(out))
@@ -243,7 +244,8 @@ def test_tiled_archived_run_replays_through_the_service(
     rc = main([
         "replay", "--tiled", tiled_base_uri, "--run", uid, "--model", str(settings.starting_model),
         "--name", settings.name, "--catalogue", str(settings.catalogue_size),
-        "--refit", str(settings.refit), "--state-dir", str(replay_state), "--out", str(out),
+        "--refit", str(settings.refit), "--search-calls", str(settings.search_calls),
+        "--state-dir", str(replay_state), "--out", str(out),
     ])  # fmt: skip
     assert rc == 0
     messages = list(read_jsonl(out))
