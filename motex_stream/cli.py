@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,10 @@ def _add_module_arguments(p: argparse.ArgumentParser, module: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # tiled's client retries a failed request for up to 45 s by default; a writer to a dead
+    # server would stall the analysis that long per document. Bounded unless set explicitly.
+    os.environ.setdefault("TILED_RETRY_ATTEMPTS", "3")
+    os.environ.setdefault("TILED_RETRY_TIMEOUT", "10")
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from motex_stream.analysis.settings import LiveModelSettings
@@ -25,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, help="keep/reuse the prepared model here")
     p.add_argument("--out", required=True, type=Path, help="results as JSON Lines")
     p.add_argument("--publish", help="also publish on this ZMQ address, e.g. tcp://127.0.0.1:5578")
+    p.add_argument(
+        "--archive",
+        metavar="TILED_URI",
+        help="also write the derived Bluesky run to this Tiled server "
+        "(API key: MOTEX_TILED_API_KEY); a failed write makes the replay exit 1",
+    )
     p.add_argument("--speed", type=float, default=None, help="pace: x times original speed")
     # the model settings, generated from the settings model (one definition of each default);
     # --name defaults to the starting model's file stem, so it is optional here
@@ -73,7 +80,21 @@ def run_from_args(args: argparse.Namespace) -> int:
         from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 
         sinks.append(ZmqPublisher(args.publish))
+    if args.archive:
+        from motex_stream.stream.config import read_api_key
+        from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+
+        sinks.append(BlueskyRunSink([tiled_writer(args.archive, api_key=read_api_key())]))
     service = StreamService({settings.name: analyzer}, [source], sinks, policy="all")
     summary = service.run()
     print(f"replayed {source.name}: {format_summary(summary)}; results in {args.out}")
-    return 0 if summary.get("processed", 0) else 1
+    if not summary.get("processed", 0):
+        print(f"motex-stream: error: no frame of {source.name} was analysed", file=sys.stderr)
+        return 1
+    if summary.get("sink_errors", 0):
+        print(
+            f"motex-stream: error: {summary['sink_errors']} output write(s) failed (see log)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

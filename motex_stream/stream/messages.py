@@ -19,17 +19,21 @@ Example (values shortened)::
         {"atom": 1, "element": "W", "value": -0.0123, "spread": 0.004},
         ...
       ],
-      "best": {"mask": [1, 0, 1, ...], "rwp": 0.318},   # best refitted motif this frame
+      "best": {"mask": [1, 0, 1, ...],     # best refitted motif this frame
+               "rwp": 0.318, "scale": 0.92, "zoom": [1.003]},  # zoom: 1 or 3 factors
       "timing": {"regrid": 0.001, "fit": 1.9, "train": 0.3, "explain": 0.2, "total": 2.401},
-      "model_quality": {"mae": 0.0041},    # GBDT error on held-out refits of this frame
+      "model_quality": {"mae": 0.0041,     # GBDT error on held-out refits of this frame
+                        "n_trees": 40, "rebuilt": false},
       "n_refit": 10000,
       "received_at": 1732600000.31,        # when the service received the frame (unix s)
       "published_at": 1732600002.74,       # when the message left the service (unix s)
       "extra": {}                          # analyzer-specific, optional
     }
 
-Units: times are Unix seconds (float); ``value``/``spread`` are in Rwp units (fraction);
-``timing`` in seconds. Non-finite floats are sent as ``null`` (strict JSON has no NaN).
+The message is specified by the JSON Schema ``docs/schema/contributions-v1.schema.json``
+(tests validate replay output against it). Units: times are Unix seconds (float);
+``value``/``spread`` are in Rwp units (fraction); ``timing`` in seconds. Non-finite floats
+are sent as ``null`` (strict JSON has no NaN).
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 
 @dataclass(frozen=True)
+class AnalysisIdentity:
+    """What makes one analysis of a raw run distinct from another.
+
+    ``id`` hashes the prepared state (catalogue, fit grid) and every setting the frame was
+    analysed with (per-run overrides included); ``settings`` are those settings as JSON. The
+    derived run's uid is built from it: a restart or replay with the same state reuses the
+    uid (no duplicate run), another state or other settings give a new one.
+    """
+
+    id: str
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class PublishedFrame:
     """One analysed frame as the service hands it to every sink.
 
@@ -76,6 +94,8 @@ class PublishedFrame:
     time: float  # when the frame was measured (unix s)
     received_at: float | None  # when the service received the frame (unix s)
     published_at: float  # when the service handed it to the sinks (unix s)
+    # which analysis produced it (prepared state + settings); keys the derived run's uid
+    analysis: AnalysisIdentity | None = None
 
     @classmethod
     def of(
@@ -85,6 +105,7 @@ class PublishedFrame:
         *,
         received_at: float | None = None,
         published_at: float | None = None,
+        analysis: AnalysisIdentity | None = None,
     ) -> PublishedFrame:
         """The published form of ``result`` for ``frame``; ``published_at`` defaults to now."""
         return cls(
@@ -94,6 +115,7 @@ class PublishedFrame:
             time=float(frame.time),
             received_at=received_at,
             published_at=time.time() if published_at is None else published_at,
+            analysis=analysis,
         )
 
     @property
@@ -123,9 +145,14 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
         "seq": published.seq,
         "time": published.time,
         "contributions": contributions,
-        "best": {"mask": list(result.best.get("mask", [])), "rwp": result.best.get("rwp")},
+        "best": {
+            "mask": [int(b) for b in result.best.get("mask", [])],
+            "rwp": result.best.get("rwp"),
+            "scale": result.best.get("scale"),
+            "zoom": _zoom_list(result.best.get("zoom")),
+        },
         "timing": timing,
-        "model_quality": dict(result.model_quality),
+        "model_quality": _quality(result.model_quality),
         "n_refit": int(result.n_refit),
         "received_at": published.received_at,
         "published_at": published.published_at,
@@ -134,6 +161,32 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe
+
+
+#: model_quality entries that are counts or flags: sent as JSON integers / booleans.
+_QUALITY_INTS = frozenset({"n_trees"})
+_QUALITY_BOOLS = frozenset({"rebuilt"})
+
+
+def _quality(quality: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_quality`` with counts as ints and flags as bools (analyzers may hand floats)."""
+    out: dict[str, Any] = {}
+    for key, value in quality.items():
+        if key in _QUALITY_INTS and value is not None:
+            out[key] = int(value)
+        elif key in _QUALITY_BOOLS and value is not None:
+            out[key] = bool(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _zoom_list(zoom: Any) -> list[Any] | None:
+    """The best motif's zoom as a list: one factor (isotropic) or three (anisotropic)."""
+    if zoom is None:
+        return None
+    values = np.atleast_1d(np.asarray(zoom, dtype=float)).ravel()
+    return values.tolist()
 
 
 def to_json(published: PublishedFrame) -> bytes:

@@ -6,6 +6,8 @@ first use, sources, sinks, metrics, and a :class:`StreamService` that ties them 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -19,6 +21,7 @@ from motex_stream.analysis.steps import UNIFORM_STEP
 from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
 
@@ -39,6 +42,8 @@ class LazyAnalyzer:
         self.state_dir = state_dir
         self.inner: MotexFrameAnalyzer | None = None
         self._lock = threading.Lock()
+        self._state_digest: str | None = None
+        self._digest_of: MotexFrameAnalyzer | None = None
         if self.reference is not None or (
             state_dir and (state_dir / settings.name / "state.json").exists()
         ):
@@ -62,13 +67,30 @@ class LazyAnalyzer:
         if self.inner is not None:
             self.inner.save_state()
 
+    def analysis_identity(self, frame: Frame) -> AnalysisIdentity | None:
+        """Which analysis ``frame`` got: the prepared state plus the run's settings.
+
+        The state part (catalogue, fit grid, configured-settings fingerprint, which covers
+        the starting model's bytes) is hashed once per prepared model; it survives a restart
+        from saved state, so a resumed or replayed run keeps its derived uid.
+        """
+        inner = self.inner
+        if inner is None:
+            return None
+        if self._state_digest is None or self._digest_of is not inner:
+            h = hashlib.sha256(inner.configured.fingerprint().encode())
+            h.update(np.ascontiguousarray(inner.catalogue, dtype=np.uint8).tobytes())
+            h.update(np.ascontiguousarray(inner.fit_r, dtype="<f8").tobytes())
+            self._state_digest, self._digest_of = h.hexdigest(), inner
+        settings = inner.run_settings(frame).model_dump(mode="json")
+        blob = json.dumps(settings, sort_keys=True).encode()
+        digest = hashlib.sha256(self._state_digest.encode() + blob).hexdigest()[:16]
+        return AnalysisIdentity(digest, settings)
+
 
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
     state = Path(config.service.state_dir)
-    return {
-        m.name: LazyAnalyzer(m, state)
-        for m in config.models
-    }
+    return {m.name: LazyAnalyzer(m, state) for m in config.models}
 
 
 def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
@@ -118,7 +140,7 @@ def serve_until_signalled(service: StreamService, metrics_port: int, metrics_hos
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    keys = ("received", "processed", "skipped", "failed", "gaps")
+    keys = ("received", "processed", "skipped", "failed", "gaps", "sink_errors")
     counts = ", ".join(f"{k} {summary.get(k, 0)}" for k in keys)
     lat = summary.get("latency_s", {}) or {}
     p50, p99 = lat.get("p50"), lat.get("p99")

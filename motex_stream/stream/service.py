@@ -217,8 +217,13 @@ class StreamService:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception:
-                log.exception("closing sink %r failed", sink)
+            except Exception as exc:
+                # closing writes (a derived run's stop): a failure there is a sink error too
+                name = type(sink).__name__
+                log.error("closing sink %s failed: %s", name, exc)
+                self.metrics.sink_errors.labels(sink=name).inc()
+                with self._lock:
+                    self._totals["sink_errors"] += 1
         log.info("service stopped: %s", {k: v for k, v in self.summary().items() if k != "runs"})
 
     def run(self, stop_event: threading.Event | None = None) -> dict[str, Any]:
@@ -433,7 +438,13 @@ class StreamService:
             return
         # published_at is taken here, just before the sinks, so the latency in the message
         # matches what the end-to-end metric measures.
-        published = PublishedFrame.of(result, frame, received_at=entry.received_at)
+        describe = getattr(analyzer, "analysis_identity", None)
+        published = PublishedFrame.of(
+            result,
+            frame,
+            received_at=entry.received_at,
+            analysis=describe(frame) if callable(describe) else None,
+        )
         self._to_sinks("publish", published)
         latency = time.monotonic() - entry.received_mono
         m = self.metrics
@@ -462,9 +473,15 @@ class StreamService:
         for sink in self.sinks:
             try:
                 getattr(sink, method)(*args)
-            except Exception:
+            except Exception as exc:
                 name = type(sink).__name__
-                log.exception("sink %s.%s failed", name, method)
+                log.error(
+                    "sink %s.%s failed: %s",
+                    name,
+                    method,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
                 self.metrics.sink_errors.labels(sink=name).inc()
                 with self._lock:
                     self._totals["sink_errors"] += 1

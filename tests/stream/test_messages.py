@@ -26,9 +26,15 @@ def numpy_result() -> FrameResult:
             {"atom": np.int64(1), "element": "W", "value": np.float64(-0.02), "spread": 0.01},
             {"atom": 2, "element": "W", "value": np.float32(0.5), "spread": np.nan},
         ],
-        best={"mask": np.array([1, 0]), "rwp": np.float64(0.31)},
+        best={
+            "mask": np.array([1, 0]),
+            "rwp": np.float64(0.31),
+            "scale": np.float64(0.9),
+            "zoom": np.float64(1.01),
+        },
         timing={"regrid": np.float64(0.001), "fit": 1.5, "train": 0.25},
-        model_quality={"mae": np.float64(0.004), "mse": 3e-5},
+        # the live analyzer hands counts and flags as floats: they must leave as int/bool
+        model_quality={"mae": np.float64(0.004), "mse": 3e-5, "n_trees": 40.0, "rebuilt": 0.0},
         n_refit=np.int64(100),  # type: ignore[arg-type]
         extra={"size_shap": np.arange(3)},
     )
@@ -50,7 +56,10 @@ def test_build_message_has_the_v1_fields_and_is_strict_json() -> None:
     )
     assert msg["contributions"][0] == {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01}
     assert msg["contributions"][1]["spread"] is None  # NaN → null
-    assert msg["best"] == {"mask": [1, 0], "rwp": 0.31}
+    assert msg["best"] == {"mask": [1, 0], "rwp": 0.31, "scale": 0.9, "zoom": [1.01]}
+    quality = msg["model_quality"]
+    assert quality["n_trees"] == 40 and type(quality["n_trees"]) is int
+    assert quality["rebuilt"] is False
     assert msg["timing"]["total"] == pytest.approx(1.751)
     assert msg["model_quality"]["mae"] == 0.004
     assert msg["n_refit"] == 100 and msg["extra"] == {"size_shap": [0, 1, 2]}

@@ -29,6 +29,7 @@ from motex_stream.stream.messages import (
 from motex_stream.stream.publishers import Sink, make_sinks
 from motex_stream.stream.publishers.bluesky_run import (
     BlueskyRunSink,
+    SinkWriteError,
     derived_run_uid,
     zmq_publisher,
 )
@@ -274,10 +275,15 @@ def test_close_aborts_unfinished_derived_runs_and_failing_callbacks_are_isolated
         raise RuntimeError("tiled is down")
 
     sink = BlueskyRunSink([broken, lambda n, d: docs.append((n, d))])
-    run_through(sink, [1], stop=False)
-    sink.close()
+    # each failed write is reported to the service (which counts a sink error) ...
+    with pytest.raises(SinkWriteError, match="failed on a start document.*tiled is down"):
+        run_through(sink, [1], stop=False)
+    with pytest.raises(SinkWriteError, match="failed on a stop document"):
+        sink.close()
+    # ... while the healthy callback still gets the whole run
     validate_docs(docs)
-    assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "abort"
+    assert [n for n, _ in docs] == ["start", "descriptor", "event", "stop"]
+    assert docs[-1][1]["exit_status"] == "abort"
 
 
 def test_derived_run_over_bluesky_0mq_publisher() -> None:

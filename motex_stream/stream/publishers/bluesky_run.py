@@ -1,14 +1,20 @@
 """The analysed frames of a raw run, republished as a derived Bluesky run.
 
 Why a Bluesky run and not only JSON: beamline tools (Tiled, databroker, PDFstream-style
-viewers) already know how to store, search and plot runs. Following the NSLS-II PDF beamline
-convention the derived start carries ``original_run_uid`` and ``analysis_stage``, and is sent
-on the 0MQ prefix ``an`` (raw documents use ``raw``).
+viewers, ``BestEffortCallback``) already know how to store, search and plot runs. Following
+the NSLS-II PDF beamline convention the derived start carries ``original_run_uid`` and
+``analysis_stage``, and is sent on the 0MQ prefix ``an`` (raw documents use ``raw``).
 
-Determinism: the derived run uid is a uuid5 of (raw uid, model, analysis version) and the
-descriptor and event uids derive from it, so replaying a raw run produces the very same
-documents: Tiled then sees a duplicate uid instead of silently storing the analysis twice.
-Events keep the raw frame's measurement ``time`` and its ``seq_num``.
+Identity: one uid per *analysis*. The derived run uid is a uuid5 of (raw uid, model, analysis
+id, code version), where the analysis id (:class:`~motex_stream.stream.messages.
+AnalysisIdentity`) hashes the prepared state and the settings. A restart or replay with the
+same state reproduces the very same documents, and the Tiled writer skips a run Tiled already
+holds instead of storing it twice; another state or other settings give a new run. Events keep
+the raw frame's measurement ``time`` and ``seq_num``; the start and descriptor are dated no
+later than the first event, so every event falls inside its run.
+
+A callback that fails (Tiled down, a 409 conflict) does not stop the others; the sink raises
+:class:`SinkWriteError` after all callbacks ran, so the service counts a sink error.
 """
 
 from __future__ import annotations
@@ -27,21 +33,32 @@ from motex_stream import __version__
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.config import BlueskySinkConfig, read_api_key
 from motex_stream.stream.frames import RunStart, RunStop
-from motex_stream.stream.messages import SCHEMA, PublishedFrame
+from motex_stream.stream.messages import SCHEMA, AnalysisIdentity, PublishedFrame
 
 log = logging.getLogger(__name__)
 
 DocumentCallback = Callable[[str, dict[str, Any]], Any]
 
 ANALYSIS_STAGE = "motex"
+PLAN_NAME = "motex_analysis"
 #: Fixed namespace for derived uids; changing it would re-key every stored derived run.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "motex-stream/derived-run")
 _EXIT_STATUSES = ("success", "abort", "fail")
 
 
-def derived_run_uid(raw_uid: str, model: str, analysis_version: str = __version__) -> str:
-    """The uid of the derived run for one raw run analysed with one model and code version."""
-    return str(uuid.uuid5(UID_NAMESPACE, f"{raw_uid}|{model}|{analysis_version}"))
+class SinkWriteError(RuntimeError):
+    """One or more document callbacks failed; the message names each failure in one line."""
+
+
+def derived_run_uid(
+    raw_uid: str,
+    model: str,
+    analysis_version: str = __version__,
+    analysis_id: str = "",
+) -> str:
+    """The uid of the derived run of one raw run analysed by one analysis (state + settings)."""
+    key = f"{raw_uid}|{model}|{analysis_version}"
+    return str(uuid.uuid5(UID_NAMESPACE, f"{key}|{analysis_id}" if analysis_id else key))
 
 
 @dataclass
@@ -50,13 +67,24 @@ class _OpenRun:
     descriptor: event_model.ComposeDescriptorBundle
     n_atoms: int
     n_events: int = 0
+    last_time: float = 0.0
+
+
+def _versions() -> dict[str, str]:
+    import bluesky
+
+    return {
+        "motex_stream": __version__,
+        "bluesky": str(bluesky.__version__),
+        "event_model": str(event_model.__version__),
+    }
 
 
 class BlueskyRunSink:
     """Turn analysed frames into start/descriptor/event/stop documents for ``callbacks``.
 
-    Each callback receives ``(name, doc)`` like any Bluesky callback; one that raises is
-    logged and the others still get the document.
+    Each callback receives ``(name, doc)`` like any Bluesky callback; one that raises does not
+    keep the document from the others, and the sink raises :class:`SinkWriteError` afterwards.
     """
 
     def __init__(
@@ -71,6 +99,7 @@ class BlueskyRunSink:
         self.stream_name = stream_name
         self._raw_starts: dict[str, RunStart] = {}
         self._open: dict[tuple[str, str], _OpenRun] = {}
+        self._failures: list[str] = []
 
     @classmethod
     def from_config(cls, sink: BlueskySinkConfig) -> BlueskyRunSink:
@@ -94,22 +123,19 @@ class BlueskyRunSink:
         result = published.result
         key = (published.run_uid, published.model)
         n_atoms = len(result.contributions)
-        current = self._open.get(key) or self._open_run(key[0], key[1], result)
+        current = self._open.get(key) or self._open_run(published)
         if n_atoms != current.n_atoms:
-            log.error(
-                "frame %d of %s has %d atoms but its derived run was opened with %d; not sent",
-                published.seq,
-                key[0],
-                n_atoms,
-                current.n_atoms,
+            raise SinkWriteError(
+                f"frame {published.seq} of {key[0]} has {n_atoms} atoms but its derived run was "
+                f"opened with {current.n_atoms}; not sent"
             )
-            return
         received = published.received_at
         data = {
             "contributions": [_num(c["value"]) for c in result.contributions],
             "contribution_spread": [_num(c.get("spread")) for c in result.contributions],
             "best_mask": [int(b) for b in result.best.get("mask", [])],
             "best_rwp": _num(result.best.get("rwp")),
+            "best_scale": _num(result.best.get("scale")),
             "mae": _num(result.model_quality.get("mae")),
             "latency": math.nan if received is None else published.published_at - received,
         }
@@ -121,7 +147,9 @@ class BlueskyRunSink:
             uid=str(uuid.uuid5(uuid.UUID(current.run.start_doc["uid"]), f"event-{published.seq}")),
         )
         current.n_events += 1
+        current.last_time = max(current.last_time, published.time)
         self._emit("event", event)
+        self._raise_failures()
 
     def on_run_stop(self, stop: RunStop) -> None:
         self._raw_starts.pop(stop.uid, None)
@@ -129,6 +157,7 @@ class BlueskyRunSink:
         reason = "" if status == "success" else f"raw run {stop.uid} ended with {stop.exit_status}"
         for key in [k for k in self._open if k[0] == stop.uid]:
             self._stop(key, status, reason)
+        self._raise_failures()
 
     def close(self) -> None:
         """Stop derived runs whose raw stop never came (aborted), then close the callbacks."""
@@ -139,91 +168,68 @@ class BlueskyRunSink:
             if callable(closer):
                 try:
                     closer()
-                except Exception:
-                    log.exception("closing %r failed", cb)
+                except Exception as exc:
+                    self._failures.append(f"closing {_name(cb)}: {_one_line(exc)}")
+        self._raise_failures()
 
     # -- internals -----------------------------------------------------------------------
 
-    def _open_run(self, raw_uid: str, model: str, result: FrameResult) -> _OpenRun:
+    def _start_metadata(self, published: PublishedFrame) -> dict[str, Any]:
+        raw_uid, model = published.run_uid, published.model
         raw_start = self._raw_starts.get(raw_uid)
         if raw_start is None:
             log.warning("no start seen for %s; opening its derived run anyway", raw_uid)
         raw_md = raw_start.metadata if raw_start else {}
+        analysis = published.analysis
+        scan_id = raw_md.get("scan_id")
         metadata: dict[str, Any] = {
+            "plan_name": PLAN_NAME,
+            "plan_type": "analysis",
+            "scan_id": scan_id if isinstance(scan_id, int) and not isinstance(scan_id, bool) else 1,
+            "versions": _versions(),
             "original_run_uid": raw_uid,
             "analysis_stage": ANALYSIS_STAGE,
             "analysis_version": self.analysis_version,
             "message_schema": SCHEMA,
             "motex_model": model,
+            "hints": {"dimensions": [[["time"], self.stream_name]]},
         }
+        if analysis is not None:
+            metadata["motex_analysis_id"] = analysis.id
+            metadata["motex_settings"] = dict(analysis.settings)
         for k in ("sample_name", "plan_name", "scan_id", "composition_string"):
             if k in raw_md:
                 metadata[f"original_{k}"] = raw_md[k]
-        uid = derived_run_uid(raw_uid, model, self.analysis_version)
-        run = event_model.compose_run(uid=uid, time=time.time(), metadata=metadata)
+        return metadata
+
+    def _open_run(self, published: PublishedFrame) -> _OpenRun:
+        raw_uid, model, result = published.run_uid, published.model, published.result
+        analysis: AnalysisIdentity | None = published.analysis
+        uid = derived_run_uid(
+            raw_uid, model, self.analysis_version, analysis.id if analysis else ""
+        )
+        raw_start = self._raw_starts.get(raw_uid)
+        # No document of the run may be dated after its first event: the raw start (or,
+        # without one, the first frame's measurement time) opens the derived run.
+        opened_at = min(published.time, raw_start.time if raw_start else published.time)
+        run = event_model.compose_run(
+            uid=uid, time=opened_at, metadata=self._start_metadata(published)
+        )
         self._emit("start", run.start_doc)
-        contributions = result.contributions
-        n = len(contributions)
-
-        def array(dtype_numpy: str) -> dict[str, Any]:
-            return {
-                "source": "motex",
-                "dtype": "array",
-                "shape": [n],
-                "dtype_numpy": dtype_numpy,
-                "dims": ["atom"],
-            }
-
-        def number(units: str | None = None) -> dict[str, Any]:
-            return {
-                "source": "motex",
-                "dtype": "number",
-                "shape": [],
-                "dtype_numpy": "<f8",
-                "units": units,
-            }
-
-        data_keys = {
-            "contributions": array("<f8"),
-            "contribution_spread": array("<f8"),
-            "best_mask": array("<i8"),
-            "best_rwp": number(),
-            "mae": number(),
-            "latency": number("s"),
-        }
-        atoms = {
-            "atom": [int(c["atom"]) for c in contributions],
-            "element": [str(c["element"]) for c in contributions],
-        }
-        now = time.time()
-        configuration = {
-            "motex": {
-                "data": atoms,
-                "timestamps": dict.fromkeys(atoms, now),
-                "data_keys": {
-                    "atom": {
-                        "source": "motex",
-                        "dtype": "array",
-                        "shape": [n],
-                        "dtype_numpy": "<i8",
-                    },
-                    "element": {"source": "motex", "dtype": "array", "shape": [n]},
-                },
-            }
-        }
+        n = len(result.contributions)
         descriptor = run.compose_descriptor(
             name=self.stream_name,
-            data_keys=data_keys,
-            configuration=configuration,
-            object_keys={"motex": list(data_keys)},
-            hints={"motex": {"fields": ["contributions", "best_rwp"]}},
+            data_keys=_data_keys(n, len(result.best.get("mask", [])) or n),
+            configuration=_configuration(result, opened_at),
+            object_keys={"motex": list(_data_keys(n, n))},
+            hints={"motex": {"fields": ["best_rwp", "mae"]}},
             uid=str(uuid.uuid5(uuid.UUID(uid), f"descriptor-{self.stream_name}")),
-            time=now,
+            time=opened_at,
         )
-        self._emit("descriptor", descriptor.descriptor_doc)
-        opened = _OpenRun(run, descriptor, n)
+        opened = _OpenRun(run, descriptor, n, last_time=opened_at)
         self._open[(raw_uid, model)] = opened
         log.info("derived run %s opened for raw run %s (model %s)", uid, raw_uid, model)
+        self._emit("descriptor", descriptor.descriptor_doc)
         return opened
 
     def _stop(self, key: tuple[str, str], status: str, reason: str) -> None:
@@ -232,23 +238,98 @@ class BlueskyRunSink:
             exit_status=status,
             reason=reason,
             uid=str(uuid.uuid5(uuid.UUID(opened.run.start_doc["uid"]), "stop")),
-            time=time.time(),
+            time=max(time.time(), opened.last_time),
         )
         # event-model derives num_events from the last seq_num; frames skipped upstream
         # leave gaps, so report how many events this derived run really holds.
         self._emit("stop", {**stop, "num_events": {self.stream_name: opened.n_events}})
 
     def _emit(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Every callback gets the document; failures are collected for :meth:`_raise_failures`
+        so that one broken callback neither starves the others nor leaves a run half-open."""
         for cb in self.callbacks:
             try:
                 cb(name, dict(doc))
-            except Exception:
-                log.exception("document callback %r failed on a %s document", cb, name)
+            except Exception as exc:
+                log.debug("document callback %r failed on a %s document", cb, name, exc_info=True)
+                self._failures.append(f"{_name(cb)} failed on a {name} document: {_one_line(exc)}")
+
+    def _raise_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        if failures:
+            raise SinkWriteError("; ".join(failures))
+
+
+def _data_keys(n_atoms: int, n_mask: int) -> dict[str, dict[str, Any]]:
+    """Every key with units ("" = dimensionless); arrays are per permutable atom."""
+
+    def array(dtype_numpy: str, units: str, size: int) -> dict[str, Any]:
+        return {
+            "source": "motex",
+            "dtype": "array",
+            "shape": [size],
+            "dtype_numpy": dtype_numpy,
+            "dims": ["atom"],
+            "units": units,
+        }
+
+    def number(units: str) -> dict[str, Any]:
+        return {
+            "source": "motex",
+            "dtype": "number",
+            "shape": [],
+            "dtype_numpy": "<f8",
+            "units": units,
+        }
+
+    return {
+        # contribution values and their spread are in Rwp units, a fraction: dimensionless
+        "contributions": array("<f8", "", n_atoms),
+        "contribution_spread": array("<f8", "", n_atoms),
+        "best_mask": array("<i8", "", n_mask),
+        "best_rwp": number(""),
+        "best_scale": number(""),
+        "mae": number(""),
+        "latency": number("s"),
+    }
+
+
+def _configuration(result: FrameResult, when: float) -> dict[str, Any]:
+    atoms = {
+        "atom": [int(c["atom"]) for c in result.contributions],
+        "element": [str(c["element"]) for c in result.contributions],
+    }
+    n = len(atoms["atom"])
+    return {
+        "motex": {
+            "data": atoms,
+            "timestamps": dict.fromkeys(atoms, when),
+            "data_keys": {
+                "atom": {
+                    "source": "motex",
+                    "dtype": "array",
+                    "shape": [n],
+                    "dtype_numpy": "<i8",
+                    "units": "",
+                },
+                "element": {"source": "motex", "dtype": "array", "shape": [n], "units": ""},
+            },
+        }
+    }
 
 
 def _num(value: Any) -> float:
     """A plain float for event data; a missing value (None) is NaN, as Bluesky arrays want."""
     return math.nan if value is None else float(value)
+
+
+def _name(cb: Any) -> str:
+    return type(cb).__name__ if not hasattr(cb, "__name__") else str(cb.__name__)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
@@ -263,8 +344,50 @@ def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
     return make_publisher(address, prefix=prefix)
 
 
-def tiled_writer(uri: str, api_key: str | None = None) -> DocumentCallback:
-    """Bluesky's TiledWriter with batch size 1: each analysed frame is visible at once."""
-    from bluesky.callbacks.tiled_writer import TiledWriter
+class TiledArchive:
+    """The stock ``bluesky_tiled_plugins.TiledWriter``, writing each derived run once.
 
-    return TiledWriter.from_uri(uri, api_key=api_key, batch_size=1)
+    Why a wrapper: the stock writer keeps arrays of up to 16 elements in its SQL table, where
+    they read back as strings; ``max_array_size=0`` makes every array an array node, whatever
+    the atom count. And a run whose uid Tiled already holds (a restart or replay of the same
+    analysis) is skipped with one warning instead of failing with 409 on every document. A
+    start that still fails (a conflict in a race, the server down) raises once; the run's
+    later documents are then dropped rather than failing one by one.
+    """
+
+    def __init__(self, client: Any, *, batch_size: int = 1) -> None:
+        from bluesky_tiled_plugins import TiledWriter
+
+        self.client = client
+        self.writer = TiledWriter(client, batch_size=batch_size, max_array_size=0)
+        self._skipped_runs: set[str] = set()
+        self._skipped_descriptors: set[str] = set()
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            if doc["uid"] in self.client:
+                log.warning("derived run %s is already in Tiled; not written again", doc["uid"])
+                self._skipped_runs.add(doc["uid"])
+                return
+            try:
+                self.writer(name, doc)
+            except Exception:
+                self._skipped_runs.add(doc["uid"])
+                raise
+            return
+        if name == "descriptor" and doc["run_start"] in self._skipped_runs:
+            self._skipped_descriptors.add(doc["uid"])
+            return
+        if name in ("event", "event_page") and doc["descriptor"] in self._skipped_descriptors:
+            return
+        if name == "stop" and doc["run_start"] in self._skipped_runs:
+            self._skipped_runs.discard(doc["run_start"])
+            return
+        self.writer(name, doc)
+
+
+def tiled_writer(uri: str, api_key: str | None = None) -> DocumentCallback:
+    """The stock TiledWriter (batch size 1: each analysed frame is visible at once)."""
+    from tiled.client import from_uri
+
+    return TiledArchive(from_uri(uri, api_key=api_key))
