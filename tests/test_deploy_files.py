@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -173,12 +174,43 @@ def test_alerts_cover_the_brief():
     exprs = _alert_exprs()
     joined = "\n".join(exprs.values())
     for needed in (
-        "motex_seconds_since_last_frame",
+        "motex_last_frame_timestamp_seconds",
         "motex_frames_failed_total",
         "motex_end_to_end_seconds_bucket",
         "motex_model_mae",
     ):
         assert needed in joined
+
+
+def _promtool() -> str:
+    """promtool from Debian's ``prometheus`` package (.ci/run installs it when missing)."""
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("MOTEX_REQUIRE_PROMTOOL"):
+            pytest.fail("promtool is required here (MOTEX_REQUIRE_PROMTOOL) but not on PATH")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    return found
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "alerts.yml"),
+        ("test", "rules", "alerts_test.yml"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_promtool(args):
+    """The scrape config and rules load, and the rules' unit tests pass (first failure fires)."""
+    result = subprocess.run(
+        [_promtool(), *args],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dashboard_is_valid_grafana_json():

@@ -4,16 +4,22 @@ Why a dedicated registry: the default global registry refuses a second metric wi
 name, so two services in one process (tests, several detectors) would collide. Each
 :class:`StreamMetrics` owns a ``CollectorRegistry`` and the HTTP server exports that one.
 
-What to alert on: ``motex_seconds_since_last_frame`` (the beam or the source is gone),
-``motex_seq_gaps_total`` (0MQ dropped frames, silently), ``motex_frames_skipped_total`` (the
-analysis cannot keep up under policy ``latest``), ``motex_queue_depth`` near the queue size
-(back-pressure under policy ``all``), and ``motex_end_to_end_seconds``.
+What to alert on: ``time() - motex_last_frame_timestamp_seconds`` (the beam or the source is
+gone), ``motex_seq_gaps_total`` (0MQ dropped frames, silently), ``motex_frames_skipped_total``
+(the analysis cannot keep up under policy ``latest``), ``motex_queue_depth`` near the queue
+size (back-pressure under policy ``all``), and ``motex_end_to_end_seconds``.
+
+Why :meth:`StreamMetrics.declare`: a labelled counter has no series until its first
+increment, so ``increase()`` in an alert never sees the step from nothing to 1 and the first
+failure goes unnoticed. The service declares every model, source and sink at start-up, so all
+their counters are exported at 0 from the first scrape.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -22,6 +28,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # Latency buckets in seconds: a frame takes ~0.1-30 s to analyse; transport parts are ms.
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _E2E_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+#: The stages the analyzer times (``FrameResult.timing``); declared so each has a series.
+ANALYSIS_STAGES = ("regrid", "fit", "train", "explain")
+#: Counters labelled by model / by source, declared at 0 by :meth:`StreamMetrics.declare`.
+_PER_MODEL = ("frames_received", "frames_processed", "frames_skipped", "frames_failed", "fits")
+_PER_SOURCE = ("seq_gaps", "source_orphans", "source_malformed", "seq_duplicates", "seq_late")
 
 
 class StreamMetrics:
@@ -76,9 +87,9 @@ class StreamMetrics:
         self.queue_depth = Gauge(
             "motex_queue_depth", "Items waiting for the analysis worker", registry=r
         )
-        self.fits_per_second = Gauge(
-            "motex_fits_per_second",
-            "Motif refits per second on the last frame",
+        self.fits = Counter(
+            "motex_fits",
+            "Motif refits done (rate() gives refits per second)",
             ["model"],
             registry=r,
         )
@@ -88,27 +99,44 @@ class StreamMetrics:
             ["model"],
             registry=r,
         )
-        self._started = time.time()
-        self._last_frame: float | None = None
-        self._lock = threading.Lock()
-        since = Gauge(
-            "motex_seconds_since_last_frame",
-            "Seconds since the last frame arrived (since start-up if none yet)",
+        self.last_frame_timestamp = Gauge(
+            "motex_last_frame_timestamp_seconds",
+            "Unix time the last frame arrived (0: none yet); alert on time() minus it",
             registry=r,
         )
-        since.set_function(self.seconds_since_last_frame)
+        self.start_time = Gauge(
+            "motex_start_time_seconds", "Unix time the service's metrics were created", registry=r
+        )
+        self.start_time.set(time.time())
+
+    def declare(
+        self, models: Sequence[str], sources: Sequence[str], sinks: Sequence[str] = ()
+    ) -> None:
+        """Export every labelled counter at 0 for these models, sources and sinks.
+
+        A backlog's place (``where``) is declared for every source and the service, and the
+        stage histogram for the stages the analyzer reports. Counters labelled by something
+        open-ended (a malformed-input kind) appear at their first increment.
+        """
+        for name in _PER_MODEL:
+            for model in models:
+                getattr(self, name).labels(model=model)
+        for name in _PER_SOURCE:
+            counter = getattr(self, name, None)  # some exist only with newer receivers
+            for source in sources if counter is not None else ():
+                counter.labels(source=source)
+        for sink in sinks:
+            self.sink_errors.labels(sink=sink)
+        backlog = getattr(self, "backlog_full", None)
+        for where in [*sources, "service"] if backlog is not None else ():
+            backlog.labels(where=where)
+        for stage in ANALYSIS_STAGES:
+            self.stage_seconds.labels(stage=stage)
 
     def frame_arrived(self, model: str, when: float | None = None) -> None:
-        """Count a received frame and reset the staleness clock (called by receivers)."""
-        with self._lock:
-            self._last_frame = time.time() if when is None else when
+        """Count a received frame and note when it came (called by receivers)."""
+        self.last_frame_timestamp.set(time.time() if when is None else when)
         self.frames_received.labels(model=model).inc()
-
-    def seconds_since_last_frame(self) -> float:
-        """Computed at scrape time, so a stalled stream shows a growing value."""
-        with self._lock:
-            ref = self._started if self._last_frame is None else self._last_frame
-        return max(0.0, time.time() - ref)
 
 
 @dataclass

@@ -151,6 +151,10 @@ class StreamService:
         self.sinks = list(sinks)
         self.policy: Policy = policy
         self.metrics = metrics or StreamMetrics()
+        # every labelled counter at 0 from the first scrape, so alerts see the first failure
+        self.metrics.declare(
+            list(self.analyzers), names, sinks=[type(s).__name__ for s in self.sinks]
+        )
         self.restart_sources = restart_sources
         self._queue = _ItemQueue(queue_size, policy, self._count_skip)
         self._stop = threading.Event()
@@ -425,11 +429,9 @@ class StreamService:
     def _analyze(self, entry: _Entry, frame: Frame) -> None:
         model = self._model_of(frame)
         analyzer = self.analyzers[model]
-        t0 = time.monotonic()
         try:
             frame = _validate_frame(frame)
             result: FrameResult = analyzer.analyze(frame)
-            elapsed = time.monotonic() - t0
         except FrameError as exc:
             self._count_failed(frame, model, f"unusable frame: {exc}", exc_info=False)
             return
@@ -453,8 +455,8 @@ class StreamService:
             m.stage_seconds.labels(stage=stage).observe(float(seconds))
         if "mae" in result.model_quality:
             m.model_mae.labels(model=model).set(float(result.model_quality["mae"]))
-        if result.n_refit and elapsed > 0:
-            m.fits_per_second.labels(model=model).set(result.n_refit / elapsed)
+        if result.n_refit:
+            m.fits.labels(model=model).inc(result.n_refit)
         m.frames_processed.labels(model=model).inc()
         with self._lock:
             self._latencies.append(latency)

@@ -89,14 +89,76 @@ def test_service_metrics_over_http(server_and_metrics: tuple[str, StreamMetrics]
     assert s.get(("motex_frames_skipped_total", model), 0) == 0
     assert s[("motex_seq_gaps_total", (("source", "fixed"),))] == 1
     assert s[("motex_model_mae", model)] == 0.0125
-    assert s[("motex_fits_per_second", model)] > 0
+    assert s[("motex_fits_total", model)] == 40  # 4 analysed frames x 10 refits
     assert s[("motex_stage_seconds_count", (("stage", "fit"),))] == 4
     assert s[("motex_stage_seconds_sum", (("stage", "train"),))] == pytest.approx(0.04)
     assert s[("motex_end_to_end_seconds_count", ())] == 4
     assert s[("motex_queue_depth", ())] == 0
-    first = s[("motex_seconds_since_last_frame", ())]
-    time.sleep(0.3)
-    assert scrape(url)[("motex_seconds_since_last_frame", ())] >= first + 0.25  # live value
+    assert 0 < s[("motex_last_frame_timestamp_seconds", ())] <= time.time()
+    assert s[("motex_start_time_seconds", ())] <= s[("motex_last_frame_timestamp_seconds", ())]
+
+
+class GatedSource:
+    """Yields a run start, then one frame per ``release()`` (a bad one first)."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+        self.gate = threading.Semaphore(0)
+
+    def release(self) -> None:
+        self.gate.release()
+
+    def items(self, stop_event: threading.Event) -> Iterator[StreamItem]:
+        r = np.linspace(1.0, 10.0, 50)
+        yield RunStart("g-run", 0.0)
+        for seq, g in ((1, np.full(50, np.nan)), (2, np.cos(r))):
+            while not self.gate.acquire(timeout=0.05):
+                if stop_event.is_set():
+                    return
+            yield Frame("g-run", seq, float(seq), r, g)
+        yield RunStop("g-run", 3.0)
+
+
+def test_failure_counters_exported_at_zero_before_the_first_frame(
+    server_and_metrics: tuple[str, StreamMetrics], tmp_path
+) -> None:
+    """What the alerts need: every failure counter has a 0 sample from start-up, for each
+    configured model, source and sink, and it moves when a bad frame comes."""
+    from motex_stream.stream.publishers.jsonl import JsonlSink
+
+    url, metrics = server_and_metrics
+    source = GatedSource()
+    service = StreamService(
+        {"const": ConstantAnalyzer(), "other": ConstantAnalyzer()},
+        [source],
+        [JsonlSink(tmp_path / "out.jsonl")],
+        metrics=metrics,
+    )
+    service.start()
+    try:
+        before = scrape(url)
+        for model in ("const", "other"):
+            for name in ("failed", "skipped", "received", "processed"):
+                assert before[(f"motex_frames_{name}_total", (("model", model),))] == 0
+            assert before[("motex_fits_total", (("model", model),))] == 0
+        for name in ("motex_seq_gaps_total", "motex_source_orphans_total"):
+            assert before[(name, (("source", "gated"),))] == 0
+        assert before[("motex_sink_errors_total", (("sink", "JsonlSink"),))] == 0
+        assert before[("motex_last_frame_timestamp_seconds", ())] == 0
+        source.release()  # the NaN frame
+        deadline = time.monotonic() + 10
+        while service.summary()["failed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = scrape(url)
+        assert after[("motex_frames_failed_total", (("model", "const"),))] == 1
+        assert after[("motex_frames_failed_total", (("model", "other"),))] == 0
+        source.release()
+        assert service.wait(10)
+    finally:
+        service.stop()
+    assert scrape(url)[("motex_frames_processed_total", (("model", "const"),))] == 1
 
 
 def test_registries_are_independent() -> None:
