@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", "motex_stream.stream.cli_serve", "run the streaming service from a config"),
         ("replay", "motex_stream.stream.cli_replay", "replay an archived run or .gr series"),
         ("watch", "motex_stream.stream.watch", "live terminal view of a published stream"),
+        ("dashboard", "motex_stream.stream.dashboard", "live web page of a published stream"),
         ("demo", "motex_stream.stream.demo", "simulated beamline → service → watch, end to end"),
     ):
         p = sub.add_parser(name, help=help_text)

@@ -35,6 +35,7 @@ from motex_stream.model.gbdt import (
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
+from motex_stream.stream.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class MotexFrameAnalyzer:
             self._shap.update(surrogate.booster, generation=surrogate.generation)
         self._frames = 0
         self._run_settings: dict[str, LiveModelSettings] = {}
+        self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._elements = [model.symbols[i] for i in model.permutable]
         self._atoms = (model.permutable + 1).tolist()
 
@@ -328,7 +330,18 @@ class MotexFrameAnalyzer:
                 "fits_per_s": len(idx) / max(timing["fit"], 1e-9),
             },
             n_refit=len(idx),
+            fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
+            structure=self._describe_once(frame.source),
         )
+
+    def _describe_once(self, run: str) -> dict[str, Any] | None:
+        """The model's coordinates on the first frame of each run, else None."""
+        if run in self._described:
+            return None
+        if len(self._described) > 64:
+            self._described.clear()
+        self._described.add(run)
+        return structure(self.engine)
 
     def from_scratch(self, frame: Frame) -> tuple[np.ndarray, FitResults]:
         """A full offline analysis of one frame (fresh search + model), through the same

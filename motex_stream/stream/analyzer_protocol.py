@@ -28,6 +28,10 @@ class FrameResult:
     model_quality: dict[str, float]  # {"mae": GBDT MAE on held-out refits of this frame, ...}
     n_refit: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # optional, for live views: {"r", "g", "g_calc"} of the best motif on the fit grid
+    # (decimated), and {"elements", "xyz", "permutable", "bonded"} of the model once per run
+    fit: dict[str, Any] | None = None
+    structure: dict[str, Any] | None = None
 
 
 class FrameAnalyzer(Protocol):

@@ -27,7 +27,13 @@ Example (values shortened)::
       "n_refit": 10000,
       "received_at": 1732600000.31,        # when the service received the frame (unix s)
       "published_at": 1732600002.74,       # when the message left the service (unix s)
-      "extra": {}                          # analyzer-specific, optional
+      "extra": {},                         # analyzer-specific, optional
+      "fit": {"r": [...], "g": [...],      # optional: data and best motif's G on the fit
+              "g_calc": [...]},            #   grid, decimated to <= 500 points
+      "structure": {"elements": ["W", ...],  # optional, first frame of each run: the
+                    "xyz": [[x, y, z], ...],  #   starting model (Å, file order), permutable
+                    "permutable": [1, ...],   #   atoms (1-based) and, per other atom, the
+                    "bonded": [[1, 5], ...]}  #   permutable atoms it goes with
     }
 
 The message is specified by the JSON Schema ``docs/schema/contributions-v1.schema.json``
@@ -158,6 +164,11 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
         "published_at": published.published_at,
         "extra": dict(result.extra),
     }
+    # optional fields for live views (absent unless the analyzer provides them)
+    if result.fit is not None:
+        message["fit"] = result.fit
+    if result.structure is not None:
+        message["structure"] = result.structure
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe

@@ -1,0 +1,283 @@
+"""The dashboard's web server: one page, its static files, a snapshot and a live event stream.
+
+Why the standard library's threading HTTP server and Server-Sent Events: the page only needs
+data flowing one way (service → browser), which is exactly what SSE is; the browser's
+``EventSource`` reconnects by itself when the dashboard restarts, and the server needs no
+async framework, so it runs as a thread inside ``motex-stream serve`` as easily as on its own.
+Each browser gets a bounded queue: a browser that stops reading is dropped (it reconnects and
+gets a fresh snapshot) instead of growing memory in a week-long service.
+
+Routes: ``/`` the page; ``/static/*`` its script, style and Plotly (from the ``plotly``
+wheel); ``/api/snapshot`` the whole :class:`~.state.DashboardState` as JSON; ``/events`` the
+SSE stream (a ``snapshot`` event, then one ``frame`` event per message); ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from motex_stream.stream.dashboard.state import DashboardState
+from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.messages import PublishedFrame, to_message
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+HEARTBEAT_S = 5.0  # an SSE comment this often lets both ends notice a dead connection
+CLIENT_QUEUE = 2000  # events a slow browser may fall behind before it is dropped
+
+_STATIC = {
+    "app.js": "application/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+
+
+def plotly_js() -> Path:
+    """plotly.js as shipped inside the ``plotly`` wheel (MIT), so no CDN is needed."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.exists():
+        raise FileNotFoundError(f"plotly.min.js not found in the plotly package ({path})")
+    return path
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+class _Clients:
+    """The connected browsers' event queues."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: set[queue.Queue[bytes | None]] = set()
+
+    def add(self) -> queue.Queue[bytes | None]:
+        q: queue.Queue[bytes | None] = queue.Queue(CLIENT_QUEUE)
+        with self._lock:
+            self._queues.add(q)
+        return q
+
+    def remove(self, q: queue.Queue[bytes | None]) -> None:
+        with self._lock:
+            self._queues.discard(q)
+
+    def broadcast(self, event: bytes) -> None:
+        with self._lock:
+            queues = list(self._queues)
+        for q in queues:
+            try:
+                q.put_nowait(event)
+            except queue.Full:  # this browser stopped reading: drop it, it will reconnect
+                self.remove(q)
+                log.warning("dropping a dashboard client that fell %d events behind", q.qsize())
+
+    def close_all(self) -> None:
+        with self._lock:
+            queues = list(self._queues)
+            self._queues.clear()
+        for q in queues:
+            with contextlib.suppress(queue.Full):
+                q.put_nowait(None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._queues)
+
+
+def sse(event: str, data: bytes) -> bytes:
+    """One Server-Sent Event (the data is one line of JSON)."""
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+class DashboardServer:
+    """Serves the page on ``host:port`` and pushes every message given to :meth:`add`.
+
+    Feed it from a subscriber (``motex-stream dashboard``) or as a service sink
+    (``[service] dashboard_port``; see :class:`DashboardSink`). ``port=0`` picks a free port.
+    """
+
+    def __init__(
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, source: str = ""
+    ) -> None:
+        self.state = DashboardState()
+        self.source = source  # shown on the page: what the dashboard listens to
+        self._clients = _Clients()
+        self._closing = threading.Event()
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        self.host, self.port = self._httpd.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> DashboardServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="dashboard-http", daemon=True
+        )
+        self._thread.start()
+        log.info("dashboard on %s", self.url)
+        return self
+
+    def add(self, message: Mapping[str, Any]) -> None:
+        """Fold one message into the state and push it to every connected browser."""
+        event = self.state.add(message)
+        self._clients.broadcast(sse("frame", _json(event)))
+
+    def close(self) -> None:
+        self._closing.set()
+        self._clients.close_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def __enter__(self) -> DashboardServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _info(self) -> dict[str, Any]:
+        return {"source": self.source, "now": time.time()}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("dashboard %s: " + format, self.address_string(), *args)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path in ("/", "/index.html"):
+                    self._file(_read_static("index.html"), "text/html; charset=utf-8")
+                elif path == "/static/plotly.min.js":
+                    self._file(plotly_js().read_bytes(), "application/javascript", cache=True)
+                elif path.startswith("/static/") and path[8:] in _STATIC:
+                    name = path[8:]
+                    self._file(_read_static(name), _STATIC[name])
+                elif path == "/api/snapshot":
+                    body = _json({**server.state.snapshot(), **server._info()})
+                    self._file(body, "application/json")
+                elif path == "/healthz":
+                    self._file(b"ok\n", "text/plain")
+                elif path == "/events":
+                    self._events()
+                else:
+                    self.send_error(HTTPStatus.NOT_FOUND)
+
+            def _file(self, body: bytes, kind: str, cache: bool = False) -> None:
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "max-age=86400" if cache else "no-cache")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _events(self) -> None:
+                q = server._clients.add()
+                try:
+                    self.send_response(HTTPStatus.OK)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "keep-alive")
+                    self.end_headers()
+                    # the snapshot is taken after the queue exists, so no frame falls between
+                    # (a frame in both is applied once: the page skips seqs it already has)
+                    snap = _json({**server.state.snapshot(), **server._info()})
+                    self.wfile.write(b"retry: 1000\n" + sse("snapshot", snap))
+                    self.wfile.flush()
+                    while not server._closing.is_set():
+                        try:
+                            event = q.get(timeout=HEARTBEAT_S)
+                        except queue.Empty:
+                            event = b": keep-alive\n\n"
+                        if event is None:
+                            break
+                        self.wfile.write(event)
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                    pass
+                finally:
+                    server._clients.remove(q)
+                    self.close_connection = True
+
+        return Handler
+
+
+def _read_static(name: str) -> bytes:
+    return resources.files("motex_stream.stream.dashboard").joinpath("static", name).read_bytes()
+
+
+class DashboardSink:
+    """The service's own dashboard: a sink that feeds a :class:`DashboardServer` directly."""
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        self.server = DashboardServer(host, port, source="this service").start()
+
+    def on_run_start(self, start: RunStart) -> None:
+        """Nothing to do: runs are told apart by the messages' ``source``."""
+
+    def publish(self, published: PublishedFrame) -> None:
+        self.server.add(to_message(published))
+
+    def on_run_stop(self, stop: RunStop) -> None:
+        """Nothing to do."""
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def serve_subscription(
+    address: str,
+    topics: Iterable[str] = (),
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    stop_event: threading.Event | None = None,
+    ready: threading.Event | None = None,
+    on_start: Any = None,
+) -> DashboardServer:
+    """Serve the page and feed it from the ZMQ stream at ``address`` until ``stop_event``.
+
+    The subscriber is the one :func:`~motex_stream.stream.publishers.zmq_pub.subscribe` that
+    ``watch`` uses. ZMQ reconnects by itself, so a restarted service is picked up again.
+    """
+    from motex_stream.stream.publishers.zmq_pub import subscribe
+
+    stop_event = stop_event or threading.Event()
+    server = DashboardServer(host, port, source=address).start()
+    if on_start is not None:
+        on_start(server)
+    if ready is not None:
+        ready.set()
+    try:
+        for _topic, message in subscribe(address, topics, stop_event=stop_event):
+            server.add(message)
+    finally:
+        server.close()
+    return server

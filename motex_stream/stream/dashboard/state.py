@@ -1,0 +1,146 @@
+"""What the dashboard knows: the published messages folded into per-model history.
+
+The page is a view of this state, not of the message stream: a browser that connects late, or
+reconnects after the dashboard or the service restarted, first gets a snapshot of everything
+here and then the frames as they arrive. Each model keeps the frames of its current run
+(bounded), the latest starting-model coordinates, and a longer timeline of error, latency and
+arrival time for the trend plots. A new run starts when the message's ``source`` changes or its
+``seq`` goes back (a run replayed from the start).
+
+Folding is pure bookkeeping (no I/O) and thread-safe, so the server's subscriber thread and
+its HTTP threads share one :class:`DashboardState`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: frames of the current run kept per model (the heatmap's width); older ones scroll out
+MAX_FRAMES = 5000
+#: frames whose fit curve is kept (scrolling back further shows no fit)
+FIT_FRAMES = 300
+#: points of the error/latency/rate timeline kept per model (across runs)
+TIMELINE = 5000
+
+
+def frame_record(message: Mapping[str, Any], arrived: float) -> dict[str, Any]:
+    """The part of one message the page draws, keyed compactly (JSON-safe, floats or None)."""
+    contributions = message.get("contributions") or []
+    best = message.get("best") or {}
+    quality = message.get("model_quality") or {}
+    received, published = message.get("received_at"), message.get("published_at")
+    latency = published - received if received is not None and published is not None else None
+    return {
+        "seq": int(message["seq"]),
+        "time": message.get("time"),
+        "published_at": published,
+        "arrived": arrived,
+        "latency": latency,
+        "values": [c.get("value") for c in contributions],
+        "spread": [c.get("spread") for c in contributions],
+        "mask": list(best.get("mask") or []),
+        "rwp": best.get("rwp"),
+        "mae": quality.get("mae"),
+        "n_trees": quality.get("n_trees"),
+        "fit": message.get("fit"),
+    }
+
+
+@dataclass
+class ModelView:
+    """One model's history as the page needs it."""
+
+    name: str
+    atoms: list[int] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    run: str = ""
+    runs: int = 0
+    frames: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_FRAMES))
+    structure: dict[str, Any] | None = None
+    timeline: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE))
+    messages: int = 0
+    gaps: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "atoms": self.atoms,
+            "elements": self.elements,
+            "run": self.run,
+            "runs": self.runs,
+            "frames": list(self.frames),
+            "structure": self.structure,
+            "timeline": list(self.timeline),
+            "messages": self.messages,
+            "gaps": self.gaps,
+        }
+
+
+class DashboardState:
+    """Every model's :class:`ModelView`, fed message by message from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.models: dict[str, ModelView] = {}
+        self.messages = 0
+        self.started = time.time()
+        self.last_arrival: float | None = None
+
+    def add(self, message: Mapping[str, Any], arrived: float | None = None) -> dict[str, Any]:
+        """Fold one (validated) message in; return the update event the page applies."""
+        arrived = time.time() if arrived is None else arrived
+        record = frame_record(message, arrived)
+        name = str(message["model"])
+        atoms = [int(c["atom"]) for c in message.get("contributions") or []]
+        source = str(message.get("source", ""))
+        with self._lock:
+            self.messages += 1
+            self.last_arrival = arrived
+            view = self.models.get(name)
+            if view is None or view.atoms != atoms:  # new model, or another starting model
+                view = self.models[name] = ModelView(name, atoms=atoms)
+                view.elements = [str(c["element"]) for c in message["contributions"]]
+            last = view.frames[-1]["seq"] if view.frames else None
+            new_run = not view.frames or source != view.run or record["seq"] <= last
+            if new_run:
+                view.frames.clear()
+                view.run = source
+                view.runs += 1
+            elif record["seq"] != last + 1:
+                view.gaps += 1
+            if message.get("structure") is not None:
+                view.structure = dict(message["structure"])
+            view.frames.append(record)
+            if len(view.frames) > FIT_FRAMES:
+                view.frames[-FIT_FRAMES - 1]["fit"] = None  # only recent fits are kept
+            view.messages += 1
+            point = [arrived, record["mae"], record["latency"], record["rwp"]]
+            view.timeline.append(point)
+            return {
+                "model": name,
+                "new_run": new_run,
+                "run": view.run,
+                "runs": view.runs,
+                "atoms": view.atoms,
+                "elements": view.elements,
+                "frame": record,
+                "structure": message.get("structure"),
+                "point": point,
+                "messages": view.messages,
+                "gaps": view.gaps,
+            }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, for a page that (re)connects."""
+        with self._lock:
+            return {
+                "messages": self.messages,
+                "started": self.started,
+                "last_arrival": self.last_arrival,
+                "models": {name: view.snapshot() for name, view in self.models.items()},
+            }

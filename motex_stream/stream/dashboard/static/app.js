@@ -1,0 +1,344 @@
+// motex-stream dashboard page: applies the server's snapshot and frame events to per-model
+// state and redraws with Plotly (from the plotly wheel). No build step, no other library.
+"use strict";
+
+const MAX_FRAMES = 5000;  // as the server keeps (state.py)
+const MAX_TIMELINE = 5000;
+const STALE_S = 10;  // no frame for this long: say so (a service restarting, a beam dump)
+// diverging, centred on 0: blue = the data want the atom, red = it hurts the fit
+const DIVERGING = [[0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"],
+  [0.75, "#ef8a62"], [1, "#b2182b"]];
+const ELEMENT_COLOUR = { W: "#2f6fb0", O: "#d23c3c", Mo: "#6a9c46", P: "#e08a1e", Ga: "#7c5cb0" };
+const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover" };
+
+const models = {};  // name -> model state
+const stats = { firstRender: null, latency: [], renders: 0, reconnects: 0 };
+window.motex = { models, stats };
+let info = { source: "", messages: 0 };
+let lastArrival = null;  // dashboard clock (s) of the latest frame
+let clockSkew = 0;  // server time - browser time (s), from the snapshot
+let connected = false;
+
+// ------------------------------------------------------------------ formatting
+function fmt(v, digits = 4) {
+  if (v === null || v === undefined || !isFinite(v)) return "—";
+  if (v !== 0 && Math.abs(v) < Math.pow(10, -digits + 1)) return v.toExponential(2);
+  return v.toFixed(digits);
+}
+function label(m, i) { return m.elements[i] + m.atoms[i]; }
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+
+// ------------------------------------------------------------------ state
+function newModel(name) {
+  const tpl = document.getElementById("model-template");
+  const el = tpl.content.firstElementChild.cloneNode(true);
+  el.dataset.model = name;
+  el.querySelector(".name").textContent = name;
+  document.getElementById("models").appendChild(el);
+  const waiting = document.getElementById("waiting");
+  if (waiting) waiting.remove();
+  const m = {
+    name, el, atoms: [], elements: [], run: "", runs: 0, frames: [], structure: null,
+    timeline: [], messages: 0, gaps: 0, follow: true, selected: -1, threshold: 0,
+    pending: [],  // published_at of frames not yet on screen (latency statistics)
+  };
+  const slider = el.querySelector(".frame-slider");
+  slider.addEventListener("input", () => { m.follow = false; m.selected = +slider.value; schedule(m); });
+  el.querySelector(".follow").addEventListener("click", () => { m.follow = true; schedule(m); });
+  el.querySelector(".threshold").addEventListener("input", (e) => {
+    const v = parseFloat(e.target.value);
+    m.threshold = isFinite(v) ? v : 0;
+    schedule(m);
+  });
+  models[name] = m;
+  return m;
+}
+
+function fromSnapshot(name, s) {
+  const m = models[name] || newModel(name);
+  Object.assign(m, {
+    atoms: s.atoms, elements: s.elements, run: s.run, runs: s.runs, frames: s.frames,
+    structure: s.structure, timeline: s.timeline, messages: s.messages, gaps: s.gaps,
+  });
+  return m;
+}
+
+function applyFrame(ev) {
+  const m = models[ev.model] || newModel(ev.model);
+  const f = ev.frame;
+  const sameAtoms = m.atoms.length === ev.atoms.length && m.atoms.every((a, i) => a === ev.atoms[i]);
+  const last = m.frames.length ? m.frames[m.frames.length - 1] : null;
+  if (sameAtoms) {  // skip what the snapshot this page was built from already held
+    if (ev.runs < m.runs || (ev.new_run && ev.runs === m.runs)) return;
+    if (!ev.new_run && last && last.seq >= f.seq) return;
+  }
+  if (ev.new_run || !sameAtoms) {
+    m.frames = [];
+    m.atoms = ev.atoms;
+    m.elements = ev.elements;
+    if (!m.follow) m.selected = 0;
+  }
+  m.run = ev.run; m.runs = ev.runs; m.messages = ev.messages; m.gaps = ev.gaps;
+  if (ev.structure) m.structure = ev.structure;
+  m.frames.push(f);
+  if (m.frames.length > MAX_FRAMES) { m.frames.shift(); if (!m.follow) m.selected = Math.max(0, m.selected - 1); }
+  m.timeline.push(ev.point);
+  if (m.timeline.length > MAX_TIMELINE) m.timeline.shift();
+  if (f.published_at !== null) m.pending.push(f.published_at);
+  lastArrival = f.arrived;
+  info.messages += 1;
+  schedule(m);
+}
+
+// ------------------------------------------------------------------ rendering
+const dirty = new Set();
+let frameRequested = false;
+function schedule(m) {
+  dirty.add(m);
+  if (!frameRequested) { frameRequested = true; requestAnimationFrame(renderDirty); }
+}
+function renderDirty() {
+  frameRequested = false;
+  const todo = Array.from(dirty);
+  dirty.clear();
+  Promise.all(todo.map(render)).then(() => {
+    const now = Date.now() / 1000 + clockSkew;
+    for (const m of todo) {
+      for (const p of m.pending) stats.latency.push(now - p);
+      m.pending = [];
+    }
+    if (stats.latency.length > 10000) stats.latency.splice(0, stats.latency.length - 10000);
+    if (stats.firstRender === null && todo.some((m) => m.frames.length)) stats.firstRender = performance.now();
+    stats.renders += 1;
+  });
+  renderHeader();
+}
+
+function current(m) {
+  const n = m.frames.length;
+  if (!n) return -1;
+  if (m.follow || m.selected < 0 || m.selected >= n) return n - 1;
+  return m.selected;
+}
+
+function symmetricRange(m) {
+  let top = 0;
+  for (const f of m.frames) for (const v of f.values) if (v !== null && Math.abs(v) > top) top = Math.abs(v);
+  return top > 0 ? top : 1;
+}
+
+function render(m) {
+  const i = current(m);
+  if (i < 0) return Promise.resolve();
+  const f = m.frames[i];
+  const top = symmetricRange(m);
+  const el = m.el;
+  el.dataset.frames = m.frames.length;
+  el.dataset.selectedSeq = f.seq;
+  el.querySelector(".run").textContent = "run " + m.run;
+  el.querySelector(".summary").textContent =
+    `frame ${f.seq} · ${m.frames.length} frames in run · run ${m.runs} · ${m.messages} messages` +
+    (m.gaps ? ` · ${m.gaps} gaps` : "");
+  const slider = el.querySelector(".frame-slider");
+  slider.max = m.frames.length - 1;
+  slider.value = i;
+  el.querySelector(".frame-label").textContent = `seq ${f.seq} of ${m.frames[m.frames.length - 1].seq}`;
+  el.querySelector(".follow").classList.toggle("on", m.follow);
+  renderRanking(m, f, top);
+  return Promise.all([renderHeatmap(m, i, top), render3d(m, f, top), renderFit(m, f), renderTrends(m)]);
+}
+
+function renderHeatmap(m, i, top) {
+  const x = m.frames.map((f) => f.seq);
+  const z = m.atoms.map((_, a) => m.frames.map((f) => f.values[a]));
+  const y = m.atoms.map((_, a) => label(m, a));
+  const shapes = m.follow ? [] : [{
+    type: "line", xref: "x", yref: "paper", x0: m.frames[i].seq, x1: m.frames[i].seq, y0: 0, y1: 1,
+    line: { color: "#1d2330", width: 2, dash: "dot" },
+  }];
+  const data = [{
+    type: "heatmap", x, y, z, zmin: -top, zmax: top, zmid: 0, colorscale: DIVERGING,
+    colorbar: { title: { text: "value" }, thickness: 12 },
+    hovertemplate: "%{y}, frame %{x}<br>value %{z:.4g}<extra></extra>",
+  }];
+  const layout = {
+    title: { text: "Atom contribution values", font: { size: 14 } },
+    margin: { l: 60, r: 10, t: 30, b: 40 }, xaxis: { title: { text: "frame (seq)" } },
+    yaxis: { autorange: "reversed", type: "category" }, shapes, uirevision: m.run,
+  };
+  const div = m.el.querySelector(".heatmap");
+  const p = Plotly.react(div, data, layout, PLOT_CONFIG);
+  if (!div.dataset.bound) {
+    div.dataset.bound = "1";
+    div.on("plotly_click", (ev) => {
+      const seq = ev.points[0].x;
+      const j = m.frames.findIndex((f) => f.seq === seq);
+      if (j >= 0) { m.follow = false; m.selected = j; schedule(m); }
+    });
+  }
+  return p;
+}
+
+function renderRanking(m, f, top) {
+  const order = m.atoms.map((_, a) => a).sort((a, b) => {
+    const va = f.values[a], vb = f.values[b];
+    if (va === null) return 1;
+    if (vb === null) return -1;
+    return va - vb;
+  });
+  const rows = order.map((a, rank) => {
+    const v = f.values[a], s = f.spread[a];
+    const kept = v !== null && v < m.threshold;
+    const width = v === null ? 0 : Math.min(100, (100 * Math.abs(v)) / top);
+    const colour = v !== null && v < 0 ? "#2166ac" : "#b2182b";
+    return `<tr class="${kept ? "kept" : "removed"}" data-atom="${m.atoms[a]}" data-value="${v}">` +
+      `<td>${rank + 1}</td><td class="atom">${escapeHtml(label(m, a))}</td>` +
+      `<td class="value">${fmt(v)}</td><td class="spread">${fmt(s)}</td>` +
+      `<td class="bar"><div class="barfill" style="width:${width}%;background:${colour}"></div></td>` +
+      `<td class="state">${kept ? "kept" : "removed"}</td></tr>`;
+  });
+  m.el.querySelector(".ranking tbody").innerHTML = rows.join("");
+}
+
+function render3d(m, f, top) {
+  const div = m.el.querySelector(".model3d");
+  const s = m.structure;
+  if (!s) {
+    return Plotly.react(div, [], {
+      title: { text: "Starting model (arrives with the next run's first frame)", font: { size: 13 } },
+      xaxis: { visible: false }, yaxis: { visible: false },
+    }, PLOT_CONFIG);
+  }
+  const col = {};  // atom number -> column in the values
+  m.atoms.forEach((a, k) => { col[a] = k; });
+  const keptAtom = (n) => { const v = f.values[col[n]]; return v !== null && v !== undefined && v < m.threshold; };
+  const perm = [], dep = [];
+  s.elements.forEach((_, k) => ((col[k + 1] !== undefined) ? perm : dep).push(k));
+  const xyz = (idx, c) => idx.map((k) => s.xyz[k][c]);
+  const permValues = perm.map((k) => f.values[col[k + 1]]);
+  const permText = perm.map((k, j) => {
+    const v = permValues[j], sp = f.spread[col[k + 1]];
+    return `${s.elements[k]} #${k + 1}<br>value ${fmt(v)} ± ${fmt(sp)}<br>${keptAtom(k + 1) ? "kept" : "removed"}`;
+  });
+  const depKept = dep.map((k) => s.bonded[k].some(keptAtom));
+  const depText = dep.map((k, j) => `${s.elements[k]} #${k + 1} (goes with ${s.bonded[k].map((n) => s.elements[n - 1] + n).join(", ") || "none"})` +
+    `<br>${depKept[j] ? "kept" : "removed"}`);
+  const bx = [], by = [], bz = [];
+  dep.forEach((k) => s.bonded[k].forEach((n) => {
+    for (const [arr, c] of [[bx, 0], [by, 1], [bz, 2]]) arr.push(s.xyz[k][c], s.xyz[n - 1][c], null);
+  }));
+  const data = [
+    { type: "scatter3d", mode: "lines", name: "bonds", x: bx, y: by, z: bz, hoverinfo: "skip",
+      line: { color: "#c3c8d2", width: 2 }, showlegend: false },
+    { type: "scatter3d", mode: "markers", name: "dependent atoms", x: xyz(dep, 0), y: xyz(dep, 1), z: xyz(dep, 2),
+      text: depText, hovertemplate: "%{text}<extra></extra>", opacity: 0.35,
+      marker: { size: 4, color: dep.map((k) => ELEMENT_COLOUR[s.elements[k]] || "#888"),
+        symbol: depKept.map((k) => (k ? "circle" : "circle-open")) } },
+    { type: "scatter3d", mode: "markers", name: "permutable atoms", x: xyz(perm, 0), y: xyz(perm, 1), z: xyz(perm, 2),
+      text: permText, hovertemplate: "%{text}<extra></extra>",
+      marker: { size: 9, color: permValues.map((v) => (v === null ? 0 : v)), cmin: -top, cmax: top, cmid: 0,
+        colorscale: DIVERGING, line: { color: "#1d2330", width: 1 },
+        symbol: perm.map((k) => (keptAtom(k + 1) ? "circle" : "circle-open")),
+        colorbar: { title: { text: "value" }, thickness: 12 } } },
+  ];
+  const layout = {
+    title: { text: `Starting model, frame ${f.seq} (filled: kept, open: removed)`, font: { size: 13 } },
+    margin: { l: 0, r: 0, t: 30, b: 0 }, showlegend: false, uirevision: "keep-camera",
+    scene: { aspectmode: "data", camera: { eye: { x: 1.7, y: 1.7, z: 1.1 } }, xaxis: { title: { text: "x (Å)" } }, yaxis: { title: { text: "y (Å)" } },
+      zaxis: { title: { text: "z (Å)" } } },
+  };
+  div.dataset.atoms = perm.length + dep.length;
+  return Plotly.react(div, data, layout, PLOT_CONFIG);
+}
+
+function renderFit(m, f) {
+  const div = m.el.querySelector(".fit");
+  const fit = f.fit;
+  if (!fit) {
+    return Plotly.react(div, [], { title: { text: `No fit curve kept for frame ${f.seq}`, font: { size: 13 } } }, PLOT_CONFIG);
+  }
+  const diff = fit.g.map((g, k) => (g === null || fit.g_calc[k] === null ? null : g - fit.g_calc[k]));
+  const finite = (a) => a.filter((v) => v !== null);
+  const low = Math.min(...finite(fit.g), ...finite(fit.g_calc));
+  const offset = low - Math.max(...finite(diff), 0) - 0.1 * (Math.max(...finite(fit.g)) - low);
+  const data = [
+    { type: "scatter", mode: "markers", name: "G(r) data", x: fit.r, y: fit.g, marker: { size: 3, color: "#1d2330" } },
+    { type: "scatter", mode: "lines", name: "best motif", x: fit.r, y: fit.g_calc, line: { color: "#d23c3c", width: 1.5 } },
+    { type: "scatter", mode: "lines", name: "difference", x: fit.r, y: diff.map((d) => (d === null ? null : d + offset)),
+      line: { color: "#1b7f3b", width: 1 } },
+  ];
+  const kept = f.mask.reduce((a, b) => a + b, 0);
+  const layout = {
+    title: { text: `G(r), frame ${f.seq}: Rwp ${fmt(f.rwp)}, best motif keeps ${kept}/${f.mask.length}`,
+      font: { size: 13 }, x: 0.01, xanchor: "left" },
+    margin: { l: 50, r: 10, t: 40, b: 40 }, legend: { orientation: "h", y: -0.2 },
+    xaxis: { title: { text: "r (Å)" } }, yaxis: { title: { text: "G (Å⁻²)" } }, uirevision: m.run,
+  };
+  div.dataset.points = fit.r.length;
+  return Plotly.react(div, data, layout, PLOT_CONFIG);
+}
+
+function renderTrends(m) {
+  const t = m.timeline;
+  const x = t.map((p) => new Date(p[0] * 1000));
+  const rate = t.map((p, k) => {
+    const back = Math.min(k, 10);
+    if (back < 1) return null;
+    const span = p[0] - t[k - back][0];
+    return span > 0 ? back / span : null;
+  });
+  const data = [
+    { type: "scatter", mode: "lines+markers", name: "model MAE", x, y: t.map((p) => p[1]), marker: { size: 3 } },
+    { type: "scatter", mode: "lines+markers", name: "latency (s)", x, y: t.map((p) => p[2]), yaxis: "y2", marker: { size: 3 } },
+    { type: "scatter", mode: "lines+markers", name: "frames/s", x, y: rate, yaxis: "y3", marker: { size: 3 } },
+  ];
+  const layout = {
+    margin: { l: 60, r: 10, t: 10, b: 30 }, showlegend: false,
+    xaxis: { type: "date" },
+    yaxis: { domain: [0.7, 1], title: { text: "MAE" } },
+    yaxis2: { domain: [0.36, 0.64], title: { text: "latency (s)" } },
+    yaxis3: { domain: [0, 0.3], title: { text: "frames/s" } },
+    uirevision: m.name,
+  };
+  return Plotly.react(m.el.querySelector(".trends"), data, layout, PLOT_CONFIG);
+}
+
+function renderHeader() {
+  const status = document.getElementById("status");
+  const now = Date.now() / 1000 + clockSkew;
+  let cls, text;
+  if (!connected) { cls = "reconnecting"; text = "reconnecting to the dashboard…"; }
+  else if (lastArrival === null) { cls = "stale"; text = "connected, no frames yet"; }
+  else if (now - lastArrival > STALE_S) { cls = "stale"; text = `no frames for ${Math.round(now - lastArrival)} s`; }
+  else { cls = "live"; text = "live"; }
+  status.className = "status " + cls;
+  status.textContent = text;
+  document.getElementById("source").textContent = info.source ? "from " + info.source : "";
+  const names = Object.keys(models);
+  document.getElementById("counters").textContent =
+    `${names.length} model${names.length === 1 ? "" : "s"} · ${info.messages} messages`;
+}
+
+// ------------------------------------------------------------------ connection
+function connect() {
+  const events = new EventSource("/events");
+  events.addEventListener("snapshot", (e) => {
+    const snap = JSON.parse(e.data);
+    connected = true;
+    info = { source: snap.source, messages: snap.messages };
+    clockSkew = snap.now - Date.now() / 1000;
+    lastArrival = snap.last_arrival;
+    for (const [name, s] of Object.entries(snap.models)) schedule(fromSnapshot(name, s));
+    renderHeader();
+  });
+  events.addEventListener("frame", (e) => applyFrame(JSON.parse(e.data)));
+  events.onerror = () => {  // the browser retries by itself (retry: 1000 ms)
+    if (connected) stats.reconnects += 1;
+    connected = false;
+    renderHeader();
+  };
+}
+setInterval(renderHeader, 1000);
+connect();

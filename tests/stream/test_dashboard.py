@@ -1,0 +1,237 @@
+"""The dashboard without a browser: its state, its HTTP and event stream, its message fields.
+
+The server runs for real on 127.0.0.1 (random port) and is read over real sockets; the ZMQ
+test publishes on a real socket. The browser tests are in ``test_dashboard_browser.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from motex_stream.analysis import steps
+from motex_stream.analysis.settings import ModelSettings
+from motex_stream.cli import main as cli_main
+from motex_stream.fitting.results import rwp
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.dashboard import DashboardServer, serve_subscription
+from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.liveview import FIT_POINTS, best_fit, decimation, structure
+from motex_stream.stream.messages import build_message, decode, encode
+from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
+from motex_stream.stream.series import two_motif_series
+
+
+def message(seq: int, source: str = "run-a", values=(-0.2, 0.1, 0.05), **more) -> dict:
+    """A v1 message as the service publishes it (built by the one message builder)."""
+    result = FrameResult(
+        model="keggin",
+        contributions=[
+            {"atom": a, "element": "W", "value": v, "spread": 0.01}
+            for a, v in zip((1, 2, 5), values, strict=True)
+        ],
+        best={"mask": [1, 0, 0], "rwp": 0.3 - 0.01 * seq, "scale": 1.0, "zoom": 1.0},
+        timing={"fit": 0.1},
+        model_quality={"mae": 0.004, "n_trees": 10.0, "rebuilt": 0.0},
+        n_refit=100,
+        **more,
+    )
+    r = np.linspace(1, 10, 50)
+    return build_message(
+        result, Frame(source, seq, 1.7e9 + seq, r, np.sin(r)), received_at=10.0, published_at=10.25
+    )
+
+
+# ---------------------------------------------------------------- message fields (v2)
+
+
+def test_fit_and_structure_are_optional_fields_v1_readers_accept() -> None:
+    plain = message(1)
+    assert "fit" not in plain and "structure" not in plain  # v1 exactly as before
+    fit = {"r": [1.0, 2.0], "g": [0.5, np.float32(0.25)], "g_calc": [0.4, np.nan]}
+    shape = {"elements": ["W", "O"], "xyz": [[0, 0, 0], [1.5, 0, 0]], "permutable": [1],
+             "bonded": [[1], [1]]}  # fmt: skip
+    full = decode(encode(message(1, fit=fit, structure=shape)))  # a v1 reader's decode
+    assert full["fit"] == {"r": [1.0, 2.0], "g": [0.5, 0.25], "g_calc": [0.4, None]}
+    assert full["structure"] == shape
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    series = two_motif_series(tmp_path_factory.mktemp("series"), n_frames=4)
+    settings = ModelSettings(starting_model=str(series.model_path))
+    model = steps.load_model(settings)
+    data = steps.fit_data(series.r, series.frame(1), settings)
+    return steps.prepare_engine(model, data.settings, data.r), data.g
+
+
+def test_best_fit_curve_reproduces_the_fitted_rwp(engine) -> None:
+    prep, g = engine
+    masks = np.random.default_rng(0).random((40, prep.model.n_permutable)) < 0.6
+    fits = steps.fit_masks(prep, masks, g, "isotropic")
+    best = int(np.argmin(fits.rwp))
+    curve = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g)
+    keep = decimation(len(g))
+    assert len(curve["r"]) == len(keep) <= FIT_POINTS
+    np.testing.assert_allclose(curve["g"], g[keep])
+    # undecimated, the curve's Rwp is the batched fit's Rwp: the plot shows what was fitted
+    full = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g, points=len(g))
+    assert len(full["r"]) == len(g)
+    assert rwp(g, np.array(full["g_calc"])) == pytest.approx(fits.rwp[best], abs=1e-3)
+
+
+def test_structure_lists_every_atom_and_what_dependent_atoms_go_with(engine) -> None:
+    prep, _ = engine
+    model = prep.model
+    s = structure(prep)
+    assert len(s["elements"]) == len(s["xyz"]) == len(s["bonded"]) == model.n_atoms
+    assert s["permutable"] == (model.permutable + 1).tolist()
+    for atom in s["permutable"]:
+        assert s["bonded"][atom - 1] == [atom]
+    for row, atom in enumerate(model.dependent):
+        want = (model.permutable[model.bonded[row]] + 1).tolist()
+        assert s["bonded"][atom] == want and want  # every O of this model has a W
+
+
+def test_decimation_keeps_at_most_the_limit_evenly() -> None:
+    assert decimation(10).tolist() == list(range(10))
+    idx = decimation(1401)
+    assert len(idx) <= FIT_POINTS and idx[0] == 0 and len(set(np.diff(idx))) == 1
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_state_folds_runs_gaps_and_bounds_fits() -> None:
+    state = DashboardState()
+    ev = state.add(message(1, structure={"elements": ["W"]}), arrived=100.0)
+    assert ev["new_run"] and ev["runs"] == 1 and ev["frame"]["latency"] == 0.25
+    state.add(message(2), arrived=101.0)
+    ev = state.add(message(4), arrived=102.0)  # seq 3 never came
+    assert not ev["new_run"] and ev["gaps"] == 1
+    view = state.models["keggin"]
+    assert [f["seq"] for f in view.frames] == [1, 2, 4]
+    assert view.structure == {"elements": ["W"]}  # kept although later frames lack it
+    assert view.frames[0]["values"] == [-0.2, 0.1, 0.05]
+
+    ev = state.add(message(1, source="run-b"), arrived=103.0)  # another run
+    assert ev["new_run"] and ev["runs"] == 2 and len(view.frames) == 1
+    ev = state.add(message(1, source="run-b"), arrived=104.0)  # the same run replayed anew
+    assert ev["new_run"] and ev["runs"] == 3
+    assert len(view.timeline) == 5  # the trend plots span runs
+
+    for seq in range(2, FIT_FRAMES + 10):
+        state.add(message(seq, source="run-b", fit={"r": [1.0], "g": [1.0], "g_calc": [1.0]}))
+    frames = state.models["keggin"].frames
+    assert sum(f["fit"] is not None for f in frames) == FIT_FRAMES
+    assert frames[-1]["fit"] is not None
+
+    other = state.add(message(5, source="run-b") | {"contributions": []})
+    assert other["new_run"] and state.models["keggin"].atoms == []  # another starting model
+
+
+# ---------------------------------------------------------------- server
+
+
+def get(server: DashboardServer, path: str) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def read_event(sock_file) -> tuple[str, dict]:
+    """The next SSE event (name, JSON data), skipping keep-alive comments and retry lines."""
+    name, data = "", b""
+    while True:
+        line = sock_file.readline()
+        if not line:
+            raise EOFError("event stream closed")
+        line = line.rstrip(b"\r\n")
+        if line.startswith(b"event: "):
+            name = line[7:].decode()
+        elif line.startswith(b"data: "):
+            data = line[6:]
+        elif not line and name:
+            return name, json.loads(data)
+
+
+def test_server_serves_page_assets_snapshot_and_live_events() -> None:
+    with DashboardServer(port=0, source="tcp://test") as server:
+        assert server.host == "127.0.0.1"  # localhost by default
+        status, kind, page = get(server, "/")
+        assert status == 200 and kind.startswith("text/html")
+        assert b'id="model-template"' in page and b"/static/plotly.min.js" in page
+        status, kind, body = get(server, "/static/plotly.min.js")  # from the plotly wheel
+        assert status == 200 and len(body) > 1_000_000 and b"plotly" in body[:2000].lower()
+        assert get(server, "/static/app.js")[0] == 200
+        assert get(server, "/static/../server.py")[0] == 404
+        assert get(server, "/nothing")[0] == 404
+
+        server.add(message(1))
+        snap = json.loads(get(server, "/api/snapshot")[2])
+        assert snap["source"] == "tcp://test" and snap["messages"] == 1
+        assert snap["models"]["keggin"]["frames"][0]["seq"] == 1
+
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            stream = sock.makefile("rb")
+            assert stream.readline().startswith(b"HTTP/1.1 200")
+            name, snap = read_event(stream)
+            assert name == "snapshot" and len(snap["models"]["keggin"]["frames"]) == 1
+            wait_for(lambda: server.clients == 1)
+            server.add(message(2))
+            name, event = read_event(stream)
+            assert name == "frame" and event["frame"]["seq"] == 2 and not event["new_run"]
+    # closing the server ends the stream instead of hanging the browser's connection
+    assert server.clients == 0
+
+
+def wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_subscription_feeds_the_page_over_real_zmq() -> None:
+    stop = threading.Event()
+    servers: list[DashboardServer] = []
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        thread = threading.Thread(
+            target=serve_subscription,
+            args=(publisher.address,),
+            kwargs={"port": 0, "stop_event": stop, "on_start": servers.append},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            assert publisher.wait_for_subscribers(1, timeout=10)
+            for seq in (1, 2, 3):
+                publisher.send_message(message(seq))
+            server = servers[0]
+            wait_for(lambda: server.state.messages == 3)
+            snap = json.loads(get(server, "/api/snapshot")[2])
+            assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [1, 2, 3]
+        finally:
+            stop.set()
+            thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_cli_lists_dashboard_and_refuses_a_bad_port(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["dashboard", "--help"])
+    assert "--port" in capsys.readouterr().out
+    assert cli_main(["dashboard", "tcp://127.0.0.1:5578", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err

@@ -1,0 +1,232 @@
+"""The dashboard in a real browser: headless Chromium against a running service over ZMQ.
+
+Nothing is mocked: the real analyzer (two-motif series, prepared once) runs in a
+:class:`StreamService` that publishes on a real ZMQ socket; ``serve_subscription`` (what
+``motex-stream dashboard`` runs) subscribes and serves the page on 127.0.0.1; Chromium loads it.
+A test subscriber on the same socket records what was published, and the page's plots are
+compared with it. Screenshots go to ``test-artefacts/`` (see ``browser.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.stream.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.dashboard import DashboardServer, serve_subscription
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
+from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.service import StreamService
+from motex_stream.stream.sources.memory_source import SeriesSource
+from tests.stream.browser import chromium, require_browser, screenshot, wait_until
+from tests.stream.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+N_FRAMES = 8
+N_RESTART = 3
+INTERVAL = 0.5  # s between frames: slow enough to see the heatmap grow column by column
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def settings(series) -> LiveModelSettings:
+    return LiveModelSettings(
+        name="two-motifs",
+        starting_model=str(series.model_path),
+        catalogue_size=500,
+        refit=500,
+        rounds=5,
+        max_trees=150,
+        search_calls=6,
+    )
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory, series, settings) -> Path:
+    require_browser()  # before the preparation: no browser, nothing to prepare for
+    directory = tmp_path_factory.mktemp("state")
+    MotexFrameAnalyzer.prepare(
+        settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
+    )
+    return directory
+
+
+class Dashboard:
+    """``serve_subscription`` on a thread, as ``motex-stream dashboard ADDR --port 0`` runs."""
+
+    def __init__(self, address: str) -> None:
+        self.stop = threading.Event()
+        started = threading.Event()
+        self.server: DashboardServer | None = None
+
+        def on_start(server: DashboardServer) -> None:
+            self.server = server
+            started.set()
+
+        self.thread = threading.Thread(
+            target=serve_subscription,
+            args=(address,),
+            kwargs={"port": 0, "stop_event": self.stop, "on_start": on_start},
+            daemon=True,
+        )
+        self.thread.start()
+        assert started.wait(10)
+        assert self.server is not None
+        self.url = self.server.url
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def start_service(series, settings, state_dir, address: str, n: int) -> StreamService:
+    """A service (fresh analyzer from the saved state) publishing ``n`` frames on ``address``."""
+    analyzer = MotexFrameAnalyzer.prepare(settings, None, state_dir)
+    publisher = ZmqPublisher(address)
+    # the dashboard's and the test's subscribers: wait for both, or the first frames vanish
+    assert publisher.wait_for_subscribers(2, timeout=15)
+    source = SeriesSource(series.frame, series.r, n, interval=INTERVAL)
+    service = StreamService({analyzer.name: analyzer}, [source], [publisher])
+    service.start()
+    return service
+
+
+def page_state(driver) -> dict:
+    """What the page shows, read from the plots' own data and the ranking table."""
+    return driver.execute_script(
+        """
+        const sec = document.querySelector('section.model');
+        if (!sec) return {columns: 0};
+        const heat = sec.querySelector('.heatmap'), m3d = sec.querySelector('.model3d');
+        const fit = sec.querySelector('.fit');
+        const rows = Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
+            atom: +tr.dataset.atom, value: tr.querySelector('.value').textContent,
+            state: tr.querySelector('.state').textContent}));
+        const traces = (div) => (div.data || []);
+        return {
+            columns: heat.data ? heat.data[0].x.length : 0,
+            seqs: heat.data ? heat.data[0].x : [],
+            z: heat.data ? heat.data[0].z : [],
+            atoms3d: traces(m3d).filter((t) => t.mode === 'markers')
+                .reduce((n, t) => n + t.x.length, 0),
+            fitPoints: traces(fit).length ? traces(fit)[0].x.length : 0,
+            fitTraces: traces(fit).map((t) => t.name),
+            rows, status: document.getElementById('status').textContent,
+            run: sec.querySelector('.run').textContent,
+            stats: window.motex.stats,
+        };
+        """
+    )
+
+
+class Recorder:
+    """Records every published message on a thread (a SUB socket only resubscribes after a
+    publisher restart while its owner keeps polling it, as the dashboard does)."""
+
+    def __init__(self, address: str) -> None:
+        self.messages: list[dict] = []
+        self.stop = threading.Event()
+        self.subscriber = Subscriber(address)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            got = self.subscriber.recv(timeout=0.1)
+            if got is not None:
+                self.messages.append(got[1])
+
+    def take(self, n: int, timeout: float = 120.0) -> list[dict]:
+        wait_until(lambda: len(self.messages) >= n, timeout, f"{n} published messages")
+        taken, self.messages = self.messages[:n], self.messages[n:]
+        return taken
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.subscriber.close()
+
+
+def test_page_follows_a_running_service_and_survives_its_restart(series, settings, state_dir):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dashboard = Dashboard(address)
+    recorder = Recorder(address)
+    service = None
+    try:
+        with chromium() as driver:
+            t0 = time.monotonic()
+            driver.get(dashboard.url)
+            wait_until(
+                lambda: driver.execute_script("return window.motex !== undefined"),
+                what="the page script",
+            )
+            service = start_service(series, settings, state_dir, address, N_FRAMES)
+
+            # the heatmap gains a column with each frame (sampled while frames arrive)
+            seen: list[int] = []
+
+            def grown() -> bool:
+                seen.append(page_state(driver)["columns"])
+                return seen[-1] >= N_FRAMES
+
+            wait_until(grown, timeout=120, what=f"{N_FRAMES} heatmap columns", every=0.1)
+            counts = sorted(set(seen) - {0})
+            assert seen == sorted(seen), "columns never disappear"
+            assert len(counts) >= N_FRAMES // 2, f"the heatmap grew in steps {counts}"
+            messages = recorder.take(N_FRAMES)
+            service.wait(30)
+
+            state = page_state(driver)
+            # the values drawn are the values published, frame by frame and atom by atom
+            assert state["seqs"] == [m["seq"] for m in messages]
+            published = np.array(
+                [[c["value"] for c in m["contributions"]] for m in messages], dtype=float
+            ).T
+            np.testing.assert_allclose(np.array(state["z"], dtype=float), published, rtol=1e-12)
+            last = {c["atom"]: c["value"] for c in messages[-1]["contributions"]}
+            assert [r["atom"] for r in state["rows"]] == sorted(last, key=last.get)
+            for row in state["rows"]:
+                assert float(row["value"]) == pytest.approx(last[row["atom"]], abs=6e-5)
+                assert row["state"] == ("kept" if last[row["atom"]] < 0 else "removed")
+            # the 3-D view holds every atom of the model, the fit plot every point sent
+            assert state["atoms3d"] == len(messages[0]["structure"]["elements"]) == 65
+            assert state["fitPoints"] == len(messages[-1]["fit"]["r"]) > 100
+            assert state["fitTraces"] == ["G(r) data", "best motif", "difference"]
+            # the last frame's motif is B (atoms 13-25): the most wanted atoms are B's
+            assert all(r["atom"] > 12 for r in state["rows"][:5])
+            assert state["stats"]["firstRender"] is not None
+            screenshot(driver, "dashboard-live")
+
+            # service restart: a new process binds the same address and starts a new run
+            service.stop()
+            service = None
+            time.sleep(1.0)
+            service = start_service(series, settings, state_dir, address, N_RESTART)
+            after = wait_until(
+                lambda: (s := page_state(driver))["columns"] == N_RESTART and s,
+                timeout=120,
+                what="the new run's frames after the restart",
+            )
+            restarted = recorder.take(N_RESTART)
+            assert after["run"] == f"run {restarted[0]['source']}"
+            assert after["seqs"] == [1, 2, 3]
+            assert after["status"] == "live"
+            screenshot(driver, "dashboard-after-restart")
+            elapsed = time.monotonic() - t0
+            assert elapsed < 120
+    finally:
+        if service is not None:
+            service.stop()
+        recorder.close()
+        dashboard.close()
