@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from motex_stream.stream.config import ServiceConfig
+    from motex_stream.stream.dashboard import DashboardSink
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,28 @@ def run_from_args(args: argparse.Namespace) -> int:
         ", ".join(s.name for s in config.sources) or "none",
         ", ".join(s.type for s in config.sinks) or "none",
     )
-    service = build_service(config)
+    dashboard = dashboard_sink(config.service)
+    try:
+        service = build_service(config)
+    except BaseException:
+        if dashboard is not None:
+            dashboard.close()
+        raise
+    if dashboard is not None:
+        service.sinks.append(dashboard)
     summary = serve_until_signalled(
         service, config.service.metrics_port, config.service.metrics_host
     )
     log.info("service stopped: %s", format_summary(summary))
     return 0
+
+
+def dashboard_sink(service: ServiceConfig) -> DashboardSink | None:
+    """The service's own dashboard (``[service] dashboard_port``), or None when it is off."""
+    if not service.dashboard_port:
+        return None
+    from motex_stream.stream.dashboard import DashboardSink
+
+    sink = DashboardSink(service.dashboard_host, service.dashboard_port)
+    log.info("dashboard on %s", sink.server.url)
+    return sink

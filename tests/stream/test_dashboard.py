@@ -235,3 +235,31 @@ def test_cli_lists_dashboard_and_refuses_a_bad_port(capsys) -> None:
     assert "--port" in capsys.readouterr().out
     assert cli_main(["dashboard", "tcp://127.0.0.1:5578", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+
+
+def test_service_serves_its_own_dashboard_when_configured(tmp_path) -> None:
+    from motex_stream.stream.cli_serve import dashboard_sink
+    from motex_stream.stream.config import ServiceConfig
+    from motex_stream.stream.messages import PublishedFrame
+    from tests.stream.conftest import free_port
+
+    assert dashboard_sink(ServiceConfig(state_dir=tmp_path)) is None  # off by default
+    port = free_port()
+    sink = dashboard_sink(ServiceConfig(state_dir=tmp_path, dashboard_port=port))
+    assert sink is not None
+    try:
+        result = FrameResult(
+            model="keggin",
+            contributions=[{"atom": 1, "element": "W", "value": -0.1, "spread": 0.0}],
+            best={"mask": [1], "rwp": 0.2},
+            timing={},
+            model_quality={"mae": 0.01},
+        )
+        r = np.linspace(1, 10, 5)
+        sink.publish(PublishedFrame.of(result, Frame("run-x", 1, 1.7e9, r, r)))
+        snap = json.loads(get(sink.server, "/api/snapshot")[2])
+        assert (sink.server.host, sink.server.port) == ("127.0.0.1", port)
+        assert snap["source"] == "this service"
+        assert snap["models"]["keggin"]["frames"][0]["values"] == [-0.1]
+    finally:
+        sink.close()

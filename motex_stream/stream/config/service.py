@@ -27,6 +27,15 @@ class ServiceConfig(ConfigModel):
         description="interface the metrics server binds; metrics reveal run uids and timings, "
         "so open it (0.0.0.0) only behind a firewall",
     )
+    dashboard_port: int = Field(
+        0, ge=0, le=65535, description="port of the live web page (docs/dashboard.md); 0: off"
+    )
+    dashboard_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="interface the dashboard binds; it shows run uids and results, so open it "
+        "(0.0.0.0) only behind a firewall",
+    )
     queue_size: int = Field(
         64, ge=1, le=100_000, description="items that may wait between receivers and analysis"
     )
