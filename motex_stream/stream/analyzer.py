@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,18 +38,68 @@ from motex_stream.model.gbdt import (
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
+from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: generation folders committed by state.json
+_GENERATION = re.compile(r"g\d{6}")
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+class StateError(ValueError):
+    """A saved state that cannot be used as it is (corrupt, incomplete, out of range)."""
+
+
+class StateMismatchError(StateError):
+    """A saved state prepared with other settings or by another version."""
+
+
+def _check_grid(r: np.ndarray, settings: LiveModelSettings) -> None:
+    """The saved fit grid must be one the settings could have produced."""
+    if r.ndim != 1 or r.size < 10:
+        raise StateError(f"fit grid of shape {r.shape} (need a 1-D grid of at least 10 points)")
+    if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
+        raise StateError("fit grid is not finite and strictly increasing")
+    step = float(np.median(np.diff(r)))
+    if abs(r[0] - settings.rmin) > step or abs(r[-1] - settings.rmax) > step:
+        raise StateError(
+            f"fit grid spans {r[0]:.3f}..{r[-1]:.3f} Å, settings say "
+            f"{settings.rmin}..{settings.rmax} Å"
+        )
+
+
+def _fsync_path(path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    elif path.is_dir():
+        fsync_dir(path)
+
+
+def _remove_leftovers(directory: Path, keep: str) -> None:
+    """Delete what an interrupted save (or the previous state layout) left behind."""
+    for path in directory.iterdir():
+        if path.name in ("state.json", keep):
+            continue
+        log.info("removing leftover %s", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _move_aside(directory: Path, why: str) -> None:
+    """Keep unusable state for inspection, out of the way of a fresh preparation."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = directory.with_name(f"{directory.name}.bad-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = directory.with_name(f"{directory.name}.bad-{stamp}-{n}")
+    os.replace(directory, target)
+    log.error("state in %s unusable (%s); moved to %s, preparing anew", directory, why, target)
 
 
 def reference_data(settings: LiveModelSettings, reference: Frame | Path) -> steps.FitData:
@@ -104,6 +157,9 @@ class MotexFrameAnalyzer:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
         self._frames = 0
+        self._saved_frames = 0
+        self._generation = 0
+        self.save_every: int | None = None  # frames between saves of warm-start progress
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._elements = [model.symbols[i] for i in model.permutable]
@@ -130,7 +186,7 @@ class MotexFrameAnalyzer:
         model = steps.load_model(settings)
         directory = state_dir / settings.name if state_dir else None
         if directory is not None:
-            loaded = cls._load_state(settings, model, directory)
+            loaded = cls.load(settings, model, directory)
             if loaded is not None:
                 return loaded
         if reference is None:
@@ -173,80 +229,91 @@ class MotexFrameAnalyzer:
 
     # ----------------------------------------------------------------- persistence
     def save_state(self) -> None:
-        """Catalogue, booster and metadata, each written atomically (restart-safe)."""
+        """Persist everything a restart needs, as one atomic commit.
+
+        The files go into a fresh generation folder (``gNNNNNN/``: catalogue, grid, surrogate),
+        each fsync'ed; then ``state.json``, which names that folder, is replaced atomically
+        (write, fsync, rename). A kill at any point leaves the previous commit intact; the
+        leftovers of an interrupted save are removed on the next load or save.
+        """
         if self.state_dir is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        d = self.state_dir
+        d.mkdir(parents=True, exist_ok=True)
+        self._generation += 1
+        name = f"g{self._generation:06d}"
+        gen = d / name
+        if gen.exists():
+            shutil.rmtree(gen)
+        gen.mkdir()
         Catalogue(self.catalogue, self.settings.generator, self.settings.seed).save(
-            self.state_dir / "catalogue.npz.tmp"
+            gen / "catalogue.npz"
         )
-        os.replace(self.state_dir / "catalogue.npz.tmp", self.state_dir / "catalogue.npz")
-        tmp_dir = self.state_dir / "surrogate.tmp"
-        self.surrogate.save(tmp_dir)
-        final = self.state_dir / "surrogate"
-        if final.exists():
-            old = self.state_dir / "surrogate.old"
-            os.replace(final, old)
-            os.replace(tmp_dir, final)
-            for p in old.iterdir():
-                p.unlink()
-            old.rmdir()
-        else:
-            os.replace(tmp_dir, final)
-        np.savez(self.state_dir / "grid.npz.tmp.npz", r=self.engine.r_data)
-        os.replace(self.state_dir / "grid.npz.tmp.npz", self.state_dir / "grid.npz")
-        _write_json_atomic(
-            self.state_dir / "state.json",
-            {
-                "version": STATE_VERSION,
-                "fingerprint": self.configured.fingerprint(),
-                "settings": self.settings.model_dump(mode="json"),
-                "hyperparameters": self.surrogate.params.to_dict(),
-                "search": self.search,
-                "frames": self._frames,
-                "saved_at": time.time(),
-            },
-        )
+        np.savez(gen / "grid.npz", r=self.engine.r_data)
+        self.surrogate.save(gen / "surrogate")
+        for path in sorted(gen.rglob("*"), reverse=True):
+            _fsync_path(path)
+        fsync_dir(gen)
+        meta = {
+            "version": STATE_VERSION,
+            "fingerprint": self.configured.fingerprint(),
+            "generation": name,
+            "settings": self.settings.model_dump(mode="json"),
+            "hyperparameters": self.surrogate.params.to_dict(),
+            "search": self.search,
+            "frames": self._frames,
+            "saved_at": time.time(),
+        }
+        write_atomic(d / "state.json", json.dumps(meta, indent=1).encode())
+        self._saved_frames = self._frames
+        _remove_leftovers(d, keep=name)
+
+    def maybe_save(self) -> None:
+        """Save if ``save_every`` frames passed since the last save; a failure is logged."""
+        if self.save_every is None or self._frames - self._saved_frames < self.save_every:
+            return
+        try:
+            self.save_state()
+        except OSError as exc:
+            self._saved_frames = self._frames  # try again after another save_every frames
+            log.error("model %s: cannot save state in %s: %s", self.name, self.state_dir, exc)
 
     @classmethod
-    def _load_state(
+    def restore(cls, settings: LiveModelSettings, state_dir: Path) -> MotexFrameAnalyzer | None:
+        """The model saved under ``state_dir``, or None when there is none usable."""
+        directory = state_dir / settings.name
+        if not directory.exists() and not directory.is_symlink():
+            return None
+        return cls.load(settings, steps.load_model(settings), directory)
+
+    @classmethod
+    def load(
         cls, settings: LiveModelSettings, model: StartingModel, directory: Path
     ) -> MotexFrameAnalyzer | None:
-        meta_path = directory / "state.json"
-        if not meta_path.exists():
+        """The analyzer saved in ``directory``, or None (nothing there, or nothing usable).
+
+        Every file is checked before use (versions, shapes, ranges, the grid). State that does
+        not match the settings or fails a check is logged in one line and moved aside to
+        ``<directory>.bad-<time>`` for inspection, so the caller prepares anew; the service
+        never crash-loops on its own state.
+        """
+        if not directory.exists() and not directory.is_symlink():
             return None
         try:
-            meta = json.loads(meta_path.read_text())
-            if (
-                meta.get("version") != STATE_VERSION
-                or meta.get("fingerprint") != settings.fingerprint()
-            ):
-                log.warning(
-                    "state in %s was prepared with other settings; preparing anew", directory
-                )
+            if not directory.is_dir():
+                raise StateError("the state path is not a folder")
+            if not (directory / "state.json").exists():
+                if any(directory.iterdir()):
+                    raise StateError("files but no state.json (an interrupted first save)")
                 return None
-            saved = meta["settings"]
-            resolved = settings.with_q_range(saved["qmin"], saved["qmax"])
-            masks = Catalogue.load(directory / "catalogue.npz").masks
-            surrogate = IncrementalSurrogate.load(directory / "surrogate")
-            surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
-            r = np.load(directory / "grid.npz")["r"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("cannot reload state from %s (%s); preparing anew", directory, exc)
+            analyzer = cls._read_state(settings, model, directory)
+        except StateMismatchError as exc:
+            _move_aside(directory, f"state was prepared with other settings ({exc})")
             return None
-        assert isinstance(resolved, LiveModelSettings)
-        engine = steps.prepare_engine(model, resolved, r)
-        analyzer = cls(
-            resolved,
-            model,
-            engine,
-            np.asarray(masks, bool),
-            surrogate,
-            directory,
-            configured=settings,
-            search=list(meta.get("search", [])),
-        )
-        analyzer._frames = int(meta.get("frames", 0))
+        except Exception as exc:  # corrupt state of any kind: never fatal
+            _move_aside(directory, f"{type(exc).__name__}: {exc}")
+            return None
+        _remove_leftovers(directory, keep=analyzer._generation_name)
         log.info(
             "reloaded model %s from %s (%d frames so far)",
             settings.name,
@@ -254,6 +321,81 @@ class MotexFrameAnalyzer:
             analyzer._frames,
         )
         return analyzer
+
+    @classmethod
+    def _read_state(
+        cls, settings: LiveModelSettings, model: StartingModel, directory: Path
+    ) -> MotexFrameAnalyzer:
+        meta = json.loads((directory / "state.json").read_text())
+        if not isinstance(meta, dict):
+            raise StateError(f"state.json holds a {type(meta).__name__}, not a mapping")
+        if meta.get("version") != STATE_VERSION:
+            raise StateMismatchError(f"state version {meta.get('version')!r} != {STATE_VERSION}")
+        if meta.get("fingerprint") != settings.fingerprint():
+            raise StateMismatchError("fingerprint differs")
+        name = meta.get("generation")
+        if not isinstance(name, str) or not _GENERATION.fullmatch(name):
+            raise StateError(f"generation {name!r} is not a generation folder name")
+        gen = directory / name
+        saved = meta.get("settings")
+        if not isinstance(saved, dict):
+            raise StateError("settings missing")
+        qmin, qmax = saved.get("qmin"), saved.get("qmax")
+        if not all(isinstance(q, int | float) and math.isfinite(q) for q in (qmin, qmax)):
+            raise StateError(f"Q range {qmin!r}..{qmax!r} is not numeric")
+        if not 0 <= qmin < qmax:
+            raise StateError(f"Q range {qmin}..{qmax} is not a range")
+        frames = meta.get("frames", 0)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+            raise StateError(f"frames {frames!r} is not a count")
+        search = meta.get("search", [])
+        if not isinstance(search, list):
+            raise StateError("search is not a list")
+        resolved = settings.with_q_range(qmin, qmax)
+        assert isinstance(resolved, LiveModelSettings)
+
+        masks = np.asarray(Catalogue.load(gen / "catalogue.npz").masks, bool)
+        n_atoms = len(model.permutable)
+        if masks.ndim != 2 or masks.shape[1] != n_atoms or len(masks) < 2:
+            raise StateError(f"catalogue of shape {masks.shape} for {n_atoms} permutable atoms")
+        if len(masks) > settings.catalogue_size:
+            raise StateError(f"catalogue of {len(masks)} motifs > {settings.catalogue_size}")
+
+        with np.load(gen / "grid.npz", allow_pickle=False) as grid:
+            r = np.asarray(grid["r"], dtype=float)
+        _check_grid(r, resolved)
+
+        surrogate = IncrementalSurrogate.load(gen / "surrogate")
+        n_features = features(masks[:1]).shape[1]
+        if surrogate.booster.num_features() != n_features:
+            raise StateError(
+                f"surrogate expects {surrogate.booster.num_features()} features, the catalogue "
+                f"gives {n_features}"
+            )
+        if surrogate.n_trees < 1:
+            raise StateError("surrogate has no trees")
+        if not np.all(np.isfinite(surrogate.predict(masks[:8]))):
+            raise StateError("surrogate predicts non-finite values")
+        surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
+
+        engine = steps.prepare_engine(model, resolved, r)
+        analyzer = cls(
+            resolved,
+            model,
+            engine,
+            masks,
+            surrogate,
+            directory,
+            configured=settings,
+            search=search,
+        )
+        analyzer._frames = analyzer._saved_frames = frames
+        analyzer._generation = int(name[1:])
+        return analyzer
+
+    @property
+    def _generation_name(self) -> str:
+        return f"g{self._generation:06d}"
 
     # ----------------------------------------------------------------- per frame
     def run_settings(self, frame: Frame) -> LiveModelSettings:
@@ -306,6 +448,7 @@ class MotexFrameAnalyzer:
         contrib = atom_contributions(shap, self.catalogue)
         timing["explain"] = time.perf_counter() - t
         self._frames += 1
+        self.maybe_save()
 
         best = int(np.argmin(fits.rwp))
         spread = np.sqrt(contrib.spread_kept**2 + contrib.spread_removed**2)

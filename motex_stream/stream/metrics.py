@@ -71,6 +71,40 @@ class StreamMetrics:
         self.sink_errors = Counter(
             "motex_sink_errors", "Exceptions raised by sinks", ["sink"], registry=r
         )
+        self.source_malformed_kind = Counter(
+            "motex_source_malformed_kind",
+            "Inputs a source dropped as malformed, by kind (unknown_name, undecodable, ...)",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.seq_duplicates = Counter(
+            "motex_seq_duplicates",
+            "Events dropped because their seq_num was already seen or published",
+            ["source"],
+            registry=r,
+        )
+        self.seq_late = Counter(
+            "motex_seq_late",
+            "Events analysed although a higher seq_num of their run came first",
+            ["source"],
+            registry=r,
+        )
+        self.backlog_full = Counter(
+            "motex_backlog_full",
+            "Times a bounded backlog was full: frames dropped (source) or receiver waiting "
+            "(service, policy all)",
+            ["where"],
+            registry=r,
+        )
+        self.backlog_bytes = Gauge(
+            "motex_backlog_bytes", "Bytes of frames waiting for the analysis worker", registry=r
+        )
+        self.frame_age_seconds = Histogram(
+            "motex_frame_age_seconds",
+            "Frame's own time (event time) -> message published: the latency the beamline sees",
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "motex_stage_seconds",
             "Time per analysis stage, as reported by the analyzer",

@@ -21,11 +21,15 @@ from motex_stream.analysis.steps import UNIFORM_STEP
 from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SAVE_EVERY = 20
+JOURNAL_DIR = "@runs"  # '@' is not allowed in model names, so no model folder can collide
 
 
 class LazyAnalyzer:
@@ -33,21 +37,32 @@ class LazyAnalyzer:
 
     Preparation (catalogue fit, hyperparameter search) takes seconds; doing it on the first
     frame keeps the service usable without a reference file, at the cost of one slow frame.
+    Saved state that is unusable is moved aside by the analyzer and counts as no state, so a
+    corrupt state folder never stops the service. Warm-start progress is saved every
+    ``save_every`` frames.
     """
 
-    def __init__(self, settings: LiveModelSettings, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: LiveModelSettings,
+        state_dir: Path | None = None,
+        save_every: int | None = DEFAULT_SAVE_EVERY,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.reference = settings.reference
         self.state_dir = state_dir
         self.inner: MotexFrameAnalyzer | None = None
+        self.save_every = save_every
         self._lock = threading.Lock()
         self._state_digest: str | None = None
         self._digest_of: MotexFrameAnalyzer | None = None
-        if self.reference is not None or (
-            state_dir and (state_dir / settings.name / "state.json").exists()
-        ):
+        if state_dir is not None:
+            self.inner = MotexFrameAnalyzer.restore(settings, state_dir)
+        if self.inner is None and self.reference is not None:
             self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
+        if self.inner is not None:
+            self.inner.save_every = save_every
 
     @property
     def fit_r(self) -> np.ndarray:
@@ -61,6 +76,7 @@ class LazyAnalyzer:
             if self.inner is None:
                 log.info("preparing model %s on frame %d of %s", self.name, frame.seq, frame.source)
                 self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
+                self.inner.save_every = self.save_every
         return self.inner.analyze(frame)
 
     def save_state(self) -> None:
@@ -90,7 +106,8 @@ class LazyAnalyzer:
 
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
     state = Path(config.service.state_dir)
-    return {m.name: LazyAnalyzer(m, state) for m in config.models}
+    save_every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
+    return {m.name: LazyAnalyzer(m, state, save_every) for m in config.models}
 
 
 def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
@@ -107,6 +124,8 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
         sinks,
         policy=config.service.policy,
         queue_size=config.service.queue_size,
+        queue_bytes=config.service.queue_bytes,
+        journal=RunJournal(Path(config.service.state_dir) / JOURNAL_DIR),
         metrics=metrics or StreamMetrics(),
         default_model=config.models[0].name,
     )

@@ -7,8 +7,10 @@ stream order.
 
 Policies when analysis is slower than the beam:
 
-- ``all``: every frame, in order. A full queue blocks the receiver (back-pressure): sources
-  that can wait (Tiled replay, files, Kafka) slow down instead of losing data.
+- ``all``: every frame, in order. The queue is bounded in items and in bytes; when it is full
+  the receiver waits (back-pressure): sources that can wait (Tiled replay, files, Kafka) slow
+  down instead of losing data, and a 0MQ source keeps draining its socket into its own bounded
+  backlog (counted drops beyond it). Hitting the bound is counted and logged at a bounded rate.
 - ``latest``: a newly arrived frame replaces the frames of the same source still waiting; the
   dropped ones are counted as skipped. The view stays live with bounded latency.
 
@@ -18,6 +20,9 @@ so sinks always see start → frames → stop. A bad frame is logged and counted
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -32,9 +37,11 @@ import numpy as np
 from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
 from motex_stream.stream.frames import validate_frame as _validate_frame
+from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers import Sink
+from motex_stream.stream.ratelimit import RateLimitedLog
 from motex_stream.stream.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,28 @@ log = logging.getLogger(__name__)
 Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
+DEFAULT_QUEUE_BYTES = 256 * 2**20
+_TRIM_AFTER_BYTES = 32 * 2**20  # a backlog this large is handed back to the OS once drained
+
+
+def _release_memory() -> None:
+    """Give freed heap back to the OS (glibc keeps it after a burst of large frames)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float | int]:
+    out: dict[str, float | int] = {"n": int(values.size)}
+    if values.size:
+        out |= {
+            "p50": float(np.percentile(values, 50)),
+            "p99": float(np.percentile(values, 99)),
+            "max": float(values.max()),
+        }
+    return out
 
 
 @dataclass
@@ -62,17 +91,34 @@ class _Entry:
     source: str
     received_at: float  # wall clock, goes into the message
     received_mono: float = field(default_factory=time.monotonic)  # for latency metrics
+    nbytes: int = 0  # what the frame holds in memory (0 for run boundaries)
 
 
 class _ItemQueue:
-    """Bounded FIFO that knows the two policies; boundaries are never dropped."""
+    """FIFO bounded in items and bytes that knows the two policies; boundaries never drop."""
 
-    def __init__(self, maxsize: int, policy: Policy, on_skip: Callable[[_Entry], None]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        policy: Policy,
+        on_skip: Callable[[_Entry], None],
+        max_bytes: int = DEFAULT_QUEUE_BYTES,
+        on_full: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.policy = policy
         self._on_skip = on_skip
+        self._on_full = on_full
         self._items: deque[_Entry] = deque()
         self._cond = threading.Condition()
+        self.nbytes = 0
+
+    def _full(self, entry: _Entry) -> bool:
+        if len(self._items) >= self.maxsize:
+            return True
+        # one frame larger than the whole bound still passes on its own
+        return bool(self._items) and self.nbytes + entry.nbytes > self.max_bytes
 
     def __len__(self) -> int:
         with self._cond:
@@ -88,11 +134,17 @@ class _ItemQueue:
                     stale = isinstance(e.item, Frame) and e.source == entry.source
                     (skipped if stale else kept).append(e)
                 self._items = kept
-            while not force and len(self._items) >= self.maxsize and not stop.is_set():
+                self.nbytes = sum(e.nbytes for e in kept)
+            waited = False
+            while not force and self._full(entry) and not stop.is_set():
+                if not waited and self._on_full is not None:
+                    self._on_full(len(self._items), self.nbytes)
+                waited = True
                 self._cond.wait(0.1)
             accepted = force or not stop.is_set()
             if accepted:
                 self._items.append(entry)
+                self.nbytes += entry.nbytes
                 self._cond.notify_all()
         for e in skipped:
             self._on_skip(e)
@@ -105,6 +157,7 @@ class _ItemQueue:
             if not self._items:
                 return None
             entry = self._items.popleft()
+            self.nbytes -= entry.nbytes
             self._cond.notify_all()
             return entry
 
@@ -112,6 +165,7 @@ class _ItemQueue:
         with self._cond:
             rest = list(self._items)
             self._items.clear()
+            self.nbytes = 0
             self._cond.notify_all()
             return rest
 
@@ -130,7 +184,14 @@ class StreamService:
         metrics: StreamMetrics | None = None,
         default_model: str | None = None,
         restart_sources: bool = True,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        journal: RunJournal | None = None,
+        resume_after: Mapping[str, int] | None = None,
     ) -> None:
+        """``journal``: open runs persisted for a restart (see :mod:`..journal`).
+        ``resume_after``: per run uid (``Frame.source``), the last seq already published by an
+        earlier process; frames up to it are dropped as duplicates (``replay`` resuming).
+        """
         if not analyzers:
             raise ValueError("StreamService needs at least one analyzer")
         if policy not in ("all", "latest"):
@@ -156,7 +217,13 @@ class StreamService:
             list(self.analyzers), names, sinks=[type(s).__name__ for s in self.sinks]
         )
         self.restart_sources = restart_sources
-        self._queue = _ItemQueue(queue_size, policy, self._count_skip)
+        self._queue = _ItemQueue(
+            queue_size, policy, self._count_skip, max_bytes=queue_bytes, on_full=self._count_full
+        )
+        self._ratelog = RateLimitedLog(log)
+        self.journal = journal
+        self._published_seq: dict[str, int] = dict(resume_after or {})
+        self._backlog_peak = 0
         self._stop = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -165,12 +232,31 @@ class StreamService:
         self._run_model: dict[str, str] = {}
         self._runs: OrderedDict[str, RunCounters] = OrderedDict()
         self._totals = dict.fromkeys(
-            ("received", "processed", "skipped", "failed", "gaps", "abandoned", "sink_errors"), 0
+            (
+                "received",
+                "processed",
+                "skipped",
+                "failed",
+                "gaps",
+                "abandoned",
+                "sink_errors",
+                "duplicates",
+                "late",
+                "malformed",
+                "backlog_full",
+            ),
+            0,
         )
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self._ages: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._seen_stats: dict[str, dict[str, int]] = {}
         self._started = False
         self._closed = False
+        if journal is not None:
+            for source in self.sources:
+                attach = getattr(source, "attach_journal", None)
+                if callable(attach):
+                    attach(journal)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -259,20 +345,15 @@ class StreamService:
         """Counts, latency percentiles (receipt → publish, seconds) and per-run counters."""
         with self._lock:
             lat = np.array(self._latencies, dtype=float)
+            age = np.array(self._ages, dtype=float)
             runs = {uid: asdict(c) for uid, c in self._runs.items()}
             totals = dict(self._totals)
-        latency = {"n": int(lat.size)}
-        if lat.size:
-            latency |= {
-                "p50": float(np.percentile(lat, 50)),
-                "p99": float(np.percentile(lat, 99)),
-                "max": float(lat.max()),
-            }
         return {
             "policy": self.policy,
             **totals,
             "queue_depth": len(self._queue),
-            "latency_s": latency,
+            "latency_s": _percentiles(lat),
+            "age_s": _percentiles(age),
             "runs": runs,
         }
 
@@ -305,6 +386,12 @@ class StreamService:
 
     def _accept(self, source: FrameSource, item: StreamItem) -> None:
         entry = _Entry(item, source.name, time.time())
+        if isinstance(item, Frame):
+            done = self._published_seq.get(item.source)
+            if done is not None and item.seq <= done:
+                self._count_duplicate(source.name, item, done)
+                return
+            entry.nbytes = int(np.asarray(item.g).nbytes + np.asarray(item.r).nbytes)
         if isinstance(item, RunStart):
             model = self._choose_model(item.metadata, item.uid)
             with self._lock:
@@ -319,6 +406,30 @@ class StreamService:
         self._sync_source_stats(source)
         self._queue.put(entry, self._stop, force=not isinstance(item, Frame))
         self.metrics.queue_depth.set(len(self._queue))
+
+    def _count_duplicate(self, source: str, frame: Frame, done: int) -> None:
+        self.metrics.seq_duplicates.labels(source=source).inc()
+        with self._lock:
+            self._totals["duplicates"] += 1
+        self._ratelog.warning(
+            "published",
+            "frame %d of %s was published before (up to %d); dropped",
+            frame.seq,
+            frame.source,
+            done,
+        )
+
+    def _count_full(self, depth: int, nbytes: int) -> None:
+        """The bounded queue is full and a receiver has to wait (policy ``all``)."""
+        self.metrics.backlog_full.labels(where="service").inc()
+        with self._lock:
+            self._totals["backlog_full"] += 1
+        self._ratelog.warning(
+            "backlog_full",
+            "backlog full (%d items, %.0f MB): receivers wait until analysis catches up",
+            depth,
+            nbytes / 1e6,
+        )
 
     def _count_skip(self, entry: _Entry) -> None:
         assert isinstance(entry.item, Frame)
@@ -339,6 +450,8 @@ class StreamService:
             "gaps": self.metrics.seq_gaps,
             "orphans": self.metrics.source_orphans,
             "malformed": self.metrics.source_malformed,
+            "duplicates": self.metrics.seq_duplicates,
+            "late": self.metrics.seq_late,
         }
         for name, counter in counters.items():
             value = int(getattr(stats, name, 0) or 0)
@@ -346,10 +459,24 @@ class StreamService:
             if delta > 0:
                 counter.labels(source=source.name).inc(delta)
                 seen[name] = value
-                if name == "gaps":
+                if name in self._totals:
                     with self._lock:
-                        self._totals["gaps"] += delta
-                    log.warning("source %s: %d frame(s) missing (seq gaps)", source.name, delta)
+                        self._totals[name] += delta
+        overflow = int(getattr(stats, "overflow", 0) or 0)
+        delta = overflow - seen.get("overflow", 0)
+        if delta > 0:
+            self.metrics.backlog_full.labels(where=source.name).inc(delta)
+            seen["overflow"] = overflow
+        kinds = getattr(stats, "kinds", None)
+        if callable(kinds):
+            for kind, value in kinds().items():
+                key = "kind:" + kind
+                delta = value - seen.get(key, 0)
+                if delta > 0:
+                    self.metrics.source_malformed_kind.labels(source=source.name, kind=kind).inc(
+                        delta
+                    )
+                    seen[key] = value
 
     # -- model choice --------------------------------------------------------------------
 
@@ -395,6 +522,12 @@ class StreamService:
             while True:
                 entry = self._queue.get(0.1)
                 self.metrics.queue_depth.set(len(self._queue))
+                self.metrics.backlog_bytes.set(self._queue.nbytes)
+                self._backlog_peak = max(self._backlog_peak, self._queue.nbytes)
+                if self._backlog_peak > _TRIM_AFTER_BYTES and self._queue.nbytes == 0:
+                    # after a burst: hand the frames' memory back instead of keeping it
+                    self._backlog_peak = 0
+                    _release_memory()
                 if entry is None:
                     if self._stop.is_set():
                         return
@@ -417,8 +550,11 @@ class StreamService:
             self._to_sinks("on_run_start", item)
         elif isinstance(item, RunStop):
             self._to_sinks("on_run_stop", item)
+            if self.journal is not None:
+                self.journal.close_run(item.uid)
             with self._lock:
                 self._run_model.pop(item.uid, None)
+                self._published_seq.pop(item.uid, None)
                 counters = self._runs.get(item.uid)
                 if counters is not None:
                     counters.stopped = True
@@ -448,9 +584,15 @@ class StreamService:
             analysis=describe(frame) if callable(describe) else None,
         )
         self._to_sinks("publish", published)
+        if self.journal is not None:
+            self.journal.record_published(frame.source, model, frame.seq)
         latency = time.monotonic() - entry.received_mono
+        # the frame's own time: what the beamline sees, including any wait before receipt
+        age = published.published_at - frame.time if frame.time > 0 else None
         m = self.metrics
         m.end_to_end_seconds.observe(latency)
+        if age is not None:
+            m.frame_age_seconds.observe(max(0.0, age))
         for stage, seconds in result.timing.items():
             m.stage_seconds.labels(stage=stage).observe(float(seconds))
         if "mae" in result.model_quality:
@@ -460,6 +602,8 @@ class StreamService:
         m.frames_processed.labels(model=model).inc()
         with self._lock:
             self._latencies.append(latency)
+            if age is not None:
+                self._ages.append(age)
             self._totals["processed"] += 1
             self._run_counters(frame.source, model).processed += 1
 

@@ -39,6 +39,18 @@ class ServiceConfig(ConfigModel):
     queue_size: int = Field(
         64, ge=1, le=100_000, description="items that may wait between receivers and analysis"
     )
+    queue_bytes: int = Field(
+        256 * 2**20,
+        ge=1024,
+        description="bytes of frames that may wait between receivers and analysis (policy all: "
+        "receivers wait beyond it)",
+    )
+    save_every: int = Field(
+        20,
+        ge=1,
+        description="persist each model's warm-start progress every this many frames (and at a "
+        "clean stop)",
+    )
     policy: Policy = Field(
         "all",
         description="all: every frame, back-pressure when behind; latest: stale frames are "

@@ -54,6 +54,25 @@ class ZmqSourceConfig(ConfigModel):
         description="accept pickled documents from legacy publishers; anyone who can reach the "
         "proxy could then run code in the service",
     )
+    max_message_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="a larger message is dropped and counted (malformed, kind oversized)",
+    )
+    rcv_hwm: int = Field(
+        1000,
+        ge=1,
+        description="messages the 0MQ SUB socket may hold before 0MQ drops (its high-water mark)",
+    )
+    backlog_frames: int = Field(
+        1000,
+        ge=1,
+        description="frames received but not yet taken by the service; more are dropped and "
+        "counted (run start/stop always pass)",
+    )
+    backlog_bytes: int = Field(
+        512 * 2**20, ge=1024, description="the same backlog's bound in bytes of messages"
+    )
 
 
 class _TiledConnection(ConfigModel):

@@ -159,6 +159,10 @@ def make_source(cfg: SourceConfig) -> FrameSource:
                 prefix=cfg.prefix.encode(),
                 allow_pickle=cfg.allow_pickle,
                 name=cfg.name,
+                max_message_bytes=cfg.max_message_bytes,
+                rcv_hwm=cfg.rcv_hwm,
+                backlog_frames=cfg.backlog_frames,
+                backlog_bytes=cfg.backlog_bytes,
                 **docs,
             )
         case TiledSourceConfig():

@@ -26,12 +26,16 @@ from motex_stream.stream.frames import (
     StreamItem,
     validate_frame,
 )
+from motex_stream.stream.journal import RunJournal
+from motex_stream.stream.ratelimit import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_KEY = "pdf_gr"
 DEFAULT_R_KEY = "pdf_r"
 DEFAULT_STREAM = "primary"
+_KNOWN_NAMES = frozenset(n.name for n in event_model.DocumentNames)
+_MAX_SEQ_JUMP = 1_000_000  # a seq_num further ahead than this is garbage, not a gap
 
 
 @runtime_checkable
@@ -49,23 +53,102 @@ class FrameSource(Protocol):
 
 @dataclass
 class SourceStats:
-    """Counters a source keeps so silent losses (0MQ drops, broken frames) become visible."""
+    """Counters a source keeps so silent losses (0MQ drops, broken input) become visible.
 
-    received: int = 0  # events (frames) seen, good or bad
-    gaps: int = 0  # events missing according to seq_num
+    ``malformed`` counts every input that was dropped because it could not be understood;
+    ``malformed_kinds`` splits it by kind (``unknown_name``, ``undecodable``, ``oversized``,
+    ``bad_frame``, ...), so an operator can tell a misconfigured publisher from a port scan.
+    """
+
+    received: int = 0  # events (frames) seen, good or bad, duplicates excluded
+    gaps: int = 0  # events missing according to seq_num (counted once, when given up)
     orphans: int = 0  # events whose start/descriptor was never seen
-    malformed: int = 0  # frames or documents that could not be turned into a valid Frame
+    malformed: int = 0  # messages or documents that could not be turned into a valid Frame
+    duplicates: int = 0  # events whose seq_num was already seen in their run: dropped
+    late: int = 0  # events that arrived after a higher seq_num of their run: analysed
+    overflow: int = 0  # frames dropped because the source's bounded backlog was full
+    malformed_kinds: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, counter: str, n: int = 1) -> None:
-        """Increment ``counter`` by ``n``; safe from receiver threads."""
+    def add(self, counter: str, n: int = 1, kind: str | None = None) -> None:
+        """Increment ``counter`` by ``n`` (``malformed``: under ``kind``); thread-safe."""
         with self._lock:
             setattr(self, counter, getattr(self, counter) + n)
+            if counter == "malformed":
+                key = kind or "unspecified"
+                self.malformed_kinds[key] = self.malformed_kinds.get(key, 0) + n
 
     def as_dict(self) -> dict[str, int]:
-        """A snapshot for metrics and logs."""
+        """A snapshot of the plain counters, for metrics and logs."""
         with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+            return {
+                f.name: getattr(self, f.name)
+                for f in fields(self)
+                if f.name not in ("_lock", "malformed_kinds")
+            }
+
+    def kinds(self) -> dict[str, int]:
+        """A snapshot of ``malformed`` by kind."""
+        with self._lock:
+            return dict(self.malformed_kinds)
+
+
+class SeqTracker:
+    """``seq_num`` bookkeeping of one event stream: duplicates, late arrivals and true gaps.
+
+    0MQ loses events silently and some transports reorder them, so the tracker tells three
+    cases apart. A seq_num seen before is a *duplicate* (dropped: analysing it again would
+    publish a second derived event with the same uid). One lower than the highest seen but not
+    seen before is *late* (analysed, counted). A seq_num still missing once the stream has
+    moved ``window`` past it is a *gap*, counted once; so are the ones still missing at the
+    run's stop. Arrival 6, 5, 4 after 1, 2, 3 therefore counts 2 late and 0 gaps.
+
+    Memory is bounded: everything up to ``watermark`` is settled (seen or given up) and only the
+    seq_nums above it are kept, plus a bounded set of the given-up ones (to recognise a very late
+    arrival as late rather than as a duplicate).
+    """
+
+    _GIVEN_UP_KEPT = 10_000
+
+    def __init__(self, window: int = 16, watermark: int = 0) -> None:
+        self.window = max(1, int(window))
+        self.watermark = watermark  # every seq <= watermark is settled
+        self.highest = watermark
+        self._seen: set[int] = set()  # seen seqs above the watermark
+        self._given_up: set[int] = set()
+
+    def classify(self, seq: int) -> tuple[str, int]:
+        """``('new'|'late'|'duplicate', gaps newly given up)`` for an arriving ``seq``."""
+        if seq <= self.watermark:
+            if seq in self._given_up:
+                self._given_up.discard(seq)
+                return "late", 0
+            return "duplicate", 0
+        if seq in self._seen:
+            return "duplicate", 0
+        kind = "late" if seq < self.highest else "new"
+        self._seen.add(seq)
+        self.highest = max(self.highest, seq)
+        return kind, self._advance(self.highest - self.window)
+
+    def finish(self, last: int | None = None) -> int:
+        """Give up every seq still missing at the run's end (up to ``last`` if known)."""
+        end = max(self.highest, last or 0)
+        return self._advance(end)
+
+    def _advance(self, upto: int) -> int:
+        gaps = 0
+        if upto > self.watermark:
+            settled = {s for s in self._seen if s <= upto}
+            gaps = upto - self.watermark - len(settled)
+            if 0 < gaps <= self._GIVEN_UP_KEPT - len(self._given_up):
+                self._given_up.update(set(range(self.watermark + 1, upto + 1)) - settled)
+            self._seen -= settled
+            self.watermark = upto
+        while self.watermark + 1 in self._seen:
+            self._seen.discard(self.watermark + 1)
+            self.watermark += 1
+        return gaps
 
 
 @dataclass
@@ -75,7 +158,7 @@ class _Descriptor:
     run_uid: str
     wanted: bool  # right stream name and carries the G data key
     r: np.ndarray | None  # grid from the configuration, if it is there
-    last_seq: int = 0
+    seqs: SeqTracker = field(default_factory=SeqTracker)
 
 
 def _find_config_grid(descriptor: Mapping[str, Any], r_key: str) -> np.ndarray | None:
@@ -94,8 +177,11 @@ class DocumentAssembler:
     G is read from ``event['data'][data_key]``; r from the descriptor's configuration under
     ``r_key`` or, failing that, from the same event's data. Only descriptors named
     ``stream_name`` (``None``: any) that carry ``data_key`` produce frames; other streams
-    (baseline, monitors) are ignored silently. Not thread-safe: feed it from one thread, or
-    under a lock.
+    (baseline, monitors) are ignored silently. ``seq_num`` is tracked per stream
+    (:class:`SeqTracker`, ``reorder_window``): duplicates are dropped, late events analysed and
+    counted, true gaps counted once. With a ``journal``, starts and descriptors are persisted
+    so :meth:`resume` can pick open runs up after a restart. Not thread-safe: feed it from one
+    thread, or under a lock.
     """
 
     def __init__(
@@ -106,50 +192,114 @@ class DocumentAssembler:
         stream_name: str | None = DEFAULT_STREAM,
         stats: SourceStats | None = None,
         source_name: str = "documents",
+        reorder_window: int = 16,
+        journal: RunJournal | None = None,
     ) -> None:
         self.data_key = data_key
         self.r_key = r_key
         self.stream_name = stream_name
         self.stats = stats if stats is not None else SourceStats()
         self.source_name = source_name
+        self.reorder_window = reorder_window
+        self.journal = journal
         self._starts: dict[str, Mapping[str, Any]] = {}
         self._descriptors: dict[str, _Descriptor] = {}
+        self._log = RateLimitedLog(logger)
 
-    def process(self, name: str, doc: Mapping[str, Any]) -> list[StreamItem]:
+    def malformed(self, kind: str, msg: str, *args: object) -> None:
+        """Count one dropped input under ``kind`` and log it at a bounded rate."""
+        self.stats.add("malformed", kind=kind)
+        self._log.warning(
+            kind, "%s: dropped malformed input (%s): " + msg, self.source_name, kind, *args
+        )
+
+    def resume(self, journal: RunJournal) -> list[StreamItem]:
+        """Take up the runs ``journal`` holds open for this source; their RunStart items.
+
+        Events of a resumed run whose seq_num is at or below the last one published count as
+        duplicates; the ones in between (received but not published before the restart) are
+        gaps unless they arrive again.
+        """
+        self.journal = journal
+        items: list[StreamItem] = []
+        for run in journal.open_runs(self.source_name):
+            try:
+                self._starts[run.uid] = run.start
+                for doc in run.descriptors:
+                    self._add_descriptor(doc, watermark=run.last_seq)
+                metadata = {**run.start, "motex_resumed": True}
+                if run.model is not None:
+                    metadata["motex_model"] = run.model
+                items.append(
+                    RunStart(uid=run.uid, time=float(run.start.get("time", 0.0)), metadata=metadata)
+                )
+            except Exception as exc:  # a journal written by another version: forget the run
+                logger.error("%s: cannot resume run %s (%s)", self.source_name, run.uid, exc)
+                journal.close_run(run.uid)
+                continue
+            logger.info(
+                "%s: resumed run %s after seq_num %d (model %s)",
+                self.source_name,
+                run.uid,
+                run.last_seq,
+                run.model,
+            )
+        return items
+
+    def process(self, name: str, doc: Any) -> list[StreamItem]:
         """Consume one document; return the items it completes (possibly none). Never raises."""
+        if not isinstance(doc, Mapping):
+            self.malformed("not_a_mapping", "a %r document of type %s", name, type(doc).__name__)
+            return []
         try:
             handler = getattr(self, f"_on_{name}", None)
             if handler is None:
+                if name not in _KNOWN_NAMES:
+                    self.malformed("unknown_name", "document name %r", str(name)[:40])
                 return []  # datum, resource, stream_* : no frames in them
             return handler(doc)
-        except Exception:
-            self.stats.add("malformed")
-            logger.exception(
-                "%s: could not interpret a %r document; skipped", self.source_name, name
-            )
+        except Exception as exc:
+            self.malformed("bad_document", "a %r document: %s: %s", name, type(exc).__name__, exc)
             return []
 
     def _on_start(self, doc: Mapping[str, Any]) -> list[StreamItem]:
-        uid = str(doc["uid"])
+        uid = doc["uid"]
+        if not isinstance(uid, str) or not uid:
+            raise TypeError(f"uid must be a non-empty string, got {type(uid).__name__}")
         self._starts[uid] = dict(doc)
+        if self.journal is not None:
+            self.journal.record_start(self.source_name, doc)
         return [RunStart(uid=uid, time=float(doc.get("time", 0.0)), metadata=dict(doc))]
 
     def _on_descriptor(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         run_uid = str(doc.get("run_start", ""))
         if run_uid not in self._starts:
             # Not counted: ``orphans`` counts events, which is what the analysis loses.
-            logger.warning(
+            self._log.warning(
+                "orphan_descriptor",
                 "%s: descriptor %s belongs to run %s whose start was never seen",
                 self.source_name,
                 doc.get("uid"),
                 run_uid,
             )
-        name_ok = self.stream_name is None or doc.get("name", DEFAULT_STREAM) == self.stream_name
-        wanted = name_ok and self.data_key in (doc.get("data_keys") or {})
-        self._descriptors[str(doc["uid"])] = _Descriptor(
-            run_uid=run_uid, wanted=wanted, r=_find_config_grid(doc, self.r_key)
-        )
+        self._add_descriptor(doc)
+        if self.journal is not None and run_uid in self._starts:
+            self.journal.record_descriptor(run_uid, doc)
         return []
+
+    def _add_descriptor(self, doc: Mapping[str, Any], watermark: int = 0) -> None:
+        run_uid = str(doc.get("run_start", ""))
+        name_ok = self.stream_name is None or doc.get("name", DEFAULT_STREAM) == self.stream_name
+        data_keys = doc.get("data_keys") or {}
+        if not isinstance(data_keys, Mapping):
+            raise TypeError("data_keys is not a mapping")
+        wanted = name_ok and self.data_key in data_keys
+        self._descriptors[str(doc["uid"])] = _Descriptor(
+            run_uid=run_uid,
+            wanted=wanted,
+            r=_find_config_grid(doc, self.r_key),
+            seqs=SeqTracker(self.reorder_window, watermark),
+        )
 
     def _on_event_page(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         items: list[StreamItem] = []
@@ -161,7 +311,8 @@ class DocumentAssembler:
         descriptor = self._descriptors.get(str(doc.get("descriptor")))
         if descriptor is None or descriptor.run_uid not in self._starts:
             self.stats.add("orphans")
-            logger.warning(
+            self._log.warning(
+                "orphan_event",
                 "%s: event %s (seq %s) has no known start/descriptor; skipped",
                 self.source_name,
                 doc.get("uid"),
@@ -170,36 +321,58 @@ class DocumentAssembler:
             return []
         if not descriptor.wanted:
             return []
+        seq = doc.get("seq_num")
+        if isinstance(seq, bool) or not isinstance(seq, int | np.integer) or not seq > 0:
+            self.malformed("bad_seq_num", "event %s: seq_num %r", doc.get("uid"), seq)
+            return []
+        seq = int(seq)
+        if seq > descriptor.seqs.highest + _MAX_SEQ_JUMP:
+            self.malformed("bad_seq_num", "event %s: seq_num %d jumps too far", doc.get("uid"), seq)
+            return []
+        kind, gaps = descriptor.seqs.classify(seq)
+        if kind == "duplicate":
+            self.stats.add("duplicates")
+            self._log.warning(
+                "duplicate",
+                "%s: run %s: seq_num %d seen before; duplicate dropped",
+                self.source_name,
+                descriptor.run_uid,
+                seq,
+            )
+            return []
         self.stats.add("received")
-        seq = int(doc["seq_num"])
-        self._count_gap(descriptor, seq)
+        if kind == "late":
+            self.stats.add("late")
+            self._log.warning(
+                "late",
+                "%s: run %s: seq_num %d arrived late (after %d); analysed",
+                self.source_name,
+                descriptor.run_uid,
+                seq,
+                descriptor.seqs.highest,
+            )
+        self._count_gaps(descriptor, gaps)
         return self._make_frame(descriptor, doc, seq)
 
-    def _count_gap(self, descriptor: _Descriptor, seq: int) -> None:
-        missing = seq - descriptor.last_seq - 1
-        if missing > 0:
-            self.stats.add("gaps", missing)
-            logger.warning(
-                "%s: run %s lost %d event(s) before seq_num %d",
+    def _count_gaps(self, descriptor: _Descriptor, gaps: int) -> None:
+        if gaps > 0:
+            self.stats.add("gaps", gaps)
+            self._log.warning(
+                "gap",
+                "%s: run %s lost %d event(s) (seq_num up to %d)",
                 self.source_name,
                 descriptor.run_uid,
-                missing,
-                seq,
+                gaps,
+                descriptor.seqs.watermark,
             )
-        elif missing < 0:
-            logger.warning(
-                "%s: run %s: seq_num %d arrived after %d (duplicate or reordered)",
-                self.source_name,
-                descriptor.run_uid,
-                seq,
-                descriptor.last_seq,
-            )
-        descriptor.last_seq = max(descriptor.last_seq, seq)
 
     def _make_frame(
         self, descriptor: _Descriptor, doc: Mapping[str, Any], seq: int
     ) -> list[StreamItem]:
         data = doc.get("data") or {}
+        if not isinstance(data, Mapping):
+            self.malformed("bad_document", "event %s: data is not a mapping", doc.get("uid"))
+            return []
         r = descriptor.r if descriptor.r is not None else data.get(self.r_key)
         try:
             if r is None:
@@ -217,22 +390,31 @@ class DocumentAssembler:
                 )
             )
         except (FrameError, TypeError, ValueError) as err:
-            self.stats.add("malformed")
-            logger.warning("%s: malformed frame skipped: %s", self.source_name, err)
+            self.malformed("bad_frame", "%s", err)
             return []
         return [frame]
 
     def _on_stop(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         run_uid = str(doc.get("run_start", ""))
         if self._starts.pop(run_uid, None) is None:
-            logger.warning(
-                "%s: stop for run %s whose start was never seen", self.source_name, run_uid
+            self._log.warning(
+                "orphan_stop",
+                "%s: stop for run %s whose start was never seen",
+                self.source_name,
+                run_uid,
             )
             return []
-        # Forget the run's descriptors: a long-running service must not grow without bound.
-        for key in [k for k, d in self._descriptors.items() if d.run_uid == run_uid]:
-            del self._descriptors[key]
         num_events = doc.get("num_events") or {}
+        if not isinstance(num_events, Mapping):
+            num_events = {}
+        # Forget the run's descriptors: a long-running service must not grow without bound.
+        # Events still missing now (or missing at the end, per num_events) are gaps.
+        for key in [k for k, d in self._descriptors.items() if d.run_uid == run_uid]:
+            descriptor = self._descriptors.pop(key)
+            if descriptor.wanted:
+                last = num_events.get(self.stream_name) if self.stream_name else None
+                last = int(last) if isinstance(last, int | np.integer) else None
+                self._count_gaps(descriptor, descriptor.seqs.finish(last))
         if self.stream_name is not None:
             count = num_events.get(self.stream_name)
         else:
