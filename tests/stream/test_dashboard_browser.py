@@ -230,3 +230,83 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
             service.stop()
         recorder.close()
         dashboard.close()
+
+
+def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, state_dir):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dashboard = Dashboard(address)
+    recorder = Recorder(address)
+    service = None
+    try:
+        with chromium() as driver:
+            driver.get(dashboard.url)
+            service = start_service(series, settings, state_dir, address, N_FRAMES)
+            messages = recorder.take(N_FRAMES)
+            wait_until(lambda: page_state(driver)["columns"] == N_FRAMES, what="all frames")
+
+            # scroll back to frame 2 with the slider (as a user drags it)
+            driver.execute_script(
+                """const s = document.querySelector('.frame-slider');
+                   s.value = 1; s.dispatchEvent(new Event('input'));"""
+            )
+            view = wait_until(lambda: selected(driver, 2), what="frame 2 selected")
+            values = {c["atom"]: c["value"] for c in messages[1]["contributions"]}
+            assert view["line"] == 2  # the heatmap marks the frame shown
+            assert view["follow"] is False
+            assert [r["atom"] for r in view["rows"]] == sorted(values, key=values.get)
+            np.testing.assert_allclose(view["colours"], [values[a] for a in view["perm"]])
+            for atom, text in zip(view["perm"], view["hover"], strict=True):
+                shown = float(text.split("value ")[1].split(" ")[0])  # hover: "W #5<br>value …"
+                assert shown == pytest.approx(values[atom], abs=6e-5, rel=1e-2)
+            assert view["hover"][0].startswith(f"W #{view['perm'][0]}<br>value ")
+
+            # a threshold keeps exactly the atoms below it, in the table and in 3-D
+            cut = float(np.median(list(values.values())))
+            driver.execute_script(
+                """const t = document.querySelector('.threshold');
+                   t.value = arguments[0]; t.dispatchEvent(new Event('input'));""",
+                cut,
+            )
+            want = sum(v < cut for v in values.values())
+            view = wait_until(
+                lambda: (
+                    (v := selected(driver, 2))
+                    and sum(r["state"] == "kept" for r in v["rows"]) == want
+                    and v
+                ),
+                what="the threshold applied",
+            )
+            assert view["symbols"].count("circle") == want
+            screenshot(driver, "dashboard-scrolled-back")
+
+            # back to live: the latest frame again
+            driver.find_element("css selector", ".follow").click()
+            view = wait_until(lambda: selected(driver, N_FRAMES), what="live again")
+            assert view["follow"] is True and view["line"] is None
+    finally:
+        if service is not None:
+            service.stop()
+        recorder.close()
+        dashboard.close()
+
+
+def selected(driver, seq: int) -> dict | None:
+    """The frame the page shows, if it is ``seq``: table, 3-D colours and hover texts."""
+    view = driver.execute_script(
+        """
+        const sec = document.querySelector('section.model');
+        const m = window.motex.models[sec.dataset.model];
+        const heat = sec.querySelector('.heatmap'), m3d = sec.querySelector('.model3d');
+        const perm = m3d.data.find((t) => t.name === 'permutable atoms');
+        const shapes = heat.layout.shapes || [];
+        return {
+            seq: +sec.dataset.selectedSeq, follow: m.follow,
+            line: shapes.length ? shapes[0].x0 : null,
+            rows: Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
+                atom: +tr.dataset.atom, state: tr.querySelector('.state').textContent})),
+            perm: perm.text.map((t) => +t.split('#')[1].split('<')[0]),
+            colours: perm.marker.color, symbols: perm.marker.symbol, hover: perm.text,
+        };
+        """
+    )
+    return view if view["seq"] == seq else None

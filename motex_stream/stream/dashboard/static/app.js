@@ -271,7 +271,7 @@ function renderFit(m, f) {
   ];
   const kept = f.mask.reduce((a, b) => a + b, 0);
   const layout = {
-    title: { text: `G(r), frame ${f.seq}: Rwp ${fmt(f.rwp)}, best motif keeps ${kept}/${f.mask.length}`,
+    title: { text: `G(r) · frame ${f.seq} · Rwp ${fmt(f.rwp)} · ${kept}/${f.mask.length} kept`,
       font: { size: 13 }, x: 0.01, xanchor: "left" },
     margin: { l: 50, r: 10, t: 40, b: 40 }, legend: { orientation: "h", y: -0.2 },
     xaxis: { title: { text: "r (Å)" } }, yaxis: { title: { text: "G (Å⁻²)" } }, uirevision: m.run,
