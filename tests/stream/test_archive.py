@@ -21,6 +21,7 @@ import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+from motex_stream.stream.publishers.jsonl import read_jsonl
 from motex_stream.stream.runner import LazyAnalyzer
 from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
@@ -195,6 +196,13 @@ def test_one_uid_per_analysis_and_failed_writes_fail_the_replay(
         replay(gr_frames, unit, tmp_path / "a.jsonl", tiled_base_uri, "--state-dir", str(state))
         == 0
     )
+    # the replay's messages follow the published contract
+    from tests.stream.test_message_schema import validator
+
+    messages = list(read_jsonl(tmp_path / "a.jsonl"))
+    assert len(messages) == 4
+    for message in messages:
+        validator().validate(message)
     client = tiled_client(tiled_base_uri, tiled_api_key_env)
     first = derived_runs(client, gr_frames)
     assert len(first) == 1

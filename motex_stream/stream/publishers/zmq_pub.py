@@ -1,8 +1,12 @@
 """ZMQ PUB sink for v1 messages, and the matching subscriber for consumers and tests.
 
-Wire: multipart ``[topic, json]`` where ``topic`` is the model name (UTF-8) and ``json`` is the
-message from :func:`motex_stream.stream.messages.encode`. Topic-per-model lets a dashboard
-subscribe to one starting model with ZMQ's own prefix filter.
+Wire: multipart ``[topic, json]`` where ``topic`` is the model name followed by one space
+(UTF-8, ``b"keggin "``) and ``json`` is the message from
+:func:`motex_stream.stream.messages.encode`. Topic-per-model lets a dashboard subscribe to one
+starting model with ZMQ's own filter; because that filter matches prefixes, the terminator
+(a character model names cannot contain, as in Bluesky's own ``b"raw "``) keeps a subscriber
+to ``keggin`` from also getting ``keggin-109725``. Subscribe with :func:`topic` of the model,
+or to ``b""`` for every model.
 
 The socket is an XPUB (a PUB that also hears subscriptions) so a caller can wait until a
 consumer is connected: ZMQ drops whatever is published before a subscriber joins (the "slow
@@ -26,6 +30,18 @@ from motex_stream.stream.messages import PublishedFrame, decode, encode, to_json
 log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "tcp://127.0.0.1:5578"
+#: Ends every topic; not allowed in model names (``[A-Za-z0-9_.-]``), so no name prefixes another.
+TOPIC_TERMINATOR = " "
+
+
+def topic(model: str) -> bytes:
+    """The ZMQ topic frame of ``model``: what publishers send and subscribers filter on."""
+    return (model + TOPIC_TERMINATOR).encode()
+
+
+def model_of_topic(frame: bytes) -> str:
+    """The model name of a received topic frame (the terminator removed)."""
+    return frame.decode().removesuffix(TOPIC_TERMINATOR)
 
 
 class ZmqPublisher:
@@ -70,9 +86,9 @@ class ZmqPublisher:
         """Send an already-built v1 message (tools and tests that have no analysed frame)."""
         self._send(str(message["model"]), encode(message))
 
-    def _send(self, topic: str, payload: bytes) -> None:
+    def _send(self, model: str, payload: bytes) -> None:
         self._drain_subscriptions()
-        self._socket.send_multipart([topic.encode(), payload])
+        self._socket.send_multipart([topic(model), payload])
         self.sent += 1
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> bool:
@@ -114,7 +130,8 @@ class ZmqPublisher:
 class Subscriber:
     """A SUB socket connected at construction, so nothing published afterwards is missed.
 
-    ``topics`` are model names (prefix match, ZMQ semantics); empty means every model.
+    ``topics`` are model names, matched exactly (each is subscribed with its terminator);
+    empty means every model.
     Messages that fail :func:`~motex_stream.stream.messages.validate_message` are logged and
     skipped: a consumer must survive a newer or broken publisher.
     """
@@ -130,9 +147,8 @@ class Subscriber:
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
-        topics = list(topics) or [""]
-        for t in topics:
-            self._socket.setsockopt(zmq.SUBSCRIBE, t.encode())
+        for filter_ in [topic(t) for t in topics] or [b""]:
+            self._socket.setsockopt(zmq.SUBSCRIBE, filter_)
         self._socket.connect(address)
         self.invalid = 0
 
@@ -149,7 +165,7 @@ class Subscriber:
                 log.warning("ignoring a %d-part ZMQ message (expected [topic, json])", len(parts))
                 continue
             try:
-                return parts[0].decode(), decode(parts[1])
+                return model_of_topic(parts[0]), decode(parts[1])
             except (ValueError, UnicodeDecodeError) as exc:
                 self.invalid += 1
                 log.warning("ignoring an invalid message: %s", exc)
