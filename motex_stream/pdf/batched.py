@@ -192,6 +192,8 @@ class PreparedModel:
     class_kernels: np.ndarray  # (n_zoom, n_classes, R) float32
     timings: dict[str, float] = field(default_factory=dict)
     _kernel_cache: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    #: derived tables of the compiled fitting engines (built on first use, per model)
+    engine_cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     def kernels_at(self, zoom_indices: np.ndarray) -> np.ndarray:
         """(n_classes, len(idx)·R) kernels of several grid zooms side by side, for one GEMM."""
