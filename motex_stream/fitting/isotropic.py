@@ -176,7 +176,7 @@ class _EngineTables:
     class_b: np.ndarray
     set_count: np.ndarray  # (n_sets,) atoms kept with each keep set
     set_f0: np.ndarray  # (n_sets,) Σ f(0) of those atoms
-    kernels: np.ndarray  # (n_zoom, n_classes, R) float32, C-contiguous
+    kernels_t: np.ndarray  # (n_zoom, R, n_classes) float32, C-contiguous
 
 
 def _engine_tables(prep: PreparedModel) -> _EngineTables:
@@ -198,7 +198,7 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
         class_b=np.ascontiguousarray(prep.class_sets[:, 1], dtype=np.int64),
         set_count=np.bincount(atom_set[kept], minlength=n_sets).astype(np.float64),
         set_f0=np.bincount(atom_set[kept], weights=f0[kept], minlength=n_sets),
-        kernels=np.ascontiguousarray(prep.class_kernels, dtype=np.float32),
+        kernels_t=np.ascontiguousarray(prep.class_kernels.transpose(0, 2, 1), dtype=np.float32),
     )
     prep.engine_cache["isotropic"] = tables
     return tables
@@ -252,16 +252,17 @@ def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
 
 
 @numba.njit(parallel=True, cache=True)
-def _grid_search(A, n_zoom, R, lag, penalty, g2, den, centre):
-    """Interpolated norms on the zoom grid (from the node norms in A) and the grid minimum."""
+def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no cover
+    """Interpolated norms on the zoom grid and the grid minimum. ``AT`` (transposed: the
+    GEMM is faster that way round) holds g·G_z per grid zoom, then the node kernels."""
     n_nodes = lag.shape[1]
-    for i in numba.prange(A.shape[0]):
+    for i in numba.prange(AT.shape[1]):
         dn = np.zeros(n_nodes)
         for n in range(n_nodes):
             acc = 0.0
             base = n_zoom + n * R
             for r in range(R):
-                v = np.float64(A[i, base + r])
+                v = np.float64(AT[base + r, i])
                 acc += v * v
             dn[n] = acc
         best = 0
@@ -271,7 +272,7 @@ def _grid_search(A, n_zoom, R, lag, penalty, g2, den, centre):
             for n in range(n_nodes):
                 d += dn[n] * lag[z, n]
             den[i, z] = d
-            nu = np.float64(A[i, z])
+            nu = np.float64(AT[z, i])
             chi = (g2 - nu * nu / d if d > 0 else g2) + penalty[z]
             if chi < best_chi:
                 best_chi = chi
@@ -281,7 +282,7 @@ def _grid_search(A, n_zoom, R, lag, penalty, g2, den, centre):
 
 @numba.njit(parallel=True, cache=True)
 def _bracket_round(
-    A, den, exact, centre, rows, last, penalty, g2, zooms, moved, rwp, scale_c, zoom
+    AT, den, exact, centre, rows, last, penalty, g2, zooms, moved, rwp, scale_c, zoom
 ):  # pragma: no cover - compiled
     """One step of the bracket walk for ``rows``: the 3-point bracket around the centre
     (norms corrected by the exact one there); a motif whose minimum is at an end moves one
@@ -300,7 +301,7 @@ def _bracket_round(
         for t in range(3):
             zi = c - 1 + t
             d = den[i, zi] + corr
-            nu = np.float64(A[i, zi])
+            nu = np.float64(AT[zi, i])
             den3[t] = d
             num3[t] = nu
             chi3[t] = (g2 - nu * nu / d if d > 0 else g2) + penalty[zi]
@@ -356,8 +357,8 @@ def _exact_norms(
     sorted_centre = centre[order]
     bounds = np.r_[0, np.flatnonzero(np.diff(sorted_centre)) + 1, len(order)]
     for lo, hi in itertools.pairwise(bounds):
-        e = sorted_t[:, lo:hi].T @ tables.kernels[sorted_centre[lo]]
-        out[order[lo:hi]] = np.einsum("mr,mr->m", e, e, dtype=np.float64)
+        e = tables.kernels_t[sorted_centre[lo]] @ sorted_t[:, lo:hi]  # (R, rows)
+        out[order[lo:hi]] = np.einsum("rm,rm->m", e, e, dtype=np.float64)
 
 
 def fit_isotropic(
@@ -383,7 +384,7 @@ def fit_isotropic(
     n_zoom = len(zooms)
     beta = (prep.class_kernels @ b.astype(np.float32)).T.astype(np.float32)  # (classes, Z)
     nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
-    weights = np.ascontiguousarray(np.hstack([beta, prep.kernels_at(nodes)]), dtype=np.float32)
+    weights_t = np.ascontiguousarray(np.hstack([beta, prep.kernels_at(nodes)]).T, np.float32)
     lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
     penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
     m_all = len(masks)
@@ -409,14 +410,15 @@ def fit_isotropic(
         rows_all = np.arange(m)
         _set_words(chunk_masks, rows_all, tables.set_ptr, tables.set_atoms, words[:, :nw])
         _class_columns(words[:, :nw], tables.class_a, tables.class_b, ck_t[:, : 64 * nw])
-        A = ck_t[:, :m].T @ weights  # (m, Z + nodes·R): g·G_z and node kernels, one GEMM
-        _grid_search(A, n_zoom, prep.basis.rank, lag, penalty, g2, den, centre)
+        # (Z + nodes·R, m): numerators g·G_z and node kernels of every motif, one GEMM
+        AT = weights_t @ ck_t[:, :m]
+        _grid_search(AT, n_zoom, prep.basis.rank, lag, penalty, g2, den, centre)
         _exact_norms(chunk_masks, rows_all, centre, tables, words, sorted_t, exact)
         active = rows_all
         for move in range(MAX_MOVES):
             moved = np.empty(len(active), np.bool_)
             _bracket_round(
-                A,
+                AT,
                 den,
                 exact,
                 centre,
