@@ -61,7 +61,7 @@ def replay_settings(args: argparse.Namespace) -> LiveModelSettings:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from motex_stream.stream.publishers.jsonl import JsonlSink
+    from motex_stream.stream.publishers.jsonl import JsonlSink, published_seqs
     from motex_stream.stream.runner import LazyAnalyzer, format_summary
     from motex_stream.stream.service import StreamService
     from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
@@ -75,7 +75,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         interval = None if not args.speed else 1.0 / args.speed
         source = FileSeriesSource(args.frames, interval=interval)
     analyzer = LazyAnalyzer(settings, args.state_dir)
-    sinks: list = [JsonlSink(args.out)]
+    sinks: list = [JsonlSink(args.out)]  # cuts a line a killed replay left half-written
+    # resume: frames already in --out (of this model) are not analysed or appended again
+    done = published_seqs(args.out, settings.name)
+    if done:
+        log.info("resuming after %s", ", ".join(f"{s} seq {n}" for s, n in done.items()))
     if args.publish:
         from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 
@@ -85,10 +89,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
 
         sinks.append(BlueskyRunSink([tiled_writer(args.archive, api_key=read_api_key())]))
-    service = StreamService({settings.name: analyzer}, [source], sinks, policy="all")
+    service = StreamService(
+        {settings.name: analyzer}, [source], sinks, policy="all", resume_after=done
+    )
     summary = service.run()
     print(f"replayed {source.name}: {format_summary(summary)}; results in {args.out}")
-    if not summary.get("processed", 0):
+    if summary.get("duplicates", 0):
+        print(f"{summary['duplicates']} frame(s) were already in {args.out} and were kept")
+    if not summary.get("processed", 0) and not summary.get("duplicates", 0):
         print(f"motex-stream: error: no frame of {source.name} was analysed", file=sys.stderr)
         return 1
     if summary.get("sink_errors", 0):

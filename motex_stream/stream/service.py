@@ -397,6 +397,8 @@ class StreamService:
             with self._lock:
                 self._run_model[item.uid] = model
                 self._run_counters(item.uid, model)
+            if "motex_resumed_after" in item.metadata:
+                self._resume_run(item, model)
         elif isinstance(item, Frame):
             model = self._model_of(item)
             self.metrics.frame_arrived(model, entry.received_at)
@@ -406,6 +408,24 @@ class StreamService:
         self._sync_source_stats(source)
         self._queue.put(entry, self._stop, force=not isinstance(item, Frame))
         self.metrics.queue_depth.set(len(self._queue))
+
+    def _resume_run(self, start: RunStart, model: str) -> None:
+        """A run taken up after a restart: frames any sink already holds are not redone.
+
+        The journal says what was published; a sink that can tell (JSON Lines) may hold one
+        more, written just before a kill that came ahead of the journal's write.
+        """
+        done = int(start.metadata.get("motex_resumed_after") or 0)
+        for sink in self.sinks:
+            ask = getattr(sink, "last_published", None)
+            if callable(ask):
+                try:
+                    done = max(done, int(ask(start.uid, model)))
+                except Exception as exc:
+                    log.warning("cannot ask sink %s about run %s: %s", sink, start.uid, exc)
+        with self._lock:
+            self._published_seq[start.uid] = max(self._published_seq.get(start.uid, 0), done)
+        log.info("run %s resumed after seq %d", start.uid, done)
 
     def _count_duplicate(self, source: str, frame: Frame, done: int) -> None:
         self.metrics.seq_duplicates.labels(source=source).inc()

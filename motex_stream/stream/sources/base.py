@@ -227,7 +227,7 @@ class DocumentAssembler:
                 self._starts[run.uid] = run.start
                 for doc in run.descriptors:
                     self._add_descriptor(doc, watermark=run.last_seq)
-                metadata = {**run.start, "motex_resumed": True}
+                metadata = {**run.start, "motex_resumed_after": run.last_seq}
                 if run.model is not None:
                     metadata["motex_model"] = run.model
                 items.append(
