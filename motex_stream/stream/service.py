@@ -50,7 +50,7 @@ Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
 DEFAULT_QUEUE_BYTES = 256 * 2**20
-_TRIM_AFTER_BYTES = 32 * 2**20  # a backlog this large is handed back to the OS once drained
+_TRIM_AFTER_BYTES = 8 * 2**20  # a backlog this large is handed back to the OS once drained
 
 
 def _release_memory() -> None:
