@@ -126,6 +126,21 @@ def _add_module_arguments(p: argparse.ArgumentParser, module: str) -> None:
     mod.add_arguments(p)
 
 
+def configure_logging(verbose: int) -> None:
+    """Our INFO lines by default; other libraries' only from ``-v`` (``-vv``: DEBUG).
+
+    Third-party INFO (alembic migrations, the Tiled server's access log, RunEngine state
+    changes, numexpr) would otherwise drown what the operator needs to read.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("motex_stream").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    for noisy in ("numba", "matplotlib", "PIL", "httpx", "shap"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -133,12 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # server would stall the analysis that long per document. Bounded unless set explicitly.
     os.environ.setdefault("TILED_RETRY_ATTEMPTS", "3")
     os.environ.setdefault("TILED_RETRY_TIMEOUT", "10")
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("numba", "matplotlib", "PIL", "httpx", "shap"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     if args.command is None:
         parser.print_help()
         return 0
@@ -156,3 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # anything else is still one line; -v shows the traceback
+        if args.verbose:
+            raise
+        text = " ".join(str(exc).split())[:500]
+        print(
+            f"motex-stream {args.command}: error: {type(exc).__name__}: {text} "
+            "(run with -v for details)",
+            file=sys.stderr,
+        )
+        return 1

@@ -60,6 +60,53 @@ def replay_settings(args: argparse.Namespace) -> LiveModelSettings:
     return settings
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what cannot work before preparing anything, one line each (ValueError)."""
+    from motex_stream.stream.config.addresses import http_uri, zmq_endpoint
+    from motex_stream.stream.sources import FileSeriesSource
+
+    if args.speed is not None and not args.speed > 0:
+        raise ValueError(f"--speed must be a positive factor, got {args.speed}")
+    for flag, value, check in (
+        ("--tiled", args.tiled, http_uri),
+        ("--archive", args.archive, http_uri),
+        ("--publish", args.publish, lambda v: zmq_endpoint(v, bind=True)),
+    ):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ValueError(f"{flag}: {exc}") from None
+    if args.tiled:
+        if not args.run:
+            raise ValueError("--tiled needs --run UID")
+        check_tiled_run(args.tiled, args.run)
+    elif not FileSeriesSource(args.frames).paths():
+        raise ValueError(f"--frames {args.frames!r}: no file matches")
+
+
+def check_tiled_run(uri: str, run: str) -> None:
+    """The server answers (within tiled's bounded retries) and holds ``run``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from motex_stream.stream.config import read_api_key
+
+    def look() -> bool:
+        from tiled.client import from_uri
+
+        return run in from_uri(uri, api_key=read_api_key())
+
+    try:
+        # off the main thread: tiled then keeps its "Retrying…" spinner off the terminal
+        with ThreadPoolExecutor(1) as pool:
+            found = pool.submit(look).result()
+    except Exception as exc:  # httpx errors are not OSErrors; any failure here is one line
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"--tiled {uri}: cannot reach the Tiled server ({text})") from None
+    if not found:
+        raise ValueError(f"--run {run}: no such run on {uri}")
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from motex_stream.stream.publishers.jsonl import JsonlSink, published_seqs
     from motex_stream.stream.runner import LazyAnalyzer, format_summary
@@ -67,9 +114,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
 
     settings = replay_settings(args)
+    check_arguments(args)
     if args.tiled:
-        if not args.run:
-            raise ValueError("--tiled needs --run UID")
         source = TiledReplaySource(args.tiled, args.run, pace=args.speed)
     else:
         interval = None if not args.speed else 1.0 / args.speed
@@ -89,8 +135,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
 
         sinks.append(BlueskyRunSink([tiled_writer(args.archive, api_key=read_api_key())]))
+    # a finite source that fails is not restarted forever: the replay ends and says so
     service = StreamService(
-        {settings.name: analyzer}, [source], sinks, policy="all", resume_after=done
+        {settings.name: analyzer},
+        [source],
+        sinks,
+        policy="all",
+        resume_after=done,
+        restart_sources=False,
     )
     summary = service.run()
     print(f"replayed {source.name}: {format_summary(summary)}; results in {args.out}")
@@ -98,6 +150,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"{summary['duplicates']} frame(s) were already in {args.out} and were kept")
     if not summary.get("processed", 0) and not summary.get("duplicates", 0):
         print(f"motex-stream: error: no frame of {source.name} was analysed", file=sys.stderr)
+        return 1
+    unfinished = [uid for uid, run in summary.get("runs", {}).items() if not run["stopped"]]
+    if unfinished:
+        print(
+            f"motex-stream: error: {source.name} ended before run {unfinished[0]} did (see log)",
+            file=sys.stderr,
+        )
         return 1
     if summary.get("sink_errors", 0):
         print(

@@ -25,9 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     from motex_stream.stream.config import load_config
+    from motex_stream.stream.config.preflight import preflight
     from motex_stream.stream.runner import build_service, format_summary, serve_until_signalled
 
     config = load_config(args.config)  # a ConfigError names every bad key before anything runs
+    preflight(config)  # this machine: state dir writable, files there, ports free, keys private
     log.info(
         "config %s: models %s; sources %s; sinks %s",
         args.config,

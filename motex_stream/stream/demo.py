@@ -33,6 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.frames < 2:
+        raise ValueError(f"--frames must be at least 2 (a series), got {args.frames}")
+    if not args.delay >= 0:
+        raise ValueError(f"--delay must be >= 0 seconds, got {args.delay}")
+    if args.catalogue < 10:
+        raise ValueError(f"--catalogue must be at least 10 motifs, got {args.catalogue}")
+    if not 1 <= args.refit <= args.catalogue:
+        raise ValueError(
+            f"--refit must be between 1 and --catalogue ({args.catalogue}), got {args.refit}"
+        )
     out = args.out or Path(f"motex-demo-{datetime.now():%Y%m%d-%H%M%S}")
     summary = run_demo(out, args.frames, args.delay, args.catalogue, args.refit, not args.no_watch)
     print(summary["text"])

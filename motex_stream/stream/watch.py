@@ -192,6 +192,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from motex_stream.stream.config.addresses import zmq_endpoint
+
+    try:
+        zmq_endpoint(args.address)
+    except ValueError as exc:
+        raise ValueError(f"ADDR: {exc}") from None
+    for flag, value in (("--history", args.history), ("--max-messages", args.max_messages)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be positive seconds, got {args.timeout}")
     state = watch(
         args.address,
         args.topic,

@@ -301,8 +301,8 @@ def test_bad_sink_entries_name_the_key(entry: dict[str, Any], match: str) -> Non
 def test_source_names_default_and_must_be_unique() -> None:
     data = minimal()
     data["sources"] = [
-        {"type": "zmq", "address": "a"},
-        {"type": "zmq", "address": "b", "name": "zmq-0"},
+        {"type": "zmq", "address": "tcp://127.0.0.1:5568"},
+        {"type": "zmq", "address": "tcp://127.0.0.1:5569", "name": "zmq-0"},
     ]
     with pytest.raises(ConfigError, match=r"sources: duplicate source name\(s\) zmq-0"):
         parse_config(data)

@@ -275,3 +275,23 @@ def test_assembler_drops_duplicates_and_counts_late(run_engine: RunEngine, pdf_d
     assert seqs == [1, 2, 3, 6, 5, 4]
     s = assembler.stats
     assert (s.gaps, s.late, s.duplicates, s.received) == (0, 2, 2, 6)
+
+
+def test_full_source_backlog_drops_frames_counted_never_boundaries(
+    run_engine: RunEngine, pdf_detector: PDFDetector
+) -> None:
+    """Nobody takes items (the service is behind): frames beyond the bound are dropped and
+    counted, start and stop still pass, memory stays bounded."""
+    docs: list[tuple[str, dict]] = []
+    token = run_engine.subscribe(lambda name, doc: docs.append((name, doc)))
+    run_series(run_engine, pdf_detector, 12)
+    run_engine.unsubscribe(token)
+    source = ZmqSource("tcp://127.0.0.1:1", backlog_frames=5)
+    for name, doc in docs:
+        source.handle_message(b"raw " + name.encode() + b" " + msgpack_serializer(doc))
+    got = []  # what the service would take, once it catches up
+    while (item := source._backlog.get(0.01)) is not None:
+        got.append(item)
+    assert isinstance(got[0], RunStart) and isinstance(got[-1], RunStop)
+    assert [f.seq for f in got if isinstance(f, Frame)] == [1, 2, 3, 4, 5]
+    assert source.stats.overflow == 7 and source.stats.received == 12

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from motex_stream.stream.config.addresses import BindHost
 from motex_stream.stream.config.base import ConfigModel
 
 Policy = Literal["all", "latest"]
@@ -21,7 +22,7 @@ class ServiceConfig(ConfigModel):
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="Prometheus /metrics port; 0 turns the server off"
     )
-    metrics_host: str = Field(
+    metrics_host: BindHost = Field(
         "127.0.0.1",
         min_length=1,
         description="interface the metrics server binds; metrics reveal run uids and timings, "
@@ -30,7 +31,7 @@ class ServiceConfig(ConfigModel):
     dashboard_port: int = Field(
         0, ge=0, le=65535, description="port of the live web page (docs/dashboard.md); 0: off"
     )
-    dashboard_host: str = Field(
+    dashboard_host: BindHost = Field(
         "127.0.0.1",
         min_length=1,
         description="interface the dashboard binds; it shows run uids and results, so open it "

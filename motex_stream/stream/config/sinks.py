@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from motex_stream.stream.config.addresses import HttpUri, ProxyAddress, ZmqBind
 from motex_stream.stream.config.base import ConfigModel
 
 
@@ -14,7 +15,7 @@ class ZmqSinkConfig(ConfigModel):
     """A ZMQ PUB socket: one v1 message per analysed frame, topic = model name."""
 
     type: Literal["zmq"]
-    bind: str = Field(
+    bind: ZmqBind = Field(
         "tcp://127.0.0.1:5578", min_length=1, description="address the PUB socket binds"
     )
 
@@ -33,13 +34,13 @@ class BlueskySinkConfig(ConfigModel):
     """The analysed frames as a derived Bluesky run (0MQ proxy and/or a Tiled server)."""
 
     type: Literal["bluesky"]
-    address: str | None = Field(
+    address: ProxyAddress | None = Field(
         None, min_length=1, description="the 0MQ proxy's IN address (host:port)"
     )
     prefix: str = Field(
         "an", pattern=r"^\S+$", description="0MQ prefix of the derived documents (no spaces)"
     )
-    tiled_uri: str | None = Field(
+    tiled_uri: HttpUri | None = Field(
         None, min_length=1, description="also write the derived run to this Tiled server"
     )
     api_key_file: Path | None = Field(

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from motex_stream.stream.config.addresses import BootstrapServers, HttpUri, ZmqConnect
 from motex_stream.stream.config.base import CONFIG_RELATIVE, DEFAULT_DOC, ConfigModel
 
 SourceName = Annotated[
@@ -45,7 +46,9 @@ class ZmqSourceConfig(ConfigModel):
 
     type: Literal["zmq"]
     name: SourceName
-    address: str = Field(min_length=1, description="the proxy's OUT address, tcp://host:port")
+    address: ZmqConnect = Field(
+        min_length=1, description="the proxy's OUT address, tcp://host:port"
+    )
     prefix: Prefix = "raw"
     data_key: DataKey = "pdf_gr"
     r_key: RKey = "pdf_r"
@@ -79,7 +82,7 @@ class _TiledConnection(ConfigModel):
     """What every Tiled source needs: the server, the data keys, and where the key lives."""
 
     name: SourceName
-    uri: str = Field(min_length=1, description="Tiled API root, e.g. http://127.0.0.1:8000/api")
+    uri: HttpUri = Field(min_length=1, description="Tiled API root, e.g. http://127.0.0.1:8000/api")
     data_key: DataKey = "pdf_gr"
     r_key: RKey = "pdf_r"
     api_key_file: KeyFile = None
@@ -124,7 +127,9 @@ class KafkaSourceConfig(ConfigModel):
 
     type: Literal["kafka"]
     name: SourceName
-    address: str = Field(min_length=1, description="bootstrap servers, host:port[,host:port]")
+    address: BootstrapServers = Field(
+        min_length=1, description="bootstrap servers, host:port[,host:port]"
+    )
     topics: tuple[str, ...] = Field(("raw",), min_length=1, description="topics to consume")
     group_id: str = Field("motex-stream", min_length=1, description="Kafka consumer group")
     data_key: DataKey = "pdf_gr"

@@ -94,7 +94,9 @@ class KafkaSource:
         self.name = name or f"kafka:{','.join(topics)}"
         self.stats = SourceStats()
         self._queue: queue.SimpleQueue[StreamItem] = queue.SimpleQueue()
-        assembler = DocumentAssembler(stats=self.stats, source_name=self.name, **document_options)
+        self._assembler = assembler = DocumentAssembler(
+            stats=self.stats, source_name=self.name, **document_options
+        )
 
         def on_document(name: str, doc: dict[str, Any]) -> None:
             for item in assembler.process(name, doc):
@@ -108,6 +110,12 @@ class KafkaSource:
             deserializer=_kafka_deserializer,
         )
         self._dispatcher.subscribe(on_document)
+
+    def attach_journal(self, journal: Any) -> None:
+        """Persist open runs; take up those a restart left open (Kafka re-delivers their
+        events from the group's committed offset, so nothing sent meanwhile is lost)."""
+        for item in self._assembler.resume(journal):
+            self._queue.put(item)
 
     def _poll(self, stop_event: threading.Event) -> None:
         start = self._dispatcher.start
