@@ -26,7 +26,8 @@ import json
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -568,6 +569,8 @@ class FrameFit:
     n_fit: int
     n_holdout: int
     timings: dict[str, float]
+    #: a background rebuild was started on this frame's data (swapped in at the next update)
+    rebuild_started: bool = False
 
 
 class IncrementalSurrogate:
@@ -599,6 +602,15 @@ class IncrementalSurrogate:
 
     :attr:`generation` increases on each rebuild, which lets a SHAP cache (see
     :class:`motex_stream.explain.ShapCache`) know when its cached trees were thrown away.
+
+    **Background rebuilds** (:meth:`start_background_rebuilds`, what the live service uses):
+    when the *next* frame would reach the cap (or a drift is seen), the fresh model is trained
+    on this frame's data in a background thread (one xgboost thread), and ``prepare(booster,
+    generation)`` runs there too (the service computes the new model's catalogue SHAP with
+    it); the next :meth:`update` swaps it in, then boosts that frame's trees on top as usual.
+    So no frame pays for a rebuild in line, the swap is one assignment, and the swap frame is
+    fixed (the next update, waiting for the build only if it is not done by then, which
+    ``timings["rebuild_wait"]`` shows) so results do not depend on thread timing.
 
     State (booster + JSON) is saved with :meth:`save` and restored with :meth:`load`; nothing
     is pickled.
@@ -639,6 +651,68 @@ class IncrementalSurrogate:
         self.seed = int(seed)
         self.frame = 0
         self.generation = 0
+        self.background = False
+        self._prepare: Callable[[xgb.Booster, int], object] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[tuple[xgb.Booster, int]] | None = None
+
+    def start_background_rebuilds(
+        self, prepare: Callable[[xgb.Booster, int], object] | None = None
+    ) -> None:
+        """Build rebuilt models in a background thread from now on (see the class doc).
+
+        ``prepare(booster, generation)`` is called in that thread once the new booster is
+        trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`).
+        """
+        self.background = True
+        self._prepare = prepare
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild")
+
+    def close(self) -> None:
+        """Wait for a pending background build (dropping it) and stop the worker thread."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _background_build(
+        self, X: np.ndarray, y: np.ndarray, seed: int, generation: int
+    ) -> tuple[xgb.Booster, int]:
+        hp = self._rebuild_params()
+        booster = xgb.train(
+            hp.to_xgb_params(seed=seed, nthread=1),
+            xgb.DMatrix(X, label=y, nthread=1),
+            hp.n_estimators,
+        )
+        booster.set_param({"nthread": NTHREAD})
+        if self._prepare is not None:
+            self._prepare(booster, generation)
+        return booster, generation
+
+    def _submit_rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> None:
+        assert self._executor is not None
+        self._pending = self._executor.submit(
+            self._background_build, X.copy(), y.copy(), seed, self.generation + 1
+        )
+
+    def _swap_pending(self) -> float:
+        """Adopt a finished (or wait for the) background build; returns the wait in seconds."""
+        assert self._pending is not None
+        t = time.perf_counter()
+        booster, generation = self._pending.result()
+        waited = time.perf_counter() - t
+        self._pending = None
+        self.booster = booster
+        self.generation = generation
+        log.info(
+            "surrogate rebuilt in the background, swapped in at frame %d with %d trees",
+            self.frame,
+            booster.num_boosted_rounds(),
+        )
+        return waited
 
     @property
     def n_trees(self) -> int:
@@ -677,6 +751,10 @@ class IncrementalSurrogate:
         frame_seed = self.seed + self.frame
         fit_idx, hold_idx = _split(len(y), self.holdout_fraction, frame_seed)
         timings: dict[str, float] = {}
+        swapped = False
+        if self._pending is not None:
+            timings["rebuild_wait"] = self._swap_pending()
+            swapped = True
         rebuilt = self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
@@ -692,17 +770,25 @@ class IncrementalSurrogate:
             )
         timings["boost"] = time.perf_counter() - t
         self.booster = booster
+        rebuilt = rebuilt or swapped
         t = time.perf_counter()
         mae, _ = _metrics(booster, X[hold_idx], y[hold_idx])
         timings["evaluate"] = time.perf_counter() - t
         # drift: the data moved faster than a few warm-start trees can follow, so the old
         # trees (fitted to past frames) dominate; forget them now rather than at the tree cap
-        if (
+        drifted = (
             not rebuilt
             and self.drift_factor is not None
             and np.isfinite(self.reference_mae)
             and mae > self.drift_factor * self.reference_mae
-        ):
+        )
+        started = False
+        if self.background:
+            # the next frame would pass the cap, or the model drifted: rebuild off the hot path
+            if drifted or self.n_trees + self.rounds_per_frame > self.max_trees:
+                self._submit_rebuild(X[fit_idx], y[fit_idx], frame_seed)
+                started = True
+        elif drifted:
             t = time.perf_counter()
             self.booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
             rebuilt = True
@@ -717,12 +803,17 @@ class IncrementalSurrogate:
             n_fit=len(fit_idx),
             n_holdout=len(hold_idx),
             timings=timings,
+            rebuild_started=started,
         )
         self.frame += 1
         return fit
 
     def save(self, directory: str | Path) -> Path:
-        """Persist booster (UBJ) and counters/settings (JSON) for a service restart."""
+        """Persist booster (UBJ) and counters/settings (JSON) for a service restart.
+
+        A background build still pending is not saved: the restored surrogate starts it again
+        when the cap comes near.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(d / _BOOSTER_FILE)

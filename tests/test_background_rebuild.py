@@ -1,0 +1,122 @@
+"""Rebuilds of the bounded live surrogate happen off the hot path and swap in atomically."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from motex_stream.explain import ShapCache, leafshap, shap_values
+from motex_stream.model import Hyperparameters, IncrementalSurrogate, features, train
+from tests.synthetic import random_masks, synthetic_rwp
+
+N_ATOMS = 24
+
+
+@pytest.fixture(scope="module")
+def base():
+    rng = np.random.default_rng(4)
+    masks = random_masks(2000, N_ATOMS, rng)
+    hp = Hyperparameters(learning_rate=0.3, max_depth=3, n_estimators=20)
+    return train(masks, synthetic_rwp(masks, rng), params=hp, search=False)
+
+
+def _frames(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        m = random_masks(900, N_ATOMS, rng)
+        yield m, synthetic_rwp(m, rng, drift=0.001 * k)
+
+
+def _run(base, prepare=None, background=True, frames=9):
+    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50, rebuild_trees=20)
+    if background:
+        sur.start_background_rebuilds(prepare)
+    fits = [sur.update(m, y) for m, y in _frames(frames)]
+    return sur, fits
+
+
+def test_no_frame_rebuilds_in_line_and_the_swap_frame_is_fixed(base, monkeypatch) -> None:
+    def no_inline(*_a, **_k):
+        raise AssertionError("a frame rebuilt the model in line")
+
+    monkeypatch.setattr(IncrementalSurrogate, "_rebuild", no_inline)
+    sur, fits = _run(base)
+    try:
+        assert max(f.n_trees for f in fits) <= sur.max_trees
+        started = [f.frame for f in fits if f.rebuild_started]
+        swapped = [f.frame for f in fits if f.rebuilt]
+        assert started and swapped
+        # each build started on frame k is swapped in at frame k + 1, whatever the timing
+        assert [k + 1 for k in started if k + 1 < len(fits)] == swapped
+        for k in swapped:
+            assert "rebuild_wait" in fits[k].timings
+            # the swapped-in model (20 trees) plus this frame's 10 warm-start trees
+            assert fits[k].n_trees == 30
+        assert sur.generation == len(swapped)
+    finally:
+        sur.close()
+
+
+def test_result_does_not_depend_on_how_long_the_background_build_takes(base) -> None:
+    fast, _ = _run(base)
+    slow, _ = _run(base, prepare=lambda _b, _g: time.sleep(0.3))
+    try:
+        X = features(random_masks(300, N_ATOMS, np.random.default_rng(1)))
+        a = fast.booster.predict(xgb.DMatrix(X))
+        b = slow.booster.predict(xgb.DMatrix(X))
+        np.testing.assert_array_equal(a, b)
+        assert fast.generation == slow.generation
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_shap_is_computed_before_the_swap_and_stays_exact(base, monkeypatch) -> None:
+    rng = np.random.default_rng(2)
+    catalogue = random_masks(1500, N_ATOMS, rng)
+    X = features(catalogue)
+    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50, rebuild_trees=20)
+    cache = ShapCache(X)
+    cache.update(sur.booster, generation=sur.generation)
+    sur.start_background_rebuilds(cache.prepare)
+
+    main = threading.get_ident()
+    foreground: list[tuple[int, int | None]] = []
+    real = leafshap.leaf_tables
+
+    def spy(booster, start=0, end=None):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == main:
+            foreground.append((start, end))
+        return real(booster, start, end)
+
+    monkeypatch.setattr(leafshap, "leaf_tables", spy)
+    swaps = 0
+    try:
+        for m, y in _frames(9, seed=3):
+            fit = sur.update(m, y)
+            foreground.clear()
+            values = cache.update(sur.booster, rebuilt=fit.rebuilt, generation=sur.generation)
+            # the foreground only ever explains this frame's new trees, swap frames included
+            assert foreground == [(fit.n_trees - 10, fit.n_trees)]
+            swaps += fit.rebuilt
+            np.testing.assert_allclose(values, shap_values(sur.booster, X), atol=1e-6)
+        assert swaps >= 2
+    finally:
+        sur.close()
+
+
+def test_drift_starts_a_background_rebuild(base) -> None:
+    sur = IncrementalSurrogate(base, rounds_per_frame=5, max_trees=200, drift_factor=1.0)
+    sur.reference_mae = 1e-9  # every frame looks drifted
+    sur.start_background_rebuilds()
+    try:
+        fits = [sur.update(m, y) for m, y in _frames(3)]
+        assert fits[0].rebuild_started and not fits[0].rebuilt
+        assert fits[1].rebuilt and sur.generation >= 1
+        assert "drift_rebuild" not in fits[0].timings
+    finally:
+        sur.close()
