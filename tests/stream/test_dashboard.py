@@ -178,21 +178,30 @@ def test_server_serves_page_assets_snapshot_and_live_events() -> None:
         assert get(server, "/static/../server.py")[0] == 404
         assert get(server, "/nothing")[0] == 404
 
-        server.add(message(1))
+        curve = {"r": [1.0, 2.0], "g": [0.5, 0.25], "g_calc": [0.4, 0.2]}
+        server.add(message(1, fit=curve))
+        server.add(message(2, fit=curve | {"g": [0.0, 0.0]}))
         snap = json.loads(get(server, "/api/snapshot")[2])
-        assert snap["source"] == "tcp://test" and snap["messages"] == 1
-        assert snap["models"]["keggin"]["frames"][0]["seq"] == 1
+        assert snap["source"] == "tcp://test" and snap["messages"] == 2
+        frames = snap["models"]["keggin"]["frames"]
+        assert [f["seq"] for f in frames] == [1, 2]
+        # only the latest fit travels in the snapshot; older ones on request
+        assert frames[0]["fit"] is None and frames[1]["fit"]["g"] == [0.0, 0.0]
+        status, _, body = get(server, "/api/fit?model=keggin&seq=1")
+        assert status == 200 and json.loads(body) == curve
+        assert get(server, "/api/fit?model=keggin&seq=9")[0] == 404
+        assert get(server, "/api/fit?model=keggin")[0] == 400
 
         with socket.create_connection((server.host, server.port), timeout=10) as sock:
             sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
             stream = sock.makefile("rb")
             assert stream.readline().startswith(b"HTTP/1.1 200")
             name, snap = read_event(stream)
-            assert name == "snapshot" and len(snap["models"]["keggin"]["frames"]) == 1
+            assert name == "snapshot" and len(snap["models"]["keggin"]["frames"]) == 2
             wait_for(lambda: server.clients == 1)
-            server.add(message(2))
+            server.add(message(3))
             name, event = read_event(stream)
-            assert name == "frame" and event["frame"]["seq"] == 2 and not event["new_run"]
+            assert name == "frame" and event["frame"]["seq"] == 3 and not event["new_run"]
     # closing the server ends the stream instead of hanging the browser's connection
     assert server.clients == 0
 

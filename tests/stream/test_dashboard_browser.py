@@ -244,6 +244,10 @@ def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, 
             messages = recorder.take(N_FRAMES)
             wait_until(lambda: page_state(driver)["columns"] == N_FRAMES, what="all frames")
 
+            # a page opened now gets the run from the snapshot (older fits on request)
+            driver.refresh()
+            wait_until(lambda: page_state(driver)["columns"] == N_FRAMES, what="the snapshot")
+
             # scroll back to frame 2 with the slider (as a user drags it)
             driver.execute_script(
                 """const s = document.querySelector('.frame-slider');
@@ -252,6 +256,9 @@ def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, 
             view = wait_until(lambda: selected(driver, 2), what="frame 2 selected")
             values = {c["atom"]: c["value"] for c in messages[1]["contributions"]}
             assert view["line"] == 2  # the heatmap marks the frame shown
+            fit = wait_until(lambda: fit_of(driver, 2), what="frame 2's fit curve")
+            np.testing.assert_allclose(fit["g"], messages[1]["fit"]["g"], rtol=1e-12)
+            np.testing.assert_allclose(fit["g_calc"], messages[1]["fit"]["g_calc"], rtol=1e-12)
             assert view["follow"] is False
             assert [r["atom"] for r in view["rows"]] == sorted(values, key=values.get)
             np.testing.assert_allclose(view["colours"], [values[a] for a in view["perm"]])
@@ -310,3 +317,16 @@ def selected(driver, seq: int) -> dict | None:
         """
     )
     return view if view["seq"] == seq else None
+
+
+def fit_of(driver, seq: int) -> dict | None:
+    """The data and best-motif curves the fit plot draws, once it shows frame ``seq``."""
+    return driver.execute_script(
+        """
+        const div = document.querySelector('section.model .fit');
+        if (!div.data || div.data.length < 2) return null;
+        if (!div.layout.title.text.includes('frame ' + arguments[0] + ' ')) return null;
+        return {g: div.data[0].y, g_calc: div.data[1].y};
+        """,
+        seq,
+    )

@@ -9,7 +9,8 @@ gets a fresh snapshot) instead of growing memory in a week-long service.
 
 Routes: ``/`` the page; ``/static/*`` its script, style and Plotly (from the ``plotly``
 wheel); ``/api/snapshot`` the whole :class:`~.state.DashboardState` as JSON; ``/events`` the
-SSE stream (a ``snapshot`` event, then one ``frame`` event per message); ``/healthz``.
+SSE stream (a ``snapshot`` event, then one ``frame`` event per message); ``/api/fit?model=
+NAME&seq=N`` an older frame's fit curve (the snapshot holds only the latest); ``/healthz``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from motex_stream.stream.dashboard.state import DashboardState
 from motex_stream.stream.frames import RunStart, RunStop
@@ -183,12 +185,27 @@ class DashboardServer:
                 elif path == "/api/snapshot":
                     body = _json({**server.state.snapshot(), **server._info()})
                     self._file(body, "application/json")
+                elif path == "/api/fit":
+                    self._fit()
                 elif path == "/healthz":
                     self._file(b"ok\n", "text/plain")
                 elif path == "/events":
                     self._events()
                 else:
                     self.send_error(HTTPStatus.NOT_FOUND)
+
+            def _fit(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                try:
+                    model, seq = query["model"][0], int(query["seq"][0])
+                except (KeyError, IndexError, ValueError):
+                    self.send_error(HTTPStatus.BAD_REQUEST, "needs model=NAME&seq=N")
+                    return
+                fit = server.state.fit(model, seq)
+                if fit is None:
+                    self.send_error(HTTPStatus.NOT_FOUND, "no fit kept for that frame")
+                    return
+                self._file(_json(fit), "application/json")
 
             def _file(self, body: bytes, kind: str, cache: bool = False) -> None:
                 self.send_response(HTTPStatus.OK)

@@ -67,13 +67,19 @@ class ModelView:
     gaps: int = 0
 
     def snapshot(self) -> dict[str, Any]:
+        """The view for a page that (re)connects; only the latest frame's fit curve is in it
+        (a page asks for older ones with :meth:`fit` when it scrolls back), so a long run's
+        snapshot stays small enough to draw within a second."""
+        frames = [{**f, "fit": None} for f in self.frames]
+        if frames:
+            frames[-1]["fit"] = self.frames[-1]["fit"]
         return {
             "name": self.name,
             "atoms": self.atoms,
             "elements": self.elements,
             "run": self.run,
             "runs": self.runs,
-            "frames": list(self.frames),
+            "frames": frames,
             "structure": self.structure,
             "timeline": list(self.timeline),
             "messages": self.messages,
@@ -134,6 +140,15 @@ class DashboardState:
                 "messages": view.messages,
                 "gaps": view.gaps,
             }
+
+    def fit(self, model: str, seq: int) -> dict[str, Any] | None:
+        """The fit curve of frame ``seq`` of the model's current run, if still kept."""
+        with self._lock:
+            view = self.models.get(model)
+            for frame in reversed(view.frames if view is not None else ()):
+                if frame["seq"] == seq:
+                    return frame["fit"]
+            return None
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, for a page that (re)connects."""

@@ -12,11 +12,18 @@ const ELEMENT_COLOUR = { W: "#2f6fb0", O: "#d23c3c", Mo: "#6a9c46", P: "#e08a1e"
 const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover" };
 
 const models = {};  // name -> model state
-const stats = { firstRender: null, latency: [], renders: 0, reconnects: 0 };
+const stats = { firstData: null, firstRender: null, snapshotAt: null, latency: [], renders: 0, reconnects: 0 };
 window.motex = { models, stats };
 let info = { source: "", messages: 0 };
 let lastArrival = null;  // dashboard clock (s) of the latest frame
-let clockSkew = 0;  // server time - browser time (s), from the snapshot
+// server time - browser time (s): the largest of (server time sent) - (browser time received),
+// a lower bound that tightens with every event (the browser may run on another computer)
+let clockSkew = null;
+function observeClock(serverTime) {
+  const skew = serverTime - Date.now() / 1000;
+  if (clockSkew === null || skew > clockSkew) clockSkew = skew;
+}
+function serverNow() { return Date.now() / 1000 + (clockSkew || 0); }
 let connected = false;
 
 // ------------------------------------------------------------------ formatting
@@ -88,6 +95,7 @@ function applyFrame(ev) {
   if (m.timeline.length > MAX_TIMELINE) m.timeline.shift();
   if (f.published_at !== null) m.pending.push(f.published_at);
   lastArrival = f.arrived;
+  observeClock(f.arrived);
   info.messages += 1;
   schedule(m);
 }
@@ -103,8 +111,11 @@ function renderDirty() {
   frameRequested = false;
   const todo = Array.from(dirty);
   dirty.clear();
-  Promise.all(todo.map(render)).then(() => {
-    const now = Date.now() / 1000 + clockSkew;
+  const plotted = plotlyReady();
+  Promise.all(todo.map((m) => render(m, plotted))).then(() => {
+    if (stats.firstData === null && todo.some((m) => m.frames.length)) stats.firstData = performance.now();
+    if (!plotted) return;  // drawn again, with the plots, once Plotly is ready
+    const now = serverNow();
     for (const m of todo) {
       for (const p of m.pending) stats.latency.push(now - p);
       m.pending = [];
@@ -129,7 +140,10 @@ function symmetricRange(m) {
   return top > 0 ? top : 1;
 }
 
-function render(m) {
+function plotlyReady() { return typeof window.Plotly !== "undefined"; }
+window.motexPlotlyReady = () => { for (const m of Object.values(models)) schedule(m); };
+
+function render(m, plotted) {
   const i = current(m);
   if (i < 0) return Promise.resolve();
   const f = m.frames[i];
@@ -147,6 +161,7 @@ function render(m) {
   el.querySelector(".frame-label").textContent = `seq ${f.seq} of ${m.frames[m.frames.length - 1].seq}`;
   el.querySelector(".follow").classList.toggle("on", m.follow);
   renderRanking(m, f, top);
+  if (!plotted) return Promise.resolve();
   return Promise.all([renderHeatmap(m, i, top), render3d(m, f, top), renderFit(m, f), renderTrends(m)]);
 }
 
@@ -256,6 +271,13 @@ function render3d(m, f, top) {
 function renderFit(m, f) {
   const div = m.el.querySelector(".fit");
   const fit = f.fit;
+  if (!fit && !f.fitAsked) {  // the snapshot holds only the latest fit: ask for this one
+    f.fitAsked = true;
+    fetch(`/api/fit?model=${encodeURIComponent(m.name)}&seq=${f.seq}`)
+      .then((r) => (r.ok ? r.json() : null))
+      .then((got) => { if (got) { f.fit = got; schedule(m); } })
+      .catch(() => {});
+  }
   if (!fit) {
     return Plotly.react(div, [], { title: { text: `No fit curve kept for frame ${f.seq}`, font: { size: 13 } } }, PLOT_CONFIG);
   }
@@ -280,19 +302,25 @@ function renderFit(m, f) {
   return Plotly.react(div, data, layout, PLOT_CONFIG);
 }
 
+const TREND_POINTS = 600;  // drawn per trend line (every k-th point beyond): SVG stays quick
+
 function renderTrends(m) {
   const t = m.timeline;
-  const x = t.map((p) => new Date(p[0] * 1000));
-  const rate = t.map((p, k) => {
+  const rateAt = (k) => {
     const back = Math.min(k, 10);
     if (back < 1) return null;
-    const span = p[0] - t[k - back][0];
+    const span = t[k][0] - t[k - back][0];
     return span > 0 ? back / span : null;
-  });
+  };
+  const step = Math.max(1, Math.ceil(t.length / TREND_POINTS));
+  const idx = [];
+  for (let k = (t.length - 1) % step; k < t.length; k += step) idx.push(k);  // keeps the last
+  const x = idx.map((k) => new Date(t[k][0] * 1000));
+  const line = { width: 1.5 };
   const data = [
-    { type: "scatter", mode: "lines+markers", name: "model MAE", x, y: t.map((p) => p[1]), marker: { size: 3 } },
-    { type: "scatter", mode: "lines+markers", name: "latency (s)", x, y: t.map((p) => p[2]), yaxis: "y2", marker: { size: 3 } },
-    { type: "scatter", mode: "lines+markers", name: "frames/s", x, y: rate, yaxis: "y3", marker: { size: 3 } },
+    { type: "scatter", mode: "lines", name: "model MAE", x, y: idx.map((k) => t[k][1]), line },
+    { type: "scatter", mode: "lines", name: "latency (s)", x, y: idx.map((k) => t[k][2]), yaxis: "y2", line },
+    { type: "scatter", mode: "lines", name: "frames/s", x, y: idx.map(rateAt), yaxis: "y3", line },
   ];
   const layout = {
     margin: { l: 60, r: 10, t: 10, b: 30 }, showlegend: false,
@@ -307,7 +335,7 @@ function renderTrends(m) {
 
 function renderHeader() {
   const status = document.getElementById("status");
-  const now = Date.now() / 1000 + clockSkew;
+  const now = serverNow();
   let cls, text;
   if (!connected) { cls = "reconnecting"; text = "reconnecting to the dashboard…"; }
   else if (lastArrival === null) { cls = "stale"; text = "connected, no frames yet"; }
@@ -328,7 +356,8 @@ function connect() {
     const snap = JSON.parse(e.data);
     connected = true;
     info = { source: snap.source, messages: snap.messages };
-    clockSkew = snap.now - Date.now() / 1000;
+    observeClock(snap.now);
+    if (stats.snapshotAt === null) stats.snapshotAt = performance.now();
     lastArrival = snap.last_arrival;
     for (const [name, s] of Object.entries(snap.models)) schedule(fromSnapshot(name, s));
     renderHeader();
