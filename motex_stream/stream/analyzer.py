@@ -156,6 +156,8 @@ class MotexFrameAnalyzer:
         if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
+        # rebuilds train (and are explained) in a worker thread, swapped in a frame later
+        surrogate.start_background_rebuilds(self._shap.prepare)
         self._frames = 0
         self._saved_frames = 0
         self._generation = 0
