@@ -255,6 +255,34 @@ def test_derived_run_documents_validate_and_keep_raw_times() -> None:
     assert events[1]["data"]["best_rwp"] == pytest.approx(0.25)
     stop = docs[-1][1]
     assert stop["exit_status"] == "success" and stop["num_events"] == {"primary": 3}
+    # what stock clients need: plan fields, versions, units everywhere, times inside the run
+    for field in ("plan_name", "plan_type", "scan_id", "versions"):
+        assert field in start, field
+    assert all("units" in key for key in descriptor["data_keys"].values())
+    assert start["time"] <= descriptor["time"] <= min(e["time"] for e in events)
+    assert stop["time"] >= max(e["time"] for e in events)
+
+
+def test_derived_uid_is_one_per_analysis() -> None:
+    """Same raw run + same analysis id → same uid; another analysis id → another uid."""
+    from motex_stream.stream.messages import AnalysisIdentity
+
+    def start_uid(analysis: AnalysisIdentity | None) -> str:
+        docs: list[tuple[str, dict[str, Any]]] = []
+        sink = BlueskyRunSink([lambda n, d: docs.append((n, d))])
+        sink.on_run_start(RunStart(RAW_UID, 1_700_000_000.0))
+        published = make_published(1)
+        sink.publish(PublishedFrame(**{**published.__dict__, "analysis": analysis}))
+        start = docs[0][1]
+        if analysis is not None:
+            assert start["motex_analysis_id"] == analysis.id
+            assert start["motex_settings"] == dict(analysis.settings)
+        return start["uid"]
+
+    a = AnalysisIdentity("aaaa", {"seed": 0})
+    assert start_uid(a) == start_uid(AnalysisIdentity("aaaa", {"seed": 0}))
+    assert start_uid(a) != start_uid(AnalysisIdentity("bbbb", {"seed": 7}))
+    assert start_uid(a) != start_uid(None)
 
 
 def test_derived_run_is_deterministic_across_replays() -> None:
@@ -276,7 +304,7 @@ def test_close_aborts_unfinished_derived_runs_and_failing_callbacks_are_isolated
 
     sink = BlueskyRunSink([broken, lambda n, d: docs.append((n, d))])
     # each failed write is reported to the service (which counts a sink error) ...
-    with pytest.raises(SinkWriteError, match="failed on a start document.*tiled is down"):
+    with pytest.raises(SinkWriteError, match=r"failed on a start document.*tiled is down"):
         run_through(sink, [1], stop=False)
     with pytest.raises(SinkWriteError, match="failed on a stop document"):
         sink.close()
