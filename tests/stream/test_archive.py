@@ -245,3 +245,41 @@ def test_one_uid_per_analysis_and_failed_writes_fail_the_replay(
     doomed.close()
     thread.join(TIMEOUT)
     assert rc == [1]
+
+
+def test_an_unfinished_stored_run_is_a_reported_write_failure(tiled_server) -> None:
+    """A derived run Tiled holds without a stop (service killed mid-run, then resumed): the
+    stock writer cannot append to it, so the sink reports a failed write instead of silence;
+    a finished one is skipped quietly."""
+    from motex_stream.stream.frames import RunStart, RunStop
+    from motex_stream.stream.messages import AnalysisIdentity, PublishedFrame
+    from motex_stream.stream.publishers.bluesky_run import SinkWriteError
+    from tests.stream.test_publishers import make_published
+
+    key = str(tiled_server.api_key)
+    uri = str(tiled_server.uri).split("?", 1)[0]
+    raw = f"raw-{uuid.uuid4()}"
+    analysis = AnalysisIdentity(uuid.uuid4().hex[:16], {"seed": 0})
+
+    def frame(seq: int) -> PublishedFrame:
+        published = make_published(seq, source=raw)
+        return PublishedFrame(**{**published.__dict__, "analysis": analysis})
+
+    killed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    killed.on_run_start(RunStart(raw, 1.7e9))
+    killed.publish(frame(1))  # ... and the process dies: no stop reaches Tiled
+    resumed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    resumed.on_run_start(RunStart(raw, 1.7e9))
+    with pytest.raises(SinkWriteError, match="already in Tiled but unfinished"):
+        resumed.publish(frame(2))
+    resumed.publish(frame(3))  # later documents of that run are dropped, not failing again
+    resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+
+    raw2 = f"raw-{uuid.uuid4()}"
+    for _attempt in range(2):  # a finished run written twice: the second is skipped, no error
+        sink = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+        sink.on_run_start(RunStart(raw2, 1.7e9))
+        published = make_published(1, source=raw2)
+        sink.publish(PublishedFrame(**{**published.__dict__, "analysis": analysis}))
+        sink.on_run_stop(RunStop(raw2, 1.7e9 + 10))
+    assert len(derived_runs(tiled_client(uri, key), raw2)) == 1

@@ -350,9 +350,11 @@ class TiledArchive:
     Why a wrapper: the stock writer keeps arrays of up to 16 elements in its SQL table, where
     they read back as strings; ``max_array_size=0`` makes every array an array node, whatever
     the atom count. And a run whose uid Tiled already holds (a restart or replay of the same
-    analysis) is skipped with one warning instead of failing with 409 on every document. A
-    start that still fails (a conflict in a race, the server down) raises once; the run's
-    later documents are then dropped rather than failing one by one.
+    analysis) is skipped with one warning instead of failing with 409 on every document; if
+    that stored run never got its stop (a killed service, resumed), the skip is reported as a
+    failed write, since the resumed frames will be missing from it. A start that fails (a
+    conflict in a race, the server down) raises once; the run's later documents are then
+    dropped rather than failing one by one.
     """
 
     def __init__(self, client: Any, *, batch_size: int = 1) -> None:
@@ -366,8 +368,15 @@ class TiledArchive:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         if name == "start":
             if doc["uid"] in self.client:
-                log.warning("derived run %s is already in Tiled; not written again", doc["uid"])
                 self._skipped_runs.add(doc["uid"])
+                if self.client[doc["uid"]].metadata.get("stop") is None:
+                    # e.g. a service killed mid-run and resumed: the stock writer cannot append
+                    # to a stored run, so the resumed frames do not reach Tiled. Say so.
+                    raise SinkWriteError(
+                        f"derived run {doc['uid']} is already in Tiled but unfinished (no stop); "
+                        "the frames of this analysis are not written to it again"
+                    )
+                log.warning("derived run %s is already in Tiled; not written again", doc["uid"])
                 return
             try:
                 self.writer(name, doc)
