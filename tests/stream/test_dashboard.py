@@ -272,3 +272,38 @@ def test_service_serves_its_own_dashboard_when_configured(tmp_path) -> None:
         assert snap["models"]["keggin"]["frames"][0]["values"] == [-0.1]
     finally:
         sink.close()
+
+
+@pytest.mark.slow
+def test_the_documented_command_serves_the_stream(tmp_path) -> None:
+    """`motex-stream dashboard ADDR --port P`, as docs/dashboard.md runs it, in a process."""
+    import subprocess
+    import sys
+
+    from tests.stream.conftest import free_port, wait_for_port
+
+    port = free_port()
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "motex_stream", "dashboard", publisher.address,
+             "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60)
+            assert publisher.wait_for_subscribers(1, timeout=20)
+            publisher.send_message(message(1))
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+            def arrived() -> bool:
+                conn.request("GET", "/api/snapshot")
+                return json.loads(conn.getresponse().read())["messages"] == 1
+
+            wait_for(arrived)
+            conn.close()
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=20)
+    assert f"on http://127.0.0.1:{port}/" in out

@@ -254,7 +254,7 @@ function render3d(m, f, top) {
     { type: "scatter3d", mode: "markers", name: "permutable atoms", x: xyz(perm, 0), y: xyz(perm, 1), z: xyz(perm, 2),
       text: permText, hovertemplate: "%{text}<extra></extra>",
       marker: { size: 9, color: permValues.map((v) => (v === null ? 0 : v)), cmin: -top, cmax: top, cmid: 0,
-        colorscale: DIVERGING, line: { color: "#1d2330", width: 1 },
+        colorscale: DIVERGING,  // open (removed) markers are drawn in their value colour too
         symbol: perm.map((k) => (keptAtom(k + 1) ? "circle" : "circle-open")),
         colorbar: { title: { text: "value" }, thickness: 12 } } },
   ];
