@@ -87,8 +87,10 @@ class LazyAnalyzer:
         """Which analysis ``frame`` got: the prepared state plus the run's settings.
 
         The state part (catalogue, fit grid, configured-settings fingerprint, which covers
-        the starting model's bytes) is hashed once per prepared model; it survives a restart
-        from saved state, so a resumed or replayed run keeps its derived uid.
+        the starting model's bytes, and the preparation's hyperparameter search and chosen
+        hyperparameters, which depend on the reference data) is hashed once per prepared
+        model. All of it is saved with the state and reloaded unchanged, so a resumed or
+        replayed run keeps its derived uid, while a state prepared on other data gets another.
         """
         inner = self.inner
         if inner is None:
@@ -97,11 +99,22 @@ class LazyAnalyzer:
             h = hashlib.sha256(inner.configured.fingerprint().encode())
             h.update(np.ascontiguousarray(inner.catalogue, dtype=np.uint8).tobytes())
             h.update(np.ascontiguousarray(inner.fit_r, dtype="<f8").tobytes())
+            prepared = {"search": inner.search, "hyperparameters": inner.surrogate.params}
+            h.update(json.dumps(prepared, sort_keys=True, default=_plain).encode())
             self._state_digest, self._digest_of = h.hexdigest(), inner
         settings = inner.run_settings(frame).model_dump(mode="json")
         blob = json.dumps(settings, sort_keys=True).encode()
         digest = hashlib.sha256(self._state_digest.encode() + blob).hexdigest()[:16]
         return AnalysisIdentity(digest, settings)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the few non-JSON values a prepared state holds (dataclasses, numpy scalars)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
