@@ -80,7 +80,7 @@ def test_best_fit_curve_reproduces_the_fitted_rwp(engine) -> None:
     curve = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g)
     keep = decimation(len(g))
     assert len(curve["r"]) == len(keep) <= FIT_POINTS
-    np.testing.assert_allclose(curve["g"], g[keep])
+    np.testing.assert_allclose(curve["g"], g[keep], rtol=0, atol=0.5e-5)
     # undecimated, the curve's Rwp is the batched fit's Rwp: the plot shows what was fitted
     full = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g, points=len(g))
     assert len(full["r"]) == len(g)
