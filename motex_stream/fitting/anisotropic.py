@@ -22,6 +22,7 @@ from motex_stream.pdf.batched import DistanceTables, PreparedModel, distance_tab
 # this factor of the best optimum so far: switching basins must pay off from the entry point.
 # On the 1000 golden fits this refines ~26 % of motifs and finds every better basin.
 ALT_SCREEN = 1.0
+ANISO_SCHEDULE_CHUNK = 8  # motifs handed to a thread at a time (dynamic scheduling)
 log = logging.getLogger(__name__)
 
 
@@ -49,13 +50,34 @@ def _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f,
         if i < 0:
             continue
         e = kind[p]
-        g0 = z[0] * delta2[p, 0] / d
-        g1 = z[1] * delta2[p, 1] / d
-        g2 = z[2] * delta2[p, 2] / d
+        g0 = np.float32(z[0] * delta2[p, 0] / d)
+        g1 = np.float32(z[1] * delta2[p, 1] / d)
+        g2 = np.float32(z[2] * delta2[p, 2] / d)
+        t = np.float32(t)
         for k in range(f.shape[0]):
             v = tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
             s = tab_s[e, i, k] + t * (tab_s[e, i + 1, k] - tab_s[e, i, k])
             f[k] += v
+            fz[0, k] += s * g0
+            fz[1, k] += s * g1
+            fz[2, k] += s * g2
+
+
+@numba.njit(cache=True, fastmath=True)
+def _evaluate_jacobian(pairs, delta2, kind, z, tab_s, d_lo, step, d_min, d_max, fz):
+    """dF/dz_a only: after an accepted LM step F is already known from the trial."""
+    fz[:, :] = 0.0
+    for p in pairs:
+        d, i, t = _table_position(delta2, p, z, d_lo, step, d_min, d_max, tab_s.shape[1])
+        if i < 0:
+            continue
+        e = kind[p]
+        g0 = np.float32(z[0] * delta2[p, 0] / d)
+        g1 = np.float32(z[1] * delta2[p, 1] / d)
+        g2 = np.float32(z[2] * delta2[p, 2] / d)
+        t = np.float32(t)
+        for k in range(fz.shape[1]):
+            s = tab_s[e, i, k] + t * (tab_s[e, i + 1, k] - tab_s[e, i, k])
             fz[0, k] += s * g0
             fz[1, k] += s * g1
             fz[2, k] += s * g2
@@ -70,6 +92,7 @@ def _evaluate_value(pairs, delta2, kind, z, tab_v, d_lo, step, d_min, d_max, f):
         if i < 0:
             continue
         e = kind[p]
+        t = np.float32(t)
         for k in range(f.shape[0]):
             f[k] += tab_v[e, i, k] + t * (tab_v[e, i + 1, k] - tab_v[e, i, k])
 
@@ -95,8 +118,8 @@ def _lm(
     """Levenberg–Marquardt on (s, z1, z2, z3) from z0; returns (χ², z, s, ‖sF-b‖²)."""
     rank = b.shape[0]
     z = z0.copy()
-    f = np.zeros(rank)
-    fz = np.zeros((3, rank))
+    f = np.zeros(rank, np.float32)
+    fz = np.zeros((3, rank), np.float32)
     _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz)
     ff = 0.0
     bf = 0.0
@@ -111,7 +134,7 @@ def _lm(
     lam = 1e-3
     jtj = np.empty((4, 4))
     jtr = np.empty(4)
-    ft = np.zeros(rank)
+    ft = np.zeros(rank, np.float32)
     cols = np.empty((4, rank))
     for _ in range(max_iter):
         # residual ρ = s F - b; Jacobian columns F, s·dF/dz_a, plus the penalty rows
@@ -156,7 +179,8 @@ def _lm(
             if chit < chi:
                 rel = (chi - chit) / max(chi, 1e-300)
                 z = zt
-                _evaluate(pairs, delta2, kind, z, tab_v, tab_s, d_lo, step, d_min, d_max, f, fz)
+                f[:] = ft  # F at the accepted point is the trial's; only dF/dz is new
+                _evaluate_jacobian(pairs, delta2, kind, z, tab_s, d_lo, step, d_min, d_max, fz)
                 s = bft / fft
                 pen = pent
                 pj = pjt
@@ -291,27 +315,31 @@ def fit_anisotropic(
     b, g2 = prep.project_data(g)
     kept = prep.model.kept_atoms(masks)
     pp = prep.pairs
-    z, s, res_in_basis, n_alt = _fit_all(
-        kept,
-        pp.a,
-        pp.b,
-        pp.delta2,
-        pp.kind.astype(np.int64),
-        tables.values,
-        tables.slopes,
-        tables.d_lo,
-        tables.step,
-        tables.d_min,
-        tables.d_max,
-        b,
-        np.ascontiguousarray(start.zoom),
-        restraint.lower,
-        restraint.upper,
-        restraint.sigma,
-        max_iter,
-        restraint.upper + 0.5 * restraint.sigma if multistart else 0.0,
-        ALT_SCREEN,
-    )
+    # dynamic scheduling, a few motifs at a time: motifs differ ~10× in cost (pair count,
+    # second basin), and with the default static split a thread that shares its core with
+    # another process holds everyone up (one such run measured half the rate)
+    with numba.parallel_chunksize(ANISO_SCHEDULE_CHUNK):
+        z, s, res_in_basis, n_alt = _fit_all(
+            kept,
+            pp.a,
+            pp.b,
+            pp.delta2,
+            pp.kind.astype(np.int64),
+            tables.values,
+            tables.slopes,
+            tables.d_lo,
+            tables.step,
+            tables.d_min,
+            tables.d_max,
+            b,
+            np.ascontiguousarray(start.zoom),
+            restraint.lower,
+            restraint.upper,
+            restraint.sigma,
+            max_iter,
+            restraint.upper + 0.5 * restraint.sigma if multistart else 0.0,
+            ALT_SCREEN,
+        )
     # the part of g outside the reduced basis is a constant: ‖g‖² - ‖b‖²
     res = res_in_basis + (g2 - float(b @ b))
     rwp = np.sqrt(np.clip(res, 0.0, None) / g2)
