@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", type=int, default=4000, help="motifs in the catalogue")
     p.add_argument("--refit", type=int, default=4000, help="motifs refitted per frame")
     p.add_argument("--no-watch", action="store_true", help="do not show the live view")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8765,
+        help="serve the live web page on 127.0.0.1:PORT while the demo runs (0: off)",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -44,7 +50,15 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"--refit must be between 1 and --catalogue ({args.catalogue}), got {args.refit}"
         )
     out = args.out or Path(f"motex-demo-{datetime.now():%Y%m%d-%H%M%S}")
-    summary = run_demo(out, args.frames, args.delay, args.catalogue, args.refit, not args.no_watch)
+    summary = run_demo(
+        out,
+        args.frames,
+        args.delay,
+        args.catalogue,
+        args.refit,
+        not args.no_watch,
+        dashboard_port=args.dashboard_port or None,
+    )
     print(summary["text"])
     return 0 if summary["ok"] else 1
 
@@ -61,6 +75,18 @@ def _start_watch(address: str, n_frames: int, show: bool) -> threading.Thread:
     return thread
 
 
+def _dashboard(port: int) -> Any:
+    """The service's own dashboard on 127.0.0.1:``port``, or on a free port if that is taken."""
+    from motex_stream.stream.dashboard import DashboardSink
+
+    try:
+        sink = DashboardSink(port=port)
+    except OSError:
+        sink = DashboardSink(port=0)
+    print(f"dashboard: {sink.server.url} (open it now; it stops with the demo)", flush=True)
+    return sink
+
+
 def run_demo(
     out: Path,
     n_frames: int = 24,
@@ -68,8 +94,12 @@ def run_demo(
     catalogue: int = 4000,
     refit: int = 4000,
     show_watch: bool = True,
+    dashboard_port: int | None = None,
 ) -> dict[str, Any]:
-    """Run the simulated experiment through the live service; returns a summary dict."""
+    """Run the simulated experiment through the live service; returns a summary dict.
+
+    ``dashboard_port``: also serve the live web page there (a free port if it is taken).
+    """
     from tiled.client import from_uri
     from tiled.server import SimpleTiledServer
 
@@ -109,9 +139,10 @@ def run_demo(
         uri = str(server.uri).split("?", 1)[0]
         source = TiledLiveSource(uri)
         publisher = ZmqPublisher("tcp://127.0.0.1:0")
-        service = StreamService(
-            {settings.name: analyzer}, [source], [JsonlSink(results), publisher], policy="all"
-        )
+        sinks: list[Any] = [JsonlSink(results), publisher]
+        if dashboard_port is not None:
+            sinks.append(_dashboard(dashboard_port))
+        service = StreamService({settings.name: analyzer}, [source], sinks, policy="all")
         service.start()
         if not source.ready.wait(60):
             raise RuntimeError("the Tiled live subscription did not connect within 60 s")

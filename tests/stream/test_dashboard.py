@@ -307,3 +307,16 @@ def test_the_documented_command_serves_the_stream(tmp_path) -> None:
             proc.terminate()
             out, _ = proc.communicate(timeout=20)
     assert f"on http://127.0.0.1:{port}/" in out
+
+
+def test_demo_dashboard_moves_to_a_free_port_when_its_own_is_taken(capsys) -> None:
+    from motex_stream.stream.demo import _dashboard
+
+    with DashboardServer(port=0) as taken:
+        sink = _dashboard(taken.port)
+        try:
+            assert sink.server.port != taken.port
+            assert get(sink.server, "/healthz")[0] == 200
+        finally:
+            sink.close()
+    assert f"dashboard: {sink.server.url}" in capsys.readouterr().out
