@@ -121,6 +121,12 @@ class StreamMetrics:
         self.queue_depth = Gauge(
             "motex_queue_depth", "Items waiting for the analysis worker", registry=r
         )
+        self.cpu_utilisation = Gauge(
+            "motex_cpu_utilisation",
+            "Busy seconds per wall second of the analysis worker over the last 10 s "
+            "(near 1: no headroom left)",
+            registry=r,
+        )
         self.fits = Counter(
             "motex_fits",
             "Motif refits done (rate() gives refits per second)",

@@ -37,6 +37,7 @@ import numpy as np
 from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
 from motex_stream.stream.frames import validate_frame as _validate_frame
+from motex_stream.stream.headroom import Headroom
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
@@ -212,6 +213,7 @@ class StreamService:
         self.sinks = list(sinks)
         self.policy: Policy = policy
         self.metrics = metrics or StreamMetrics()
+        self._headroom = Headroom()  # worker utilisation; warns when a model falls behind
         # every labelled counter at 0 from the first scrape, so alerts see the first failure
         self.metrics.declare(
             list(self.analyzers), names, sinks=[type(s).__name__ for s in self.sinks]
@@ -585,6 +587,7 @@ class StreamService:
     def _analyze(self, entry: _Entry, frame: Frame) -> None:
         model = self._model_of(frame)
         analyzer = self.analyzers[model]
+        started = time.monotonic()
         try:
             frame = _validate_frame(frame)
             result: FrameResult = analyzer.analyze(frame)
@@ -620,6 +623,9 @@ class StreamService:
         if result.n_refit:
             m.fits.labels(model=model).inc(result.n_refit)
         m.frames_processed.labels(model=model).inc()
+        m.cpu_utilisation.set(
+            self._headroom.record(model, entry.received_mono, started, time.monotonic())
+        )
         with self._lock:
             self._latencies.append(latency)
             if age is not None:
