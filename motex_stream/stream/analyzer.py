@@ -162,6 +162,8 @@ class MotexFrameAnalyzer:
         self._saved_frames = 0
         self._generation = 0
         self.save_every: int | None = None  # frames between saves of warm-start progress
+        self.save_interval: float | None = None  # or seconds, whichever comes first
+        self._saved_mono = time.monotonic()
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._elements = [model.symbols[i] for i in model.permutable]
@@ -268,11 +270,20 @@ class MotexFrameAnalyzer:
         }
         write_atomic(d / "state.json", json.dumps(meta, indent=1).encode())
         self._saved_frames = self._frames
+        self._saved_mono = time.monotonic()
         _remove_leftovers(d, keep=name)
 
     def maybe_save(self) -> None:
-        """Save if ``save_every`` frames passed since the last save; a failure is logged."""
-        if self.save_every is None or self._frames - self._saved_frames < self.save_every:
+        """Save after ``save_every`` frames or ``save_interval`` s with new frames, whichever
+        comes first; a failure is logged, never raised (the frame is still published)."""
+        new = self._frames - self._saved_frames
+        by_count = self.save_every is not None and new >= self.save_every
+        by_time = (
+            self.save_interval is not None
+            and new > 0
+            and time.monotonic() - self._saved_mono >= self.save_interval
+        )
+        if not (by_count or by_time):
             return
         try:
             self.save_state()

@@ -29,6 +29,7 @@ from motex_stream.stream.service import StreamService
 log = logging.getLogger(__name__)
 
 DEFAULT_SAVE_EVERY = 20
+DEFAULT_SAVE_INTERVAL = 60.0
 JOURNAL_DIR = "@runs"  # '@' is not allowed in model names, so no model folder can collide
 
 
@@ -47,6 +48,7 @@ class LazyAnalyzer:
         settings: LiveModelSettings,
         state_dir: Path | None = None,
         save_every: int | None = DEFAULT_SAVE_EVERY,
+        save_interval: float | None = DEFAULT_SAVE_INTERVAL,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -54,6 +56,7 @@ class LazyAnalyzer:
         self.state_dir = state_dir
         self.inner: MotexFrameAnalyzer | None = None
         self.save_every = save_every
+        self.save_interval = save_interval
         self._lock = threading.Lock()
         self._state_digest: str | None = None
         self._digest_of: MotexFrameAnalyzer | None = None
@@ -62,7 +65,7 @@ class LazyAnalyzer:
         if self.inner is None and self.reference is not None:
             self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
         if self.inner is not None:
-            self.inner.save_every = save_every
+            self.inner.save_every, self.inner.save_interval = save_every, save_interval
 
     @property
     def fit_r(self) -> np.ndarray:
@@ -77,6 +80,7 @@ class LazyAnalyzer:
                 log.info("preparing model %s on frame %d of %s", self.name, frame.seq, frame.source)
                 self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
                 self.inner.save_every = self.save_every
+                self.inner.save_interval = self.save_interval
         return self.inner.analyze(frame)
 
     def save_state(self) -> None:
@@ -119,8 +123,9 @@ def _plain(value: Any) -> Any:
 
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
     state = Path(config.service.state_dir)
-    save_every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
-    return {m.name: LazyAnalyzer(m, state, save_every) for m in config.models}
+    every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
+    interval = getattr(config.service, "save_interval_s", DEFAULT_SAVE_INTERVAL)
+    return {m.name: LazyAnalyzer(m, state, every, interval) for m in config.models}
 
 
 def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -234,3 +235,19 @@ def test_empty_state_without_reference_prepares_on_first_frame(
     again = LazyAnalyzer(settings, root)
     assert again.inner is not None and again.inner.surrogate.n_trees > 0
     assert len(list(root.glob(f"{NAME}.bad-*"))) == 1
+
+
+def test_progress_is_saved_after_save_interval_seconds(
+    prepared: Path, settings: LiveModelSettings, series, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "state"
+    shutil.copytree(prepared, root)
+    frames_before = _meta(root / NAME)["frames"]
+    lazy = LazyAnalyzer(settings, root, save_every=1000, save_interval=3600.0)
+    lazy.analyze(Frame("run", 1, 1.0, series.r, series.frame(1)))
+    assert _meta(root / NAME)["frames"] == frames_before  # neither bound reached yet
+    assert lazy.inner is not None
+    lazy.inner.save_interval = 0.05
+    time.sleep(0.1)
+    lazy.analyze(Frame("run", 2, 2.0, series.r, series.frame(2)))
+    assert _meta(root / NAME)["frames"] == frames_before + 2

@@ -52,6 +52,12 @@ class ServiceConfig(ConfigModel):
         description="persist each model's warm-start progress every this many frames (and at a "
         "clean stop)",
     )
+    save_interval_s: float = Field(
+        60.0,
+        gt=0.0,
+        description="also persist it when this many seconds passed since the last save and new "
+        "frames were analysed",
+    )
     policy: Policy = Field(
         "all",
         description="all: every frame, back-pressure when behind; latest: stale frames are "
