@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -276,13 +276,13 @@ def serve_subscription(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     stop_event: threading.Event | None = None,
-    ready: threading.Event | None = None,
-    on_start: Any = None,
+    on_start: Callable[[DashboardServer], None] | None = None,
 ) -> DashboardServer:
     """Serve the page and feed it from the ZMQ stream at ``address`` until ``stop_event``.
 
     The subscriber is the one :func:`~motex_stream.stream.publishers.zmq_pub.subscribe` that
     ``watch`` uses. ZMQ reconnects by itself, so a restarted service is picked up again.
+    ``on_start`` is called with the running server (its URL) before the first message.
     """
     from motex_stream.stream.publishers.zmq_pub import subscribe
 
@@ -290,8 +290,6 @@ def serve_subscription(
     server = DashboardServer(host, port, source=address).start()
     if on_start is not None:
         on_start(server)
-    if ready is not None:
-        ready.set()
     try:
         for _topic, message in subscribe(address, topics, stop_event=stop_event):
             server.add(message)
