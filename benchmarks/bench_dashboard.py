@@ -98,6 +98,8 @@ def measure(history: int, frames: int, rate: float) -> dict[str, float]:
                 "the first render",
             )
             first_data = driver.execute_script("return window.motex.stats.firstData")
+            plotly_ready = driver.execute_script("return window.motex.stats.plotlyReady")
+            first_plots = driver.execute_script("return window.motex.stats.firstPlots")
             driver.refresh()  # the same browser again: plotly.js now in its cache
             warm = wait_until(
                 lambda: driver.execute_script("return window.motex.stats.firstRender"),
@@ -122,6 +124,8 @@ def measure(history: int, frames: int, rate: float) -> dict[str, float]:
     return {
         "history": history,
         "first_data_ms": float(first_data),
+        "plotly_ready_ms": float(plotly_ready),
+        "first_plots_ms": float(first_plots),
         "first_render_ms": float(first),
         "warm_render_ms": float(warm),
         "p50_ms": float(np.percentile(lat, 50)),
@@ -137,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second sent")
     args = parser.parse_args(argv)
     print(
-        f"{'history':>8} {'first data':>11} {'all plots':>10} {'reloaded':>9} "
-        f"{'frame→screen p50':>17} {'p95':>8} {'max':>8}"
+        f"{'history':>8} {'first data':>11} {'plotly.js':>10} {'2-D plots':>10} "
+        f"{'all plots':>10} {'reloaded':>9} {'frame→screen p50':>17} {'p95':>8} {'max':>8}"
     )
     ok = True
     for history in args.history:
         r = measure(history, args.frames, args.rate)
         print(
-            f"{r['history']:>8} {r['first_data_ms']:>8.0f} ms {r['first_render_ms']:>7.0f} ms "
+            f"{r['history']:>8} {r['first_data_ms']:>8.0f} ms {r['plotly_ready_ms']:>7.0f} ms "
+            f"{r['first_plots_ms']:>7.0f} ms {r['first_render_ms']:>7.0f} ms "
             f"{r['warm_render_ms']:>6.0f} ms "
             f"{r['p50_ms']:>14.0f} ms "
             f"{r['p95_ms']:>5.0f} ms {r['max_ms']:>5.0f} ms",

@@ -187,7 +187,10 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
             messages = recorder.take(N_FRAMES)
             service.wait(30)
 
-            state = page_state(driver)
+            # the 3-D view is drawn last (after the 2-D plots): wait for it to hold the model
+            state = wait_until(
+                lambda: (s := page_state(driver))["atoms3d"] and s, what="the 3-D view"
+            )
             # the values drawn are the values published, frame by frame and atom by atom
             assert state["seqs"] == [m["seq"] for m in messages]
             published = np.array(
@@ -306,8 +309,10 @@ def selected(driver, seq: int) -> dict | None:
         const heat = sec.querySelector('.heatmap'), m3d = sec.querySelector('.model3d');
         const perm = m3d.data.find((t) => t.name === 'permutable atoms');
         const shapes = heat.layout.shapes || [];
+        const title = m3d.layout.title.text;  // the 3-D view is drawn after the 2-D plots
         return {
             seq: +sec.dataset.selectedSeq, follow: m.follow,
+            seq3d: +title.split('frame ')[1].split(' ')[0],
             line: shapes.length ? shapes[0].x0 : null,
             rows: Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
                 atom: +tr.dataset.atom, state: tr.querySelector('.state').textContent})),
@@ -316,7 +321,7 @@ def selected(driver, seq: int) -> dict | None:
         };
         """
     )
-    return view if view["seq"] == seq else None
+    return view if view["seq"] == view["seq3d"] == seq else None
 
 
 def fit_of(driver, seq: int) -> dict | None:

@@ -12,7 +12,7 @@ const ELEMENT_COLOUR = { W: "#2f6fb0", O: "#d23c3c", Mo: "#6a9c46", P: "#e08a1e"
 const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover" };
 
 const models = {};  // name -> model state
-const stats = { firstData: null, firstRender: null, snapshotAt: null, latency: [], renders: 0, reconnects: 0 };
+const stats = { firstData: null, firstPlots: null, firstRender: null, snapshotAt: null, plotlyReady: null, latency: [], renders: 0, reconnects: 0 };
 window.motex = { models, stats };
 let info = { source: "", messages: 0 };
 let lastArrival = null;  // dashboard clock (s) of the latest frame
@@ -141,7 +141,11 @@ function symmetricRange(m) {
 }
 
 function plotlyReady() { return typeof window.Plotly !== "undefined"; }
-window.motexPlotlyReady = () => { for (const m of Object.values(models)) schedule(m); };
+window.motexPlotlyReady = () => {
+  stats.plotlyReady = performance.now();
+  for (const m of Object.values(models)) schedule(m);
+};
+if (plotlyReady()) stats.plotlyReady = performance.now();  // loaded before this script ran
 
 function render(m, plotted) {
   const i = current(m);
@@ -162,7 +166,13 @@ function render(m, plotted) {
   el.querySelector(".follow").classList.toggle("on", m.follow);
   renderRanking(m, f, top);
   if (!plotted) return Promise.resolve();
-  return Promise.all([renderHeatmap(m, i, top), render3d(m, f, top), renderFit(m, f), renderTrends(m)]);
+  // the 2-D plots first; the 3-D view (WebGL, the slowest) after the browser has painted them
+  return Promise.all([renderHeatmap(m, i, top), renderFit(m, f), renderTrends(m)])
+    .then(() => {
+      if (stats.firstPlots === null) stats.firstPlots = performance.now();
+      return new Promise((resolve) => setTimeout(resolve, 0));
+    })
+    .then(() => render3d(m, m.frames[current(m)] || f, symmetricRange(m)));
 }
 
 function renderHeatmap(m, i, top) {
