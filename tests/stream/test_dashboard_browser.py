@@ -335,3 +335,52 @@ def fit_of(driver, seq: int) -> dict | None:
         """,
         seq,
     )
+
+
+def test_open_page_reconnects_when_the_dashboard_restarts():
+    """The page's event stream reconnects by itself to a restarted dashboard server."""
+    from tests.stream.test_dashboard import message
+
+    require_browser()
+    port = free_port()
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+
+        def start() -> tuple[threading.Event, threading.Thread]:
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=serve_subscription,
+                args=(publisher.address,),
+                kwargs={"port": port, "stop_event": stop},
+                daemon=True,
+            )
+            thread.start()
+            return stop, thread
+
+        stop, thread = start()
+        try:
+            with chromium() as driver:
+                assert publisher.wait_for_subscribers(1, timeout=10)
+                driver.get(f"http://127.0.0.1:{port}/")
+                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
+                for seq in (1, 2, 3):
+                    publisher.send_message(message(seq))
+                wait_until(lambda: page_state(driver)["columns"] == 3, what="3 frames")
+
+                stop.set()  # the dashboard goes away...
+                thread.join(10)
+                wait_until(
+                    lambda: "reconnecting" in page_state(driver)["status"], what="reconnecting"
+                )
+                stop, thread = start()  # ...and comes back on the same port, empty
+                assert publisher.wait_for_subscribers(2, timeout=10)
+                for seq in (1, 2):
+                    publisher.send_message(message(seq, source="run-after"))
+                state = wait_until(
+                    lambda: (s := page_state(driver))["columns"] == 2 and s,
+                    what="the page redrawn from the new server",
+                )
+                assert state["run"] == "run run-after" and state["status"] == "live"
+                assert driver.execute_script("return window.motex.stats.reconnects") >= 1
+        finally:
+            stop.set()
+            thread.join(10)
