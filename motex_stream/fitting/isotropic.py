@@ -21,10 +21,12 @@ within 1e-6).
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from motex_stream.fitting.restraint import ZoomRestraint
 from motex_stream.fitting.results import FitResults
@@ -35,6 +37,8 @@ DEN_NODES = 3
 CHUNK = 2048  # motifs per block of the compiled engine (class masks: 12 MB for 109725)
 NUMPY_CHUNK = 1024  # the former engine's block
 MAX_MOVES = 6  # bracket moves per motif, as the numpy engine
+WORKERS = min(2, numba.config.NUMBA_NUM_THREADS)  # fitting threads (the target host: 2 cores)
+MIN_WORKER_MOTIFS = 512  # fewer motifs than this per worker are not worth a second thread
 
 
 def _lagrange_matrix(x_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -204,7 +208,7 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
     return tables
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _set_words(masks, order, set_ptr, set_atoms, words):
     """Bit-sliced keep sets: bit t of ``words[s, w]`` says whether motif ``order[64 w + t]``
     keeps set ``s`` (64 motifs per machine word)."""
@@ -222,7 +226,7 @@ def _set_words(masks, order, set_ptr, set_atoms, words):
             words[s, w] = x
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, nogil=True, fastmath=True, cache=True)
 def _class_columns(words, class_a, class_b, out):
     """Class masks, transposed (classes × motifs, float32 for the GEMM): a class is kept iff
     both its keep sets are, i.e. one AND of two words per 64 motifs."""
@@ -236,7 +240,7 @@ def _class_columns(words, class_a, class_b, out):
                 row[64 * w + t] = np.float32((x >> np.uint64(t)) & np.uint64(1))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
     """DiffPy's N<f(0)>² = (Σ f)²/N over each motif's kept atoms (0 for an empty motif)."""
     for i in numba.prange(masks.shape[0]):
@@ -251,7 +255,7 @@ def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
         norm[i] = f_sum * f_sum / n_atoms if n_atoms > 0 else 0.0
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no cover
     """Interpolated norms on the zoom grid and the grid minimum. ``AT`` (transposed: the
     GEMM is faster that way round) holds g·G_z per grid zoom, then the node kernels."""
@@ -280,7 +284,7 @@ def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no co
         centre[i] = min(max(best, 1), n_zoom - 2)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _bracket_round(
     AT, den, exact, centre, rows, last, penalty, g2, zooms, moved, rwp, scale_c, zoom
 ):  # pragma: no cover - compiled
@@ -361,6 +365,101 @@ def _exact_norms(
         out[order[lo:hi]] = np.einsum("rm,rm->m", e, e, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every chunk of one fit_isotropic call reads."""
+
+    tables: _EngineTables
+    masks: np.ndarray
+    weights_t: np.ndarray
+    lag: np.ndarray
+    penalty: np.ndarray
+    g2: float
+    zooms: np.ndarray
+    rank: int
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _blas_controller() -> ThreadpoolController:
+    """One inspection of the loaded BLAS libraries per process (it costs milliseconds)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def _chunks(m: int, size: int) -> list[slice]:
+    size = max(1, size)
+    return [slice(s, min(s + size, m)) for s in range(0, m, size)]
+
+
+def _run_chunks(
+    sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """Fit the motifs of ``pieces`` (slices of ``sh.masks``) into ``out`` (rwp, scale, zoom),
+    with this thread's compiled kernels on one core."""
+    if not pieces:
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # per calling thread
+    try:
+        _fit_pieces(sh, pieces, out)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _fit_pieces(
+    sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    rwp, scale_c, zoom = out
+    tables = sh.tables
+    n_zoom = len(sh.zooms)
+    rows = max(p.stop - p.start for p in pieces)
+    n_words = -(-rows // 64)
+    words = np.zeros((len(tables.set_ptr) - 1, n_words), np.uint64)
+    ck_t = np.empty((len(tables.class_a), 64 * n_words), np.float32)
+    sorted_t = np.empty_like(ck_t)
+    den_buf = np.empty((rows, n_zoom))
+    centre_buf = np.empty(rows, np.int64)
+    exact_buf = np.empty(rows)
+    for sl in pieces:
+        m = sl.stop - sl.start
+        den, centre, exact = den_buf[:m], centre_buf[:m], exact_buf[:m]
+        chunk_masks = sh.masks[sl]
+        nw = -(-m // 64)
+        rows_all = np.arange(m)
+        _set_words(chunk_masks, rows_all, tables.set_ptr, tables.set_atoms, words[:, :nw])
+        _class_columns(words[:, :nw], tables.class_a, tables.class_b, ck_t[:, : 64 * nw])
+        # (Z + nodes·R, m): numerators g·G_z and node kernels of every motif, one GEMM
+        AT = sh.weights_t @ ck_t[:, :m]
+        _grid_search(AT, n_zoom, sh.rank, sh.lag, sh.penalty, sh.g2, den, centre)
+        _exact_norms(chunk_masks, rows_all, centre, tables, words, sorted_t, exact)
+        active = rows_all
+        for move in range(MAX_MOVES):
+            moved = np.empty(len(active), np.bool_)
+            _bracket_round(
+                AT,
+                den,
+                exact,
+                centre,
+                active,
+                move == MAX_MOVES - 1,
+                sh.penalty,
+                sh.g2,
+                sh.zooms,
+                moved,
+                rwp[sl],
+                scale_c[sl],
+                zoom[sl],
+            )
+            active = active[moved]
+            if not len(active):
+                break
+            _exact_norms(chunk_masks, active, centre, tables, words, sorted_t, exact)
+
+
 def fit_isotropic(
     prep: PreparedModel,
     masks: np.ndarray,
@@ -393,49 +492,25 @@ def fit_isotropic(
     zoom = np.empty(m_all)
     norm = np.empty(m_all)
     _motif_norm(masks, tables.set_ptr, tables.set_atoms, tables.set_count, tables.set_f0, norm)
-    rows = min(chunk, max(m_all, 1))
-    n_words = -(-rows // 64)
-    words = np.zeros((len(tables.set_ptr) - 1, n_words), np.uint64)
-    ck_t = np.empty((prep.n_classes, 64 * n_words), np.float32)
-    sorted_t = np.empty_like(ck_t)
-    den_buf = np.empty((rows, n_zoom))
-    centre_buf = np.empty(rows, np.int64)
-    exact_buf = np.empty(rows)
-    for start in range(0, m_all, chunk):
-        sl = slice(start, min(start + chunk, m_all))
-        m = sl.stop - sl.start
-        den, centre, exact = den_buf[:m], centre_buf[:m], exact_buf[:m]
-        chunk_masks = masks[sl]
-        nw = -(-m // 64)
-        rows_all = np.arange(m)
-        _set_words(chunk_masks, rows_all, tables.set_ptr, tables.set_atoms, words[:, :nw])
-        _class_columns(words[:, :nw], tables.class_a, tables.class_b, ck_t[:, : 64 * nw])
-        # (Z + nodes·R, m): numerators g·G_z and node kernels of every motif, one GEMM
-        AT = weights_t @ ck_t[:, :m]
-        _grid_search(AT, n_zoom, prep.basis.rank, lag, penalty, g2, den, centre)
-        _exact_norms(chunk_masks, rows_all, centre, tables, words, sorted_t, exact)
-        active = rows_all
-        for move in range(MAX_MOVES):
-            moved = np.empty(len(active), np.bool_)
-            _bracket_round(
-                AT,
-                den,
-                exact,
-                centre,
-                active,
-                move == MAX_MOVES - 1,
-                penalty,
-                g2,
-                zooms,
-                moved,
-                rwp[sl],
-                scale_c[sl],
-                zoom[sl],
-            )
-            active = active[moved]
-            if not len(active):
-                break
-            _exact_norms(chunk_masks, active, centre, tables, words, sorted_t, exact)
+    shared = _Shared(tables, masks, weights_t, lag, penalty, g2, zooms, prep.basis.rank)
+    out = (rwp, scale_c, zoom)
+    # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
+    # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores, and every
+    # motif's arithmetic is the same whatever the number of workers (deterministic).
+    workers = max(1, min(WORKERS, m_all // MIN_WORKER_MOTIFS))
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if workers == 1:
+            _run_chunks(shared, _chunks(m_all, chunk), out)
+        else:
+            n_chunks = -(-max(workers, -(-m_all // chunk)) // workers) * workers
+            pieces = _chunks(m_all, -(-m_all // n_chunks))
+            with ThreadPoolExecutor(workers, thread_name_prefix="fit") as pool:
+                futures = [
+                    pool.submit(_run_chunks, shared, pieces[k::workers], out)
+                    for k in range(workers)
+                ]
+                for f in futures:
+                    f.result()
     return FitResults(
         rwp=rwp,
         scale=scale_c * norm,
