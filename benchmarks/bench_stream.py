@@ -4,6 +4,10 @@
 Baseline in the same run: a from-scratch per-frame analysis (fit all + search + train +
 SHAP) on a few frames. Writes latency and GBDT error vs frame to a PNG.
 Usage: python benchmarks/bench_stream.py [--frames 200] [--rate 2] [--out bench-stream.png]
+
+``--sweep`` instead runs, with one prepared analyzer in one process, the input rates and
+refit counts of the acceptance table (2 frames/s × 10,000 refits, 5 × 10,000, 10 × 2,000;
+policy ``all``, so nothing may be skipped) and prints rate against latency.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main() -> None:
     ap.add_argument("--refit", type=int, default=10_000)
     ap.add_argument("--baseline-frames", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench-stream.png"))
+    ap.add_argument("--sweep", action="store_true", help="rate × refit table (see doc)")
     args = ap.parse_args()
 
     data = read_gr(DATA / "DanMAX_AlphaKeggin.gr")
@@ -65,6 +70,9 @@ def main() -> None:
     analyzer = MotexFrameAnalyzer.prepare(settings, reference=Frame("ref", 1, 0.0, r, frame(0)))
     t_prepare = time.perf_counter() - t
     analyzer.analyze(Frame("warm", 1, 0.0, r, frame(0)))  # warm caches before timing
+    if args.sweep:
+        sweep(analyzer, settings, frame, r, args.frames)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.jsonl"
@@ -112,6 +120,48 @@ def main() -> None:
     )
     latency_error_plot(lat, mae, args.out, "109725 live: latency and GBDT MAE vs frame")
     print(f"plot: {args.out}")
+
+
+def run_service(analyzer, frame, r, n: int, rate: float):  # type: ignore[no-untyped-def]
+    """Play ``n`` frames at ``rate`` through a service; (messages, summary, wall seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results.jsonl"
+        source = SeriesSource(frame, r, n, interval=1.0 / rate)
+        service = StreamService({analyzer.name: analyzer}, [source], [JsonlSink(results)])
+        t = time.perf_counter()
+        summary = service.run(threading.Event())
+        wall = time.perf_counter() - t
+        return list(read_jsonl(results)), summary, wall
+
+
+def sweep(analyzer, settings, frame, r, n: int) -> None:  # type: ignore[no-untyped-def]
+    configs = [(2.0, 10_000), (5.0, 10_000), (10.0, 2_000)]
+    print(f"live service, 109725.xyz, catalogue {settings.catalogue_size}, {n} frames per row")
+    print(
+        f"{'in fr/s':>7s} {'refit':>6s} {'p50 s':>7s} {'p99 s':>7s} {'max s':>7s} "
+        f"{'out fr/s':>8s} {'skip':>5s} {'fail':>5s}  median stages (ms)"
+    )
+    for rate, refit in configs:
+        analyzer.settings = settings.model_copy(update={"refit": refit})
+        analyzer._run_settings.clear()
+        messages, summary, wall = run_service(analyzer, frame, r, n, rate)
+        lat = np.array([m["published_at"] - m["received_at"] for m in messages])
+        stages = {
+            k: np.median([m["timing"].get(k, 0.0) for m in messages]) for k in messages[0]["timing"]
+        }
+        worst = {k: max(m["timing"].get(k, 0.0) for m in messages) for k in stages}
+        rebuilds = sum(bool(m["model_quality"].get("rebuilt")) for m in messages)
+        print(
+            f"{rate:7.1f} {refit:6d} {np.median(lat):7.3f} {np.percentile(lat, 99):7.3f} "
+            f"{lat.max():7.3f} {len(messages) / wall:8.2f} {summary['skipped']:5d} "
+            f"{summary['failed']:5d}  "
+            + ", ".join(f"{k} {v * 1000:.0f}" for k, v in stages.items() if k != "regrid")
+        )
+        print(
+            f"{'':49s}max stages (ms): "
+            + ", ".join(f"{k} {v * 1000:.0f}" for k, v in worst.items() if k != "regrid")
+            + f"; {rebuilds} rebuild swaps"
+        )
 
 
 if __name__ == "__main__":
