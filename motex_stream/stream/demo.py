@@ -134,6 +134,7 @@ def run_demo(
     results = out / "results.jsonl"
     if results.exists():
         results.unlink()
+    previous_key = os.environ.get("MOTEX_TILED_API_KEY")
     try:
         os.environ["MOTEX_TILED_API_KEY"] = str(server.api_key)
         uri = str(server.uri).split("?", 1)[0]
@@ -164,6 +165,11 @@ def run_demo(
         stats = service.summary()
     finally:
         server.close()
+        # the demo's key must not outlive its server (a caller's own key comes back)
+        if previous_key is None:
+            os.environ.pop("MOTEX_TILED_API_KEY", None)
+        else:
+            os.environ["MOTEX_TILED_API_KEY"] = previous_key
 
     messages = list(read_jsonl(results))
     return _summarise(out, series, messages, stats, uid, format_summary(stats))

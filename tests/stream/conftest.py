@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shutil
 import socket
 import subprocess
@@ -122,20 +123,39 @@ def zmq_proxy() -> Iterator[ProxyAddresses]:
             proc.stderr.close()
 
 
+@dataclass(frozen=True)
+class TiledProcess:
+    """A ``tiled serve`` process: what tests use of a server (``uri`` carries the key)."""
+
+    uri: str
+    api_key: str
+
+
 @pytest.fixture(scope="session")
-def tiled_server() -> Iterator[object]:
-    """An in-process Tiled server (temporary storage, API key) shared by the Tiled tests.
+def tiled_server() -> Iterator[TiledProcess]:
+    """A Tiled server (``tiled serve catalog --temp``, an API key) shared by the Tiled tests.
 
-    One server per session keeps the suite fast (startup takes seconds on 2 cores); tests use
-    one writer at a time, since concurrent writers into the default tabular storage fail.
+    A separate process, not an in-process ``SimpleTiledServer``: two in-process servers share
+    tiled's settings, so one started later in the session (``motex-stream demo`` does) makes
+    this one refuse its own key. One server per session keeps the suite fast (startup takes
+    seconds on 2 cores); tests use one writer at a time, since concurrent writers into the
+    default tabular storage fail.
     """
-    from tiled.server import SimpleTiledServer
-
-    server = SimpleTiledServer()
+    port, key = free_port(), secrets.token_hex(16)
+    exe = Path(sys.executable).with_name("tiled")
+    command = [str(exe) if exe.exists() else "tiled", "serve", "catalog", "--temp"]
+    command += ["--api-key", key, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield server
+        wait_for_port(port, timeout=120)
+        yield TiledProcess(f"http://127.0.0.1:{port}/api/v1?api_key={key}", key)
     finally:
-        server.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture
