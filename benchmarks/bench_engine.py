@@ -4,7 +4,8 @@ Baselines, all timed in the same process on the same catalogue: the reference me
 (exact per-cluster PDF + scipy least squares, `motex_stream.fitting.reference_fit`, what
 ML-MotEx does with DiffPy-CMI) on a small sample, and the former numpy isotropic engine
 (`fit_isotropic_numpy`) beside the compiled one. The numpy and compiled isotropic engines are
-timed alternately, best of ``--repeats`` each, so a neighbour's load hits both alike; CPU
+timed alternately (0.5 s apart: OpenBLAS's idle threads spin after a threaded call), best of
+``--repeats`` each, so a neighbour's load hits both alike; CPU
 seconds (all threads) are printed too, since they are what a shared machine cannot inflate.
 Also prints the largest Rwp difference between the two isotropic engines.
 Usage: python benchmarks/bench_engine.py [--catalogue 10000] [--baseline 20] [--repeats 5]
@@ -75,10 +76,15 @@ def main() -> None:
     base_rate = args.baseline / t_base
     runs: dict[str, list[tuple[float, float]]] = {"numpy": [], "compiled": []}
     for _ in range(args.repeats):  # alternate, so both see the same neighbours
+        # a pause before each: OpenBLAS's idle threads spin-wait ~0.1 s after a threaded
+        # call, which would otherwise land on whichever engine runs next
+        time.sleep(0.5)
         runs["numpy"].append(timed(lambda: fit_isotropic_numpy(prep, masks, data.g)))
+        time.sleep(0.5)
         runs["compiled"].append(timed(lambda: fit_isotropic(prep, masks, data.g)))
     t_np, c_np = min(runs["numpy"])
     t_iso, c_iso = min(runs["compiled"])
+    time.sleep(0.5)
     t_aniso, c_aniso = timed(lambda: fit_anisotropic(prep, masks, data.g))
     new_rwp = fit_isotropic(prep, masks, data.g).rwp
     np_rwp = fit_isotropic_numpy(prep, masks, data.g).rwp

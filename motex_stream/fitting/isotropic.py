@@ -395,11 +395,9 @@ def _chunks(m: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, m)) for s in range(0, m, size)]
 
 
-def _run_chunks(
-    sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    """Fit the motifs of ``pieces`` (slices of ``sh.masks``) into ``out`` (rwp, scale, zoom),
-    with this thread's compiled kernels on one core."""
+def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -> None:
+    """Fit the motifs of ``pieces`` (slices of ``sh.masks``) into ``out`` (rwp, scale, zoom,
+    DiffPy's normalisation), with this thread's compiled kernels on one core."""
     if not pieces:
         return
     before = numba.get_num_threads()
@@ -410,10 +408,8 @@ def _run_chunks(
         numba.set_num_threads(before)
 
 
-def _fit_pieces(
-    sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    rwp, scale_c, zoom = out
+def _fit_pieces(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -> None:
+    rwp, scale_c, zoom, norm = out
     tables = sh.tables
     n_zoom = len(sh.zooms)
     rows = max(p.stop - p.start for p in pieces)
@@ -428,6 +424,9 @@ def _fit_pieces(
         m = sl.stop - sl.start
         den, centre, exact = den_buf[:m], centre_buf[:m], exact_buf[:m]
         chunk_masks = sh.masks[sl]
+        _motif_norm(
+            chunk_masks, tables.set_ptr, tables.set_atoms, tables.set_count, tables.set_f0, norm[sl]
+        )
         nw = -(-m // 64)
         rows_all = np.arange(m)
         _set_words(chunk_masks, rows_all, tables.set_ptr, tables.set_atoms, words[:, :nw])
@@ -460,6 +459,29 @@ def _fit_pieces(
             _exact_norms(chunk_masks, active, centre, tables, words, sorted_t, exact)
 
 
+def _data_weights(
+    prep: PreparedModel, g: np.ndarray, restraint: ZoomRestraint, restrained_axes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """GEMM operand (numerators of every grid zoom, then the node kernels), the norm
+    interpolation, the penalty and ‖g‖² for one observed G. The last one is kept: callers fit
+    one frame's catalogue in several calls (chunks), all against the same G."""
+    key = (np.asarray(g, dtype=float).tobytes(), restraint, restrained_axes)
+    cached = prep.engine_cache.get("isotropic_data")
+    if isinstance(cached, tuple) and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    b, g2 = prep.project_data(g)
+    zooms = prep.zooms
+    n_zoom = len(zooms)
+    beta = (prep.class_kernels @ b.astype(np.float32)).T.astype(np.float32)  # (classes, Z)
+    nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
+    weights_t = np.ascontiguousarray(np.hstack([beta, prep.kernels_at(nodes)]).T, np.float32)
+    lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
+    penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
+    value = (weights_t, lag, penalty, g2)
+    prep.engine_cache["isotropic_data"] = (key, value)
+    return value
+
+
 def fit_isotropic(
     prep: PreparedModel,
     masks: np.ndarray,
@@ -478,22 +500,14 @@ def fit_isotropic(
         )
     masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
     tables = _engine_tables(prep)
-    b, g2 = prep.project_data(g)
-    zooms = prep.zooms
-    n_zoom = len(zooms)
-    beta = (prep.class_kernels @ b.astype(np.float32)).T.astype(np.float32)  # (classes, Z)
-    nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
-    weights_t = np.ascontiguousarray(np.hstack([beta, prep.kernels_at(nodes)]).T, np.float32)
-    lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
-    penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
+    weights_t, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
     m_all = len(masks)
     rwp = np.empty(m_all)
     scale_c = np.empty(m_all)
     zoom = np.empty(m_all)
     norm = np.empty(m_all)
-    _motif_norm(masks, tables.set_ptr, tables.set_atoms, tables.set_count, tables.set_f0, norm)
-    shared = _Shared(tables, masks, weights_t, lag, penalty, g2, zooms, prep.basis.rank)
-    out = (rwp, scale_c, zoom)
+    shared = _Shared(tables, masks, weights_t, lag, penalty, g2, prep.zooms, prep.basis.rank)
+    out = (rwp, scale_c, zoom, norm)
     # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
     # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores, and every
     # motif's arithmetic is the same whatever the number of workers (deterministic).
