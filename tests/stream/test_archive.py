@@ -9,6 +9,8 @@ would otherwise keep in its SQL table, where arrays read back as strings).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +29,7 @@ from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.simulate import make_pdf_detector, run_series
 from motex_stream.structure.starting_model import load_starting_model
+from tests.stream.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 N_FRAMES = 4
@@ -104,6 +107,36 @@ class RecordingBestEffort:
         self.names.append(name)
 
 
+def documents_from_tiled(run, dataset) -> list[tuple[str, dict[str, Any]]]:
+    """start, descriptor, events and stop of a stored run, from its metadata and its data."""
+    start = dict(run.metadata["start"])
+    stream = run["primary"]
+    descriptor = {
+        **stream.metadata,
+        "name": "primary",
+        "run_start": start["uid"],
+        "object_keys": {"motex": list(stream.metadata["data_keys"])},
+    }
+    descriptor.pop("_config_updates", None)
+    keys = list(descriptor["data_keys"])
+    events = []
+    for i in range(dataset.sizes["time"]):
+        data = {k: np.asarray(dataset[k][i]).tolist() for k in keys}
+        events.append(
+            {
+                "uid": str(uuid.uuid4()),
+                "descriptor": descriptor["uid"],
+                "seq_num": i + 1,
+                "time": float(dataset["time"][i]),
+                "data": data,
+                "timestamps": dict.fromkeys(keys, float(dataset["time"][i])),
+            }
+        )
+    stop = dict(run.metadata["stop"])
+    return [("start", start), ("descriptor", descriptor), *(("event", e) for e in events),
+            ("stop", stop)]  # fmt: skip
+
+
 def test_zmq_to_service_to_tiled_readable_by_stock_clients(
     zmq_proxy, run_engine, series, tiled_server, tmp_path, capsys
 ):
@@ -168,6 +201,12 @@ def test_zmq_to_service_to_tiled_readable_by_stock_clients(
         assert all("units" in dk for dk in data_keys.values()), data_keys
         times = np.asarray(dataset["time"], dtype=float)
         assert np.all(times >= start["time"]), "an event is dated before its run's start"
+        # and as read back from Tiled: the stored documents, rebuilt, go through a fresh
+        # BestEffortCallback (this server has no json-seq exporter for run.documents())
+        replayed = RecordingBestEffort()
+        for name, doc in documents_from_tiled(run, dataset):
+            replayed(name, doc)
+        assert replayed.names.count("event") == N_FRAMES
     assert bec.names.count("start") == 2 and bec.names.count("stop") == 2
     assert bec.names.count("event") == 2 * N_FRAMES
     capsys.readouterr()
@@ -188,8 +227,6 @@ def test_one_uid_per_analysis_and_failed_writes_fail_the_replay(
 ):
     """Same state → same uid, nothing duplicated; other settings → a new uid; a dead server
     mid-replay → counted sink errors and exit 1."""
-    from tiled.server import SimpleTiledServer
-
     unit = write_keggin_unit(tmp_path / "keggin_unit.xyz")
     state = tmp_path / "state"
     assert (
@@ -223,26 +260,31 @@ def test_one_uid_per_analysis_and_failed_writes_fail_the_replay(
     import tiled.client.utils
 
     monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_TIMEOUT", 2.0)
-    doomed = SimpleTiledServer()
-    doomed_uri = str(doomed.uri).split("?", 1)[0]
-    out = tmp_path / "d.jsonl"
-    rc: list[int] = []
-
-    def go() -> None:
-        import os
-
-        os.environ["MOTEX_TILED_API_KEY"] = str(doomed.api_key)
-        try:
-            rc.append(replay(gr_frames, unit, out, doomed_uri, "--speed", "2"))
-        finally:
-            os.environ["MOTEX_TILED_API_KEY"] = tiled_api_key_env
-
-    thread = threading.Thread(target=go)
-    thread.start()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
-        time.sleep(0.1)
-    doomed.close()
+    # A second server in a subprocess (`tiled serve`): two in-process servers share tiled's
+    # settings and the session server would start refusing its own key.
+    port, doomed_key = free_port(), uuid.uuid4().hex
+    doomed = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tiled")), "serve", "catalog", "--temp",
+         "--api-key", doomed_key, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, timeout=60)
+        monkeypatch.setenv("MOTEX_TILED_API_KEY", doomed_key)
+        out = tmp_path / "d.jsonl"
+        rc: list[int] = []
+        doomed_uri = f"http://127.0.0.1:{port}/api"
+        thread = threading.Thread(
+            target=lambda: rc.append(replay(gr_frames, unit, out, doomed_uri, "--speed", "2"))
+        )
+        thread.start()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
+            time.sleep(0.1)
+    finally:
+        doomed.kill()
+        doomed.wait(30)
     thread.join(TIMEOUT)
     assert rc == [1]
 
