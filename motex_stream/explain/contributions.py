@@ -92,7 +92,7 @@ class ShapCache:
         old one still serves); :meth:`update` adopts it when called with this generation
         and then only explains trees added since. Touches nothing the foreground reads."""
         n = int(booster.num_boosted_rounds())
-        valuesT, ev = self._explain(booster, 0, n)
+        valuesT, ev = self._explain(booster, 0, n, serial=True)  # off the hot path: one core
         self._prepared = (generation, n, valuesT, ev + _base_score(booster))
 
     @property
@@ -105,12 +105,14 @@ class ShapCache:
             self._dm = xgb.DMatrix(self.X, nthread=_NTHREAD)
         return booster.predict(self._dm, pred_contribs=True).astype(np.float64)
 
-    def _explain(self, booster: xgb.Booster, start: int, end: int) -> tuple[np.ndarray, float]:
+    def _explain(
+        self, booster: xgb.Booster, start: int, end: int, serial: bool = False
+    ) -> tuple[np.ndarray, float]:
         """SHAP (F, M) of trees [start, end) and their share of the base value (no intercept)."""
         if self.engine == "leaf":
             tables = leafshap.leaf_tables(booster, start, end)
             outT = np.zeros(self._XT.shape, np.float64)
-            leafshap.add_shap_t(tables, self._XT, outT)
+            leafshap.add_shap_t(tables, self._XT, outT, serial=serial)
             return outT, tables.expected
         c = self._xgb_contribs(
             booster if start == 0 and end == booster.num_boosted_rounds() else booster[start:end]

@@ -152,46 +152,61 @@ def _fill_phi(cover, depth, value, offset, phi):  # pragma: no cover - compiled
 _BLOCK = 256  # rows per work item: the row patterns of one block stay in L1
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, r1):  # pragma: no cover
+    """Rows [r0, r1) of the SHAP sum (the row patterns of one block stay in L1)."""
+    pat = np.zeros(r1 - r0, np.int64)
+    for leaf in range(len(depth)):
+        d = depth[leaf]
+        if d == 0:
+            continue
+        pat[:] = 0
+        for m in range(d):
+            f = feat[leaf, m]
+            lo_m = lo[leaf, m]
+            hi_m = hi[leaf, m]
+            bit = 1 << m
+            for r in range(r0, r1):
+                xv = XT[f, r]
+                if xv >= lo_m and xv < hi_m:
+                    pat[r - r0] |= bit
+        base = offset[leaf]
+        for m in range(d):
+            f = feat[leaf, m]
+            for r in range(r0, r1):
+                outT[f, r] += phi[base + pat[r - r0] * d + m]
+
+
+@numba.njit(parallel=True, cache=True)
 def _add_shap_t(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover - compiled
     n_rows = XT.shape[1]
-    n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(n_blocks):
+    for b in numba.prange((n_rows + _BLOCK - 1) // _BLOCK):
         r0 = b * _BLOCK
-        r1 = min(n_rows, r0 + _BLOCK)
-        pat = np.zeros(r1 - r0, np.int64)
-        for leaf in range(len(depth)):
-            d = depth[leaf]
-            if d == 0:
-                continue
-            pat[:] = 0
-            for m in range(d):
-                f = feat[leaf, m]
-                lo_m = lo[leaf, m]
-                hi_m = hi[leaf, m]
-                bit = 1 << m
-                for r in range(r0, r1):
-                    xv = XT[f, r]
-                    if xv >= lo_m and xv < hi_m:
-                        pat[r - r0] |= bit
-            base = offset[leaf]
-            for m in range(d):
-                f = feat[leaf, m]
-                for r in range(r0, r1):
-                    outT[f, r] += phi[base + pat[r - r0] * d + m]
+        _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
 
 
-def add_shap_t(tables: LeafTables, XT: np.ndarray, outT: np.ndarray) -> np.ndarray:
+@numba.njit(nogil=True, cache=True)
+def _add_shap_t_serial(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover
+    n_rows = XT.shape[1]
+    for r0 in range(0, n_rows, _BLOCK):
+        _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
+
+
+def add_shap_t(
+    tables: LeafTables, XT: np.ndarray, outT: np.ndarray, *, serial: bool = False
+) -> np.ndarray:
     """Add the SHAP values of the tabulated trees, transposed (F, M), to ``outT`` in place.
 
-    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous.
+    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous. ``serial`` runs on
+    the calling thread only (no numba thread pool; for background threads, which must not
+    enter the ``workqueue`` threading layer while the foreground does).
     """
     if outT.shape != XT.shape or outT.dtype != np.float64 or not outT.flags.c_contiguous:
         raise ValueError(f"outT must be C-contiguous float64 of shape {XT.shape}")
     if XT.dtype != np.float32 or not XT.flags.c_contiguous:
         raise ValueError("XT must be C-contiguous float32")
     if len(tables.depth):
-        _add_shap_t(
+        (_add_shap_t_serial if serial else _add_shap_t)(
             XT,
             tables.feat,
             tables.lo,

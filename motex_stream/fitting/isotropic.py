@@ -208,13 +208,13 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
     return tables
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _set_words(masks, order, set_ptr, set_atoms, words):
     """Bit-sliced keep sets: bit t of ``words[s, w]`` says whether motif ``order[64 w + t]``
     keeps set ``s`` (64 motifs per machine word)."""
     n_sets = len(set_ptr) - 1
     m = len(order)
-    for w in numba.prange(words.shape[1]):
+    for w in range(words.shape[1]):
         for s in range(n_sets):
             x = np.uint64(0)
             for t in range(min(64, m - 64 * w)):
@@ -226,11 +226,11 @@ def _set_words(masks, order, set_ptr, set_atoms, words):
             words[s, w] = x
 
 
-@numba.njit(parallel=True, nogil=True, fastmath=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def _class_columns(words, class_a, class_b, out):
     """Class masks, transposed (classes × motifs, float32 for the GEMM): a class is kept iff
     both its keep sets are, i.e. one AND of two words per 64 motifs."""
-    for c in numba.prange(len(class_a)):
+    for c in range(len(class_a)):
         row = out[c]
         wa = words[class_a[c]]
         wb = words[class_b[c]]
@@ -240,10 +240,10 @@ def _class_columns(words, class_a, class_b, out):
                 row[64 * w + t] = np.float32((x >> np.uint64(t)) & np.uint64(1))
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
     """DiffPy's N<f(0)>² = (Σ f)²/N over each motif's kept atoms (0 for an empty motif)."""
-    for i in numba.prange(masks.shape[0]):
+    for i in range(masks.shape[0]):
         n_atoms = 0.0
         f_sum = 0.0
         for s in range(len(set_ptr) - 1):
@@ -255,12 +255,12 @@ def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
         norm[i] = f_sum * f_sum / n_atoms if n_atoms > 0 else 0.0
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no cover
     """Interpolated norms on the zoom grid and the grid minimum. ``AT`` (transposed: the
     GEMM is faster that way round) holds g·G_z per grid zoom, then the node kernels."""
     n_nodes = lag.shape[1]
-    for i in numba.prange(AT.shape[1]):
+    for i in range(AT.shape[1]):
         dn = np.zeros(n_nodes)
         for n in range(n_nodes):
             acc = 0.0
@@ -284,7 +284,7 @@ def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no co
         centre[i] = min(max(best, 1), n_zoom - 2)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _bracket_round(
     AT, den, exact, centre, rows, last, penalty, g2, zooms, moved, rwp, scale_c, zoom
 ):  # pragma: no cover - compiled
@@ -295,7 +295,7 @@ def _bracket_round(
     refined is the one before the move (what the numpy engine does after its sixth move)."""
     n_zoom = len(zooms)
     step_z = zooms[1] - zooms[0]
-    for q in numba.prange(len(rows)):
+    for q in range(len(rows)):
         i = rows[q]
         c = centre[i]
         corr = exact[i] - den[i, c]
@@ -397,18 +397,11 @@ def _chunks(m: int, size: int) -> list[slice]:
 
 def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -> None:
     """Fit the motifs of ``pieces`` (slices of ``sh.masks``) into ``out`` (rwp, scale, zoom,
-    DiffPy's normalisation), with this thread's compiled kernels on one core."""
+    DiffPy's normalisation). The compiled kernels are serial and release the GIL: the
+    parallelism is the fitting threads', so no numba threading layer is involved (the
+    ``workqueue`` layer must not be entered from two threads at once)."""
     if not pieces:
         return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)  # per calling thread
-    try:
-        _fit_pieces(sh, pieces, out)
-    finally:
-        numba.set_num_threads(before)
-
-
-def _fit_pieces(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -> None:
     rwp, scale_c, zoom, norm = out
     tables = sh.tables
     n_zoom = len(sh.zooms)
@@ -509,8 +502,7 @@ def fit_isotropic(
     shared = _Shared(tables, masks, weights_t, lag, penalty, g2, prep.zooms, prep.basis.rank)
     out = (rwp, scale_c, zoom, norm)
     # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
-    # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores, and every
-    # motif's arithmetic is the same whatever the number of workers (deterministic).
+    # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores.
     workers = max(1, min(WORKERS, m_all // MIN_WORKER_MOTIFS))
     with _blas_controller().limit(limits=1, user_api="blas"):
         if workers == 1:
