@@ -14,7 +14,6 @@ live service's small trees; ``engine="xgboost"`` keeps xgboost's own implementat
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,24 +37,19 @@ def _contribs(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
 
 
 def shap_values(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    """Exact TreeSHAP values (M, F) of ``booster`` on feature rows ``X`` (bias column dropped).
+    """Exact TreeSHAP values (M, F) of ``booster`` on feature rows ``X``.
 
-    Row sums plus :func:`expected_value` equal the model's prediction.
+    The same per-leaf-table TreeSHAP as the live :class:`ShapCache`, so ``analyze`` and the
+    service explain with one implementation (it agrees with xgboost's ``pred_contribs`` to
+    ~1e-9, tested). Row sums plus :func:`expected_value` equal the model's prediction.
     """
-    return _contribs(booster, X)[:, :-1]
+    return leafshap.tree_shap(booster, X)[0]
 
 
 def expected_value(booster: xgb.Booster) -> float:
     """The SHAP base value (prediction of the 'empty coalition'); the same for every row."""
     row = np.zeros((1, booster.num_features()), dtype=np.float32)
     return float(_contribs(booster, row)[0, -1])
-
-
-def _base_score(booster: xgb.Booster) -> float:
-    """The intercept xgboost adds before any tree; every sliced booster repeats it in its bias."""
-    cfg = json.loads(booster.save_config())
-    raw = cfg["learner"]["learner_model_param"]["base_score"]
-    return float(str(raw).strip("[]"))
 
 
 class ShapCache:
@@ -93,7 +87,7 @@ class ShapCache:
         and then only explains trees added since. Touches nothing the foreground reads."""
         n = int(booster.num_boosted_rounds())
         valuesT, ev = self._explain(booster, 0, n, serial=True)  # off the hot path: one core
-        self._prepared = (generation, n, valuesT, ev + _base_score(booster))
+        self._prepared = (generation, n, valuesT, ev + leafshap.base_score(booster))
 
     @property
     def values(self) -> np.ndarray | None:
@@ -117,7 +111,7 @@ class ShapCache:
         c = self._xgb_contribs(
             booster if start == 0 and end == booster.num_boosted_rounds() else booster[start:end]
         )
-        return np.ascontiguousarray(c[:, :-1].T), float(c[0, -1]) - _base_score(booster)
+        return np.ascontiguousarray(c[:, :-1].T), float(c[0, -1]) - leafshap.base_score(booster)
 
     def update(
         self, booster: xgb.Booster, *, rebuilt: bool = False, generation: int | None = None
@@ -146,7 +140,7 @@ class ShapCache:
         if stale:
             valuesT, ev = self._explain(booster, 0, n)
             self._valuesT = valuesT
-            self.expected_value = ev + _base_score(booster)
+            self.expected_value = ev + leafshap.base_score(booster)
         elif n > self.n_trees:
             assert self._valuesT is not None
             addT, ev = self._explain(booster, self.n_trees, n)
