@@ -45,7 +45,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, ModelSettings)
     check_out_folder(args.out)
-    result = run_analysis(args.data, settings, progress=True)
+    result = run_analysis(args.data, settings, progress=True, dask=args.dask)
     paths = write_outputs(args.out, result, plots=not args.no_plots)
     c = result.contributions
     order = c.ranking()
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(p, ModelSettings, required=["starting_model"])
     p.add_argument("--out", type=Path, default=Path("motex-out"), help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="fit the catalogue on this Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+        "(needs the distributed extra; same results as a local run)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("fit", help="fit given motif masks to a PDF")

@@ -37,8 +37,12 @@ def run_analysis(
     settings: ModelSettings,
     progress: bool = False,
     model: StartingModel | None = None,
+    dask: object | None = None,
 ) -> AnalysisResult:
-    """The whole ML-MotEx pipeline on one data set and one starting model."""
+    """The whole ML-MotEx pipeline on one data set and one starting model.
+
+    ``dask``: a Dask scheduler address (or Client) to fit the catalogue on; same result.
+    """
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
     data = steps.load_fit_data(data_path, settings)
@@ -55,7 +59,7 @@ def run_analysis(
     timings["prepare_engine"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fits = steps.fit_masks(engine, masks, data.g, resolved.zoom, progress)
+    fits = steps.fit_masks(engine, masks, data.g, resolved.zoom, progress, dask=dask)
     timings["fit"] = time.perf_counter() - t
     log.info(
         "fitted %d motifs in %.2f s (%.0f fits/s)",

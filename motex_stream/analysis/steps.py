@@ -189,8 +189,24 @@ def fit_masks(
     g: np.ndarray,
     zoom: str,
     progress: bool = False,
+    dask: object | None = None,
 ) -> FitResults:
-    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory)."""
+    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory).
+
+    ``dask``: a Dask scheduler address or ``distributed.Client`` to run the chunks on (default:
+    the process-wide one set by ``--dask`` / ``[service] dask``, see
+    :mod:`motex_stream.analysis.scale_out`; None there too: fit here). Same results either way.
+    """
+    from motex_stream.analysis import scale_out
+
+    cluster = dask if dask is not None else scale_out.default()
+    if cluster is not None:
+        with tqdm(
+            total=len(masks), desc=f"fitting ({zoom}, dask)", unit="fit", disable=not progress
+        ) as bar:
+            return scale_out.fit_masks_dask(
+                cluster, engine, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
+            )
     if zoom == "anisotropic":
         prep_tables(engine)
         fit = fit_anisotropic

@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(API key: MOTEX_TILED_API_KEY); a failed write makes the replay exit 1",
     )
     p.add_argument("--speed", type=float, default=None, help="pace: x times original speed")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the catalogue fits on this Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+        "(needs the distributed extra; same results)",
+    )
     # the model settings, generated from the settings model (one definition of each default);
     # --name defaults to the starting model's file stem, so it is optional here
     add_settings_flags(p, LiveModelSettings)
@@ -109,7 +115,7 @@ def check_tiled_run(uri: str, run: str) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     from motex_stream.stream.publishers.jsonl import JsonlSink, published_seqs
-    from motex_stream.stream.runner import LazyAnalyzer, format_summary
+    from motex_stream.stream.runner import LazyAnalyzer, format_summary, use_dask
     from motex_stream.stream.service import StreamService
     from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
 
@@ -120,6 +126,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     else:
         interval = None if not args.speed else 1.0 / args.speed
         source = FileSeriesSource(args.frames, interval=interval)
+    use_dask(args.dask)
     analyzer = LazyAnalyzer(settings, args.state_dir)
     sinks: list = [JsonlSink(args.out)]  # cuts a line a killed replay left half-written
     # resume: frames already in --out (of this model) are not analysed or appended again

@@ -121,6 +121,16 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def use_dask(address: str | None) -> None:
+    """Run every later catalogue fit on the Dask scheduler ``address`` (None: here)."""
+    if address:
+        from motex_stream.analysis import scale_out
+
+        scale_out.require_distributed()
+        scale_out.set_default(address)
+        log.info("catalogue fits run on the Dask cluster %s", address)
+
+
 def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
     state = Path(config.service.state_dir)
     every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
@@ -130,6 +140,7 @@ def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
 
 def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
     """Sources, sinks and analyzers of a loaded config, in a service not yet started."""
+    use_dask(getattr(config.service, "dask", None))
     from motex_stream.stream.publishers import make_sinks
     from motex_stream.stream.sources import make_source
 

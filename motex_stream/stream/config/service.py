@@ -58,6 +58,13 @@ class ServiceConfig(ConfigModel):
         description="also persist it when this many seconds passed since the last save and new "
         "frames were analysed",
     )
+    dask: str | None = Field(
+        None,
+        min_length=1,
+        description="Dask scheduler address (e.g. tcp://10.0.0.5:8786) on which catalogue fits "
+        "run, preparation and per-frame refits alike; needs the distributed extra; results are "
+        "the same as without it (not part of a model's fingerprint)",
+    )
     policy: Policy = Field(
         "all",
         description="all: every frame, back-pressure when behind; latest: stale frames are "

@@ -1,0 +1,174 @@
+"""Catalogue fits on a Dask cluster (the optional ``distributed`` extra).
+
+An execution choice, not a result-changing setting: it is never part of the fingerprinted
+:class:`~motex_stream.analysis.settings.ModelSettings`. ``analyze --dask ADDRESS``,
+``replay --dask ADDRESS`` and ``[service] dask = "ADDRESS"`` all end here, through
+:func:`motex_stream.analysis.steps.fit_masks`.
+
+How the work is cut and shipped:
+
+* the prepared engine (basis, pair classes, kernels) is scattered **once**, broadcast to every
+  worker; each task names it by its future, so no task carries the tables. Derived tables the
+  fitting engines build on first use are cached on the worker's copy, so each worker builds
+  them once;
+* the catalogue is cut into the same chunks as the local path (:data:`steps.FIT_CHUNK`
+  motifs), bit-packed for the wire; every chunk is one task;
+* each chunk is the same deterministic function of (engine, masks, g) as locally, so the
+  results equal the local run's for the same seed;
+* a worker lost mid-job loses only its running tasks: the scheduler re-runs them elsewhere
+  (and re-sends the engine to a worker that joins), so the job finishes. Exceptions raised
+  by the fit itself are retried :data:`RETRIES` times, then reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from motex_stream.fitting.results import FitResults
+
+if TYPE_CHECKING:
+    from motex_stream.pdf.batched import PreparedModel
+
+log = logging.getLogger(__name__)
+
+#: Times a chunk whose fit raised is re-run before the job fails.
+RETRIES = 2
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+_default: str | None = None
+
+
+def require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "--dask needs dask.distributed: pip install 'motex-stream[distributed]'"
+        ) from exc
+    return distributed
+
+
+def set_default(address: str | None) -> None:
+    """Make ``address`` the cluster every later ``fit_masks`` uses (None: fit locally)."""
+    global _default
+    _default = address or None
+
+
+def default() -> str | None:
+    return _default
+
+
+def client_for(cluster: Any) -> Any:
+    """A ``distributed.Client`` for an address (one per address, reused), or the client given."""
+    distributed = require_distributed()
+    if isinstance(cluster, distributed.Client):
+        return cluster
+    address = str(cluster)
+    with _lock:
+        client = _clients.get(address)
+        if client is None or client.status in ("closed", "closing"):
+            client = distributed.Client(address, set_as_default=False, timeout="30s")
+            _clients[address] = client
+            log.info("connected to Dask scheduler %s", address)
+        return client
+
+
+def _unpack(packed: np.ndarray, n_bits: int) -> np.ndarray:
+    return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
+
+
+def fit_chunk(engine: PreparedModel, packed: np.ndarray, n_bits: int, g: np.ndarray, zoom: str):
+    """One task: fit one bit-packed chunk of masks on the worker's copy of the engine."""
+    from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
+    from motex_stream.fitting.isotropic import fit_isotropic
+
+    masks = _unpack(packed, n_bits)
+    if zoom == "anisotropic":
+        prep_tables(engine)
+        res = fit_anisotropic(engine, masks, g)
+    else:
+        res = fit_isotropic(engine, masks, g)
+    return res.rwp, res.scale, res.zoom
+
+
+def _engine_future(client: Any, engine: PreparedModel) -> Any:
+    """The engine scattered to every worker, once per (client, engine)."""
+    key = f"motex-engine-{id(engine):x}"
+    cache: dict = engine.engine_cache.setdefault("dask_futures", {})  # type: ignore[assignment]
+    fut = cache.get(id(client))
+    if fut is not None and fut.status == "finished":
+        return fut
+    # the scattered copy must not carry the futures dict (it is local to this process)
+    cache.pop(id(client), None)
+    shipped = _shippable(engine)
+    fut = client.scatter(shipped, broadcast=True, hash=False)
+    log.info("scattered engine %s to %d workers", key, len(client.scheduler_info()["workers"]))
+    cache[id(client)] = fut
+    return fut
+
+
+def _shippable(engine: PreparedModel) -> PreparedModel:
+    """A copy of the engine without process-local caches (futures, derived tables)."""
+    import dataclasses
+
+    return dataclasses.replace(engine, _kernel_cache={}, engine_cache={})
+
+
+def fit_masks_dask(
+    cluster: Any,
+    engine: PreparedModel,
+    masks: np.ndarray,
+    g: np.ndarray,
+    zoom: str,
+    chunk: int,
+    on_chunk: Callable[[int], None] | None = None,
+) -> FitResults:
+    """Fit ``masks`` in chunks of ``chunk`` on the Dask cluster ``cluster`` (address or Client).
+
+    ``on_chunk(n_fitted)`` is called as each chunk arrives (progress bars, tests).
+    """
+    if zoom not in ("isotropic", "anisotropic"):
+        raise ValueError(f"unknown zoom mode {zoom!r}")
+    distributed = require_distributed()
+    client = client_for(cluster)
+    masks = np.asarray(masks, dtype=bool)
+    g = np.ascontiguousarray(g, dtype=float)
+    n_bits = masks.shape[1]
+    eng = _engine_future(client, engine)
+    g_fut = client.scatter(g, broadcast=True, hash=False)
+    starts = list(range(0, len(masks), chunk))
+    job = uuid.uuid4().hex[:12]
+    futures = {}
+    for i, start in enumerate(starts):
+        packed = np.packbits(masks[start : start + chunk], axis=1)
+        fut = client.submit(
+            fit_chunk,
+            eng,
+            packed,
+            n_bits,
+            g_fut,
+            zoom,
+            key=f"motex-fit-{zoom}-{job}-{i}",
+            retries=RETRIES,
+            pure=False,
+        )
+        futures[fut] = i
+    parts: list[Any] = [None] * len(starts)
+    for fut in distributed.as_completed(list(futures), loop=client.loop):
+        parts[futures[fut]] = fut.result()
+        if on_chunk is not None:
+            on_chunk(len(parts[futures[fut]][0]))
+        fut.release()
+    return FitResults(
+        rwp=np.concatenate([p[0] for p in parts]),
+        scale=np.concatenate([p[1] for p in parts]),
+        zoom=np.concatenate([p[2] for p in parts]),
+        mode=zoom,
+    )

@@ -1,0 +1,134 @@
+"""Catalogue fits on a real Dask LocalCluster (2 worker processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from motex_stream.analysis import scale_out, steps  # noqa: E402
+from motex_stream.catalogue import random_catalogue  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    c = distributed.Client(cluster, set_as_default=False)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("zoom", ["isotropic", "anisotropic"])
+def test_dask_equals_local(client, prepared_109725, reference_rwp, golden_fits, zoom):
+    masks, _, _, _ = reference_rwp
+    curves, _ = golden_fits
+    g = target(curves)
+    n = 3000 if zoom == "isotropic" else 600
+    masks = random_catalogue(masks.shape[1], n, 7, 3, 21) if zoom == "isotropic" else masks[:n]
+    local = steps.fit_masks(prepared_109725, masks, g, zoom)
+    remote = steps.fit_masks(prepared_109725, masks, g, zoom, dask=client)
+    np.testing.assert_array_equal(remote.rwp, local.rwp)
+    np.testing.assert_array_equal(remote.scale, local.scale)
+    np.testing.assert_array_equal(remote.zoom, local.zoom)
+
+
+def test_dask_by_address_and_default(client, prepared_109725, reference_rwp, golden_fits):
+    masks = reference_rwp[0][:300]
+    g = target(golden_fits[0])
+    local = steps.fit_masks(prepared_109725, masks, g, "isotropic")
+    scale_out.set_default(client.scheduler.address)
+    try:
+        remote = steps.fit_masks(prepared_109725, masks, g, "isotropic")
+    finally:
+        scale_out.set_default(None)
+    np.testing.assert_array_equal(remote.rwp, local.rwp)
+
+
+def test_engine_sent_once_per_worker(client, prepared_109725, reference_rwp, golden_fits):
+    masks = reference_rwp[0]
+    g = target(golden_fits[0])
+
+    def engines() -> set:
+        return {k for k in client.who_has() if str(k).startswith("PreparedModel")}
+
+    scale_out.fit_masks_dask(client, prepared_109725, masks, g, "isotropic", chunk=100)
+    before = engines()
+    # a second job with 10 tasks reuses the scattered engine: nothing new is sent
+    scale_out.fit_masks_dask(client, prepared_109725, masks, g, "isotropic", chunk=100)
+    assert engines() == before
+    fut = prepared_109725.engine_cache["dask_futures"][id(client)]
+    # the one engine is held by every worker (broadcast), not shipped with each task
+    assert set(client.who_has()[fut.key]) == set(client.scheduler_info()["workers"])
+
+
+def test_worker_killed_mid_job(client, prepared_109725, reference_rwp, golden_fits):
+    g = target(golden_fits[0])
+    masks = random_catalogue(reference_rwp[0].shape[1], 6000, 11, 3, 21)
+    chunk = steps.FIT_CHUNK // 8
+    # the anisotropic refinement of a batch depends (at ~1e-6) on the batch it runs in, so the
+    # local reference is cut into the same chunks as the job
+    parts = [
+        scale_out.fit_chunk(
+            prepared_109725, np.packbits(masks[s : s + chunk], axis=1), 24, g, "anisotropic"
+        )
+        for s in range(0, len(masks), chunk)
+    ]
+    local_rwp = np.concatenate([p[0] for p in parts])
+    pids = client.run(os.getpid)
+    done = []
+
+    def kill_once(n: int) -> None:
+        done.append(n)
+        if len(done) == 2:
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+
+    remote = scale_out.fit_masks_dask(
+        client,
+        prepared_109725,
+        masks,
+        g,
+        "anisotropic",
+        chunk=chunk,
+        on_chunk=kill_once,
+    )
+    assert len(done) == -(-len(masks) // chunk)
+    # the killed worker really went away (its nanny starts a fresh process)
+    assert sorted(pids.values())[0] not in client.run(os.getpid).values()
+    np.testing.assert_array_equal(remote.rwp, local_rwp)
+
+
+def target(curves) -> np.ndarray:
+    for name in ("g_obs", "gobs", "g_data", "g"):
+        if name in curves.files:
+            return np.asarray(curves[name], dtype=float)
+    raise KeyError(curves.files)
+
+
+def test_analyze_with_dask_flag_equals_local(client, tmp_path, keggin_gr):
+    """``analyze --dask ADDRESS`` writes the same contribution values as a local analyze."""
+    from motex_stream.cli import main
+    from tests.conftest import KEGGIN
+
+    common = [
+        "analyze", str(keggin_gr), "--model", str(KEGGIN / "109725.xyz"), "--permute", "W",
+        "--threshold", "2.5", "--rmin", "1.6", "--rmax", "10", "--catalogue", "1500",
+        "--seed", "0", "--qmax", "20", "--search-calls", "4", "--no-plots",
+    ]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    address = client.scheduler.address
+    assert main([*common, "--out", str(tmp_path / "dask"), "--dask", address]) == 0
+    for name in ("contributions.csv", "fits.csv"):
+        local = (tmp_path / "local" / name).read_text()
+        assert (tmp_path / "dask" / name).read_text() == local
