@@ -141,11 +141,27 @@ def pair_kernels(
     for start in range(0, len(idisc), PAIR_CHUNK):
         sel = idisc[start : start + PAIR_CHUNK]
         jlo, y = gaussian_windows(d[sel], sigma[sel], grid)
-        acc = np.zeros((len(sel), basis.rank))
-        for t in range(y.shape[1]):
-            idx = np.minimum(jlo + t, grid.exthi - 1)
-            acc += y[:, t, None] * basis.r_to_c[idx]
+        acc = _window_sums(np.ascontiguousarray(jlo), np.ascontiguousarray(y), basis.r_to_c)
         out[sel] = weight[sel, None] * acc
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _window_sums(jlo, y, r_to_c):  # pragma: no cover - compiled
+    """Σ_t y[p, t]·r_to_c[min(jlo[p] + t, last)] per pair: the windowed sum, t in order.
+
+    The same additions in the same order as the former numpy loop over t (no fastmath), one
+    pass per pair instead of one gathered (P, R) temporary per window point.
+    """
+    last = r_to_c.shape[0] - 1
+    rank = r_to_c.shape[1]
+    out = np.zeros((len(jlo), rank))
+    for p in numba.prange(len(jlo)):
+        for t in range(y.shape[1]):
+            row = min(jlo[p] + t, last)
+            w = y[p, t]
+            for c in range(rank):
+                out[p, c] += w * r_to_c[row, c]
     return out
 
 
