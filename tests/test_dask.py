@@ -132,3 +132,26 @@ def test_analyze_with_dask_flag_equals_local(client, tmp_path, keggin_gr):
     for name in ("contributions.csv", "fits.csv"):
         local = (tmp_path / "local" / name).read_text()
         assert (tmp_path / "dask" / name).read_text() == local
+
+
+def test_service_config_dask_key(client, tmp_path, prepared_109725, reference_rwp, golden_fits):
+    """``[service] dask = ADDRESS`` reaches every later catalogue fit of the service."""
+    from motex_stream.stream.runner import use_dask
+    from tests.stream.test_config import MINIMAL, write
+
+    address = client.scheduler.address
+    text = MINIMAL.replace('state_dir = "state"\n', f'state_dir = "state"\ndask = "{address}"\n')
+    from motex_stream.stream.config import load_config
+
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.service.dask == address
+    masks = reference_rwp[0][:200]
+    g = target(golden_fits[0])
+    local = steps.fit_masks(prepared_109725, masks, g, "isotropic")
+    use_dask(cfg.service.dask)
+    try:
+        assert scale_out.default() == address
+        remote = steps.fit_masks(prepared_109725, masks, g, "isotropic")
+    finally:
+        scale_out.set_default(None)
+    np.testing.assert_array_equal(remote.rwp, local.rwp)
