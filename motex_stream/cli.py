@@ -28,6 +28,9 @@ FIT_EXCLUDES = (
     "cv_folds",
     "search_time_s",
     "seed",
+    "ci_models",
+    "ci_rows",
+    "ci_level",
 )
 
 
@@ -56,6 +59,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     print(f"best motif: Rwp {result.fits.rwp[result.best]:.4f} with {k} atoms")
     print(f"{k} most negative atoms: {top}")
+    if result.intervals is not None:
+        n = result.intervals.counts()
+        print(
+            f"{result.intervals.level:.0%} intervals: {n['keep']} keep, {n['remove']} remove, "
+            f"{n['uncertain']} uncertain"
+        )
     print(
         f"test MAE {result.test_mae:.4f}, total {result.timings['total']:.1f} s; "
         f"wrote {len(paths)} files to {args.out}"

@@ -178,6 +178,7 @@ def test_alerts_cover_the_brief():
         "motex_frames_failed_total",
         "motex_end_to_end_seconds_bucket",
         "motex_model_mae",
+        "motex_structure_changes_total",
     ):
         assert needed in joined
 

@@ -79,7 +79,17 @@ def written(result: AnalysisResult, tmp_path_factory: pytest.TempPathFactory) ->
 def test_contributions_csv(result: AnalysisResult, written: dict[str, Path]) -> None:
     with written["contributions.csv"].open() as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["atom", "element", "contribution", "spread_kept", "spread_removed", "rank"]
+    assert rows[0] == [
+        "atom",
+        "element",
+        "contribution",
+        "spread_kept",
+        "spread_removed",
+        "rank",
+        "ci_low",
+        "ci_high",
+        "label",
+    ]
     body = rows[1:]
     assert len(body) == 24
     assert [int(r[0]) for r in body] == list(range(1, 25))
@@ -217,3 +227,42 @@ def test_helpers() -> None:
         "a": [0, 1],
         "b": [1.5, None],
     }
+
+
+def test_interval_outputs(result: AnalysisResult, tmp_path: Path) -> None:
+    """ci_low/ci_high/label reach the CSV, report.json, the extended XYZ and VESTA, where
+    uncertain atoms are drawn smaller than confident ones of the same element."""
+    from motex_stream.explain.confidence import ContributionIntervals, interval
+
+    value = result.contributions.value.copy()
+    value[0] = 0.0  # straddles zero: uncertain
+    sd = np.full(len(value), 0.002)
+    low, high, label = interval(value, sd, 0.9)
+    assert label[0] == "uncertain"
+    res = AnalysisResult(
+        **{
+            **result.__dict__,
+            "contributions": AtomContributions(**{**result.contributions.__dict__, "value": value}),
+            "intervals": ContributionIntervals(low, high, label, 0.9, 4, sd, sd * 0),
+        }
+    )
+    files = write_outputs(tmp_path, res, plots=False)
+    with files["contributions.csv"].open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["label"] for r in rows] == label
+    np.testing.assert_allclose([float(r["ci_low"]) for r in rows], low, rtol=1e-7)
+    np.testing.assert_allclose([float(r["ci_high"]) for r in rows], high, rtol=1e-7)
+    report = json.loads(files["report.json"].read_text())
+    assert [a["label"] for a in report["atoms"]] == label
+    assert report["confidence"]["level"] == 0.9
+    assert sum(report["confidence"]["counts"].values()) == len(label)
+    atoms = ase.io.read(files["model_contributions.xyz"])
+    perm = res.model.permutable
+    assert list(atoms.arrays["label"][perm]) == label
+    assert atoms.arrays["uncertain"][perm[0]] == 1 and atoms.arrays["uncertain"][perm[1]] == 0
+    np.testing.assert_allclose(atoms.arrays["ci_low"][perm], low, atol=1e-7)
+    lines = files["model_contributions.vesta"].read_text().splitlines()
+    sitet = lines[lines.index("SITET") + 1 :]
+    radii = {ln.split()[1]: float(ln.split()[2]) for ln in sitet[: res.model.n_atoms]}
+    first, second = (f"W{int(i) + 1}" for i in perm[:2])
+    assert radii[first] < radii[second]

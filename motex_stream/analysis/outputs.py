@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _CSV_CHUNK = 8192  # rows per formatted block of fits.csv: bounds memory for 10^5-10^6 motifs
 _SHAP_PLOT_MAX_ROWS = 5000  # a beeswarm of more points is unreadable and slow to draw
+#: VESTA radius factor of atoms labelled uncertain (they are also drawn paler).
+_UNCERTAIN_RADIUS = 0.6
 _VESTA_PAD = 10.0  # Å of vacuum around the cluster in the P1 box, so no periodic image bonds
 _GREY = (0.6, 0.6, 0.6)
 
@@ -118,16 +120,42 @@ def _contribution_colours(value: np.ndarray) -> list[tuple[float, float, float]]
     return out
 
 
+def interval_columns(result: AnalysisResult) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(ci_low, ci_high, label) per permutable atom; NaN and ``uncertain`` when the run
+    computed no intervals."""
+    ci = result.intervals
+    if ci is None:
+        n = len(result.contributions.value)
+        return np.full(n, np.nan), np.full(n, np.nan), ["uncertain"] * n
+    return np.asarray(ci.low, float), np.asarray(ci.high, float), list(ci.label)
+
+
 # --------------------------------------------------------------------------- tables
 
 
 def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
-    """One row per permutable atom in file order; NaN contributions are written as ``nan``."""
+    """One row per permutable atom in file order; NaN contributions are written as ``nan``.
+
+    ``ci_low``/``ci_high`` bound the contribution value at the run's confidence level and
+    ``label`` says keep (interval below 0), remove (above 0) or uncertain."""
     c = result.contributions
     ranks = contribution_ranks(c.value)
+    low, high, label = interval_columns(result)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["atom", "element", "contribution", "spread_kept", "spread_removed", "rank"])
+        w.writerow(
+            [
+                "atom",
+                "element",
+                "contribution",
+                "spread_kept",
+                "spread_removed",
+                "rank",
+                "ci_low",
+                "ci_high",
+                "label",
+            ]
+        )
         rows = zip(
             result.atom_numbers(),
             result.model.permutable_symbols,
@@ -135,10 +163,25 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
             c.spread_kept,
             c.spread_removed,
             ranks,
+            low,
+            high,
+            label,
             strict=True,
         )
-        for atom, el, val, sk, sr, rank in rows:
-            w.writerow([int(atom), el, f"{val:.8g}", f"{sk:.8g}", f"{sr:.8g}", int(rank)])
+        for atom, el, val, sk, sr, rank, lo, hi, lab in rows:
+            w.writerow(
+                [
+                    int(atom),
+                    el,
+                    f"{val:.8g}",
+                    f"{sk:.8g}",
+                    f"{sr:.8g}",
+                    int(rank),
+                    f"{lo:.8g}",
+                    f"{hi:.8g}",
+                    lab,
+                ]
+            )
     return path
 
 
@@ -208,21 +251,42 @@ def _top_atoms(result: AnalysisResult, k: int) -> list[dict[str, Any]]:
     """The k most negative (most motif-like) atoms, best first; undefined (NaN) atoms skipped."""
     c = result.contributions
     ranks = contribution_ranks(c.value)
-    numbers = result.atom_numbers()
-    symbols = result.model.permutable_symbols
-    out: list[dict[str, Any]] = []
-    for i in np.argsort(ranks)[:k]:
-        if not np.isfinite(c.value[i]):
-            continue
-        out.append(
-            {
-                "atom": int(numbers[i]),
-                "element": symbols[i],
-                "contribution": float(c.value[i]),
-                "rank": int(ranks[i]),
-            }
+    atoms = _atom_rows(result)
+    return [atoms[i] for i in np.argsort(ranks)[:k] if np.isfinite(c.value[i])]
+
+
+def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
+    """Every permutable atom in file order: value, rank, interval and label."""
+    c = result.contributions
+    ranks = contribution_ranks(c.value)
+    low, high, label = interval_columns(result)
+    return [
+        {
+            "atom": int(num),
+            "element": sym,
+            "contribution": float(c.value[i]),
+            "rank": int(ranks[i]),
+            "ci_low": float(low[i]),
+            "ci_high": float(high[i]),
+            "label": label[i],
+        }
+        for i, (num, sym) in enumerate(
+            zip(result.atom_numbers(), result.model.permutable_symbols, strict=True)
         )
-    return out
+    ]
+
+
+def _confidence_summary(result: AnalysisResult) -> dict[str, Any] | None:
+    ci = result.intervals
+    if ci is None:
+        return None
+    return {
+        "level": ci.level,
+        "ensemble_models": ci.n_models,
+        "counts": ci.counts(),
+        "method": "value ± z·sqrt(ensemble sd² + sampling se²); ensemble: surrogates with the "
+        "searched hyperparameters on bootstrap resamples of the fits",
+    }
 
 
 def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
@@ -240,6 +304,8 @@ def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
             "best_motif": _best_motif_summary(result),
             "top_k": top_k,
             "top_atoms": _top_atoms(result, top_k),
+            "confidence": _confidence_summary(result),
+            "atoms": _atom_rows(result),
             "size_shap_by_size": result.contributions.size_shap_by_size,
             "settings": result.settings,
             "versions": result.versions,
@@ -253,10 +319,13 @@ def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
 
 
 def write_contributions_xyz(path: Path, result: AnalysisResult) -> Path:
-    """Extended XYZ of the whole starting model with ``contribution`` and ``permutable`` columns.
+    """Extended XYZ of the whole starting model with ``contribution``, ``ci_low``,
+    ``ci_high``, ``label`` and ``permutable`` columns.
 
     Dependent atoms (and undefined permutable ones) get 0 so that viewers colouring by the
-    column (OVITO, ase gui) see a neutral value instead of choking on NaN.
+    column (OVITO, ase gui) see a neutral value instead of choking on NaN; their label is
+    ``dependent``. ``uncertain`` is an integer column (1 = uncertain permutable atom) to
+    select or colour them by.
     """
     import ase
     import ase.io
@@ -267,7 +336,18 @@ def write_contributions_xyz(path: Path, result: AnalysisResult) -> Path:
     flag = np.zeros(model.n_atoms, dtype=np.int64)
     flag[model.permutable] = 1
     atoms = ase.Atoms(symbols=list(model.symbols), positions=model.positions)
+    low, high, label = interval_columns(result)
+    ci_low = np.zeros(model.n_atoms, dtype=float)
+    ci_high = np.zeros(model.n_atoms, dtype=float)
+    ci_low[model.permutable] = np.nan_to_num(low, nan=0.0)
+    ci_high[model.permutable] = np.nan_to_num(high, nan=0.0)
+    labels = np.array(["dependent"] * model.n_atoms, dtype="<U9")
+    labels[model.permutable] = label
     atoms.set_array("contribution", contrib)
+    atoms.set_array("ci_low", ci_low)
+    atoms.set_array("ci_high", ci_high)
+    atoms.set_array("label", labels)
+    atoms.set_array("uncertain", (labels == "uncertain").astype(np.int64))
     atoms.set_array("permutable", flag)
     ase.io.write(str(path), atoms, format="extxyz")
     return path
@@ -315,6 +395,12 @@ def _vesta_lines(result: AnalysisResult) -> list[str]:
     ):
         colours[int(idx)] = rgb
     labels = [f"{s}{i + 1}" for i, s in enumerate(model.symbols)]
+    # uncertain atoms: smaller and paler, so the confident keep/remove ones stand out
+    shrink = np.ones(model.n_atoms)
+    for idx, lab in zip(model.permutable, interval_columns(result)[2], strict=True):
+        if lab == "uncertain":
+            shrink[int(idx)] = _UNCERTAIN_RADIUS
+            colours[int(idx)] = tuple(0.5 + 0.5 * c for c in colours[int(idx)])
 
     def radius(sym: str) -> float:
         return float(covalent_radii[atomic_numbers[sym]])
@@ -354,7 +440,7 @@ def _vesta_lines(result: AnalysisResult) -> list[str]:
         )
     out += ["  0 0 0 0", "SITET"]
     for i, (sym, lab, rgb) in enumerate(zip(model.symbols, labels, colours, strict=True)):
-        rr = radius(sym)
+        rr = radius(sym) * shrink[i]
         out.append(f"{i + 1:4d} {lab:>8s} {rr:7.4f} {_rgb255(rgb)} {_rgb255(rgb)} 204  0")
     out += ["  0 0 0 0 0 0", "VECTR", " 0 0 0 0 0", "VECTT", " 0 0 0 0 0"]
     out += ["SPLAN", "  0   0   0   0", "LBLAT", " -1", "LBLSP", " -1"]

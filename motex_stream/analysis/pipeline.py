@@ -77,6 +77,10 @@ def run_analysis(
     shap, contributions = steps.explain(trained, masks)
     timings["explain"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    intervals = steps.intervals(trained, masks, fits.rwp, contributions, resolved)
+    timings["intervals"] = time.perf_counter() - t
+
     best = fits.best()
     g_best = fits.scale[best] * motif_pdf(model, masks[best], data.pdf, data.r, fits.zoom[best])
     timings["total"] = time.perf_counter() - t0
@@ -88,6 +92,7 @@ def run_analysis(
         features=features(masks),
         shap=shap,
         contributions=contributions,
+        intervals=intervals,
         test_mae=trained.test_mae,
         test_mse=trained.test_mse,
         r=data.r,

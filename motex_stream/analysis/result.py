@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from motex_stream.explain.confidence import ContributionIntervals
 from motex_stream.explain.contributions import AtomContributions
 from motex_stream.fitting.results import FitResults
 from motex_stream.structure.starting_model import StartingModel
@@ -31,6 +32,7 @@ class AnalysisResult:
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    intervals: ContributionIntervals | None = None  # CI and keep/remove/uncertain per atom
 
     @property
     def best(self) -> int:

@@ -119,6 +119,27 @@ class ModelSettings(BaseModel):
         "the report says so); unset: always search_calls points",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seed of catalogue, search and training")
+    ci_models: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="confidence intervals: extra surrogates on bootstrap resamples of the fits "
+        "(searched hyperparameters, no new search); 0 or 1: sampling error of the SHAP means only",
+    )
+    ci_rows: int = Field(
+        2500,
+        ge=100,
+        le=MAX_CATALOGUE,
+        description="confidence intervals: motifs per bootstrap resample (m-out-of-n; the "
+        "spread is scaled by sqrt(rows / catalogue)); bounds the cost on large catalogues",
+    )
+    ci_level: float = Field(
+        0.9,
+        gt=0.5,
+        lt=1.0,
+        description="confidence level of the two-sided interval per atom contribution value; "
+        "keep: interval below 0, remove: above 0, else uncertain",
+    )
 
     @field_validator("permute", mode="before")
     @classmethod
@@ -194,7 +215,7 @@ class ModelSettings(BaseModel):
     @classmethod
     def runtime_fields(cls) -> set[str]:
         """Fields that steer only the per-frame work: changing them keeps a prepared state."""
-        return set()
+        return {"ci_models", "ci_rows", "ci_level"}
 
 
 class LiveModelSettings(ModelSettings):
@@ -215,6 +236,14 @@ class LiveModelSettings(ModelSettings):
         description="tree cap of the live GBDT; a rebuild keeps a third (bounds per-frame SHAP)",
     )
 
+    change_frames: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="change detection: consecutive frames a new set of keep atoms must hold "
+        "before it is reported as a change",
+    )
+
     @model_validator(mode="after")
     def _refit_within_catalogue(self) -> LiveModelSettings:
         if self.refit > self.catalogue_size:
@@ -225,7 +254,17 @@ class LiveModelSettings(ModelSettings):
 
     @classmethod
     def runtime_fields(cls) -> set[str]:
-        return {"name", "reference", "refit", "rounds", "max_trees"}
+        return {
+            "name",
+            "reference",
+            "refit",
+            "rounds",
+            "max_trees",
+            "change_frames",
+            "ci_models",
+            "ci_rows",
+            "ci_level",
+        }
 
 
 #: Settings a Bluesky start document may change for one run (``motex_overrides``). All others

@@ -10,7 +10,8 @@ these functions, so the offline and the live answer to the same question cannot 
 3. :func:`prepare_engine`: the batched PDF engine on the fit grid;
 4. :func:`fit_masks`: Rwp (and scale, zoom) of every motif;
 5. :func:`train_surrogate`: the XGBoost model of Rwp, hyperparameters searched by count;
-6. :func:`explain`: SHAP values and atom contribution values.
+6. :func:`explain`: SHAP values and atom contribution values;
+7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from tqdm import tqdm
 
 from motex_stream.analysis.settings import FALLBACK_QMAX, FALLBACK_QMIN, ModelSettings
 from motex_stream.catalogue import cookie_cutter_catalogue, random_catalogue
+from motex_stream.explain.confidence import ContributionIntervals, contribution_intervals
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
-from motex_stream.model.gbdt import TrainedModel, features, train
+from motex_stream.model.gbdt import Hyperparameters, TrainedModel, features, train
 from motex_stream.pdf.batched import PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import StartingModel, load_starting_model
@@ -250,3 +252,32 @@ def explain(trained: TrainedModel, masks: np.ndarray) -> tuple[np.ndarray, AtomC
     """SHAP values of the surrogate over ``masks`` and the atom contribution values."""
     shap = shap_values(trained.booster, features(masks))
     return shap, atom_contributions(shap, masks)
+
+
+def intervals(
+    trained: TrainedModel,
+    masks: np.ndarray,
+    rwp: np.ndarray,
+    contributions: AtomContributions,
+    settings: ModelSettings,
+) -> ContributionIntervals:
+    """Confidence interval and label per atom: ``settings.ci_models`` surrogates on bootstrap
+    resamples of the fits, with the best hyperparameter points the search already evaluated
+    (no new search), plus the sampling error of the SHAP means
+    (:mod:`motex_stream.explain.confidence`); seeded by ``settings.seed``."""
+    points = sorted(trained.search_history, key=lambda h: h.get("cv_mae", np.inf))
+    params = [Hyperparameters.from_dict(h) for h in points] or [trained.params]
+    members = [
+        (p.to_xgb_params(seed=settings.seed), p.n_estimators)
+        for p in (params[b % len(params)] for b in range(settings.ci_models))
+    ]
+    return contribution_intervals(
+        contributions,
+        features(masks),
+        rwp,
+        masks,
+        members,
+        level=settings.ci_level,
+        seed=settings.seed,
+        rows=settings.ci_rows,
+    )

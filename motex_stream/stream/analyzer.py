@@ -27,6 +27,7 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.catalogue import Catalogue
+from motex_stream.explain.confidence import interval, sampling_error
 from motex_stream.explain.contributions import ShapCache, atom_contributions
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
@@ -37,6 +38,7 @@ from motex_stream.model.gbdt import (
 )
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
 from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.liveview import best_fit, structure
@@ -166,6 +168,7 @@ class MotexFrameAnalyzer:
         self._saved_mono = time.monotonic()
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
+        self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run
         self._elements = [model.symbols[i] for i in model.permutable]
         self._atoms = (model.permutable + 1).tolist()
 
@@ -465,13 +468,27 @@ class MotexFrameAnalyzer:
 
         best = int(np.argmin(fits.rwp))
         spread = np.sqrt(contrib.spread_kept**2 + contrib.spread_removed**2)
+        # per-frame interval: sampling error of the kept/removed SHAP means over the catalogue
+        # (no ensemble: a few vector operations, well inside the 25 % per-frame budget)
+        low, high, label = interval(contrib.value, sampling_error(contrib), run.ci_level)
         contributions = [
-            {"atom": a, "element": e, "value": _num(v), "spread": _num(s)}
-            for a, e, v, s in zip(self._atoms, self._elements, contrib.value, spread, strict=True)
+            {
+                "atom": a,
+                "element": e,
+                "value": _num(v),
+                "spread": _num(s),
+                "ci_low": _num(lo),
+                "ci_high": _num(hi),
+                "label": lab,
+            }
+            for a, e, v, s, lo, hi, lab in zip(
+                self._atoms, self._elements, contrib.value, spread, low, high, label, strict=True
+            )
         ]
         return FrameResult(
             model=self.name,
             contributions=contributions,
+            change=self._change(frame, run, contributions),
             best={
                 "mask": masks[best].astype(int).tolist(),
                 "rwp": float(fits.rwp[best]),
@@ -489,6 +506,19 @@ class MotexFrameAnalyzer:
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
         )
+
+    def _change(
+        self, frame: Frame, run: LiveModelSettings, contributions: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """A persistent change of the keep set within the frame's run (one detector per run)."""
+        detector = self._changes.get(frame.source)
+        if detector is None:
+            if len(self._changes) > 64:
+                self._changes.clear()
+            detector = self._changes[frame.source] = KeepSetChangeDetector(
+                persist=run.change_frames, level=run.ci_level
+            )
+        return detector.update(frame.seq, contributions)
 
     def _describe_once(self, run: str) -> dict[str, Any] | None:
         """The model's coordinates on the first frame of each run, else None."""

@@ -17,6 +17,10 @@ from motex_stream.cli_flags import add_settings_flags, given_settings, settings_
 log = logging.getLogger(__name__)
 
 
+#: Settings replay does not offer: the live intervals use no ensemble.
+REPLAY_EXCLUDES = ("ci_models", "ci_rows")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--frames", help="glob of .gr files, e.g. 'DIR/*.gr' (natural name order)")
@@ -41,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     # the model settings, generated from the settings model (one definition of each default);
     # --name defaults to the starting model's file stem, so it is optional here
-    add_settings_flags(p, LiveModelSettings)
+    # the live intervals come from the SHAP means' sampling error alone (no ensemble), so the
+    # ensemble settings are not offered here
+    add_settings_flags(p, LiveModelSettings, exclude=REPLAY_EXCLUDES)
 
 
 def replay_settings(args: argparse.Namespace) -> LiveModelSettings:

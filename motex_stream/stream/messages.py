@@ -16,7 +16,9 @@ Example (values shortened)::
       "seq": 17,                           # 1-based frame number within that run
       "time": 1732600000.25,               # when the frame was measured (raw event time)
       "contributions": [                   # one per permutable atom, file order
-        {"atom": 1, "element": "W", "value": -0.0123, "spread": 0.004},
+        {"atom": 1, "element": "W", "value": -0.0123, "spread": 0.004,
+         "ci_low": -0.0131, "ci_high": -0.0115,  # optional: confidence interval of value
+         "label": "keep"},                        # optional: keep / remove / uncertain
         ...
       ],
       "best": {"mask": [1, 0, 1, ...],     # best refitted motif this frame
@@ -30,6 +32,10 @@ Example (values shortened)::
       "extra": {},                         # analyzer-specific, optional
       "fit": {"r": [...], "g": [...],      # optional: data and best motif's G on the fit
               "g_calc": [...]},            #   grid, decimated to <= 500 points
+      "change": {"frame": 12,              # optional, only on the frame that confirms a
+                 "atoms_gained": [5],      #   persistent change of the keep atoms (absent
+                 "atoms_lost": [3],        #   or null: no change)
+                 "confidence": 0.97},
       "structure": {"elements": ["W", ...],  # optional, first frame of each run: the
                     "xyz": [[x, y, z], ...],  #   starting model (Å, file order), permutable
                     "permutable": [1, ...],   #   atoms (1-based) and, per other atom, the
@@ -141,6 +147,8 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
             "element": str(c["element"]),
             "value": c["value"],
             "spread": c.get("spread"),
+            # optional (absent from analyzers that do not compute intervals)
+            **{k: c[k] for k in ("ci_low", "ci_high", "label") if k in c},
         }
         for c in result.contributions
     ]
@@ -169,6 +177,9 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
         message["fit"] = result.fit
     if result.structure is not None:
         message["structure"] = result.structure
+    # optional: the persistent keep-set change this frame confirmed (absent: none)
+    if result.change is not None:
+        message["change"] = result.change
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe

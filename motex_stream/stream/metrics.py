@@ -31,7 +31,14 @@ _E2E_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120,
 #: The stages the analyzer times (``FrameResult.timing``); declared so each has a series.
 ANALYSIS_STAGES = ("regrid", "fit", "train", "explain")
 #: Counters labelled by model / by source, declared at 0 by :meth:`StreamMetrics.declare`.
-_PER_MODEL = ("frames_received", "frames_processed", "frames_skipped", "frames_failed", "fits")
+_PER_MODEL = (
+    "frames_received",
+    "frames_processed",
+    "frames_skipped",
+    "frames_failed",
+    "fits",
+    "structure_changes",
+)
 _PER_SOURCE = ("seq_gaps", "source_orphans", "source_malformed", "seq_duplicates", "seq_late")
 
 
@@ -130,6 +137,12 @@ class StreamMetrics:
         self.fits = Counter(
             "motex_fits",
             "Motif refits done (rate() gives refits per second)",
+            ["model"],
+            registry=r,
+        )
+        self.structure_changes = Counter(
+            "motex_structure_changes",
+            "Persistent changes of the set of keep atoms (see the message's change field)",
             ["model"],
             registry=r,
         )

@@ -622,6 +622,8 @@ class StreamService:
             m.model_mae.labels(model=model).set(float(result.model_quality["mae"]))
         if result.n_refit:
             m.fits.labels(model=model).inc(result.n_refit)
+        if result.change is not None:
+            m.structure_changes.labels(model=model).inc()
         m.frames_processed.labels(model=model).inc()
         m.cpu_utilisation.set(
             self._headroom.record(model, entry.received_mono, started, time.monotonic())

@@ -52,6 +52,7 @@ def sparkline(values: Iterable[float | None], width: int | None = None) -> str:
 class AtomTrace:
     element: str
     values: deque[float | None]
+    label: str = ""  # latest keep / remove / uncertain (empty: the message had none)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class WatchState:
             if trace is None:
                 trace = self.atoms[atom] = AtomTrace(str(c["element"]), deque(maxlen=self.history))
             trace.values.append(c.get("value"))
+            trace.label = str(c.get("label") or "")
         self.arrivals.append(time.monotonic() if now is None else now)
 
     @property
@@ -116,13 +118,14 @@ def render(state: WatchState) -> str:
         f"mask {''.join(str(b) for b in state.best_mask)}",
         f"model MAE {_fmt(state.mae, '.4g')}  latency {_fmt(state.latency, '.2f')} s",
         "",
-        f"{'atom':>5} {'el':<3} {'value':>10}  history (oldest → newest)",
+        f"{'atom':>5} {'el':<3} {'value':>10} {'label':<9}  history (oldest → newest)",
     ]
     for atom in sorted(state.atoms):
         trace = state.atoms[atom]
         latest = trace.values[-1] if trace.values else None
         lines.append(
-            f"{atom:>5} {trace.element:<3} {_fmt(latest, '+.5f'):>10}  {sparkline(trace.values)}"
+            f"{atom:>5} {trace.element:<3} {_fmt(latest, '+.5f'):>10} {trace.label or '—':<9}  "
+            f"{sparkline(trace.values)}"
         )
     return "\n".join(lines)
 

@@ -116,6 +116,21 @@ def test_built_messages_validate_and_keep_integers() -> None:
     assert message["best"]["zoom"] == [0.99, 1.0, 1.01] and message["best"]["scale"] == 1.2
 
 
+def test_interval_fields_are_optional_and_checked() -> None:
+    """ci_low/ci_high/label pass through to the message and validate; a v1 message without
+    them still validates; an unknown label does not."""
+    result = numpy_result()
+    for c in result.contributions:
+        c.update(ci_low=np.float64(-0.03), ci_high=np.nan, label="uncertain")
+    message = build_message(result, frame(), received_at=None, published_at=1.7e9)
+    validator().validate(message)
+    entry = message["contributions"][0]
+    assert (entry["ci_low"], entry["ci_high"], entry["label"]) == (-0.03, None, "uncertain")
+    entry["label"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate(message)
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [
@@ -181,3 +196,18 @@ if __name__ == "__main__":
         write_docs()
     else:
         print(render_section(load_schema()))
+
+
+def test_change_is_optional_and_checked() -> None:
+    """A frame that confirms a keep-set change carries it; others do not; bad ones fail."""
+    from dataclasses import replace
+
+    plain = build_message(numpy_result(), frame(), received_at=None, published_at=1.7e9)
+    assert "change" not in plain
+    change = {"frame": 3, "atoms_gained": [2], "atoms_lost": [], "confidence": 0.97}
+    result = replace(numpy_result(), change=change)
+    message = build_message(result, frame(), received_at=None, published_at=1.7e9)
+    validator().validate(message)
+    assert message["change"] == change
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate(message | {"change": {"frame": 3}})

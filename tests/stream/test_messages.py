@@ -56,6 +56,7 @@ def test_build_message_has_the_v1_fields_and_is_strict_json() -> None:
     )
     assert msg["contributions"][0] == {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01}
     assert msg["contributions"][1]["spread"] is None  # NaN → null
+    assert "label" not in msg["contributions"][0]  # the interval fields are optional
     assert msg["best"] == {"mask": [1, 0], "rwp": 0.31, "scale": 0.9, "zoom": [1.01]}
     quality = msg["model_quality"]
     assert quality["n_trees"] == 40 and type(quality["n_trees"]) is int

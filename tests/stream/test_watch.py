@@ -21,8 +21,10 @@ def message(seq: int) -> dict:
     result = FrameResult(
         model="keggin",
         contributions=[
-            {"atom": i + 1, "element": el, "value": v, "spread": 0.001}
-            for i, (el, v) in enumerate(zip(["W", "W", "O"], values, strict=True))
+            {"atom": i + 1, "element": el, "value": v, "spread": 0.001, "label": lab}
+            for i, (el, v, lab) in enumerate(
+                zip(["W", "W", "O"], values, ["keep", "uncertain", "remove"], strict=True)
+            )
         ],
         best={"mask": [1, 1, 0], "rwp": 0.3 - 0.01 * seq},
         timing={"fit": 0.1},
@@ -71,6 +73,7 @@ def test_watch_renders_real_published_messages() -> None:
     assert "frames/s" in text and state.frame_rate is not None and state.frame_rate > 1
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()[:1].isdigit()}
     assert "+0.03000" in lines["1"] and lines["1"].endswith("▁▂▃▄▅▆▇█")  # rising
+    assert "keep" in lines["1"] and "uncertain" in lines["2"] and "remove" in lines["3"]
     assert "-0.02000" in lines["2"] and lines["2"].endswith("█▇▆▅▄▃▂▁")  # falling
     assert "O" in lines["3"] and lines["3"].endswith("▄" * 8)  # constant
     assert out.getvalue().strip().endswith(text.splitlines()[-1])  # plain prints, not a TTY
