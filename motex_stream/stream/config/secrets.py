@@ -15,15 +15,22 @@ from typing import Any
 from motex_stream.stream.config.base import ConfigError, key_path
 
 API_KEY_ENV = "MOTEX_TILED_API_KEY"
+API_KEY_FILE_ENV = "MOTEX_TILED_API_KEY_FILE"
 
 
-def read_api_key(key_file: Path | None = None) -> str | None:
-    """The Tiled API key: ``MOTEX_TILED_API_KEY`` first, else the first line of ``key_file``."""
+def read_api_key(key_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The Tiled API key: ``MOTEX_TILED_API_KEY`` first, else the first line of the key file
+    (``key_file``, else ``MOTEX_TILED_API_KEY_FILE``); ``None``: no key (no authentication).
+
+    The one reader of the key, for sources and sinks alike.
+    """
     env = os.environ.get(API_KEY_ENV)
     if env:
         return env.strip()
-    if key_file is None:
+    path = key_file or os.environ.get(API_KEY_FILE_ENV)
+    if not path:
         return None
+    key_file = Path(path)
     try:
         return key_file.read_text().strip().splitlines()[0].strip() or None
     except (OSError, IndexError) as exc:

@@ -25,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from motex_stream.stream.config.secrets import API_KEY_ENV
+from motex_stream.stream.config.secrets import read_api_key as load_api_key
 from motex_stream.stream.frames import StreamItem
 from motex_stream.stream.sources.base import (
     DEFAULT_DATA_KEY,
@@ -41,30 +42,12 @@ from motex_stream.stream.sources.base import (
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "MOTEX_TILED_API_KEY"
-API_KEY_FILE_ENV = "MOTEX_TILED_API_KEY_FILE"
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024  # Tiled's 1 MB default silently loses big batches
 _REPLAY_CHUNK = 256  # rows read per request when replaying, to bound memory
 
 
-def load_api_key(key_file: str | os.PathLike[str] | None = None) -> str | None:
-    """The Tiled API key: ``$MOTEX_TILED_API_KEY``, else the first line of a key file.
-
-    The key file is ``key_file`` or ``$MOTEX_TILED_API_KEY_FILE``. ``None`` means no key
-    (a server without authentication).
-    """
-    key = os.environ.get(API_KEY_ENV)
-    if key:
-        return key.strip()
-    path = key_file or os.environ.get(API_KEY_FILE_ENV)
-    if path:
-        text = Path(path).read_text(encoding="utf-8").strip()
-        return text.splitlines()[0].strip() if text else None
-    return None
-
-
 def connect(uri: str, key_file: str | os.PathLike[str] | None = None) -> Any:
-    """A Tiled client for ``uri`` authenticated with :func:`load_api_key`."""
+    """A Tiled client for ``uri`` authenticated with the one key reader (config.secrets)."""
     from tiled.client import from_uri
 
     if "api_key=" in uri:
