@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from motex_stream.analysis.validation_errors import format_errors
+
 
 def flag_name(name: str, info: FieldInfo) -> str:
     """``--catalogue`` for a field that names its flag, else ``--field-name``."""
@@ -109,17 +111,10 @@ def settings_from_args(args: argparse.Namespace, model: type[BaseModel], **fixed
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line per problem, naming the flag (``--rmax: must be finite``), no pydantic dump."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = loc[0] if loc else ""
+    """One line per problem, naming the flag (``--rmax: should be a finite number``)."""
+
+    def as_flag(field: str) -> str:
         info = model.model_fields.get(field)
-        where = flag_name(field, info) if info is not None else field
-        if len(loc) > 1 and info is not None:
-            where += "." + ".".join(loc[1:])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "finite_number":
-            message = "must be a finite number"
-        lines.append(f"{where}: {message}" if where else message)
-    return "; ".join(lines)
+        return flag_name(field, info) if info is not None else field
+
+    return "; ".join(format_errors(exc, model=model, label=as_flag))

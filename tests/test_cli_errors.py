@@ -32,9 +32,12 @@ def _error(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--qdamp", "nan"], "--qdamp: must be a finite number"),
-        (["--rmax", "inf"], "--rmax: must be a finite number"),
-        (["--catalogue", str(10**12)], "--catalogue: Input should be less than or equal to"),
+        (["--qdamp", "nan"], "--qdamp: should be a finite number"),
+        (["--rmax", "inf"], "--rmax: should be a finite number"),
+        (
+            ["--catalogue", str(10**12)],
+            "--catalogue: should be less than or equal to 10000000 (got 1000000000000)",
+        ),
         (["--rmin", "12"], "rmin (12.0) must be below rmax (10.0)"),
         (["--biso", "W=0.3"], "biso: no value for element(s) O"),
         (["--permute", "Xx"], "--permute: unknown element(s) Xx"),

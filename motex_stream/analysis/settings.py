@@ -27,10 +27,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from motex_stream.analysis.validation_errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +293,9 @@ def settings_for_run(
         try:
             settings = apply_run_overrides(settings, {str(key): value})
         except ValueError as exc:
-            log.error("motex_overrides.%s=%r rejected: %s", key, value, _one_line(exc))
+            log.error("motex_overrides.%s=%r rejected: %s", key, value, one_line(exc))
             rejected.append(str(key))
     return settings, tuple(rejected)
-
-
-def _one_line(exc: ValueError) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-    return str(exc)
 
 
 def apply_run_overrides(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.stream.config import (
     API_KEY_ENV,
     Config,
@@ -20,8 +20,6 @@ from motex_stream.stream.config import (
     load_config,
     parse_config,
     read_api_key,
-    resolve_run_overrides,
-    validate_overrides,
 )
 
 MINIMAL = """
@@ -372,18 +370,12 @@ def two_models() -> Config:
     return parse_config(data, base_dir="/base")
 
 
-def test_run_overrides_choose_model_and_apply_allowed_keys() -> None:
+def test_run_overrides_apply_to_the_configured_model() -> None:
     cfg = two_models()
-    settings = resolve_run_overrides(cfg, {})
-    assert settings.model.name == "a" and not settings.applied and not settings.rejected
-    settings = resolve_run_overrides(
-        cfg, {"motex_model": "b", "motex_overrides": {"zoom": "anisotropic", "refit": 100}}
-    )
-    assert isinstance(settings.model, LiveModelSettings)
-    assert settings.model.name == "b" and settings.model.zoom == "anisotropic"
-    assert settings.model.refit == 100
-    assert settings.model.rounds == 5  # untouched settings stay
-    assert dict(settings.applied) == {"zoom": "anisotropic", "refit": 100}
+    run, rejected = settings_for_run(cfg.model("b"), {"zoom": "anisotropic", "refit": 100})
+    assert isinstance(run, LiveModelSettings) and not rejected
+    assert run.name == "b" and run.zoom == "anisotropic" and run.refit == 100
+    assert run.rounds == 5  # untouched settings stay
     assert cfg.model("b").refit == 1000  # the configured model is not changed
 
 
@@ -391,41 +383,29 @@ def test_run_overrides_reject_bad_keys_without_crashing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cfg = two_models()
-    with caplog.at_level(logging.ERROR, logger="motex_stream.stream.config"):
-        settings = resolve_run_overrides(
-            cfg,
-            {
-                "motex_model": "nope",
-                "motex_overrides": {
-                    "starting_model": "x.xyz",
-                    "colour": "red",
-                    "rmax": 12.0,  # defines the prepared engine: not a per-run setting
-                    "refit": 0,
-                    "zoom": "anisotropic",
-                },
-            },
-        )
-    assert settings.model.name == "a"  # unknown model → default
-    assert settings.model.zoom == "anisotropic"  # the valid override still applies
-    assert set(settings.rejected) == {"motex_model", "starting_model", "colour", "rmax", "refit"}
+    overrides = {
+        "starting_model": "x.xyz",
+        "colour": "red",
+        "rmax": 12.0,  # defines the prepared engine: not a per-run setting
+        "refit": 0,
+        "zoom": "anisotropic",
+    }
+    with caplog.at_level(logging.ERROR, logger="motex_stream.analysis.settings"):
+        run, rejected = settings_for_run(cfg.model("a"), overrides)
+    assert run.zoom == "anisotropic"  # the valid override still applies
+    assert set(rejected) == {"starting_model", "colour", "rmax", "refit"}
     text = caplog.text
-    assert "nope" in text and "colour" in text and "starting_model" in text
+    assert "colour" in text and "starting_model" in text
     assert "motex_overrides.refit=0 rejected: refit: should be greater than or equal to 1" in text
-    settings = resolve_run_overrides(cfg, {"motex_overrides": "rmax=3"})
-    assert settings.rejected == ("motex_overrides",)
+    assert settings_for_run(cfg.model("a"), "rmax=3") == (cfg.model("a"), ("motex_overrides",))
 
 
 def test_run_override_is_checked_against_the_chosen_model() -> None:
     cfg = two_models()
-    settings = resolve_run_overrides(cfg, {"motex_model": "b", "motex_overrides": {"refit": 5000}})
-    assert settings.rejected == ("refit",) and settings.model.refit == 1000
-    settings = resolve_run_overrides(cfg, {"motex_overrides": {"refit": 5000}})
-    assert settings.applied == {"refit": 5000}  # model a has 10000 motifs
-
-
-def test_validate_overrides_without_settings_checks_each_value_alone() -> None:
-    applied, rejected = validate_overrides({"refit": 50, "zoom": "sideways", "rmax": 3})
-    assert applied == {"refit": 50} and rejected == ["zoom", "rmax"]
+    run, rejected = settings_for_run(cfg.model("b"), {"refit": 5000})
+    assert rejected == ("refit",) and run.refit == 1000
+    run, rejected = settings_for_run(cfg.model("a"), {"refit": 5000})
+    assert not rejected and run.refit == 5000  # model a has 10000 motifs
 
 
 def test_source_entries_build_real_sources_with_their_names(tmp_path: Path) -> None:

@@ -9,11 +9,6 @@ reference cannot disagree with what the loader accepts.
 
 from motex_stream.stream.config.base import ConfigError
 from motex_stream.stream.config.loader import Config, load_config, parse_config
-from motex_stream.stream.config.overrides import (
-    RunSettings,
-    resolve_run_overrides,
-    validate_overrides,
-)
 from motex_stream.stream.config.secrets import API_KEY_ENV, read_api_key
 from motex_stream.stream.config.service import Policy, ServiceConfig
 from motex_stream.stream.config.sinks import (
@@ -44,7 +39,6 @@ __all__ = [
     "JsonlSinkConfig",
     "KafkaSourceConfig",
     "Policy",
-    "RunSettings",
     "ServiceConfig",
     "SinkConfig",
     "SourceConfig",
@@ -55,6 +49,4 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_api_key",
-    "resolve_run_overrides",
-    "validate_overrides",
 ]

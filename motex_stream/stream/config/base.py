@@ -2,21 +2,21 @@
 
 Why this module: a beamline service is started once and left alone for a shift, so a typo must
 stop it at start-up with the key named (``models[2].rmax: ...``), not hours later when the
-first frame arrives. pydantic does the checking; this module turns its errors into one line per
-problem, written in the words of the TOML file rather than pydantic's.
+first frame arrives. pydantic does the checking; :mod:`motex_stream.analysis.validation_errors`
+words its errors, one line per problem, with keys named as in the TOML file.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
+
+from motex_stream.analysis.validation_errors import format_errors, key_path, toml_text
 
 #: ``json_schema_extra`` marker of a string field that is a path relative to the config file
 #: (for fields not typed ``Path``, such as a glob).
@@ -37,89 +37,6 @@ class ConfigModel(BaseModel):
     )
 
 
-def key_path(loc: Iterable[str | int]) -> str:
-    """``("models", 0, "rmax")`` → ``models[0].rmax``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SHOULD = re.compile(r"^(Input|Tuple|List|String|Dictionary|Value) should")
-_TYPE_LABELS = {"int", "float", "str", "bool", "list", "tuple", "dict", "none", "union"}
-
-
-def _is_branch_label(part: str | int) -> bool:
-    """True for the member label pydantic inserts into a location inside a union field."""
-    return isinstance(part, str) and (not _IDENT.match(part) or part in _TYPE_LABELS)
-
-
-def _describe(error: ErrorDetails, model: type[BaseModel] | None) -> str:
-    """One error's message, in the config's words."""
-    kind = error["type"]
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        return "unknown key" + _suggestion(str(error["loc"][-1]), model)
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    if message.startswith("Input should"):
-        message += f" (got {_toml(error['input'])})"
-    return _SHOULD.sub("should", message).replace(" after validation", "")
-
-
-def _toml(value: Any) -> str:
-    """A value as the user wrote it in TOML (``true``, not ``True``)."""
-    return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
-def _suggestion(key: str, model: type[BaseModel] | None) -> str:
-    if model is None:
-        return ""
-    known = list(model.model_fields)
-    close = difflib.get_close_matches(key, known, n=1)
-    if close:
-        return f" (did you mean {close[0]}?)"
-    return f" (allowed here: {', '.join(sorted(known))})"
-
-
-def format_errors(
-    exc: ValidationError, where: str = "", model: type[BaseModel] | None = None
-) -> list[str]:
-    """One line per problem, ``<key path>: <what is wrong>``, prefixed by ``where``.
-
-    A value that fits no member of a union (``biso``: a number or a table) produces one error
-    per member from pydantic; the member whose structure matched (its error lies deeper) is
-    the one the user meant, otherwise the members' complaints are joined with "or".
-    """
-    groups: dict[str, list[tuple[int, str, str]]] = {}
-    prefix = [where] if where else []
-    for error in exc.errors():
-        loc = list(error["loc"])
-        branch = next((i for i, p in enumerate(loc) if _is_branch_label(p)), None)
-        field = loc if branch is None else loc[:branch]
-        depth = 0 if branch is None else len(loc) - branch - 1
-        shown = field + ([] if branch is None else loc[branch + 1 :])
-        entry = (depth, key_path(prefix + shown), _describe(error, model))
-        groups.setdefault(key_path(prefix + field), []).append(entry)
-    lines = []
-    for found in groups.values():
-        deepest = max(depth for depth, _, _ in found)
-        by_path: dict[str, list[str]] = {}
-        for depth, path, message in found:
-            if depth == deepest and message not in by_path.setdefault(path, []):
-                by_path[path].append(message)
-        for path, messages in by_path.items():
-            text = " or ".join(messages)
-            lines.append(f"{path}: {text}" if path else text)
-    return lines
-
-
 def validate_table(
     model: type[BaseModel], raw: Any, where: str, problems: list[str]
 ) -> BaseModel | None:
@@ -136,7 +53,7 @@ def validate_table(
         if isinstance(value, bool) and _is_number_field(model, key)
     ]
     for key in bad_bools:
-        problems.append(f"{key_path([where, key])}: must be a number, got {_toml(raw[key])}")
+        problems.append(f"{key_path([where, key])}: must be a number, got {toml_text(raw[key])}")
     try:
         validated = model.model_validate(dict(raw))
     except ValidationError as exc:
