@@ -22,45 +22,14 @@ import pytest
 import zmq
 from bluesky import RunEngine
 
-from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.frames import Frame, RunStart, RunStop
 from motex_stream.stream.simulate import PDFDetector, run_series
 from motex_stream.stream.sources.base import DocumentAssembler, SeqTracker
 from motex_stream.stream.sources.zmq_source import ZmqSource, make_publisher, msgpack_serializer
+from tests.stream.collector import Collector
 
 TIMEOUT = 30.0
 LIMIT = 64 * 1024  # max_message_bytes of the source under test
-
-
-class Collector:
-    """Iterate a source on a background thread, like the service does."""
-
-    def __init__(self, source: ZmqSource) -> None:
-        self.source = source
-        self.stop_event = threading.Event()
-        self.items: queue.Queue[StreamItem] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for item in self.source.items(self.stop_event):
-            self.items.put(item)
-
-    def __enter__(self) -> Collector:
-        self.thread.start()
-        assert self.source.ready.wait(TIMEOUT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive()
-
-    def until_stop(self, uid: str) -> list[StreamItem]:
-        got: list[StreamItem] = []
-        while True:
-            item = self.items.get(timeout=TIMEOUT)
-            got.append(item)
-            if isinstance(item, RunStop) and item.uid == uid:
-                return got
 
 
 def _pack(doc: object) -> bytes:

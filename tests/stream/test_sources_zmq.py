@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.frames import Frame, RunStart, RunStop
 from motex_stream.stream.simulate import PDFDetector, run_series
 from motex_stream.stream.sources.zmq_source import (
     ZmqSource,
@@ -20,43 +20,9 @@ from motex_stream.stream.sources.zmq_source import (
     msgpack_deserializer,
     msgpack_serializer,
 )
+from tests.stream.collector import Collector
 
 TIMEOUT = 30.0
-
-
-class Collector:
-    """Iterate a source on a background thread, like the service does."""
-
-    def __init__(self, source: ZmqSource) -> None:
-        self.source = source
-        self.stop_event = threading.Event()
-        self.items: queue.Queue[StreamItem] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for item in self.source.items(self.stop_event):
-            self.items.put(item)
-
-    def __enter__(self) -> Collector:
-        self.thread.start()
-        assert self.source.ready.wait(TIMEOUT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive(), "source did not stop when asked"
-
-    def next(self, timeout: float = TIMEOUT) -> StreamItem:
-        return self.items.get(timeout=timeout)
-
-    def until_stop(self, uid: str) -> list[StreamItem]:
-        got: list[StreamItem] = []
-        while True:
-            item = self.next()
-            got.append(item)
-            if isinstance(item, RunStop) and item.uid == uid:
-                return got
 
 
 def handshake(publish: Callable[[str, dict], None], collector: Collector) -> None:
