@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from motex_stream.model.gbdt import Hyperparameters
+
+#: Small fixed surrogate hyperparameters for the synthetic problem: no search, fast, and
+#: deep enough to learn which atoms matter (the model and explain tests share them).
+FIXED_PARAMS = Hyperparameters(
+    learning_rate=0.3,
+    max_depth=3,
+    min_child_weight=1.0,
+    subsample=0.9,
+    colsample_bytree=1.0,
+    reg_lambda=1.0,
+    n_estimators=150,
+)
+
 
 def random_masks(n: int, n_atoms: int, rng: np.random.Generator) -> np.ndarray:
     """The paper's generator: size uniform in 1..N, then which atoms are kept at random."""

@@ -18,26 +18,15 @@ from motex_stream.explain import (
     shap_values,
 )
 from motex_stream.model import (
-    Hyperparameters,
     IncrementalSurrogate,
     TrainedModel,
     features,
     train,
 )
+from tests.synthetic import FIXED_PARAMS as PARAMS
 from tests.synthetic import random_masks, synthetic_rwp
 
 N_ATOMS = 24
-
-
-PARAMS = Hyperparameters(
-    learning_rate=0.3,
-    max_depth=3,
-    min_child_weight=1.0,
-    subsample=0.9,
-    colsample_bytree=1.0,
-    reg_lambda=1.0,
-    n_estimators=150,
-)
 
 
 @pytest.fixture(scope="module")

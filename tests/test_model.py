@@ -10,7 +10,6 @@ import pytest
 
 from motex_stream.model import (
     SEARCH_SPACE,
-    Hyperparameters,
     IncrementalSurrogate,
     TrainedModel,
     continue_training,
@@ -20,6 +19,7 @@ from motex_stream.model import (
     search_hyperparameters,
     train,
 )
+from tests.synthetic import FIXED_PARAMS as FIXED
 from tests.synthetic import random_masks, synthetic_rwp
 
 N_ATOMS = 24
@@ -30,17 +30,6 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(42)
     masks = random_masks(3000, N_ATOMS, rng)
     return masks, synthetic_rwp(masks, rng)
-
-
-FIXED = Hyperparameters(
-    learning_rate=0.3,
-    max_depth=3,
-    min_child_weight=1.0,
-    subsample=0.9,
-    colsample_bytree=1.0,
-    reg_lambda=1.0,
-    n_estimators=150,
-)
 
 
 @pytest.fixture(scope="module")
