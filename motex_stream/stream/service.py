@@ -225,6 +225,10 @@ class StreamService:
         self._ratelog = RateLimitedLog(log)
         self.journal = journal
         self._published_seq: dict[str, int] = dict(resume_after or {})
+        self._resume_after = dict(resume_after or {})
+        # per resumed run, the last seq each sink (by index) already holds: a sink behind the
+        # others (a store that lost a batch) gets the frames it lacks, the others do not
+        self._sink_held: dict[str, list[int]] = {}
         self._backlog_peak = 0
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -399,7 +403,7 @@ class StreamService:
             with self._lock:
                 self._run_model[item.uid] = model
                 self._run_counters(item.uid, model)
-            if "motex_resumed_after" in item.metadata:
+            if "motex_resumed_after" in item.metadata or item.uid in self._resume_after:
                 self._resume_run(item, model)
         elif isinstance(item, Frame):
             model = self._model_of(item)
@@ -412,22 +416,40 @@ class StreamService:
         self.metrics.queue_depth.set(len(self._queue))
 
     def _resume_run(self, start: RunStart, model: str) -> None:
-        """A run taken up after a restart: frames any sink already holds are not redone.
+        """A run taken up after a restart: frames every sink already holds are not redone.
 
-        The journal says what was published; a sink that can tell (JSON Lines) may hold one
-        more, written just before a kill that came ahead of the journal's write.
+        The journal (``serve``) or ``resume_after`` (``replay``) says what was published.
+        A sink that can tell is asked as well: JSON Lines (``last_published``) may hold one
+        more, written just before a kill that came ahead of the journal's write; a store
+        (``stored_last_seq``: the derived run in Tiled, read back) is the source of truth and
+        may hold fewer. Analysis resumes after the lowest; each sink skips what it holds.
         """
-        done = int(start.metadata.get("motex_resumed_after") or 0)
-        for sink in self.sinks:
-            ask = getattr(sink, "last_published", None)
-            if callable(ask):
+        base = max(
+            int(start.metadata.get("motex_resumed_after") or 0),
+            self._resume_after.get(start.uid, 0),
+        )
+        held: dict[int, int] = {}
+        stored: dict[int, int] = {}
+        for i, sink in enumerate(self.sinks):
+            for method, into in (("last_published", held), ("stored_last_seq", stored)):
+                ask = getattr(sink, method, None)
+                if not callable(ask):
+                    continue
                 try:
-                    done = max(done, int(ask(start.uid, model)))
+                    value = ask(start.uid, model)
                 except Exception as exc:
                     log.warning("cannot ask sink %s about run %s: %s", sink, start.uid, exc)
+                    continue
+                if value is not None:
+                    into[i] = int(value)
+        top = max([base, *held.values()])
+        per_sink = [stored.get(i, max(held.get(i, top), base)) for i in range(len(self.sinks))]
+        done = min(per_sink, default=top)
         with self._lock:
-            self._published_seq[start.uid] = max(self._published_seq.get(start.uid, 0), done)
-        log.info("run %s resumed after seq %d", start.uid, done)
+            self._published_seq[start.uid] = done
+            if any(h > done for h in per_sink):
+                self._sink_held[start.uid] = per_sink
+        log.info("run %s resumed after seq %d (sinks hold %s)", start.uid, done, per_sink)
 
     def _count_duplicate(self, source: str, frame: Frame, done: int) -> None:
         self.metrics.seq_duplicates.labels(source=source).inc()
@@ -577,6 +599,7 @@ class StreamService:
             with self._lock:
                 self._run_model.pop(item.uid, None)
                 self._published_seq.pop(item.uid, None)
+                self._sink_held.pop(item.uid, None)
                 counters = self._runs.get(item.uid)
                 if counters is not None:
                     counters.stopped = True
@@ -606,7 +629,9 @@ class StreamService:
             received_at=entry.received_at,
             analysis=describe(frame) if callable(describe) else None,
         )
-        self._to_sinks("publish", published)
+        held = self._sink_held.get(frame.source)
+        skip = {i for i, h in enumerate(held) if frame.seq <= h} if held else set()
+        self._to_sinks("publish", published, skip=skip)
         if self.journal is not None:
             self.journal.record_published(frame.source, model, frame.seq)
         latency = time.monotonic() - entry.received_mono
@@ -642,9 +667,12 @@ class StreamService:
             self._totals["failed"] += 1
             self._run_counters(frame.source, model).failed += 1
 
-    def _to_sinks(self, method: str, *args: Any) -> None:
-        """Call one method on every sink; a failing sink is logged and the others still run."""
-        for sink in self.sinks:
+    def _to_sinks(self, method: str, *args: Any, skip: set[int] | None = None) -> None:
+        """Call one method on every sink (but those in ``skip``, by index: they hold it); a
+        failing sink is logged and the others still run."""
+        for i, sink in enumerate(self.sinks):
+            if skip and i in skip:
+                continue
             try:
                 getattr(sink, method)(*args)
             except Exception as exc:

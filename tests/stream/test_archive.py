@@ -289,13 +289,11 @@ def test_one_uid_per_analysis_and_failed_writes_fail_the_replay(
     assert rc == [1]
 
 
-def test_an_unfinished_stored_run_is_a_reported_write_failure(tiled_server) -> None:
-    """A derived run Tiled holds without a stop (service killed mid-run, then resumed): the
-    stock writer cannot append to it, so the sink reports a failed write instead of silence;
-    a finished one is skipped quietly."""
+def test_a_stored_run_is_continued_if_unfinished_and_skipped_if_finished(tiled_server) -> None:
+    """A derived run Tiled holds without a stop (service killed mid-run, then resumed) is
+    reopened and continued; a finished one is skipped quietly (written once)."""
     from motex_stream.stream.frames import RunStart, RunStop
     from motex_stream.stream.messages import AnalysisIdentity, PublishedFrame
-    from motex_stream.stream.publishers.bluesky_run import SinkWriteError
     from tests.stream.test_publishers import make_published
 
     key = str(tiled_server.api_key)
@@ -303,8 +301,8 @@ def test_an_unfinished_stored_run_is_a_reported_write_failure(tiled_server) -> N
     raw = f"raw-{uuid.uuid4()}"
     analysis = AnalysisIdentity(uuid.uuid4().hex[:16], {"seed": 0})
 
-    def frame(seq: int) -> PublishedFrame:
-        published = make_published(seq, source=raw)
+    def frame(seq: int, source: str = raw) -> PublishedFrame:
+        published = make_published(seq, source=source)
         return PublishedFrame(**{**published.__dict__, "analysis": analysis})
 
     killed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
@@ -312,16 +310,18 @@ def test_an_unfinished_stored_run_is_a_reported_write_failure(tiled_server) -> N
     killed.publish(frame(1))  # ... and the process dies: no stop reaches Tiled
     resumed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
     resumed.on_run_start(RunStart(raw, 1.7e9))
-    with pytest.raises(SinkWriteError, match="already in Tiled but unfinished"):
-        resumed.publish(frame(2))
-    resumed.publish(frame(3))  # later documents of that run are dropped, not failing again
+    resumed.publish(frame(2))
+    resumed.publish(frame(3))
     resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+    (run,) = derived_runs(tiled_client(uri, key), raw)
+    assert list(run["primary"]["seq_num"].read()) == [1, 2, 3]
+    assert run.metadata["stop"]["exit_status"] == "success"
 
     raw2 = f"raw-{uuid.uuid4()}"
     for _attempt in range(2):  # a finished run written twice: the second is skipped, no error
         sink = BlueskyRunSink([tiled_writer(uri, api_key=key)])
         sink.on_run_start(RunStart(raw2, 1.7e9))
-        published = make_published(1, source=raw2)
-        sink.publish(PublishedFrame(**{**published.__dict__, "analysis": analysis}))
+        sink.publish(frame(1, raw2))
         sink.on_run_stop(RunStop(raw2, 1.7e9 + 10))
-    assert len(derived_runs(tiled_client(uri, key), raw2)) == 1
+    (run2,) = derived_runs(tiled_client(uri, key), raw2)
+    assert list(run2["primary"]["seq_num"].read()) == [1]

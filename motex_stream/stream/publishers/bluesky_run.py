@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 DocumentCallback = Callable[[str, dict[str, Any]], Any]
 
 ANALYSIS_STAGE = "motex"
+#: The derived run's stream of analysed frames (one event per frame).
+PRIMARY_STREAM = "primary"
+#: The derived run's stream of detected keep-set changes (one event per change).
+CHANGES_STREAM = "changes"
 PLAN_NAME = "motex_analysis"
 #: Fixed namespace for derived uids; changing it would re-key every stored derived run.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "motex-stream/derived-run")
@@ -68,6 +72,8 @@ class _OpenRun:
     n_atoms: int
     n_events: int = 0
     last_time: float = 0.0
+    changes: event_model.ComposeDescriptorBundle | None = None  # opened at the first change
+    n_changes: int = 0
 
 
 def _versions() -> dict[str, str]:
@@ -92,7 +98,7 @@ class BlueskyRunSink:
         callbacks: Sequence[DocumentCallback],
         *,
         analysis_version: str = __version__,
-        stream_name: str = "primary",
+        stream_name: str = PRIMARY_STREAM,
     ) -> None:
         self.callbacks = list(callbacks)
         self.analysis_version = analysis_version
@@ -149,7 +155,25 @@ class BlueskyRunSink:
         current.n_events += 1
         current.last_time = max(current.last_time, published.time)
         self._emit("event", event)
+        if result.change is not None:
+            self._emit_change(current, published, result.change)
         self._raise_failures()
+
+    def stored_last_seq(self, run_uid: str, model: str) -> int | None:
+        """What the store behind a callback holds of this raw run's derived run (see
+        :meth:`TiledArchive.stored_last_seq`); None when no callback can tell.
+
+        A restarted service asks this before it decides which frames to analyse again: the
+        store is the source of truth and may hold fewer frames than the run journal says.
+        """
+        answers = []
+        for cb in self.callbacks:
+            ask = getattr(cb, "stored_last_seq", None)
+            if callable(ask):
+                value = ask(run_uid, model, self.analysis_version)
+                if value is not None:
+                    answers.append(int(value))
+        return min(answers) if answers else None
 
     def on_run_stop(self, stop: RunStop) -> None:
         self._raw_starts.pop(stop.uid, None)
@@ -232,6 +256,42 @@ class BlueskyRunSink:
         self._emit("descriptor", descriptor.descriptor_doc)
         return opened
 
+    def _emit_change(
+        self, current: _OpenRun, published: PublishedFrame, change: Mapping[str, Any]
+    ) -> None:
+        """One event in the ``changes`` stream; its descriptor is sent with the first change.
+
+        Its ``seq_num`` is the seq of the frame that confirmed the change (the primary event
+        it belongs to), not a count of changes: it stays the same when a restarted service
+        sends the change again, so a store that holds it can recognise it.
+        """
+        run_uid = current.run.start_doc["uid"]
+        if current.changes is None:
+            current.changes = current.run.compose_descriptor(
+                name=CHANGES_STREAM,
+                data_keys=_change_keys(),
+                object_keys={"motex": list(_change_keys())},
+                hints={"motex": {"fields": ["frame", "confidence"]}},
+                uid=str(uuid.uuid5(uuid.UUID(run_uid), f"descriptor-{CHANGES_STREAM}")),
+                time=current.last_time,
+            )
+            self._emit("descriptor", current.changes.descriptor_doc)
+        data = {
+            "frame": int(change["frame"]),
+            "atoms_gained": [int(a) for a in change.get("atoms_gained", [])],
+            "atoms_lost": [int(a) for a in change.get("atoms_lost", [])],
+            "confidence": _num(change.get("confidence")),
+        }
+        event = current.changes.compose_event(
+            data=data,
+            timestamps=dict.fromkeys(data, published.time),
+            seq_num=published.seq,
+            time=published.time,
+            uid=str(uuid.uuid5(uuid.UUID(run_uid), f"change-{published.seq}")),
+        )
+        current.n_changes += 1
+        self._emit("event", event)
+
     def _stop(self, key: tuple[str, str], status: str, reason: str) -> None:
         opened = self._open.pop(key)
         stop = opened.run.compose_stop(
@@ -242,7 +302,10 @@ class BlueskyRunSink:
         )
         # event-model derives num_events from the last seq_num; frames skipped upstream
         # leave gaps, so report how many events this derived run really holds.
-        self._emit("stop", {**stop, "num_events": {self.stream_name: opened.n_events}})
+        counts = {self.stream_name: opened.n_events}
+        if opened.changes is not None:
+            counts[CHANGES_STREAM] = opened.n_changes
+        self._emit("stop", {**stop, "num_events": counts})
 
     def _emit(self, name: str, doc: Mapping[str, Any]) -> None:
         """Every callback gets the document; failures are collected for :meth:`_raise_failures`
@@ -291,6 +354,42 @@ def _data_keys(n_atoms: int, n_mask: int) -> dict[str, dict[str, Any]]:
         "best_scale": number(""),
         "mae": number(""),
         "latency": number("s"),
+    }
+
+
+def _change_keys() -> dict[str, dict[str, Any]]:
+    """The ``changes`` stream: atoms are 1-based indices into the permutable atoms; the lists
+    vary in length from change to change (shape ``[None]``: ragged)."""
+
+    def atoms() -> dict[str, Any]:
+        return {
+            "source": "motex",
+            "dtype": "array",
+            "shape": [None],
+            "dtype_numpy": "<i8",
+            "dims": ["atom"],
+            "units": "",
+        }
+
+    return {
+        # seq of the first frame that showed the new keep set
+        "frame": {
+            "source": "motex",
+            "dtype": "integer",
+            "shape": [],
+            "dtype_numpy": "<i8",
+            "units": "",
+        },
+        "atoms_gained": atoms(),
+        "atoms_lost": atoms(),
+        # a probability: dimensionless
+        "confidence": {
+            "source": "motex",
+            "dtype": "number",
+            "shape": [],
+            "dtype_numpy": "<f8",
+            "units": "",
+        },
     }
 
 
@@ -349,40 +448,65 @@ class TiledArchive:
 
     Why a wrapper: the stock writer keeps arrays of up to 16 elements in its SQL table, where
     they read back as strings; ``max_array_size=0`` makes every array an array node, whatever
-    the atom count. And a run whose uid Tiled already holds (a restart or replay of the same
-    analysis) is skipped with one warning instead of failing with 409 on every document; if
-    that stored run never got its stop (a killed service, resumed), the skip is reported as a
-    failed write, since the resumed frames will be missing from it. A start that fails (a
-    conflict in a race, the server down) raises once; the run's later documents are then
-    dropped rather than failing one by one.
+    the atom count. A run whose uid Tiled already holds (a restart or replay of the same
+    analysis) cannot be created again (409):
+
+    - if the stored run has its stop, it is complete: skipped with one warning;
+    - if it has none (a service or replay killed mid-run, now resumed), it is reopened
+      (:mod:`.tiled_reopen`): what it holds is read back from Tiled, events it already holds
+      are dropped, the others are appended by the stock writer code in the stock layout, and
+      the stop closes it.
+
+    A start that fails (a conflict in a race, the server down) raises once; the run's later
+    documents are then dropped rather than failing one by one.
     """
 
     def __init__(self, client: Any, *, batch_size: int = 1) -> None:
         from bluesky_tiled_plugins import TiledWriter
 
         self.client = client
+        self.batch_size = batch_size
         self.writer = TiledWriter(client, batch_size=batch_size, max_array_size=0)
         self._skipped_runs: set[str] = set()
         self._skipped_descriptors: set[str] = set()
+        self._reopened: dict[str, Any] = {}  # run uid -> ReopenedRun
+        self._reopened_descriptors: dict[str, str] = {}  # descriptor uid -> run uid
+
+    def stored_last_seq(self, raw_uid: str, model: str, analysis_version: str) -> int | None:
+        """The last primary ``seq_num`` Tiled holds of an *unfinished* derived run of
+        ``raw_uid`` (``model``, ``analysis_version``), read from Tiled; None if there is none.
+
+        The analysis id (which prepared state) is not known before the first frame is
+        analysed, so all unfinished derived runs of the raw run and model count, and the lowest
+        wins: asking for a frame again costs an analysis, missing one loses it.
+        """
+        from tiled.queries import Key
+
+        from motex_stream.stream.publishers.tiled_reopen import read_stored_run
+
+        found = self.client.search(Key("start.original_run_uid") == raw_uid)
+        found = found.search(Key("start.motex_model") == model)
+        found = found.search(Key("start.analysis_version") == analysis_version)
+        lasts = []
+        for uid in list(found):
+            stored = read_stored_run(self.client, uid)
+            if stored is not None and not stored.finished:
+                lasts.append(stored.last_seq(PRIMARY_STREAM))
+        return min(lasts) if lasts else None
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         if name == "start":
-            if doc["uid"] in self.client:
-                self._skipped_runs.add(doc["uid"])
-                if self.client[doc["uid"]].metadata.get("stop") is None:
-                    # e.g. a service killed mid-run and resumed: the stock writer cannot append
-                    # to a stored run, so the resumed frames do not reach Tiled. Say so.
-                    raise SinkWriteError(
-                        f"derived run {doc['uid']} is already in Tiled but unfinished (no stop); "
-                        "the frames of this analysis are not written to it again"
-                    )
-                log.warning("derived run %s is already in Tiled; not written again", doc["uid"])
-                return
+            self._start(doc)
+            return
+        run_uid = self._run_of(name, doc)
+        if run_uid in self._reopened:
+            if name == "descriptor":
+                self._reopened_descriptors[doc["uid"]] = run_uid
             try:
-                self.writer(name, doc)
-            except Exception:
-                self._skipped_runs.add(doc["uid"])
-                raise
+                self._reopened[run_uid](name, doc)
+            finally:
+                if name == "stop":
+                    self._finish_reopened(run_uid)
             return
         if name == "descriptor" and doc["run_start"] in self._skipped_runs:
             self._skipped_descriptors.add(doc["uid"])
@@ -393,6 +517,59 @@ class TiledArchive:
             self._skipped_runs.discard(doc["run_start"])
             return
         self.writer(name, doc)
+
+    def _run_of(self, name: str, doc: Mapping[str, Any]) -> str | None:
+        if name in ("descriptor", "stop"):
+            return str(doc["run_start"])
+        if name in ("event", "event_page"):
+            return self._reopened_descriptors.get(str(doc["descriptor"]))
+        return None
+
+    def _start(self, doc: dict[str, Any]) -> None:
+        from motex_stream.stream.publishers.tiled_reopen import ReopenedRun, read_stored_run
+
+        uid = doc["uid"]
+        try:
+            stored = read_stored_run(self.client, uid)
+            if stored is None:
+                self.writer("start", doc)
+                return
+        except Exception:
+            self._skipped_runs.add(uid)
+            raise
+        if stored.finished:
+            self._skipped_runs.add(uid)
+            log.warning("derived run %s is already in Tiled; not written again", uid)
+            return
+        try:
+            reopened = ReopenedRun(self.client, stored, batch_size=self.batch_size)
+            reopened("start", doc)
+        except Exception as exc:
+            self._skipped_runs.add(uid)
+            raise SinkWriteError(
+                f"derived run {uid} is in Tiled but unfinished and cannot be reopened: "
+                f"{_one_line(exc)}"
+            ) from exc
+        self._reopened[uid] = reopened
+        held = {k: len(v.seqs) for k, v in stored.streams.items()}
+        log.warning(
+            "derived run %s is in Tiled without a stop: reopened, it holds %s (last %s seq %d)",
+            uid,
+            held or "no events",
+            PRIMARY_STREAM,
+            stored.last_seq(PRIMARY_STREAM),
+        )
+
+    def _finish_reopened(self, uid: str) -> None:
+        reopened = self._reopened.pop(uid)
+        for d in [d for d, r in self._reopened_descriptors.items() if r == uid]:
+            del self._reopened_descriptors[d]
+        if reopened.skipped:
+            log.info(
+                "derived run %s: %d event(s) Tiled held were not written again",
+                uid,
+                reopened.skipped,
+            )
 
 
 def tiled_writer(uri: str, api_key: str | None = None) -> DocumentCallback:

@@ -1,0 +1,155 @@
+"""A derived run left unfinished in Tiled (a killed service or replay) is reopened and completed.
+
+Real parts: a ``tiled serve`` process, the stock ``TiledWriter`` behind the sink, the real
+service and JSON Lines sink, and a stock ``tiled.client`` reading the result back. The killed
+process is stood in for by sinks that got the first frames and never their stop, which is
+exactly what a SIGKILL leaves (the SIGKILLed processes themselves: ``test_restarts.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.messages import PublishedFrame
+from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+from motex_stream.stream.service import StreamService
+from tests.stream.test_service import ListSource, ToyAnalyzer
+
+R = np.linspace(1.0, 10.0, 50)
+
+
+def frame(raw: str, seq: int) -> Frame:
+    return Frame(raw, seq, 1.7e9 + seq, R, np.sin(R) * seq)
+
+
+def published(analyzer: ToyAnalyzer, raw: str, seq: int, **result: Any) -> PublishedFrame:
+    f = frame(raw, seq)
+    res = dataclasses.replace(analyzer.analyze(f), **result)
+    return PublishedFrame.of(res, f, received_at=f.time, published_at=f.time + 0.1)
+
+
+def derived(uri: str, key: str, raw: str) -> Any:
+    """The one derived run of ``raw``, through a fresh stock client."""
+    from tiled.client import from_uri
+    from tiled.queries import Key
+
+    client = from_uri(uri, api_key=key)
+    found = client.search(Key("start.original_run_uid") == raw)
+    assert len(found) == 1, f"{len(found)} derived runs"
+    return found[next(iter(found))]
+
+
+@pytest.fixture
+def tiled(tiled_server) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    return str(tiled_server.uri).split("?", 1)[0], str(tiled_server.api_key)
+
+
+def test_resume_fills_a_store_that_lags_and_skips_what_each_sink_holds(
+    tiled: tuple[str, str], tmp_path: Path
+) -> None:
+    """Killed after frame 4 reached the JSON Lines but only 3 reached Tiled: the restarted
+    service analyses frame 4 again for Tiled alone; each frame ends up once in both."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    toy = ToyAnalyzer()
+    out = tmp_path / "out.jsonl"
+    jsonl, killed = JsonlSink(out), BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    killed.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (1, 2, 3, 4):
+        jsonl.publish(published(toy, raw, seq))
+        if seq < 4:
+            killed.publish(published(toy, raw, seq))
+    jsonl.close()  # ... and the process dies: no stop reaches Tiled
+
+    assert BlueskyRunSink([tiled_writer(uri, api_key=key)]).stored_last_seq(raw, "toy") == 3
+    items: list[StreamItem] = [RunStart(raw, 1.7e9)]
+    items += [frame(raw, seq) for seq in range(1, 9)] + [RunStop(raw, 1.7e9 + 20)]
+    again = ToyAnalyzer()
+    sinks = [JsonlSink(out), BlueskyRunSink([tiled_writer(uri, api_key=key)])]
+    summary = StreamService({"toy": again}, [ListSource(items)], sinks, resume_after={raw: 4}).run()
+
+    assert summary["sink_errors"] == 0, summary
+    assert [s for _, s in again.seen] == [4, 5, 6, 7, 8]  # 4: for Tiled only
+    assert summary["duplicates"] == 3
+    assert [m["seq"] for m in read_jsonl(out)] == list(range(1, 9))
+    run = derived(uri, key, raw)
+    assert list(run["primary"]["seq_num"].read()) == list(range(1, 9))
+    contributions = run["primary"]["contributions"].read()
+    assert contributions.shape == (8, 4) and np.issubdtype(contributions.dtype, np.floating)
+    expected = [[c["value"] for c in toy.analyze(frame(raw, s)).contributions] for s in range(1, 9)]
+    np.testing.assert_allclose(contributions, expected)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run.metadata["stop"]["num_events"]["primary"] == 8
+
+
+def test_reopened_run_drops_held_events_and_overwrites_orphan_array_rows(
+    tiled: tuple[str, str],
+) -> None:
+    """Tiled holds more than the restarted process thinks (frames 2-3 come again), and the kill
+    fell between frame 4's array rows and its table row: nothing twice, arrays aligned."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    toy = ToyAnalyzer()
+    killed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    killed.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (1, 2, 3):
+        killed.publish(published(toy, raw, seq))
+    # what the stock writer had done of frame 4 when the kill came: its array rows only
+    from tiled.client import from_uri
+
+    stream = from_uri(uri, api_key=key)[derived(uri, key, raw).item["id"]]["primary"].base
+    for name in ("contributions", "contribution_spread"):
+        stream[name].patch(np.full((1, 4), 99.0), offset=(3,), extend=True)
+
+    resumed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    resumed.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (2, 3, 4, 5):
+        resumed.publish(published(toy, raw, seq))
+    resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+
+    run = derived(uri, key, raw)
+    assert list(run["primary"]["seq_num"].read()) == [1, 2, 3, 4, 5]
+    dataset = run["primary"].read()
+    assert dataset["contributions"].shape == (5, 4)
+    assert not np.any(dataset["contributions"].values == 99.0), "orphan rows kept"
+    assert run.metadata["stop"]["num_events"] == {"primary": 5}
+
+
+def test_changes_stream_one_event_per_change_across_a_reopen(tiled: tuple[str, str]) -> None:
+    """The ``changes`` stream: one event per detected change, with units and dtypes, readable
+    by a stock client; a change sent again after a reopen is not stored twice."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    toy = ToyAnalyzer()
+    first = {"frame": 2, "atoms_gained": [3, 4], "atoms_lost": [1], "confidence": 0.97}
+    second = {"frame": 6, "atoms_gained": [1], "atoms_lost": [2, 3, 4], "confidence": 0.91}
+    killed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    killed.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (1, 2, 3, 4):
+        killed.publish(published(toy, raw, seq, change=first if seq == 4 else None))
+    resumed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    resumed.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (4, 5, 6, 7, 8):  # 4 again, with its change
+        change = {4: first, 8: second}.get(seq)
+        resumed.publish(published(toy, raw, seq, change=change))
+    resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+
+    run = derived(uri, key, raw)
+    changes = run["changes"]
+    assert list(changes["seq_num"].read()) == [4, 8]  # the frames that confirmed them
+    assert list(changes["frame"].read()) == [2, 6]
+    assert [list(x) for x in changes["atoms_gained"].read()] == [[3, 4], [1]]
+    assert [list(x) for x in changes["atoms_lost"].read()] == [[1], [2, 3, 4]]
+    np.testing.assert_allclose(changes["confidence"].read(), [0.97, 0.91])
+    data_keys = changes.metadata["data_keys"]
+    assert set(data_keys) == {"frame", "atoms_gained", "atoms_lost", "confidence"}
+    assert all("units" in dk and "dtype" in dk for dk in data_keys.values()), data_keys
+    assert run.metadata["stop"]["num_events"] == {"primary": 8, "changes": 2}
