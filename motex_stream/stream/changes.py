@@ -1,15 +1,30 @@
 """Change detection on the live stream: when the set of ``keep`` atoms changes for good.
 
-One noisy frame must not raise a change, so a new keep set (the atoms whose interval lies
-below 0) is only *adopted* once it has been seen on ``persist`` consecutive frames. The first
-keep set of a model is the baseline and raises nothing. When a new set is adopted the change
-is reported once, dated to the first frame that showed it:
+A change is made of atoms whose label changed *with confidence*: an atom that was ``keep``
+and is now ``remove``, or the reverse, and holds the new label on ``persist`` consecutive
+frames. An ``uncertain`` frame breaks the run. Why this and not "the keep set differs":
+
+* one noisy frame never counts (``persist``);
+* a borderline atom that wanders between ``keep`` and ``uncertain`` (its interval touches 0)
+  is not a change of structure, and with ``persist`` frames to wait it would still raise
+  false alarms on a long stationary series. Only a confident opposite label moves an atom.
+
+Each atom's committed label starts unknown; the first label it holds for ``persist`` frames is
+adopted silently (the baseline, also for atoms that were uncertain and later settle). Later
+settlings of such atoms into ``keep`` are reported only as part of a change that has at least
+one confident flip.
+
+A crossover does not flip every atom on the same frame: the old motif's atoms may go
+``remove`` a frame before the new motif's go ``keep``. So the first confirmed flip *opens* a
+change, which collects the flips confirmed on the next frames while any atom still has a run
+in progress, for at most ``persist`` more frames; then it is reported once, dated to the
+first frame that showed any of its flips:
 
 ``{"frame": seq, "atoms_gained": [...], "atoms_lost": [...], "confidence": c}``
 
-``confidence`` is the mean, over the atoms that changed and the ``persist`` frames that
-confirmed the change, of the normal probability that the atom's value lies on the side of 0
-its new label says (from the value and the interval's half-width at the interval's level).
+``confidence`` is the mean, over the flipped atoms and the ``persist`` frames that confirmed
+each flip, of the normal probability that the atom's value lies on the side of 0 its new
+label says (from the value and the interval's half-width at the interval's level).
 """
 
 from __future__ import annotations
@@ -18,22 +33,52 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+KEEP = "keep"
+REMOVE = "remove"
+
+
+@dataclass
+class _Track:
+    """One atom: its committed label and the run of an opposite confident label, if any."""
+
+    state: str | None = None  # keep / remove; None until a label has held persist frames
+    run_label: str | None = None
+    run_start: int = 0
+    probs: list[float] = field(default_factory=list)
+
+    def reset_run(self) -> None:
+        self.run_label, self.probs = None, []
+
+
+@dataclass
+class _OpenChange:
+    """A change whose first flip is confirmed, still collecting the flips that follow it."""
+
+    first_frame: int
+    gained: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+    probs: list[float] = field(default_factory=list)
+    frames_open: int = 0
+
 
 @dataclass
 class KeepSetChangeDetector:
-    """Persistence detector of the keep set; feed it one frame's contributions at a time."""
+    """Per-atom persistence detector; feed it one frame's contributions at a time."""
 
     persist: int = 3
     level: float = 0.9
-    baseline: frozenset[int] | None = None
-    _candidate: frozenset[int] | None = None
-    _first_seq: int = 0
-    _support: list[dict[int, float]] = field(default_factory=list)
+    _tracks: dict[int, _Track] = field(default_factory=dict)
+    _open: _OpenChange | None = None
 
     def __post_init__(self) -> None:
         if self.persist < 1:
             raise ValueError(f"persist must be at least 1, got {self.persist}")
         self._z = NormalDist().inv_cdf(0.5 + self.level / 2.0)
+
+    @property
+    def keep_set(self) -> frozenset[int]:
+        """The committed keep atoms (what a change is measured against)."""
+        return frozenset(a for a, t in self._tracks.items() if t.state == KEEP)
 
     def _side_probability(self, c: dict[str, Any]) -> float:
         """P(value on the side of 0 its label says), from value and interval half-width."""
@@ -44,31 +89,59 @@ class KeepSetChangeDetector:
         return NormalDist().cdf(abs(v) / sd)
 
     def update(self, seq: int, contributions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The change this frame confirms, else None."""
-        keep = frozenset(int(c["atom"]) for c in contributions if c.get("label") == "keep")
-        probs = {int(c["atom"]): self._side_probability(c) for c in contributions}
-        if self.baseline is None:
-            self.baseline = keep
+        """The change this frame completes, else None."""
+        seq = int(seq)
+        flips: list[tuple[int, str, int, list[float]]] = []  # atom, new label, start, probs
+        settled_keep: list[int] = []  # atoms without a committed label settling into keep
+        for c in contributions:
+            atom = int(c["atom"])
+            track = self._tracks.setdefault(atom, _Track())
+            label = c.get("label")
+            if label not in (KEEP, REMOVE) or label == track.state:
+                track.reset_run()
+                continue
+            if label != track.run_label:
+                track.run_label, track.run_start, track.probs = label, seq, []
+            track.probs.append(self._side_probability(c))
+            if len(track.probs) < self.persist:
+                continue
+            if track.state is None:
+                if label == KEEP:
+                    settled_keep.append(atom)
+            else:
+                flips.append((atom, label, track.run_start, list(track.probs)))
+            track.state = label
+            track.reset_run()
+
+        if flips and self._open is None:
+            self._open = _OpenChange(first_frame=min(start for _, _, start, _ in flips))
+        if self._open is None:
             return None
-        if keep == self.baseline:
-            self._candidate, self._support = None, []
-            return None
-        if keep != self._candidate:
-            self._candidate, self._first_seq, self._support = keep, int(seq), []
-        self._support.append(probs)
-        if len(self._support) < self.persist:
-            return None
-        gained = sorted(keep - self.baseline)
-        lost = sorted(self.baseline - keep)
-        changed = gained + lost
-        confidence = sum(p[a] for p in self._support for a in changed) / (
-            len(changed) * len(self._support)
+        change = self._open
+        for atom, label, start, probs in flips:
+            gone, into = (change.lost, change.gained)
+            if label == REMOVE:
+                gone, into = into, gone
+            if atom in gone:  # flipped back within the same change: no net change
+                gone.discard(atom)
+            else:
+                into.add(atom)
+            change.first_frame = min(change.first_frame, start)
+            change.probs.extend(probs)
+        change.gained.update(settled_keep)
+        pending = any(
+            t.run_label is not None and (t.state is not None or t.run_label == KEEP)
+            for t in self._tracks.values()
         )
-        change = {
-            "frame": self._first_seq,
-            "atoms_gained": gained,
-            "atoms_lost": lost,
-            "confidence": round(confidence, 4),
+        if pending and change.frames_open < self.persist:
+            change.frames_open += 1
+            return None
+        self._open = None
+        if not change.gained and not change.lost:  # flips that undid each other
+            return None
+        return {
+            "frame": change.first_frame,
+            "atoms_gained": sorted(change.gained),
+            "atoms_lost": sorted(change.lost),
+            "confidence": round(sum(change.probs) / max(len(change.probs), 1), 4),
         }
-        self.baseline, self._candidate, self._support = keep, None, []
-        return change

@@ -5,6 +5,12 @@ calculator keeps, so they never interact): motif A is one complete α-Keggin W12
 (the 12 odd W of 109725 and their O); motif B is a compact 13-atom W cuboctahedron (bcc-W
 nearest-neighbour distance). Frame t is the mixture (1 - x_t)·G_A + x_t·G_B with x_t going
 from 0 to 1, plus seeded noise, so the atoms that help the fit move from A to B mid-series.
+
+Three profiles of x_t: a linear ramp over the whole series (the default: the demo's slow
+drift); a *crossover* (``crossover=c``: a logistic step centred on frame c, ``width`` frames
+wide, as in a phase transition, so change detection has a frame to be judged against); and a
+*stationary* series (``hold=x``: the same mixture every frame, only the noise differs, for
+false alarms).
 """
 
 from __future__ import annotations
@@ -37,8 +43,16 @@ class TwoMotifSeries:
     n_frames: int
     noise: float
     seed: int
+    crossover: float | None = None  # 0-based frame where x = 0.5 (logistic step); None: ramp
+    width: float = 0.5  # logistic scale of the crossover, in frames
+    hold: float | None = None  # fixed x for every frame (a stationary series)
 
     def fraction_b(self, i: int) -> float:
+        """x_i, motif B's share of frame i (0-based), by the series' profile."""
+        if self.hold is not None:
+            return float(self.hold)
+        if self.crossover is not None:
+            return float(1.0 / (1.0 + np.exp(-(i - self.crossover) / self.width)))
         return i / max(self.n_frames - 1, 1)
 
     def frame(self, i: int) -> np.ndarray:
@@ -87,8 +101,20 @@ def two_motif_series(
     seed: int = 0,
     r: np.ndarray | None = None,
     settings: PDFSettings | None = None,
+    *,
+    crossover: float | None = None,
+    width: float = 0.5,
+    hold: float | None = None,
 ) -> TwoMotifSeries:
-    """Build the model file in ``directory`` and the pure-motif PDFs on grid ``r``."""
+    """Build the model file in ``directory`` and the pure-motif PDFs on grid ``r``.
+
+    ``crossover``/``width``/``hold`` choose the profile of motif B's share (module doc);
+    ``noise`` is the Gaussian noise's standard deviation relative to max |G| of each frame.
+    """
+    if hold is not None and crossover is not None:
+        raise ValueError("a series either holds a mixture or crosses over, not both")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "two_motifs.xyz"
     a, b = write_two_motif_model(path)
@@ -104,4 +130,6 @@ def two_motif_series(
         g = np.interp(r, r_calc, g)
         return g / np.sqrt(np.mean(g**2))  # equal weight of both motifs in the fit norm
 
-    return TwoMotifSeries(path, a, b, r, pure(a), pure(b), n_frames, noise, seed)
+    return TwoMotifSeries(
+        path, a, b, r, pure(a), pure(b), n_frames, noise, seed, crossover, width, hold
+    )

@@ -1,4 +1,5 @@
-"""Keep-set change detection: a persistent change is reported once; noise raises nothing."""
+"""Keep-set change detection: a confident, persistent change is reported once; noise and
+borderline atoms raise nothing."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from motex_stream.explain.confidence import interval
 from motex_stream.stream.changes import KeepSetChangeDetector
 
 
-def frame(values: np.ndarray, sd: float = 0.002) -> list[dict]:
-    low, high, label = interval(values, np.full(len(values), sd), 0.9)
+def frame(values: np.ndarray, sd: float | np.ndarray = 0.002) -> list[dict]:
+    low, high, label = interval(values, np.broadcast_to(sd, values.shape), 0.9)
     return [
         {"atom": i + 1, "value": float(v), "ci_low": float(lo), "ci_high": float(hi), "label": lab}
         for i, (v, lo, hi, lab) in enumerate(zip(values, low, high, label, strict=True))
@@ -21,21 +22,43 @@ def motif(keep: set[int], n: int = 8) -> np.ndarray:
     return np.array([-0.02 if i + 1 in keep else 0.02 for i in range(n)])
 
 
+def run(det: KeepSetChangeDetector, frames: list[list[dict]]) -> list[tuple[int, dict]]:
+    out = []
+    for seq, contributions in enumerate(frames, start=1):
+        change = det.update(seq, contributions)
+        if change:
+            out.append((seq, change))
+    return out
+
+
 def test_crossover_is_reported_once_at_its_first_frame() -> None:
     rng = np.random.default_rng(0)
-    det = KeepSetChangeDetector(persist=3)
-    changes = []
+    frames = []
     for seq in range(1, 41):
         keep = {1, 2, 3, 4} if seq < 20 else {1, 2, 5, 6}
-        values = motif(keep) + rng.normal(0, 0.002, 8)
-        change = det.update(seq, frame(values))
-        if change:
-            changes.append((seq, change))
+        frames.append(frame(motif(keep) + rng.normal(0, 0.002, 8)))
+    changes = run(KeepSetChangeDetector(persist=3), frames)
     assert len(changes) == 1
     seq, change = changes[0]
     assert seq == 22 and change["frame"] == 20
     assert change["atoms_gained"] == [5, 6] and change["atoms_lost"] == [3, 4]
     assert 0.9 < change["confidence"] <= 1.0
+
+
+def test_staggered_crossover_is_one_change() -> None:
+    """The old atoms go first, the new ones a frame later, through an uncertain frame: one
+    change holding both, dated to the first frame that showed any of it."""
+    frames = [frame(motif({1, 2, 3, 4})) for _ in range(10)]
+    mid = motif({1, 2, 3, 4})
+    mid[2:4] = 0.02  # 3, 4 already removed
+    mid[4:6] = 0.0  # 5, 6 undecided (uncertain)
+    frames.append(frame(mid))  # seq 11
+    frames += [frame(motif({1, 2, 5, 6})) for _ in range(10)]  # from seq 12
+    changes = run(KeepSetChangeDetector(persist=3), frames)
+    assert len(changes) == 1, changes
+    seq, change = changes[0]
+    assert change["frame"] == 11 and seq == 14
+    assert change["atoms_gained"] == [5, 6] and change["atoms_lost"] == [3, 4]
 
 
 def test_stationary_noise_and_single_flickers_raise_nothing() -> None:
@@ -46,8 +69,154 @@ def test_stationary_noise_and_single_flickers_raise_nothing() -> None:
         if seq % 17 == 0:  # one odd frame now and then
             values[4] = -0.02
         assert det.update(seq, frame(values)) is None
+    assert det.keep_set == {1, 2, 3, 4}
+
+
+def test_borderline_atoms_wandering_through_uncertain_raise_nothing() -> None:
+    """Atoms whose interval keeps touching 0 (true value one sd below or above it) go keep or
+    remove for a few frames in a row now and then: not a change of structure."""
+    rng = np.random.default_rng(2)
+    det = KeepSetChangeDetector(persist=3)
+    base = motif({1, 2, 3, 4})
+    base[6], base[7] = -0.002, 0.002  # borderline, sd 0.002
+    labels_seen = set()
+    for seq in range(1, 301):
+        contributions = frame(base + rng.normal(0, 0.002, 8))
+        labels_seen.add(contributions[6]["label"])
+        assert det.update(seq, contributions) is None, seq
+    assert labels_seen == {"keep", "uncertain", "remove"}
+
+
+def test_atom_settling_into_keep_joins_a_confident_change() -> None:
+    """An atom uncertain from the start that settles into keep with the crossover is gained."""
+    first = motif({1, 2})
+    first[4] = 0.0  # atom 5 undecided before the change
+    frames = [frame(first) for _ in range(6)] + [frame(motif({3, 5})) for _ in range(6)]
+    changes = run(KeepSetChangeDetector(persist=3), frames)
+    assert len(changes) == 1
+    assert changes[0][1]["atoms_gained"] == [3, 5]
+    assert changes[0][1]["atoms_lost"] == [1, 2]
+    assert changes[0][1]["frame"] == 7
 
 
 def test_persist_must_be_positive() -> None:
     with pytest.raises(ValueError, match="persist"):
         KeepSetChangeDetector(persist=0)
+
+
+# --------------------------------------------------------------- end to end, real analyzer
+# The two-motif series (an α-Keggin W12O40 unit, atoms 1-12, and a W13 cluster, atoms 13-25)
+# through the real service: batched fits, warm-started XGBoost, TreeSHAP, the live intervals
+# with their rotating ensemble, the change detector, published as JSON lines.
+N_CROSS = 30
+CROSSOVER = 14.5  # 0-based frame where motif B's share passes 0.5: between seq 15 and 16
+N_STATIONARY = 100
+NOISE = 0.01  # Gaussian noise, 1 % of max |G| per point
+
+
+@pytest.fixture(scope="module")
+def crossing(tmp_path_factory):
+    from motex_stream.stream.series import two_motif_series
+
+    return two_motif_series(
+        tmp_path_factory.mktemp("cross"), n_frames=N_CROSS, noise=NOISE, crossover=CROSSOVER
+    )
+
+
+@pytest.fixture(scope="module")
+def stationary(tmp_path_factory):
+    from motex_stream.stream.series import two_motif_series
+
+    return two_motif_series(
+        tmp_path_factory.mktemp("stationary"), n_frames=N_STATIONARY, noise=NOISE, hold=0.0, seed=1
+    )
+
+
+@pytest.fixture(scope="module")
+def live_settings(crossing):
+    from motex_stream.analysis.settings import LiveModelSettings
+
+    return LiveModelSettings(
+        name="two-motifs",
+        starting_model=str(crossing.model_path),
+        catalogue_size=2000,
+        refit=2000,
+        rounds=10,
+        max_trees=150,
+        search_calls=6,
+    )
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, crossing, live_settings):
+    """Prepared once on frame 0 (pure motif A, as both series start) and persisted."""
+    from motex_stream.stream.analyzer import MotexFrameAnalyzer
+    from motex_stream.stream.frames import Frame
+
+    directory = tmp_path_factory.mktemp("state")
+    MotexFrameAnalyzer.prepare(
+        live_settings, Frame("reference", 1, 0.0, crossing.r, crossing.frame(0)), directory
+    )
+    return directory
+
+
+def serve(series, settings, state_dir, tmp_path) -> tuple[list[dict], float]:
+    """Every frame of ``series`` through a fresh service on a copy of the prepared state;
+    the published messages and the structure-change counter."""
+    import shutil
+    import threading
+
+    from motex_stream.stream.analyzer import MotexFrameAnalyzer
+    from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+    from motex_stream.stream.service import StreamService
+    from motex_stream.stream.sources.memory_source import SeriesSource
+
+    state = tmp_path / "state"
+    shutil.copytree(state_dir, state)
+    analyzer = MotexFrameAnalyzer.prepare(settings, None, state)
+    out = tmp_path / "out.jsonl"
+    service = StreamService(
+        {analyzer.name: analyzer},
+        [SeriesSource(series.frame, series.r, series.n_frames)],
+        [JsonlSink(out)],
+        queue_size=series.n_frames + 8,
+    )
+    service.run(threading.Event())
+    counter = service.metrics.registry.get_sample_value(
+        "motex_structure_changes_total", {"model": settings.name}
+    )
+    return list(read_jsonl(out)), float(counter or 0.0)
+
+
+@pytest.mark.slow
+def test_two_motif_crossover_is_reported_once_near_the_crossover(
+    crossing, live_settings, prepared, tmp_path
+) -> None:
+    messages, counter = serve(crossing, live_settings, prepared, tmp_path)
+    assert [m["seq"] for m in messages] == list(range(1, N_CROSS + 1))
+    changes = [(m["seq"], m["change"]) for m in messages if m.get("change")]
+    assert len(changes) == 1, changes
+    published_at, change = changes[0]
+    crossover_seq = CROSSOVER + 1  # seq is 1-based
+    assert abs(change["frame"] - crossover_seq) <= 2, (change, crossover_seq)
+    assert change["frame"] <= published_at <= change["frame"] + 2 * live_settings.change_frames
+    assert change["atoms_lost"] == list(range(1, 13))  # the Keggin unit's W
+    assert change["atoms_gained"] == list(range(13, 26))  # the W13 cluster
+    assert change["confidence"] > 0.9
+    assert counter == 1.0
+    # the labels before and after say the same, with confidence
+    first, last = messages[0]["contributions"], messages[-1]["contributions"]
+    assert [c["label"] for c in first] == ["keep"] * 12 + ["remove"] * 13
+    assert [c["label"] for c in last] == ["remove"] * 12 + ["keep"] * 13
+
+
+@pytest.mark.slow
+def test_stationary_series_with_the_same_noise_raises_no_change(
+    stationary, live_settings, prepared, tmp_path
+) -> None:
+    messages, counter = serve(stationary, live_settings, prepared, tmp_path)
+    assert len(messages) == N_STATIONARY
+    assert [m["seq"] for m in messages if m.get("change")] == []
+    assert counter == 0.0
+    keep = [sum(c["label"] == "keep" for c in m["contributions"][:12]) for m in messages]
+    assert min(keep) >= 10, "motif A stays (nearly) all keep throughout"
