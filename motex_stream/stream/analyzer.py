@@ -28,7 +28,7 @@ from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.catalogue import Catalogue
 from motex_stream.explain.confidence import interval, sampling_error
-from motex_stream.explain.contributions import ShapCache, atom_contributions
+from motex_stream.explain.contributions import AtomContributions, ShapCache, atom_contributions
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
     FRAME_SHAP_BUDGET,
@@ -41,6 +41,7 @@ from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
 from motex_stream.stream.journal import fsync_dir, write_atomic
+from motex_stream.stream.live_intervals import RotatingEnsemble
 from motex_stream.stream.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
 
@@ -169,6 +170,7 @@ class MotexFrameAnalyzer:
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run
+        self._ensemble: RotatingEnsemble | None = None  # live interval members (ci_models ≥ 2)
         self._elements = [model.symbols[i] for i in model.permutable]
         self._atoms = (model.permutable + 1).tolist()
 
@@ -463,14 +465,16 @@ class MotexFrameAnalyzer:
         )
         contrib = atom_contributions(shap, self.catalogue)
         timing["explain"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        sd = self._interval_sd(run, contrib, shap, idx, fits.rwp)
+        low, high, label = interval(contrib.value, sd, run.ci_level)
+        timing["intervals"] = time.perf_counter() - t
         self._frames += 1
         self.maybe_save()
 
         best = int(np.argmin(fits.rwp))
         spread = np.sqrt(contrib.spread_kept**2 + contrib.spread_removed**2)
-        # per-frame interval: sampling error of the kept/removed SHAP means over the catalogue
-        # (no ensemble: a few vector operations, well inside the 25 % per-frame budget)
-        low, high, label = interval(contrib.value, sampling_error(contrib), run.ci_level)
         contributions = [
             {
                 "atom": a,
@@ -506,6 +510,31 @@ class MotexFrameAnalyzer:
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
         )
+
+    def _interval_sd(
+        self,
+        run: LiveModelSettings,
+        contrib: AtomContributions,
+        shap: np.ndarray,
+        idx: np.ndarray,
+        rwp: np.ndarray,
+    ) -> np.ndarray:
+        """SD of each live value: the SHAP-mean sampling error, plus the rotating ensemble's
+        spread when ``ci_models`` ≥ 2 (see :mod:`motex_stream.stream.live_intervals`)."""
+        se = sampling_error(contrib)
+        if run.ci_models < 2:
+            return se
+        ens = self._ensemble
+        if (
+            ens is None
+            or len(ens.members) != run.ci_models
+            or ens.rows != min(run.ci_rows, len(self.catalogue))
+        ):
+            ens = self._ensemble = RotatingEnsemble(
+                self._features, self.catalogue, run.ci_models, run.ci_rows, self.settings.seed
+            )
+        ens_sd = ens.update(self.surrogate, shap, self._features[idx], rwp)
+        return np.sqrt(se**2 + ens_sd**2)
 
     def _change(
         self, frame: Frame, run: LiveModelSettings, contributions: list[dict[str, Any]]
