@@ -153,3 +153,54 @@ def test_changes_stream_one_event_per_change_across_a_reopen(tiled: tuple[str, s
     assert set(data_keys) == {"frame", "atoms_gained", "atoms_lost", "confidence"}
     assert all("units" in dk and "dtype" in dk for dk in data_keys.values()), data_keys
     assert run.metadata["stop"]["num_events"] == {"primary": 8, "changes": 2}
+
+
+class SwitchingAnalyzer(ToyAnalyzer):
+    """Toy values whose keep set switches from atoms {1, 2} to {3, 4} at frame 10, labelled
+    with the shipped intervals and judged by the shipped change detector, as the real analyzer
+    does (its own series: ``test_end_to_end.py``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from motex_stream.stream.changes import KeepSetChangeDetector
+
+        self.detector = KeepSetChangeDetector(persist=3)
+        self.rng = np.random.default_rng(0)
+
+    def analyze(self, frame: Frame):  # type: ignore[no-untyped-def]
+        from motex_stream.explain.confidence import interval
+
+        result = super().analyze(frame)
+        keep = {1, 2} if frame.seq < 10 else {3, 4}
+        values = np.array([-0.02 if a in keep else 0.02 for a in range(1, 5)])
+        values += self.rng.normal(0, 0.002, 4)
+        low, high, label = interval(values, np.full(4, 0.002), 0.9)
+        contributions = [
+            {**c, "value": float(v), "ci_low": float(lo), "ci_high": float(hi), "label": lab}
+            for c, v, lo, hi, lab in zip(
+                result.contributions, values, low, high, label, strict=True
+            )
+        ]
+        change = self.detector.update(frame.seq, contributions)
+        return dataclasses.replace(result, contributions=contributions, change=change)
+
+
+def test_a_keep_set_change_is_one_event_in_the_changes_stream(tiled: tuple[str, str]) -> None:
+    """20 frames through the service, the keep set switching once: exactly one event in the
+    derived run's ``changes`` stream, as a stock client reads it."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    items: list[StreamItem] = [RunStart(raw, 1.7e9)]
+    items += [frame(raw, seq) for seq in range(1, 21)] + [RunStop(raw, 1.7e9 + 30)]
+    sink = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    summary = StreamService({"toy": SwitchingAnalyzer()}, [ListSource(items)], [sink]).run()
+    assert summary["processed"] == 20 and summary["sink_errors"] == 0, summary
+
+    run = derived(uri, key, raw)
+    changes = run["changes"]
+    assert len(changes["seq_num"].read()) == 1
+    assert int(changes["frame"].read()[0]) == 10
+    assert [list(x) for x in changes["atoms_gained"].read()] == [[3, 4]]
+    assert [list(x) for x in changes["atoms_lost"].read()] == [[1, 2]]
+    assert 0.9 < float(changes["confidence"].read()[0]) <= 1.0
+    assert run.metadata["stop"]["num_events"] == {"primary": 20, "changes": 1}
