@@ -150,3 +150,108 @@ def test_replay_stops_when_asked(
         if isinstance(item, Frame):
             stop.set()
     assert sum(isinstance(i, Frame) for i in seen) == 1
+
+
+class StockBeamlineWriter:
+    """A beamline writing one run into Tiled with the stock ``TiledWriter`` (batch size 1)."""
+
+    def __init__(self, uri: str, r: np.ndarray, gr: Callable[[int], np.ndarray]) -> None:
+        import event_model
+        from bluesky_tiled_plugins import TiledWriter
+
+        self.writer = TiledWriter(connect(uri), batch_size=1)
+        self.gr = gr
+        self.run = event_model.compose_run(metadata={"sample": "resumed"})
+        self.uid = self.run.start_doc["uid"]
+        r_key = {"source": "sim", "dtype": "array", "shape": [r.size], "dtype_numpy": "<f8"}
+        self.desc = self.run.compose_descriptor(
+            name="primary",
+            data_keys={"pdf_gr": {**r_key, "source": "sim"}},
+            configuration={
+                "det": {
+                    "data": {"pdf_r": r.tolist()},
+                    "timestamps": {"pdf_r": time.time()},
+                    "data_keys": {"pdf_r": r_key},
+                }
+            },
+        )
+
+    def start(self) -> None:
+        self.writer("start", self.run.start_doc)
+        self.writer("descriptor", self.desc.descriptor_doc)
+
+    def event(self, seq: int) -> None:
+        g = self.gr(seq - 1).tolist()
+        event = self.desc.compose_event(
+            data={"pdf_gr": g}, timestamps={"pdf_gr": time.time()}, seq_num=seq
+        )
+        self.writer("event", event)
+
+    def stop(self) -> None:
+        self.writer("stop", self.run.compose_stop())
+
+
+@pytest.mark.slow
+def test_live_source_takes_up_a_run_in_progress_after_a_restart(
+    tiled_base_uri: str,
+    tiled_api_key_env: str,
+    r_grid: np.ndarray,
+    expected_gr: Callable[[int], np.ndarray],
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Service stopped after 3 of 8 events, 3 more written while it is down, restarted with
+    the same run journal: events 4-8 analysed once each (4-6 read back from Tiled, 7-8 live),
+    the run's stop closes it, nothing counted as a gap."""
+    from motex_stream.stream.journal import RunJournal
+    from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+    from motex_stream.stream.service import StreamService
+    from tests.stream.test_service import ToyAnalyzer
+
+    journal_dir, out = tmp_path / "@runs", tmp_path / "out.jsonl"
+    beamline = StockBeamlineWriter(tiled_base_uri, r_grid, expected_gr)
+
+    def seqs() -> list[int]:
+        if not out.exists():
+            return []
+        return [m["seq"] for m in read_jsonl(out, validate=False) if m["source"] == beamline.uid]
+
+    def serve() -> tuple[StreamService, TiledLiveSource]:
+        source = TiledLiveSource(tiled_base_uri)
+        service = StreamService(
+            {"toy": ToyAnalyzer()}, [source], [JsonlSink(out)], journal=RunJournal(journal_dir)
+        )
+        service.start()
+        assert source.ready.wait(TIMEOUT)
+        return service, source
+
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    first, _ = serve()
+    try:
+        beamline.start()
+        for seq in (1, 2, 3):
+            beamline.event(seq)
+        wait_for(lambda: seqs() == [1, 2, 3], f"first service: {seqs()}")
+    finally:
+        first.stop()
+    for seq in (4, 5, 6):  # while no service runs: Tiled keeps them
+        beamline.event(seq)
+
+    second, source = serve()
+    try:
+        wait_for(lambda: seqs() == [1, 2, 3, 4, 5, 6], f"stored events: {seqs()}")
+        beamline.event(7)
+        beamline.event(8)
+        beamline.stop()
+        wait_for(lambda: not any(journal_dir.glob("*/start.json")), "the run never stopped")
+    finally:
+        second.stop()
+    summary = second.summary()
+    assert seqs() == list(range(1, 9))
+    assert summary["processed"] == 5 and summary["duplicates"] == 0, summary
+    assert summary["gaps"] == 0 and source.stats.malformed == 0, summary
+    assert summary["runs"][beamline.uid]["stopped"]

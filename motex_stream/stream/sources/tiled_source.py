@@ -31,7 +31,8 @@ import numpy as np
 
 from motex_stream.stream.config.secrets import API_KEY_ENV
 from motex_stream.stream.config.secrets import read_api_key as load_api_key
-from motex_stream.stream.frames import StreamItem
+from motex_stream.stream.frames import RunStart, StreamItem
+from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.sources.base import (
     DEFAULT_DATA_KEY,
     DEFAULT_R_KEY,
@@ -111,8 +112,11 @@ class _LiveRun:
 class TiledLiveSource:
     """Frames of runs as they are written into a Tiled catalog (websocket subscription).
 
-    Only runs created after the subscription starts are followed. ``stop_wait`` bounds how
-    long the stop document is held back for rows still in flight on other websockets.
+    Runs created after the subscription starts are followed. With a run journal
+    (:meth:`attach_journal`), runs that were in progress when the service stopped are taken up
+    again: the events Tiled stored after the last published ``seq_num`` (while the service was
+    down) are read from Tiled, and later ones arrive live. ``stop_wait`` bounds how long the
+    stop document is held back for rows still in flight on other websockets.
     """
 
     def __init__(
@@ -150,8 +154,24 @@ class TiledLiveSource:
         self._queue: queue.SimpleQueue[StreamItem] = queue.SimpleQueue()
         self._runs: dict[str, _LiveRun] = {}
         self._retired: list[Any] = []  # subscriptions to disconnect from the items() thread
+        self._resumed: list[RunStart] = []  # runs a restart left open (journal), taken up first
+        self._journal_descriptors: set[str] = set()  # their descriptors, already known
         # Tiled holds callbacks weakly: keep every one alive here for the source's lifetime.
         self._callbacks: list[Callable[..., None]] = []
+
+    def attach_journal(self, journal: RunJournal) -> None:
+        """Persist open runs in ``journal`` and take up the ones a restart left open.
+
+        Tiled is the buffer: what the beamline wrote while the service was down is still there,
+        so a resumed run loses nothing (the events up to the last published ``seq_num`` are
+        not read again).
+        """
+        for run in journal.open_runs(self.name):
+            self._journal_descriptors.update(str(d.get("uid")) for d in run.descriptors)
+        with self._lock:
+            self._resumed = [
+                item for item in self._assembler.resume(journal) if isinstance(item, RunStart)
+            ]
 
     # -- subscription plumbing -------------------------------------------------------------
 
@@ -207,21 +227,29 @@ class TiledLiveSource:
             run.stop_seen_at = time.monotonic()
             self._maybe_finish(run, force=False)
 
+    def _follow_descriptor(self, run: _LiveRun, descriptor: Mapping[str, Any]) -> bool:
+        """Which arrays an event of ``run`` needs; False if the stream is followed already."""
+        data_keys = descriptor["data_keys"]
+        with self._lock:
+            if run.descriptor_uid is not None:
+                return False
+            run.descriptor_uid = descriptor["uid"]
+            run.array_keys = {self._data_key}
+            in_config = any(
+                self._r_key in (cfg or {}).get("data", {})
+                for cfg in descriptor["configuration"].values()
+            )
+            if not in_config and self._r_key in data_keys:
+                run.array_keys.add(self._r_key)
+        return True
+
     def _on_stream_created(self, run: _LiveRun, update: Any) -> None:
         try:
             if str(update.key) != self._stream_name:
                 return
             descriptor = _descriptor_doc(run.uid, str(update.key), update.metadata)
-            data_keys = descriptor["data_keys"]
-            with self._lock:
-                run.descriptor_uid = descriptor["uid"]
-                run.array_keys = {self._data_key}
-                in_config = any(
-                    self._r_key in (cfg or {}).get("data", {})
-                    for cfg in descriptor["configuration"].values()
-                )
-                if not in_config and self._r_key in data_keys:
-                    run.array_keys.add(self._r_key)
+            if not self._follow_descriptor(run, descriptor):
+                return  # a resumed run whose stream was taken up from what Tiled stored
             self._emit("descriptor", descriptor)
 
             def on_node(u: Any, run: _LiveRun = run) -> None:
@@ -258,7 +286,8 @@ class TiledLiveSource:
             first = int(offset[0]) if offset else 0
             with self._lock:
                 for i, row in enumerate(block.reshape(block.shape[0], -1)):
-                    run.rows.setdefault(first + i + 1, {})[key] = row
+                    if first + i + 1 >= run.next_seq:  # older rows: already sent
+                        run.rows.setdefault(first + i + 1, {})[key] = row
                 self._drain(run)
         except Exception:
             self.stats.add("malformed")
@@ -271,7 +300,8 @@ class TiledLiveSource:
                 return
             with self._lock:
                 for seq, t in zip(table["seq_num"], table["time"], strict=True):
-                    run.rows.setdefault(int(seq), {})["time"] = float(t)
+                    if int(seq) >= run.next_seq:  # older rows: already sent
+                        run.rows.setdefault(int(seq), {})["time"] = float(t)
                 self._drain(run)
         except Exception:
             self.stats.add("malformed")
@@ -334,6 +364,10 @@ class TiledLiveSource:
             child_created=self._on_root_child,
             child_metadata_updated=self._on_root_metadata,
         )
+        with self._lock:
+            resumed, self._resumed = self._resumed, []
+        for start in resumed:
+            self._take_up(client, start)
         self.ready.set()
         logger.info("%s: subscribed to new runs", self.name)
         try:
@@ -353,6 +387,89 @@ class TiledLiveSource:
                 _disconnect(subscription)
             _disconnect(root)
             logger.info("%s: stopped; %s", self.name, self.stats.as_dict())
+
+    def _take_up(self, client: Any, start: RunStart) -> None:
+        """Go on with a run a restart left open: stored rows after the last published seq,
+        then live rows. Subscriptions come first, the read of stored rows second, so no row
+        written in between is missed (rows are joined by ``seq_num``; doubles merge)."""
+        last = int(start.metadata.get("motex_resumed_after") or 0)
+        self._queue.put(start)
+        try:
+            if start.uid not in client:
+                logger.warning("%s: resumed run %s is not in Tiled", self.name, start.uid)
+                return
+            node = client[start.uid]
+            run = _LiveRun(uid=start.uid, next_seq=last + 1, emitted=last)
+            with self._lock:
+                self._runs[run.uid] = run
+            stored = 0
+            if self._stream_name in node:
+                stored = self._take_up_stream(run, node[self._stream_name])
+
+            def on_stream(u: Any, run: _LiveRun = run) -> None:
+                self._on_stream_created(run, u)
+
+            self._subscribe(node, run, child_created=on_stream)
+            stop = node.metadata.get("stop")
+            with self._lock:
+                if stop and run.stop_doc is None:
+                    run.stop_doc, run.stop_seen_at = dict(stop), time.monotonic()
+                self._drain(run)
+            logger.info(
+                "%s: took up run %s after seq_num %d; %d stored event(s) since",
+                self.name,
+                run.uid,
+                last,
+                stored,
+            )
+        except Exception:
+            logger.exception("%s: could not take up run %s", self.name, start.uid)
+
+    def _take_up_stream(self, run: _LiveRun, stream: Any) -> int:
+        """Follow a stored stream of a resumed run; the rows Tiled holds after ``next_seq``."""
+        descriptor = _descriptor_doc(run.uid, self._stream_name, stream.metadata)
+        if not self._follow_descriptor(run, descriptor):
+            return 0
+        if descriptor["uid"] not in self._journal_descriptors:
+            self._emit("descriptor", descriptor)  # the kill came before the journal had it
+        base = getattr(stream, "base", stream)
+
+        def on_node(u: Any, run: _LiveRun = run) -> None:
+            self._on_data_node_created(run, u)
+
+        self._subscribe(base, run, child_created=on_node)
+        for key in list(base):
+            node = base[key]
+            family = str(getattr(node.structure_family, "value", node.structure_family))
+            if family == "array" and key in run.array_keys:
+
+                def on_array(u: Any, run: _LiveRun = run, key: str = str(key)) -> None:
+                    self._on_array_rows(run, key, u)
+
+                self._subscribe(node, run, new_data=on_array)
+            elif family == "table":
+
+                def on_table(u: Any, run: _LiveRun = run) -> None:
+                    self._on_table_rows(run, u)
+
+                self._subscribe(node, run, new_data=on_table)
+        if "seq_num" not in stream:
+            return 0
+        seqs = np.asarray(stream["seq_num"].read(), dtype=int)
+        times = np.asarray(stream["time"].read(), dtype=float)
+        rows = [i for i, seq in enumerate(seqs) if seq >= run.next_seq]
+        if not rows:
+            return 0
+        first = rows[0]
+        arrays = {k: np.asarray(stream[k][first:]) for k in run.array_keys if k in stream}
+        with self._lock:
+            for i in rows:
+                row = run.rows.setdefault(int(seqs[i]), {})
+                row["time"] = float(times[i])
+                for key, block in arrays.items():
+                    if i - first < len(block):
+                        row[key] = block[i - first]
+        return len(rows)
 
 
 def _disconnect(subscription: Any) -> None:
