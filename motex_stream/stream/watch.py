@@ -70,6 +70,10 @@ class WatchState:
     latency: float | None = None
     atoms: dict[int, AtomTrace] = field(default_factory=dict)
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    #: the latest structure change the service reported, and the seq of its message: a
+    #: change is published once, so the view keeps showing it until the next one
+    change: dict[str, Any] | None = None
+    change_reported: int = 0
 
     def update(self, message: dict[str, Any], now: float | None = None) -> None:
         """Fold one v1 message into the state (a new run keeps the atom history: same model)."""
@@ -90,6 +94,8 @@ class WatchState:
                 trace = self.atoms[atom] = AtomTrace(str(c["element"]), deque(maxlen=self.history))
             trace.values.append(c.get("value"))
             trace.label = str(c.get("label") or "")
+        if isinstance(message.get("change"), dict):
+            self.change, self.change_reported = message["change"], self.seq
         self.arrivals.append(time.monotonic() if now is None else now)
 
     @property
@@ -105,6 +111,23 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+def _change_line(state: WatchState) -> str:
+    """The latest reported structure change, in one line."""
+    c = state.change
+    if c is None:
+        return "structure change: none reported"
+
+    def names(atoms: Sequence[int]) -> str:
+        found = [f"{state.atoms[a].element}{a}" if a in state.atoms else f"#{a}" for a in atoms]
+        return " ".join(found) or "none"
+
+    return (
+        f"structure change at frame {c.get('frame')} (reported with frame "
+        f"{state.change_reported}): gained {names(c.get('atoms_gained') or [])}; lost "
+        f"{names(c.get('atoms_lost') or [])}; confidence {_fmt(c.get('confidence'), '.3f')}"
+    )
+
+
 def render(state: WatchState) -> str:
     """The whole view as plain text (rich shows the same string)."""
     if not state.messages:
@@ -117,6 +140,7 @@ def render(state: WatchState) -> str:
         f"best motif: Rwp {_fmt(state.best_rwp, '.4f')}  kept {kept}/{len(state.best_mask)}  "
         f"mask {''.join(str(b) for b in state.best_mask)}",
         f"model MAE {_fmt(state.mae, '.4g')}  latency {_fmt(state.latency, '.2f')} s",
+        _change_line(state),
         "",
         f"{'atom':>5} {'el':<3} {'value':>10} {'label':<9}  history (oldest → newest)",
     ]

@@ -166,6 +166,49 @@ def read_event(sock_file) -> tuple[str, dict]:
             return name, json.loads(data)
 
 
+def labelled(seq: int, source: str = "run-a", change: dict | None = None) -> dict:
+    """A message whose entries carry intervals and labels (as the live analyzer sends)."""
+    entries = [
+        {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01, "ci_low": -0.03,
+         "ci_high": -0.01, "label": "keep"},
+        {"atom": 2, "element": "W", "value": 0.001, "spread": 0.01, "ci_low": -0.004,
+         "ci_high": 0.006, "label": "uncertain"},
+    ]  # fmt: skip
+    result = FrameResult(
+        model="keggin",
+        contributions=entries,
+        best={"mask": [1, 0], "rwp": 0.3, "scale": 1.0, "zoom": 1.0},
+        timing={"fit": 0.1},
+        model_quality={"mae": 0.004, "n_trees": 10.0, "rebuilt": 0.0},
+        n_refit=100,
+        change=change,
+    )
+    r = np.linspace(1, 10, 50)
+    return build_message(
+        result, Frame(source, seq, 1.7e9 + seq, r, np.sin(r)), received_at=10.0, published_at=10.2
+    )
+
+
+def test_state_keeps_labels_intervals_and_the_run_changes_with_their_place() -> None:
+    state = DashboardState()
+    change = {"frame": 2, "atoms_gained": [2], "atoms_lost": [1], "confidence": 0.97}
+    for seq in (1, 2, 3):
+        event = state.add(labelled(seq), arrived=100.0 + seq)
+    event = state.add(labelled(4, change=change), arrived=104.0)
+    assert event["frame"]["labels"] == ["keep", "uncertain"]
+    assert event["frame"]["ci_low"] == [-0.03, -0.004]
+    assert event["frame"]["ci_high"] == [-0.01, 0.006]
+    # dated to frame 2 (arrived at 102), reported with frame 4
+    want = {**change, "at": 102.0, "reported": 4}
+    assert event["change"] == want
+    view = state.snapshot()["models"]["keggin"]
+    assert view["changes"] == [want]
+    assert view["frames"][-1]["change"] == change
+    assert view["frames"][0]["change"] is None
+    state.add(labelled(1, source="run-b"), arrived=105.0)  # a new run: its own markers
+    assert state.snapshot()["models"]["keggin"]["changes"] == []
+
+
 def test_server_serves_page_assets_snapshot_and_live_events() -> None:
     with DashboardServer(port=0, source="tcp://test") as server:
         assert server.host == "127.0.0.1"  # localhost by default

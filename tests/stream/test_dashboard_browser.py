@@ -90,13 +90,15 @@ class Dashboard:
         self.thread.join(10)
 
 
-def start_service(series, settings, state_dir, address: str, n: int) -> StreamService:
+def start_service(
+    series, settings, state_dir, address: str, n: int, interval: float = INTERVAL
+) -> StreamService:
     """A service (fresh analyzer from the saved state) publishing ``n`` frames on ``address``."""
     analyzer = MotexFrameAnalyzer.prepare(settings, None, state_dir)
     publisher = ZmqPublisher(address)
     # the dashboard's and the test's subscribers: wait for both, or the first frames vanish
     assert publisher.wait_for_subscribers(2, timeout=15)
-    source = SeriesSource(series.frame, series.r, n, interval=INTERVAL)
+    source = SeriesSource(series.frame, series.r, n, interval=interval)
     service = StreamService({analyzer.name: analyzer}, [source], [publisher])
     service.start()
     return service
@@ -308,7 +310,7 @@ def selected(driver, seq: int) -> dict | None:
         const m = window.motex.models[sec.dataset.model];
         const heat = sec.querySelector('.heatmap'), m3d = sec.querySelector('.model3d');
         const perm = m3d.data.find((t) => t.name === 'permutable atoms');
-        const shapes = heat.layout.shapes || [];
+        const shapes = (heat.layout.shapes || []).filter((sh) => sh.name === 'selected');
         const title = m3d.layout.title.text;  // the 3-D view is drawn after the 2-D plots
         return {
             seq: +sec.dataset.selectedSeq, follow: m.follow,
@@ -384,3 +386,113 @@ def test_open_page_reconnects_when_the_dashboard_restarts():
         finally:
             stop.set()
             thread.join(10)
+
+
+N_CROSS = 12
+CROSSOVER = 4.5  # 0-based frame where the series passes from motif A to motif B
+
+
+def test_labels_whiskers_and_the_change_marker_show_what_was_published(
+    tmp_path_factory, settings, state_dir
+):
+    """A series that crosses from motif A to B: the service reports one structure change;
+    the page marks it on the heatmap and the trends at the frame it is dated to, with the
+    gained and lost atoms on hover, and the ranked atoms carry the published labels and
+    intervals (uncertain ones set apart)."""
+    crossing = two_motif_series(
+        tmp_path_factory.mktemp("crossing"), n_frames=N_CROSS, noise=0.01, crossover=CROSSOVER
+    )
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dashboard = Dashboard(address)
+    recorder = Recorder(address)
+    service = None
+    try:
+        with chromium() as driver:
+            driver.get(dashboard.url)
+            service = start_service(crossing, settings, state_dir, address, N_CROSS, 0.2)
+            messages = recorder.take(N_CROSS)
+            changes = [m["change"] for m in messages if m.get("change")]
+            assert len(changes) == 1, changes
+            change = changes[0]
+            reported = next(m["seq"] for m in messages if m.get("change"))
+
+            marks = wait_until(
+                lambda: (s := change_marks(driver))["columns"] == N_CROSS and s,
+                what="every frame with its change marker",
+            )
+            assert marks["heatLines"] == [change["frame"]]
+            assert marks["heatMarkers"] == [change["frame"]]
+            assert marks["trendLines"] == 1 and len(marks["trendMarkers"]) == 1
+            names = {c["atom"]: c["element"] + str(c["atom"]) for c in messages[0]["contributions"]}
+            hover = marks["heatHover"][0]
+            assert f"structure change at frame {change['frame']} " in hover
+            assert f"(reported with frame {reported})" in hover
+            gained = ", ".join(names[a] for a in change["atoms_gained"]) or "none"
+            lost = ", ".join(names[a] for a in change["atoms_lost"]) or "none"
+            assert f"gained: {gained}<br>" in hover and f"lost: {lost}<br>" in hover
+            assert marks["trendHover"] == marks["heatHover"]
+
+            # the ranked atoms: labels and intervals as published, uncertain ones set apart
+            last = {c["atom"]: c for c in messages[-1]["contributions"]}
+            rows = marks["rows"]
+            assert sorted(r["atom"] for r in rows) == sorted(last)
+            for row in rows:
+                c = last[row["atom"]]
+                assert row["label"] == row["badge"] == c["label"]
+                assert float(row["ciLow"]) == c["ci_low"] and float(row["ciHigh"]) == c["ci_high"]
+                assert row["whisker"], "every atom with an interval gets a whisker"
+                assert row["uncertainClass"] == (c["label"] == "uncertain")
+            screenshot(driver, "dashboard-change-marker")
+
+            # an uncertain row looks different from keep and remove rows
+            styles = driver.execute_script(
+                """
+                const probe = (label) => {
+                    const tr = document.createElement('tr');
+                    tr.className = 'label-' + label;
+                    tr.innerHTML = '<td><span class="badge ' + label + '">x</span></td>';
+                    document.querySelector('.ranking tbody').appendChild(tr);
+                    const td = getComputedStyle(tr.firstChild);
+                    const badge = getComputedStyle(tr.querySelector('.badge'));
+                    const out = [td.backgroundColor, td.fontStyle, badge.backgroundColor];
+                    tr.remove();
+                    return out;
+                };
+                return {keep: probe('keep'), remove: probe('remove'),
+                        uncertain: probe('uncertain')};
+                """
+            )
+            assert styles["uncertain"] != styles["keep"] and styles["uncertain"] != styles["remove"]
+            assert styles["uncertain"][1] == "italic"
+    finally:
+        if service is not None:
+            service.stop()
+        recorder.close()
+        dashboard.close()
+
+
+def change_marks(driver) -> dict:
+    """The change markers of the heatmap and trends, and the ranked rows' labels."""
+    return driver.execute_script(
+        """
+        const sec = document.querySelector('section.model');
+        if (!sec) return {columns: 0};
+        const heat = sec.querySelector('.heatmap'), trends = sec.querySelector('.trends');
+        if (!heat.data || !trends.data) return {columns: 0};
+        const named = (div, name) => (div.layout.shapes || []).filter((s) => s.name === name);
+        const trace = (div) => div.data.find((t) => t.name === 'changes');
+        return {
+            columns: heat.data[0].x.length,
+            heatLines: named(heat, 'change').map((s) => s.x0),
+            heatMarkers: trace(heat).x, heatHover: trace(heat).text,
+            trendLines: named(trends, 'change').length,
+            trendMarkers: trace(trends).x, trendHover: trace(trends).text,
+            rows: Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
+                atom: +tr.dataset.atom, label: tr.dataset.label,
+                badge: tr.querySelector('.badge').textContent,
+                ciLow: tr.dataset.ciLow, ciHigh: tr.dataset.ciHigh,
+                whisker: tr.querySelector('.whisker') !== null,
+                uncertainClass: tr.classList.contains('label-uncertain')})),
+        };
+        """
+    )

@@ -16,7 +16,7 @@ from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 from motex_stream.stream.watch import SPARK, WatchState, main, render, sparkline, watch
 
 
-def message(seq: int) -> dict:
+def message(seq: int, change: dict | None = None) -> dict:
     values = [-0.05 + 0.01 * seq, 0.02 - 0.005 * seq, 0.1]  # atom 3 constant
     result = FrameResult(
         model="keggin",
@@ -30,6 +30,7 @@ def message(seq: int) -> dict:
         timing={"fit": 0.1},
         model_quality={"mae": 0.004},
         n_refit=10,
+        change=change,
     )
     r = np.linspace(1, 10, 20)
     frame = Frame("run-w", seq, 1_700_000_000.0 + seq, r, np.sin(r))
@@ -95,3 +96,16 @@ def test_cli_once(capsys: pytest.CaptureFixture[str]) -> None:
         sender.join(5)
     out = capsys.readouterr().out
     assert "model keggin" in out and "frame 1" in out
+
+
+def test_the_latest_reported_change_stays_in_view() -> None:
+    state = WatchState()
+    state.update(message(1))
+    assert "structure change: none reported" in render(state)
+    change = {"frame": 2, "atoms_gained": [2], "atoms_lost": [1, 3], "confidence": 0.9712}
+    state.update(message(4, change=change))
+    state.update(message(5))  # reported once; the view keeps it
+    assert (
+        "structure change at frame 2 (reported with frame 4): gained W2; lost W1 O3; "
+        "confidence 0.971" in render(state)
+    )

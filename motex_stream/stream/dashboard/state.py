@@ -3,8 +3,9 @@
 The page is a view of this state, not of the message stream: a browser that connects late, or
 reconnects after the dashboard or the service restarted, first gets a snapshot of everything
 here and then the frames as they arrive. Each model keeps the frames of its current run
-(bounded), the latest starting-model coordinates, and a longer timeline of error, latency and
-arrival time for the trend plots. A new run starts when the message's ``source`` changes or its
+(bounded), the structure changes the service reported in that run (the page marks them), the
+latest starting-model coordinates, and a longer timeline of error, latency and arrival time
+for the trend plots. A new run starts when the message's ``source`` changes or its
 ``seq`` goes back (a run replayed from the start).
 
 Folding is pure bookkeeping (no I/O) and thread-safe, so the server's subscriber thread and
@@ -26,6 +27,8 @@ MAX_FRAMES = 5000
 FIT_FRAMES = 300
 #: points of the error/latency/rate timeline kept per model (across runs)
 TIMELINE = 5000
+#: structure changes kept per run (markers)
+MAX_CHANGES = 500
 
 
 def frame_record(message: Mapping[str, Any], arrived: float) -> dict[str, Any]:
@@ -43,6 +46,11 @@ def frame_record(message: Mapping[str, Any], arrived: float) -> dict[str, Any]:
         "latency": latency,
         "values": [c.get("value") for c in contributions],
         "spread": [c.get("spread") for c in contributions],
+        # interval and label per atom (None from a service that does not send them)
+        "ci_low": [c.get("ci_low") for c in contributions],
+        "ci_high": [c.get("ci_high") for c in contributions],
+        "labels": [c.get("label") for c in contributions],
+        "change": message.get("change"),
         "mask": list(best.get("mask") or []),
         "rwp": best.get("rwp"),
         "mae": quality.get("mae"),
@@ -65,6 +73,9 @@ class ModelView:
     timeline: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE))
     messages: int = 0
     gaps: int = 0
+    #: changes reported in the current run, each with ``at``: the arrival time of the frame
+    #: it is dated to (where the trend plots put the marker) and ``reported``: its message's seq
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:
         """The view for a page that (re)connects; only the latest frame's fit curve is in it
@@ -84,7 +95,17 @@ class ModelView:
             "timeline": list(self.timeline),
             "messages": self.messages,
             "gaps": self.gaps,
+            "changes": list(self.changes),
         }
+
+    def note_change(self, change: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep a reported change with where to draw it (see :attr:`changes`)."""
+        frame = int(change.get("frame", record["seq"]))
+        at = next((f["arrived"] for f in self.frames if f["seq"] == frame), record["arrived"])
+        noted = {**change, "frame": frame, "at": at, "reported": record["seq"]}
+        self.changes.append(noted)
+        del self.changes[:-MAX_CHANGES]
+        return noted
 
 
 class DashboardState:
@@ -115,6 +136,7 @@ class DashboardState:
             new_run = not view.frames or source != view.run or record["seq"] <= last
             if new_run:
                 view.frames.clear()
+                view.changes.clear()
                 view.run = source
                 view.runs += 1
             elif record["seq"] != last + 1:
@@ -122,6 +144,9 @@ class DashboardState:
             if message.get("structure") is not None:
                 view.structure = dict(message["structure"])
             view.frames.append(record)
+            change = None
+            if isinstance(record["change"], Mapping):
+                change = view.note_change(record["change"], record)
             if len(view.frames) > FIT_FRAMES:
                 view.frames[-FIT_FRAMES - 1]["fit"] = None  # only recent fits are kept
             view.messages += 1
@@ -139,6 +164,7 @@ class DashboardState:
                 "point": point,
                 "messages": view.messages,
                 "gaps": view.gaps,
+                "change": change,
             }
 
     def fit(self, model: str, seq: int) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ const DIVERGING = [[0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"],
   [0.75, "#ef8a62"], [1, "#b2182b"]];
 const ELEMENT_COLOUR = { W: "#2f6fb0", O: "#d23c3c", Mo: "#6a9c46", P: "#e08a1e", Ga: "#7c5cb0" };
 const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover" };
+const CHANGE_COLOUR = "#7b2cbf";  // structure-change markers (heatmap and trends)
+const LABEL_TEXT = { keep: "keep", remove: "remove", uncertain: "uncertain" };
 
 const models = {};  // name -> model state
 const stats = { firstData: null, firstPlots: null, firstRender: null, snapshotAt: null, plotlyReady: null, latency: [], renders: 0, reconnects: 0 };
@@ -33,6 +35,13 @@ function fmt(v, digits = 4) {
   return v.toFixed(digits);
 }
 function label(m, i) { return m.elements[i] + m.atoms[i]; }
+function atomName(m, n) { const k = m.atoms.indexOf(n); return k >= 0 ? label(m, k) : "#" + n; }
+function changeText(m, c) {
+  const names = (list) => (list && list.length ? list.map((n) => atomName(m, n)).join(", ") : "none");
+  return `structure change at frame ${c.frame} (reported with frame ${c.reported})` +
+    `<br>gained: ${names(c.atoms_gained)}<br>lost: ${names(c.atoms_lost)}` +
+    `<br>confidence ${fmt(c.confidence, 3)}`;
+}
 function escapeHtml(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
@@ -47,7 +56,7 @@ function newModel(name) {
   const waiting = document.getElementById("waiting");
   if (waiting) waiting.remove();
   const m = {
-    name, el, atoms: [], elements: [], run: "", runs: 0, frames: [], structure: null,
+    name, el, atoms: [], elements: [], run: "", runs: 0, frames: [], structure: null, changes: [],
     timeline: [], messages: 0, gaps: 0, follow: true, selected: -1, threshold: 0,
     pending: [],  // published_at of frames not yet on screen (latency statistics)
   };
@@ -68,6 +77,7 @@ function fromSnapshot(name, s) {
   Object.assign(m, {
     atoms: s.atoms, elements: s.elements, run: s.run, runs: s.runs, frames: s.frames,
     structure: s.structure, timeline: s.timeline, messages: s.messages, gaps: s.gaps,
+    changes: s.changes || [],
   });
   return m;
 }
@@ -83,6 +93,7 @@ function applyFrame(ev) {
   }
   if (ev.new_run || !sameAtoms) {
     m.frames = [];
+    m.changes = [];
     m.atoms = ev.atoms;
     m.elements = ev.elements;
     if (!m.follow) m.selected = 0;
@@ -90,6 +101,7 @@ function applyFrame(ev) {
   m.run = ev.run; m.runs = ev.runs; m.messages = ev.messages; m.gaps = ev.gaps;
   if (ev.structure) m.structure = ev.structure;
   m.frames.push(f);
+  if (ev.change) m.changes.push(ev.change);
   if (m.frames.length > MAX_FRAMES) { m.frames.shift(); if (!m.follow) m.selected = Math.max(0, m.selected - 1); }
   m.timeline.push(ev.point);
   if (m.timeline.length > MAX_TIMELINE) m.timeline.shift();
@@ -179,14 +191,28 @@ function renderHeatmap(m, i, top) {
   const x = m.frames.map((f) => f.seq);
   const z = m.atoms.map((_, a) => m.frames.map((f) => f.values[a]));
   const y = m.atoms.map((_, a) => label(m, a));
-  const shapes = m.follow ? [] : [{
-    type: "line", xref: "x", yref: "paper", x0: m.frames[i].seq, x1: m.frames[i].seq, y0: 0, y1: 1,
-    line: { color: "#1d2330", width: 2, dash: "dot" },
-  }];
+  // one solid line per reported structure change, at the frame it is dated to
+  const shapes = m.changes.map((c) => ({
+    type: "line", name: "change", xref: "x", yref: "paper", x0: c.frame, x1: c.frame, y0: 0, y1: 1,
+    line: { color: CHANGE_COLOUR, width: 3 },
+  }));
+  if (!m.follow) {
+    shapes.push({
+      type: "line", name: "selected", xref: "x", yref: "paper", x0: m.frames[i].seq,
+      x1: m.frames[i].seq, y0: 0, y1: 1, line: { color: "#1d2330", width: 2, dash: "dot" },
+    });
+  }
+  const labelsAt = m.atoms.map((_, a) => m.frames.map((f) => (f.labels && f.labels[a]) || "—"));
   const data = [{
     type: "heatmap", x, y, z, zmin: -top, zmax: top, zmid: 0, colorscale: DIVERGING,
-    colorbar: { title: { text: "value" }, thickness: 12 },
-    hovertemplate: "%{y}, frame %{x}<br>value %{z:.4g}<extra></extra>",
+    colorbar: { title: { text: "value" }, thickness: 12 }, customdata: labelsAt,
+    hovertemplate: "%{y}, frame %{x}<br>value %{z:.4g} (%{customdata})<extra></extra>",
+  }, {
+    // hover targets of the change lines (shapes have no hover): a marker on the top row
+    type: "scatter", mode: "markers", name: "changes", x: m.changes.map((c) => c.frame),
+    y: m.changes.map(() => y[0]), text: m.changes.map((c) => changeText(m, c)),
+    hovertemplate: "%{text}<extra></extra>", showlegend: false,
+    marker: { symbol: "triangle-down", size: 14, color: CHANGE_COLOUR },
   }];
   const layout = {
     title: { text: "Atom contribution values", font: { size: 14 } },
@@ -199,6 +225,7 @@ function renderHeatmap(m, i, top) {
     div.dataset.bound = "1";
     div.on("plotly_click", (ev) => {
       const seq = ev.points[0].x;
+      if (ev.points[0].data.type !== "heatmap") return;
       const j = m.frames.findIndex((f) => f.seq === seq);
       if (j >= 0) { m.follow = false; m.selected = j; schedule(m); }
     });
@@ -213,15 +240,34 @@ function renderRanking(m, f, top) {
     if (vb === null) return -1;
     return va - vb;
   });
+  // the bar cell is a small plot: 0 in the middle, the value as a bar, its interval as a
+  // whisker, all on the run's symmetric range (wider intervals are clipped at the edges)
+  let span = top;
+  for (const a of order) {
+    for (const w of [f.ci_low && f.ci_low[a], f.ci_high && f.ci_high[a]]) {
+      if (w !== null && w !== undefined && isFinite(w)) span = Math.max(span, Math.abs(w));
+    }
+  }
+  const pos = (v) => Math.max(0, Math.min(100, 50 + (50 * v) / span));
   const rows = order.map((a, rank) => {
     const v = f.values[a], s = f.spread[a];
+    const lo = f.ci_low ? f.ci_low[a] : null, hi = f.ci_high ? f.ci_high[a] : null;
+    const lab = (f.labels && f.labels[a]) || "";
     const kept = v !== null && v < m.threshold;
-    const width = v === null ? 0 : Math.min(100, (100 * Math.abs(v)) / top);
     const colour = v !== null && v < 0 ? "#2166ac" : "#b2182b";
-    return `<tr class="${kept ? "kept" : "removed"}" data-atom="${m.atoms[a]}" data-value="${v}">` +
+    const x0 = v === null ? 50 : Math.min(50, pos(v)), x1 = v === null ? 50 : Math.max(50, pos(v));
+    const whisker = lo !== null && hi !== null && lo !== undefined && hi !== undefined
+      ? `<div class="whisker" style="left:${pos(lo)}%;width:${Math.max(pos(hi) - pos(lo), 0.5)}%"></div>`
+      : "";
+    const interval = whisker ? `${fmt(lo)} … ${fmt(hi)}` : "—";
+    return `<tr class="${kept ? "kept" : "removed"} label-${lab || "none"}" data-atom="${m.atoms[a]}"` +
+      ` data-value="${v}" data-label="${lab}" data-ci-low="${lo}" data-ci-high="${hi}">` +
       `<td>${rank + 1}</td><td class="atom">${escapeHtml(label(m, a))}</td>` +
-      `<td class="value">${fmt(v)}</td><td class="spread">${fmt(s)}</td>` +
-      `<td class="bar"><div class="barfill" style="width:${width}%;background:${colour}"></div></td>` +
+      `<td class="value">${fmt(v)}</td><td class="interval">${interval}</td>` +
+      `<td class="spread">${fmt(s)}</td>` +
+      `<td class="bar" title="value and its interval"><div class="axis"></div>` +
+      `<div class="barfill" style="left:${x0}%;width:${x1 - x0}%;background:${colour}"></div>${whisker}</td>` +
+      `<td class="label"><span class="badge ${lab}">${LABEL_TEXT[lab] || "—"}</span></td>` +
       `<td class="state">${kept ? "kept" : "removed"}</td></tr>`;
   });
   m.el.querySelector(".ranking tbody").innerHTML = rows.join("");
@@ -245,7 +291,9 @@ function render3d(m, f, top) {
   const permValues = perm.map((k) => f.values[col[k + 1]]);
   const permText = perm.map((k, j) => {
     const v = permValues[j], sp = f.spread[col[k + 1]];
-    return `${s.elements[k]} #${k + 1}<br>value ${fmt(v)} ± ${fmt(sp)}<br>${keptAtom(k + 1) ? "kept" : "removed"}`;
+    const lab = f.labels ? f.labels[col[k + 1]] : null;
+    return `${s.elements[k]} #${k + 1}<br>value ${fmt(v)} ± ${fmt(sp)}<br>${keptAtom(k + 1) ? "kept" : "removed"}` +
+      (lab ? ` · ${lab}` : "");
   });
   const depKept = dep.map((k) => s.bonded[k].some(keptAtom));
   const depText = dep.map((k, j) => `${s.elements[k]} #${k + 1} (goes with ${s.bonded[k].map((n) => s.elements[n - 1] + n).join(", ") || "none"})` +
@@ -314,6 +362,12 @@ function renderFit(m, f) {
 
 const TREND_POINTS = 600;  // drawn per trend line (every k-th point beyond): SVG stays quick
 
+function maeAt(t, at) {  // the model error of the timeline point nearest to time ``at``
+  let best = null;
+  for (const p of t) if (best === null || Math.abs(p[0] - at) < Math.abs(best[0] - at)) best = p;
+  return best ? best[1] : null;
+}
+
 function renderTrends(m) {
   const t = m.timeline;
   const rateAt = (k) => {
@@ -331,14 +385,21 @@ function renderTrends(m) {
     { type: "scatter", mode: "lines", name: "model MAE", x, y: idx.map((k) => t[k][1]), line },
     { type: "scatter", mode: "lines", name: "latency (s)", x, y: idx.map((k) => t[k][2]), yaxis: "y2", line },
     { type: "scatter", mode: "lines", name: "frames/s", x, y: idx.map(rateAt), yaxis: "y3", line },
+    { type: "scatter", mode: "markers", name: "changes", x: m.changes.map((c) => new Date(c.at * 1000)),
+      y: m.changes.map((c) => maeAt(t, c.at)), text: m.changes.map((c) => changeText(m, c)),
+      hovertemplate: "%{text}<extra></extra>", marker: { symbol: "triangle-down", size: 12, color: CHANGE_COLOUR } },
   ];
+  const shapes = m.changes.map((c) => ({
+    type: "line", name: "change", xref: "x", yref: "paper", x0: new Date(c.at * 1000),
+    x1: new Date(c.at * 1000), y0: 0, y1: 1, line: { color: CHANGE_COLOUR, width: 2 },
+  }));
   const layout = {
     margin: { l: 60, r: 10, t: 10, b: 30 }, showlegend: false,
     xaxis: { type: "date" },
     yaxis: { domain: [0.7, 1], title: { text: "MAE" } },
     yaxis2: { domain: [0.36, 0.64], title: { text: "latency (s)" } },
     yaxis3: { domain: [0, 0.3], title: { text: "frames/s" } },
-    uirevision: m.name,
+    shapes, uirevision: m.name,
   };
   return Plotly.react(m.el.querySelector(".trends"), data, layout, PLOT_CONFIG);
 }
