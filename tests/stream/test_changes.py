@@ -104,6 +104,23 @@ def test_persist_must_be_positive() -> None:
         KeepSetChangeDetector(persist=0)
 
 
+def test_grafana_marks_structure_changes_with_the_counter_the_service_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from motex_stream.stream.metrics import StreamMetrics
+
+    dash = Path(__file__).resolve().parents[2] / "deploy/grafana/motex-stream-dashboard.json"
+    notes = json.loads(dash.read_text())["annotations"]["list"]
+    marks = [a for a in notes if "motex_structure_changes_total" in a.get("expr", "")]
+    assert len(marks) == 1 and marks[0]["enable"]
+    metrics = StreamMetrics()
+    metrics.structure_changes.labels(model="m").inc()
+    exported = {s.name for fam in metrics.registry.collect() for s in fam.samples}
+    assert set(re.findall(r"motex_[a-z_]+", marks[0]["expr"])) <= exported
+
+
 # --------------------------------------------------------------- end to end, real analyzer
 # The two-motif series (an α-Keggin W12O40 unit, atoms 1-12, and a W13 cluster, atoms 13-25)
 # through the real service: batched fits, warm-started XGBoost, TreeSHAP, the live intervals
