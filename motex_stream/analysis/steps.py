@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Motifs fitted per batch: bounds the engine's working memory whatever the catalogue size.
 FIT_CHUNK = 2048
+#: Where a prepared engine records the fitting engine ``fit_masks`` uses: (engine, device).
+BACKEND_KEY = "fit_backend"
 #: Fit-grid step (Å) used when the data grid is not uniform (the engine needs a uniform one).
 UNIFORM_STEP = 0.01
 #: Fewest data points in the fit range that make a fit meaningful.
@@ -181,8 +183,14 @@ def make_catalogue(model: StartingModel, settings: ModelSettings) -> np.ndarray:
 
 
 def prepare_engine(model: StartingModel, settings: ModelSettings, r: np.ndarray) -> PreparedModel:
-    """The batched pair-class engine of ``model`` on fit grid ``r`` (Q range resolved)."""
-    return prepare_model(model, pdf_settings(settings, r), r)
+    """The batched pair-class engine of ``model`` on fit grid ``r`` (Q range resolved).
+
+    The engine remembers which fitting engine (``settings.engine``, ``settings.device``)
+    :func:`fit_masks` runs on it, so every caller of ``fit_masks`` honours the setting.
+    """
+    engine = prepare_model(model, pdf_settings(settings, r), r)
+    engine.engine_cache[BACKEND_KEY] = (settings.engine, settings.device)
+    return engine
 
 
 def fit_masks(
@@ -193,7 +201,8 @@ def fit_masks(
     progress: bool = False,
     dask: object | None = None,
 ) -> FitResults:
-    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory).
+    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory), with the fitting
+    engine :func:`prepare_engine` recorded (torch: chunks of its ``CALL_CHUNK``).
 
     ``dask``: a Dask scheduler address or ``distributed.Client`` to run the chunks on (default:
     the process-wide one set by ``--dask`` / ``[service] dask``, see
@@ -209,17 +218,27 @@ def fit_masks(
             return scale_out.fit_masks_dask(
                 cluster, engine, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
             )
-    if zoom == "anisotropic":
+    backend, device = engine.engine_cache.get(BACKEND_KEY, ("numpy", "auto"))
+    chunk = FIT_CHUNK
+    if zoom not in ("isotropic", "anisotropic"):
+        raise ValueError(f"unknown zoom mode {zoom!r}")
+    if backend == "torch":
+        from motex_stream.fitting import torch_engine
+
+        chunk = torch_engine.CALL_CHUNK
+
+        def fit(prep: PreparedModel, m: np.ndarray, g: np.ndarray) -> FitResults:
+            return torch_engine.fit_torch(prep, m, g, zoom, device)
+
+    elif zoom == "anisotropic":
         prep_tables(engine)
         fit = fit_anisotropic
-    elif zoom == "isotropic":
-        fit = fit_isotropic
     else:
-        raise ValueError(f"unknown zoom mode {zoom!r}")
+        fit = fit_isotropic
     parts = []
     with tqdm(total=len(masks), desc=f"fitting ({zoom})", unit="fit", disable=not progress) as bar:
-        for start in range(0, len(masks), FIT_CHUNK):
-            parts.append(fit(engine, masks[start : start + FIT_CHUNK], g))
+        for start in range(0, len(masks), chunk):
+            parts.append(fit(engine, masks[start : start + chunk], g))
             bar.update(len(parts[-1]))
     if len(parts) == 1:
         return parts[0]
