@@ -24,7 +24,12 @@ from math import comb
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
-from motex_stream.catalogue.storage import unique_row_indices
+from motex_stream.catalogue.storage import (
+    _unique_packed_rows,
+    pack_masks,
+    unique_row_indices,
+    unpack_masks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +83,25 @@ def _draw_random_masks(
 
     Ranking i.i.d. uniforms gives a uniformly random permutation per row; keeping the atoms
     ranked below k is then a uniform k-subset, with no Python loop over rows.
+
+    One sort per row, not the two argsorts of ranking: an atom's rank is below k iff its
+    uniform is at most the row's k-th smallest (uniforms tie with probability ~N²·2⁻⁵⁴ per
+    row), which draws the same masks from the same random numbers ~3x faster.
     """
     k = rng.integers(lower, upper + 1, size=n_rows)
-    ranks = np.argsort(np.argsort(rng.random((n_rows, n_permutable)), axis=1), axis=1)
-    return ranks < k[:, None]
+    u = rng.random((n_rows, n_permutable))
+    kth = np.sort(u, axis=1)[np.arange(n_rows), np.maximum(k - 1, 0)]
+    return (u <= kth[:, None]) & (k > 0)[:, None]
 
 
 def random_catalogue(
-    n_permutable: int, size: int, seed: int, lower: int = 1, upper: int | None = None
+    n_permutable: int,
+    size: int,
+    seed: int,
+    lower: int = 1,
+    upper: int | None = None,
+    *,
+    packed: bool = False,
 ) -> np.ndarray:
     """``size`` distinct random motifs over ``n_permutable`` atoms (bool, ``(M, N)``).
 
@@ -93,6 +109,11 @@ def random_catalogue(
     repeat until ``size`` distinct masks exist. If the count range admits no more than
     ``size`` masks in total, all of them are returned (shuffled with the seed) instead of
     waiting for a coupon collector to find the last few. Rows keep their draw order.
+
+    With ``packed=True`` the same rows come back bit-packed (:func:`pack_masks` layout,
+    ``(M, ceil(N/8))`` uint8). The draws are accumulated packed either way, so a catalogue
+    of 10^7 motifs over 240 atoms never holds more than one round (~16·10^6 cells) unpacked:
+    300 MB packed instead of 2.4 GB of bools.
     """
     _check_size(size)
     lower, upper = _count_bounds(n_permutable, lower, upper)
@@ -108,20 +129,21 @@ def random_catalogue(
             n_permutable,
             size,
         )
-        return masks[rng.permutation(total)]
+        masks = masks[rng.permutation(total)]
+        return pack_masks(masks) if packed else masks
 
-    masks = np.zeros((0, n_permutable), dtype=bool)
+    rows = np.zeros((0, (n_permutable + 7) // 8), dtype=np.uint8)
     max_rows = max(1, _MAX_CELLS_PER_ROUND // n_permutable)
     for _ in range(_MAX_ROUNDS):
-        missing = size - masks.shape[0]
+        missing = size - rows.shape[0]
         if missing <= 0:
-            return masks[:size]
+            return rows[:size] if packed else unpack_masks(rows[:size], n_permutable)
         # Overdrawing is harmless (rows keep draw order and the tail is cut off), and big
         # rounds keep the number of re-sorts small when the last few masks are rare.
         n_rows = min(max_rows, max(missing + missing // 8 + 16, _MIN_ROWS_PER_ROUND))
-        batch = _draw_random_masks(rng, n_rows, n_permutable, lower, upper)
-        merged = np.concatenate([masks, batch])
-        masks = merged[unique_row_indices(merged)]
+        batch = pack_masks(_draw_random_masks(rng, n_rows, n_permutable, lower, upper))
+        merged = np.concatenate([rows, batch])
+        rows = merged[_unique_packed_rows(merged)]
     raise RuntimeError(  # pragma: no cover - unreachable unless the sampler is broken
         f"random_catalogue did not reach {size} distinct masks in {_MAX_ROUNDS} rounds"
     )

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +73,33 @@ def unique_row_indices(masks: np.ndarray) -> np.ndarray:
     arr = _as_mask_array(masks)
     if arr.shape[0] == 0:
         return np.zeros(0, dtype=np.intp)
-    packed = np.ascontiguousarray(np.packbits(arr, axis=1))
+    return _unique_packed_rows(np.packbits(arr, axis=1))
+
+
+def _unique_packed_rows(packed: np.ndarray) -> np.ndarray:
+    """:func:`unique_row_indices` of rows already packed with :func:`pack_masks`."""
+    if packed.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp)
+    packed = np.ascontiguousarray(packed)
     if packed.shape[1] == 0:  # N == 0: every row is the same empty mask
         return np.zeros(1, dtype=np.intp)
     keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
     _, first = np.unique(keys, return_index=True)
     return np.sort(first)
+
+
+def iter_unpacked(
+    packed: np.ndarray, n_permutable: int, chunk: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, bool masks) of ``chunk`` rows at a time from a packed catalogue.
+
+    Why: a fit needs bool masks, but only a chunk's worth at once; unpacking chunk by chunk
+    keeps a 10^6-10^7 motif catalogue at N/8 bytes a motif for the whole run.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    for start in range(0, packed.shape[0], chunk):
+        yield start, unpack_masks(packed[start : start + chunk], n_permutable)
 
 
 def dedupe_masks(masks: np.ndarray) -> np.ndarray:
