@@ -144,7 +144,7 @@ class ModelSettings(BaseModel):
         ge=100,
         le=MAX_CATALOGUE,
         description="confidence intervals: motifs per bootstrap resample (m-out-of-n; the "
-        "spread is scaled by sqrt(rows / catalogue)); bounds the cost on large catalogues",
+        "spread is not scaled down to the catalogue); bounds the cost on large catalogues",
     )
     ci_level: float = Field(
         0.9,
@@ -152,6 +152,14 @@ class ModelSettings(BaseModel):
         lt=1.0,
         description="confidence level of the two-sided interval per atom contribution value; "
         "keep: interval below 0, remove: above 0, else uncertain",
+    )
+    adaptive_motifs: int = Field(
+        2000,
+        ge=0,
+        le=MAX_CATALOGUE,
+        description="second pass when atoms are uncertain: motifs fitted with the confident "
+        "keep atoms mostly kept and the uncertain ones varied, then explained for those atoms "
+        "alone; 0: no second pass",
     )
 
     @field_validator("permute", mode="before")
@@ -229,7 +237,7 @@ class ModelSettings(BaseModel):
     def runtime_fields(cls) -> set[str]:
         """Fields that steer only the per-frame work, or only where it runs (engine, device:
         the same fits to 1e-5 in Rwp): changing them keeps a prepared state."""
-        return {"ci_models", "ci_rows", "ci_level", "engine", "device"}
+        return {"ci_models", "ci_rows", "ci_level", "engine", "device", "adaptive_motifs"}
 
 
 class LiveModelSettings(ModelSettings):
@@ -280,6 +288,7 @@ class LiveModelSettings(ModelSettings):
             "ci_level",
             "engine",
             "device",
+            "adaptive_motifs",
         }
 
 
