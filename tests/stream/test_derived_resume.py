@@ -23,6 +23,7 @@ from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.service import StreamService
 from tests.stream.test_service import ListSource, ToyAnalyzer
 
+pytestmark = pytest.mark.slow  # a Tiled server and ~20 s per test on 2 cores
 R = np.linspace(1.0, 10.0, 50)
 
 

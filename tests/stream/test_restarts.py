@@ -1,14 +1,16 @@
 """Restarts lose nothing they could keep: SIGKILL of real ``replay`` and ``serve`` processes.
 
-- ``replay`` killed in the middle and run again: every frame exactly once in the JSON Lines.
+- ``replay --archive`` killed in the middle and run again: every frame exactly once in the JSON
+  Lines and in the derived Bluesky run, as a stock ``tiled.client`` reads it from Tiled.
 - ``serve`` killed in the middle of a 0MQ run, the run's later events held by the test while it
   is down (a transport that buffers, like Kafka, does the same), then restarted: every event
-  sent after the restart is analysed once, a re-sent event is recognised as a duplicate, and the
-  model is reloaded, not prepared again.
+  sent after the restart is analysed once, a re-sent event is recognised as a duplicate, the
+  model is reloaded, not prepared again, and the derived run in Tiled holds every frame once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from motex_stream.stream.publishers.jsonl import read_jsonl
 from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.sources.zmq_source import make_publisher
 
+log = logging.getLogger(__name__)
 pytestmark = pytest.mark.slow
 N_FRAMES = 10
 TIMEOUT = 120.0
@@ -66,7 +69,40 @@ def wait_run(path: Path, uid: str, n: int, proc: subprocess.Popen) -> None:
     pytest.fail(f"{path}: fewer than {n} frames of {uid} after {TIMEOUT} s")
 
 
-def test_replay_killed_and_rerun_publishes_every_frame_once(series, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def derived_seqs(uri: str, key: str, raw: str) -> tuple[list[int], object]:
+    """The primary ``seq_num`` column of the one derived run of ``raw`` (stock tiled client)."""
+    from tiled.client import from_uri
+    from tiled.queries import Key
+
+    found = from_uri(uri, api_key=key).search(Key("start.original_run_uid") == raw)
+    if len(found) == 0:
+        return [], None
+    assert len(found) == 1, [  # one analysis, one run: which differ, if not
+        {k: found[u].metadata["start"].get(k) for k in ("uid", "motex_analysis_id", "time")}
+        | {"settings": found[u].metadata["start"].get("motex_settings")}
+        for u in found
+    ]
+    run = found[next(iter(found))]
+    if "primary" not in run or "seq_num" not in run["primary"]:
+        return [], run
+    return [int(s) for s in run["primary"]["seq_num"].read()], run
+
+
+def check_derived_run(run, n_frames: int) -> None:  # type: ignore[no-untyped-def]
+    """Complete, each frame once in seq order, arrays as float arrays."""
+    assert run.metadata["stop"]["exit_status"] == "success", run.metadata["stop"]
+    assert run.metadata["stop"]["num_events"]["primary"] == n_frames
+    contributions = run["primary"]["contributions"].read()
+    assert contributions.shape[0] == n_frames and contributions.ndim == 2
+    assert np.issubdtype(contributions.dtype, np.floating), contributions.dtype
+    assert np.all(np.isfinite(contributions))
+    times = np.asarray(run["primary"].read()["time"], dtype=float)
+    assert np.all(np.diff(times) >= 0)
+
+
+def test_replay_killed_and_rerun_publishes_every_frame_once(  # type: ignore[no-untyped-def]
+    series, tmp_path: Path, tiled_api_key_env: str, tiled_base_uri: str
+) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(N_FRAMES):
@@ -86,13 +122,22 @@ def test_replay_killed_and_rerun_publishes_every_frame_once(series, tmp_path: Pa
         str(tmp_path / "state"),
         "--out",
         str(out),
+        "--archive",
+        tiled_base_uri,
     ]
+    raw = str(frames / "*.gr")
     first = subprocess.Popen([*cmd, "--speed", "4"], stderr=subprocess.PIPE, text=True)
     try:
         wait_lines(out, 4, first)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(30)
+    in_jsonl = len(list(read_jsonl(out, validate=False)))
+    in_tiled, run = derived_seqs(tiled_base_uri, tiled_api_key_env, raw)
+    log.info(
+        "killed replay: %d frames in the JSON Lines, %s in the derived run", in_jsonl, in_tiled
+    )
+    assert run is not None and run.metadata.get("stop") is None, "no unfinished derived run"
     # a kill may leave half a line: simulate the worst case explicitly
     with out.open("ab") as fh:
         fh.write(b'{"schema": "motex-stream/contri')
@@ -102,9 +147,13 @@ def test_replay_killed_and_rerun_publishes_every_frame_once(series, tmp_path: Pa
     assert sorted(seqs) == list(range(1, N_FRAMES + 1))
     assert set(seqs.values()) == {1}, f"duplicates: {seqs}"
     assert "already in" in second.stdout
+    log.info("rerun: %s", second.stderr[-5000:])
+    in_tiled, run = derived_seqs(tiled_base_uri, tiled_api_key_env, raw)
+    assert in_tiled == list(range(1, N_FRAMES + 1)), in_tiled
+    check_derived_run(run, N_FRAMES)
 
 
-def _config(tmp_path: Path, series, address: str) -> Path:  # type: ignore[no-untyped-def]
+def _config(tmp_path: Path, series, address: str, tiled_uri: str) -> Path:  # type: ignore[no-untyped-def]
     reference = tmp_path / "reference.gr"
     write_gr(reference, series.r, series.frame(0))
     config = tmp_path / "serve.toml"
@@ -129,6 +178,11 @@ search_calls = 3
 type = "zmq"
 name = "beamline"
 address = "{address}"
+
+# the derived run first: once a frame is in the JSON Lines, Tiled has it too
+[[sinks]]
+type = "bluesky"
+tiled_uri = "{tiled_uri}"
 
 [[sinks]]
 type = "jsonl"
@@ -199,8 +253,10 @@ def handshake(inbound: str, series, out: Path, proc: subprocess.Popen) -> None: 
     pytest.fail("serve never analysed a probe frame")
 
 
-def test_serve_killed_mid_run_resumes_the_run(series, tmp_path: Path, zmq_proxy) -> None:  # type: ignore[no-untyped-def]
-    config = _config(tmp_path, series, zmq_proxy.outbound)
+def test_serve_killed_mid_run_resumes_the_run(  # type: ignore[no-untyped-def]
+    series, tmp_path: Path, zmq_proxy, tiled_api_key_env: str, tiled_base_uri: str
+) -> None:
+    config = _config(tmp_path, series, zmq_proxy.outbound, tiled_base_uri)
     out = tmp_path / "out.jsonl"
     log1, log2 = tmp_path / "serve1.log", tmp_path / "serve2.log"
     cmd = [EXE, "serve", "--config", str(config)]
@@ -221,6 +277,8 @@ def test_serve_killed_mid_run_resumes_the_run(series, tmp_path: Path, zmq_proxy)
         first.wait(30)
     before = [m["seq"] for m in read_jsonl(out, validate=False) if m["source"] == uid]
     assert before == [1, 2, 3, 4, 5]
+    in_tiled, _ = derived_seqs(tiled_base_uri, tiled_api_key_env, uid)
+    log.info("killed serve: %s in the JSON Lines, %s in the derived run", before, in_tiled)
 
     with log2.open("w") as err2:
         second = subprocess.Popen(cmd, stderr=err2, stdout=subprocess.DEVNULL, env=env)
@@ -233,6 +291,10 @@ def test_serve_killed_mid_run_resumes_the_run(series, tmp_path: Path, zmq_proxy)
         run.stop()
         wait_run(out, uid, N_FRAMES, second)
         time.sleep(0.5)  # a duplicate would show up now
+        deadline = time.monotonic() + TIMEOUT  # the stop handled (derived run closed)
+        while any((tmp_path / "state" / "@runs").glob("*/start.json")):
+            assert time.monotonic() < deadline, "the run's stop was never handled"
+            time.sleep(0.1)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
@@ -245,5 +307,8 @@ def test_serve_killed_mid_run_resumes_the_run(series, tmp_path: Path, zmq_proxy)
     assert f"resumed run {uid}" in text2
     assert "duplicate dropped" in text2 or "was published before" in text2
     assert "Traceback" not in text2
+    in_tiled, derived = derived_seqs(tiled_base_uri, tiled_api_key_env, uid)
+    assert in_tiled == list(range(1, N_FRAMES + 1)), in_tiled
+    check_derived_run(derived, N_FRAMES)
     # the stop closed the run: nothing is left to resume
     assert not any((tmp_path / "state" / "@runs").glob("*/start.json"))

@@ -8,8 +8,9 @@ the NSLS-II PDF beamline convention the derived start carries ``original_run_uid
 Identity: one uid per *analysis*. The derived run uid is a uuid5 of (raw uid, model, analysis
 id, code version), where the analysis id (:class:`~motex_stream.stream.messages.
 AnalysisIdentity`) hashes the prepared state and the settings. A restart or replay with the
-same state reproduces the very same documents, and the Tiled writer skips a run Tiled already
-holds instead of storing it twice; another state or other settings give a new run. Events keep
+same state reproduces the very same documents: the Tiled writer skips a run Tiled already
+holds complete, and reopens one left without a stop by a kill (:mod:`.tiled_reopen`), adding
+only the events it lacks; another state or other settings give a new run. Events keep
 the raw frame's measurement ``time`` and ``seq_num``; the start and descriptor are dated no
 later than the first event, so every event falls inside its run.
 
