@@ -205,3 +205,26 @@ def test_a_keep_set_change_is_one_event_in_the_changes_stream(tiled: tuple[str, 
     assert [list(x) for x in changes["atoms_lost"].read()] == [[1, 2]]
     assert 0.9 < float(changes["confidence"].read()[0]) <= 1.0
     assert run.metadata["stop"]["num_events"] == {"primary": 20, "changes": 1}
+
+
+def test_a_run_stopped_by_a_clean_shutdown_is_continued(tiled: tuple[str, str]) -> None:
+    """SIGTERM in the middle of a raw run stops its derived run with ``abort``; when the raw
+    run is taken up after the restart, the derived run is reopened and ends ``success``."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    toy = ToyAnalyzer()
+    first = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    first.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (1, 2):
+        first.publish(published(toy, raw, seq))
+    first.close()  # a clean shutdown: the derived run gets an 'abort' stop
+    assert derived(uri, key, raw).metadata["stop"]["exit_status"] == "abort"
+    second = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    second.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (3, 4):
+        second.publish(published(toy, raw, seq))
+    second.on_run_stop(RunStop(raw, 1.7e9 + 10))
+    run = derived(uri, key, raw)
+    assert list(run["primary"]["seq_num"].read()) == [1, 2, 3, 4]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run.metadata["stop"]["num_events"] == {"primary": 4}

@@ -49,6 +49,9 @@ PLAN_NAME = "motex_analysis"
 #: Fixed namespace for derived uids; changing it would re-key every stored derived run.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "motex-stream/derived-run")
 _EXIT_STATUSES = ("success", "abort", "fail")
+#: The reason of the stop a clean shutdown gives a derived run whose raw run goes on: such a
+#: run is reopened like one a kill left without a stop, should the raw run be taken up again.
+STOPPED_EARLY = "motex-stream stopped before the raw run ended"
 
 
 class SinkWriteError(RuntimeError):
@@ -187,7 +190,7 @@ class BlueskyRunSink:
     def close(self) -> None:
         """Stop derived runs whose raw stop never came (aborted), then close the callbacks."""
         for key in list(self._open):
-            self._stop(key, "abort", "motex-stream stopped before the raw run ended")
+            self._stop(key, "abort", STOPPED_EARLY)
         for cb in self.callbacks:
             closer = getattr(cb, "close", None)
             if callable(closer):
@@ -453,7 +456,8 @@ class TiledArchive:
     analysis) cannot be created again (409):
 
     - if the stored run has its stop, it is complete: skipped with one warning;
-    - if it has none (a service or replay killed mid-run, now resumed), it is reopened
+    - if it has none (a service or replay killed mid-run, now resumed), or the ``abort`` stop
+      of a clean shutdown in the middle of the raw run (:data:`STOPPED_EARLY`), it is reopened
       (:mod:`.tiled_reopen`): what it holds is read back from Tiled, events it already holds
       are dropped, the others are appended by the stock writer code in the stock layout, and
       the stop closes it.
@@ -538,7 +542,8 @@ class TiledArchive:
         except Exception:
             self._skipped_runs.add(uid)
             raise
-        if stored.finished:
+        stop = stored.node.metadata.get("stop") or {}
+        if stored.finished and stop.get("reason") != STOPPED_EARLY:
             self._skipped_runs.add(uid)
             log.warning("derived run %s is already in Tiled; not written again", uid)
             return
