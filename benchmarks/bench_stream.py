@@ -8,11 +8,22 @@ Usage: python benchmarks/bench_stream.py [--frames 200] [--rate 2] [--out bench-
 ``--sweep`` instead runs, with one prepared analyzer in one process, the input rates and
 refit counts of the acceptance table (2 frames/s × 10,000 refits, 5 × 10,000, 10 × 2,000;
 policy ``all``, so nothing may be skipped) and prints rate against latency.
+
+``--intervals`` instead measures what the live confidence intervals cost: the same stream
+(same frames, same rate, each row starting from a copy of the same prepared state) with the
+intervals from the SHAP-mean sampling error alone (``ci_models = 0``: the baseline, a few
+vector operations) and with the rotating surrogate ensemble (``ci_models`` members, one
+refreshed per frame). Printed: latency p50/p99/max, the median analysis time per frame (sum
+of the stages), the median ``intervals`` stage, and the ratio of the per-frame analysis time
+to the baseline's. The rows alternate (baseline, ensemble, baseline, ensemble) so a change in
+the machine's load hits both.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -52,6 +63,8 @@ def main() -> None:
     ap.add_argument("--baseline-frames", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench-stream.png"))
     ap.add_argument("--sweep", action="store_true", help="rate × refit table (see doc)")
+    ap.add_argument("--intervals", action="store_true", help="cost of the live intervals (see doc)")
+    ap.add_argument("--ci-models", type=int, default=4, help="ensemble members (--intervals)")
     args = ap.parse_args()
 
     data = read_gr(DATA / "DanMAX_AlphaKeggin.gr")
@@ -66,6 +79,9 @@ def main() -> None:
         rounds=10,
         max_trees=120,
     )
+    if args.intervals:
+        interval_cost(settings, frame, r, args.frames, args.rate, args.ci_models)
+        return
     t = time.perf_counter()
     analyzer = MotexFrameAnalyzer.prepare(settings, reference=Frame("ref", 1, 0.0, r, frame(0)))
     t_prepare = time.perf_counter() - t
@@ -132,6 +148,53 @@ def run_service(analyzer, frame, r, n: int, rate: float):  # type: ignore[no-unt
         summary = service.run(threading.Event())
         wall = time.perf_counter() - t
         return list(read_jsonl(results)), summary, wall
+
+
+def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None:  # type: ignore[no-untyped-def]
+    """The ``--intervals`` table (see the module doc)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        t = time.perf_counter()
+        MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
+        t_prepare = time.perf_counter() - t
+        configs = [("sampling error only", 0), (f"+ rotating ensemble ({members})", members)] * 2
+        rows: list[tuple[str, np.ndarray, float, float, float, int]] = []
+        for k, (name, n_models) in enumerate(configs):
+            copy = Path(tmp) / f"state-{k}"
+            shutil.copytree(state, copy)
+            cfg = settings.updated(ci_models=n_models)
+            analyzer = MotexFrameAnalyzer.prepare(cfg, None, copy)
+            analyzer.analyze(Frame("warm", 1, 0.0, r, frame(0)))  # compiled kernels, members
+            messages, summary, _ = run_service(analyzer, frame, r, n, rate)
+            analyzer.surrogate.close()
+            lat = np.array([m["published_at"] - m["received_at"] for m in messages])
+            compute = np.array(
+                [sum(v for s, v in m["timing"].items() if s != "total") for m in messages]
+            )
+            ci = np.array([m["timing"].get("intervals", 0.0) for m in messages])
+            rows.append(
+                (name, lat, float(np.median(compute)), float(np.median(ci)),
+                 float(np.median(ci / compute)), summary["skipped"])
+            )  # fmt: skip
+    base = np.median([row[2] for row in rows if row[0] == configs[0][0]])
+    load = os.getloadavg()
+    print(
+        f"live intervals, 109725.xyz, catalogue {settings.catalogue_size}, refit "
+        f"{settings.refit}/frame, input {rate} frames/s, {n} frames per row "
+        f"(prepare {t_prepare:.1f} s; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})"
+    )
+    print(
+        f"{'intervals':32s} {'p50 s':>7s} {'p99 s':>7s} {'max s':>7s} {'frame ms':>9s} "
+        f"{'interval ms':>11s} {'share':>6s} {'ratio':>6s} {'skip':>5s}"
+    )
+    for name, lat, compute, ci, share, skipped in rows:
+        print(
+            f"{name:32s} {np.median(lat):7.3f} {np.percentile(lat, 99):7.3f} {lat.max():7.3f} "
+            f"{compute * 1000:9.1f} {ci * 1000:11.2f} {share:6.1%} {compute / base:6.2f} "
+            f"{skipped:5d}"
+        )
+    print("frame ms: median analysis time per frame (sum of stages); share: median interval")
+    print(f"stage / frame; ratio: frame ms / the baseline rows' median ({base * 1000:.1f} ms)")
 
 
 def sweep(analyzer, settings, frame, r, n: int) -> None:  # type: ignore[no-untyped-def]
