@@ -137,7 +137,9 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
     """One row per permutable atom in file order; NaN contributions are written as ``nan``.
 
     ``ci_low``/``ci_high`` bound the contribution value at the run's confidence level and
-    ``label`` says keep (interval below 0), remove (above 0) or uncertain."""
+    ``label`` says keep (interval below 0), remove (above 0) or uncertain. For an atom the
+    second pass re-examined they bound its second-pass value instead (report.json gives it,
+    with the first-pass interval); ``contribution`` and ``rank`` stay the first pass's."""
     c = result.contributions
     ranks = contribution_ranks(c.value)
     low, high, label = interval_columns(result)
@@ -260,8 +262,13 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
     c = result.contributions
     ranks = contribution_ranks(c.value)
     low, high, label = interval_columns(result)
-    return [
-        {
+    ci = result.intervals
+    refined = ci.refined if ci is not None and ci.refined is not None else None
+    rows = []
+    for i, (num, sym) in enumerate(
+        zip(result.atom_numbers(), result.model.permutable_symbols, strict=True)
+    ):
+        row: dict[str, Any] = {
             "atom": int(num),
             "element": sym,
             "contribution": float(c.value[i]),
@@ -270,23 +277,38 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
             "ci_high": float(high[i]),
             "label": label[i],
         }
-        for i, (num, sym) in enumerate(
-            zip(result.atom_numbers(), result.model.permutable_symbols, strict=True)
-        )
-    ]
+        if refined is not None and refined[i]:
+            # the interval and label come from the second pass: its value is what they bound
+            assert ci is not None and ci.refined_value is not None and ci.first_pass is not None
+            row["second_pass_value"] = float(ci.refined_value[i])
+            row["first_pass"] = {
+                "ci_low": float(ci.first_pass.low[i]),
+                "ci_high": float(ci.first_pass.high[i]),
+                "label": ci.first_pass.label[i],
+            }
+        rows.append(row)
+    return rows
 
 
 def _confidence_summary(result: AnalysisResult) -> dict[str, Any] | None:
     ci = result.intervals
     if ci is None:
         return None
-    return {
+    out: dict[str, Any] = {
         "level": ci.level,
         "ensemble_models": ci.n_models,
         "counts": ci.counts(),
-        "method": "value ± z·sqrt(ensemble sd² + sampling se²); ensemble: surrogates with the "
-        "searched hyperparameters on bootstrap resamples of the fits",
+        "method": "value ± q·sqrt(ensemble sd² + sampling se²), q: Student t quantile with "
+        "Welch-Satterthwaite degrees of freedom; ensemble: surrogates with the searched "
+        "hyperparameters on bootstrap resamples of the fits",
     }
+    if ci.refined is not None:
+        out["second_pass"] = {
+            "motifs": ci.adaptive_motifs,
+            "atoms": int(np.count_nonzero(ci.refined)),
+            "resolved": ci.resolved(),
+        }
+    return out
 
 
 def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ these functions, so the offline and the live answer to the same question cannot 
 4. :func:`fit_masks`: Rwp (and scale, zoom) of every motif;
 5. :func:`train_surrogate`: the XGBoost model of Rwp, hyperparameters searched by count;
 6. :func:`explain`: SHAP values and atom contribution values;
-7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom.
+7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom;
+8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from tqdm import tqdm
 
 from motex_stream.analysis.settings import FALLBACK_QMAX, FALLBACK_QMIN, ModelSettings
 from motex_stream.catalogue import cookie_cutter_catalogue, random_catalogue
-from motex_stream.explain.confidence import ContributionIntervals, contribution_intervals
+from motex_stream.explain.confidence import (
+    UNCERTAIN,
+    ContributionIntervals,
+    adaptive_catalogue,
+    contribution_intervals,
+    merge_second_pass,
+)
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
@@ -300,3 +307,37 @@ def intervals(
         seed=settings.seed,
         rows=settings.ci_rows,
     )
+
+
+#: Seed offset of the second pass's motifs and surrogate (never the first pass's streams).
+_ADAPTIVE_SEED_OFFSET = 15_485_863
+
+
+def refine_intervals(
+    trained: TrainedModel,
+    engine: PreparedModel,
+    g: np.ndarray,
+    first: ContributionIntervals,
+    settings: ModelSettings,
+) -> ContributionIntervals:
+    """Second pass for the atoms the first pass left ``uncertain`` (``settings.adaptive_motifs``
+    motifs; 0 or no uncertain atom: ``first`` unchanged).
+
+    Why: in random motifs an atom next to a half-built motif can stand in for a missing one,
+    so its contribution is blurred. The second pass's motifs keep the confident ``keep``
+    atoms, flip a coin for each uncertain atom and mostly leave out the confident ``remove``
+    atoms (:func:`~motex_stream.explain.confidence.adaptive_catalogue`), so each uncertain
+    atom is judged as an addition to the motif already found. They are fitted, a surrogate
+    with the first pass's chosen hyperparameters (no new search) is trained on them alone and
+    explained, and the uncertain atoms get their interval from that surrogate by the same
+    :func:`intervals` machinery; confident first-pass labels are kept.
+    """
+    if settings.adaptive_motifs == 0 or UNCERTAIN not in first.label:
+        return first
+    seed = (settings.seed + _ADAPTIVE_SEED_OFFSET) % 2**32
+    masks = adaptive_catalogue(first.label, settings.adaptive_motifs, seed)
+    fits = fit_masks(engine, masks, g, settings.zoom)
+    second = train(features(masks), fits.rwp, params=trained.params, search=False, seed=seed)
+    _, contributions = explain(second, masks)
+    ci = intervals(trained, masks, fits.rwp, contributions, settings.updated(seed=seed))
+    return merge_second_pass(first, ci, contributions.value, len(masks))
