@@ -443,7 +443,8 @@ def _interpolate_class_kernels(
 
     Class by class, all zooms of a pair at once: the class's (zooms × R) sums stay in L1 and
     a pair's zooms read one short stretch of its table, where pair order would jump through
-    10-20 MB of tables and sums per pair (memory-bound, ~30× slower on the Ga2O3 2×2×2).
+    10-20 MB of tables and sums per pair (memory-bound: 2.6 s instead of 1.1 s for the
+    class kernels of 10 × 109725, 53,875 pairs, measured at load 12).
     """
     n_zoom = len(zooms)
     rank = tables.shape[2]
