@@ -141,3 +141,10 @@ def test_mask_width_is_checked(prepared_109725, golden_fits):
         te.fit_isotropic_torch(
             prepared_109725, np.ones((2, 23), bool), golden_fits[0]["gobs"], device="cpu"
         )
+
+
+def test_missing_torch_is_a_clear_error(prepared_109725, golden_fits, monkeypatch):
+    monkeypatch.setattr(te, "torch", None)
+    assert not te.torch_available()
+    with pytest.raises(RuntimeError, match=r"motex-stream\[gpu\]"):
+        te.fit_isotropic_torch(prepared_109725, np.ones((1, 24), bool), golden_fits[0]["gobs"])

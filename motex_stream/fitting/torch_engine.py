@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from motex_stream.fitting.anisotropic import ALT_SCREEN, prep_tables
+from motex_stream.fitting.isotropic import DEN_NODES, MAX_MOVES
 from motex_stream.fitting.restraint import ZoomRestraint
 from motex_stream.fitting.results import FitResults
 from motex_stream.pdf.batched import PreparedModel
@@ -54,21 +55,19 @@ try:  # the optional ``gpu`` extra
 except ImportError:  # pragma: no cover - depends on the environment
     torch = None  # type: ignore[assignment]
 
-DEN_NODES = 3  # node zooms of the norm interpolation (as the numpy engine)
-MAX_MOVES = 6  # bracket moves per motif (as the numpy engine)
 LM_TRIES = 8  # damping increases per LM iteration before a motif stops (as numba's _lm)
 LM_REL_STOP = 1e-8  # relative χ² decrease below which a motif has converged
 #: Motifs per chunk: bounds the device memory whatever the catalogue size (the class masks of
-#: one chunk are chunk × classes values).
+#: one isotropic chunk are chunk × classes values, the kept pairs of an anisotropic one up to
+#: chunk × pairs).
 ISO_CHUNK = {"cpu": 1024, "cuda": 16384}
-#: Most elements of the per-chunk working arrays (class masks; kept-pair lists), so that a
-#: large model gets smaller chunks and the memory stays bounded whatever the model.
+ANISO_CHUNK = {"cpu": 128, "cuda": 8192}
+#: Most elements of those per-chunk arrays: a large model gets smaller chunks.
 ELEMENT_BUDGET = {"cpu": 1 << 23, "cuda": 1 << 26}
 #: Motifs per call from ``steps.fit_masks`` (its progress step); each call chunks again.
 CALL_CHUNK = 65536
-ANISO_CHUNK = {"cpu": 128, "cuda": 8192}
 #: CPU threads, each fitting its own chunks (the numpy engine's choice: the target host has
-#: 2 cores)
+#: 2 cores).
 CPU_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -80,8 +79,8 @@ def torch_available() -> bool:
 def _require_torch() -> Any:
     if torch is None:
         raise RuntimeError(
-            "engine = 'torch' needs PyTorch: pip install 'motex-stream[gpu]' "
-            "(or pip install torch for a CPU-only build)"
+            "engine = 'torch' needs PyTorch: pip install -c constraints.txt 'motex-stream[gpu]' "
+            "(the pin keeps pip from choosing a newer, multi-GB CUDA build)"
         )
     return torch
 
@@ -103,7 +102,7 @@ def device_name(device: str = "auto") -> str:
     dev = resolve_device(device)
     if dev.startswith("cuda"):
         return f"{dev}: {t.cuda.get_device_name(t.device(dev))}"
-    return f"cpu ({t.get_num_threads()} torch threads)"
+    return f"cpu ({CPU_WORKERS} fitting threads, 1 torch thread each)"
 
 
 def _kind(device: str) -> str:
