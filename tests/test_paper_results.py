@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 
 from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.result import AnalysisResult
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.structure import load_starting_model
 from motex_stream.structure.units import mislabelled, permutable_units
@@ -15,13 +18,26 @@ pytestmark = pytest.mark.slow
 ODD_W = list(range(1, 24, 2))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_keggin_109725_top12_are_the_odd_w(keggin_gr, seed):
-    """Paper: the 12 most negative W of 109725 are W1, W3, ..., W23 (one α-Keggin unit)."""
-    res = run_analysis(
-        keggin_gr,
-        ModelSettings(starting_model=KEGGIN / "109725.xyz", seed=seed, qmax=20.0),
+@cache
+def keggin_analysis(name: str, seed: int) -> AnalysisResult:
+    """The default 10,000-motif analysis of one Keggin starting model (Qmax 20 as in the
+    reference script), run once per (model, seed) and shared by the tests below."""
+    return run_analysis(
+        KEGGIN / "DanMAX_AlphaKeggin.gr",
+        ModelSettings(starting_model=KEGGIN / f"{name}.xyz", seed=seed, qmax=20.0),
     )
+
+
+def complete_units(name: str) -> list[np.ndarray]:
+    """The complete 12-W Keggin units of a starting model (permutable-atom indices)."""
+    model = load_starting_model(KEGGIN / f"{name}.xyz", ["W"], 2.5)
+    return [u for u in permutable_units(model, 3.9) if len(u) == 12]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_keggin_109725_top12_are_the_odd_w(seed):
+    """Paper: the 12 most negative W of 109725 are W1, W3, ..., W23 (one α-Keggin unit)."""
+    res = keggin_analysis("109725", seed)
     top = res.atom_numbers()[res.contributions.ranking()[:12]]
     assert sorted(top.tolist()) == ODD_W
     assert res.test_mae < 0.03
@@ -30,21 +46,59 @@ def test_keggin_109725_top12_are_the_odd_w(keggin_gr, seed):
     assert best[0::2].sum() >= 10
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
     ("name", "max_bad"),
-    # measured with seed 0 and 10,000 motifs: 1, 2 and 0 mislabelled (the paper allowed 2)
+    # measured with seeds 0, 1, 2 and 10,000 motifs: 1/1/2, 2/2/2 and 0/0/0 mislabelled
+    # (the paper allowed 2)
     [("110457", 2), ("166877", 2), ("ABOCIE_real_111sc", 2)],
 )
-def test_larger_models_top24_form_keggin_units(keggin_gr, name, max_bad):
-    model = load_starting_model(KEGGIN / f"{name}.xyz", ["W"], 2.5)
-    units = [u for u in permutable_units(model, 3.9) if len(u) == 12]
+def test_larger_models_top24_form_keggin_units(name, max_bad, seed):
+    units = complete_units(name)
     assert len(units) == 2, "each larger model holds exactly two complete W12 units"
-    res = run_analysis(
-        keggin_gr,
-        ModelSettings(starting_model=KEGGIN / f"{name}.xyz", qmax=20.0),
-        model=model,
-    )
+    res = keggin_analysis(name, seed)
     assert mislabelled(res.contributions.ranking()[:24], units) <= max_bad
+
+
+#: Measured failures of the acceptance (issue 11), kept visible rather than hidden.
+KNOWN_LABEL_FAILURES = {
+    ("110457", 0): "W16 labelled keep by the first pass (value -0.0069, interval -0.0131.."
+    "-0.0008) and W48 by the second pass (-0.0004 +- 0.0001), both outside the complete units",
+    ("110457", 2): "W14 and W16 labelled keep by the first pass, outside the complete units",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [
+        pytest.param(
+            name,
+            seed,
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_LABEL_FAILURES[name, seed])]
+            if (name, seed) in KNOWN_LABEL_FAILURES
+            else [],
+        )
+        for name in ("109725", "110457", "166877", "ABOCIE_real_111sc")
+        for seed in (0, 1, 2)
+    ],
+)
+def test_confident_labels_respect_the_keggin_units(name, seed):
+    """Issue 11: no atom labelled keep outside the complete Keggin units and none labelled
+    remove inside them, after the second pass (first-pass confident labels are kept by it);
+    109725 keeps exactly W1, W3, ..., W23. Uncertain atoms are allowed (counts in
+    docs/results.md)."""
+    res = keggin_analysis(name, seed)
+    ci = res.intervals
+    assert ci is not None
+    inside = np.zeros(len(ci.label), dtype=bool)
+    for unit in complete_units(name):
+        inside[unit] = True
+    labels = np.array(ci.label)
+    numbers = res.atom_numbers()
+    assert not numbers[(labels == "keep") & ~inside].tolist(), "keep outside the Keggin units"
+    assert not numbers[(labels == "remove") & inside].tolist(), "remove inside a Keggin unit"
+    if name == "109725":
+        assert sorted(numbers[labels == "keep"].tolist()) == ODD_W
 
 
 def test_c60_central_ball_is_found(tmp_path):
