@@ -80,6 +80,7 @@ def fitted():
         cv_folds=2,
         qmax=20.0,
         ci_models=3,
+        adaptive_motifs=2000,
     )
     data = steps.load_fit_data(KEGGIN / "DanMAX_AlphaKeggin.gr", settings)
     model = steps.load_model(data.settings)

@@ -154,12 +154,13 @@ class ModelSettings(BaseModel):
         "keep: interval below 0, remove: above 0, else uncertain",
     )
     adaptive_motifs: int = Field(
-        2000,
+        0,
         ge=0,
         le=MAX_CATALOGUE,
         description="second pass when atoms are uncertain: motifs fitted with the confident "
         "keep atoms mostly kept and the uncertain ones varied, then explained for those atoms "
-        "alone; 0: no second pass",
+        "alone (e.g. 2000); 0: no second pass. Off by default: its intervals are too narrow "
+        "and it labelled atoms outside the Keggin units keep on the 48/72-W models",
     )
 
     @field_validator("permute", mode="before")
