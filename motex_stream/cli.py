@@ -31,6 +31,7 @@ FIT_EXCLUDES = (
     "ci_models",
     "ci_rows",
     "ci_level",
+    "adaptive_motifs",
 )
 
 

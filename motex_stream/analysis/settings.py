@@ -137,7 +137,8 @@ class ModelSettings(BaseModel):
         ge=0,
         le=50,
         description="confidence intervals: extra surrogates on bootstrap resamples of the fits "
-        "(searched hyperparameters, no new search); 0 or 1: sampling error of the SHAP means only",
+        "(searched hyperparameters, no new search); live, a rotating ensemble of as many, one "
+        "refreshed per frame; 0 or 1: sampling error of the SHAP means only",
     )
     ci_rows: int = Field(
         2500,

@@ -27,7 +27,7 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.catalogue import Catalogue
-from motex_stream.explain.confidence import interval, sampling_error
+from motex_stream.explain.confidence import interval, sampling_error, welch_df
 from motex_stream.explain.contributions import AtomContributions, ShapCache, atom_contributions
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
@@ -467,8 +467,8 @@ class MotexFrameAnalyzer:
         timing["explain"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        sd = self._interval_sd(run, contrib, shap, idx, fits.rwp)
-        low, high, label = interval(contrib.value, sd, run.ci_level)
+        sd, df = self._interval_sd(run, contrib, shap, idx, fits.rwp)
+        low, high, label = interval(contrib.value, sd, run.ci_level, df)
         timing["intervals"] = time.perf_counter() - t
         self._frames += 1
         self.maybe_save()
@@ -518,12 +518,19 @@ class MotexFrameAnalyzer:
         shap: np.ndarray,
         idx: np.ndarray,
         rwp: np.ndarray,
-    ) -> np.ndarray:
-        """SD of each live value: the SHAP-mean sampling error, plus the rotating ensemble's
-        spread when ``ci_models`` ≥ 2 (see :mod:`motex_stream.stream.live_intervals`)."""
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """SD of each live value and its degrees of freedom: the SHAP-mean sampling error,
+        plus the rotating ensemble's spread when ``ci_models`` ≥ 2 (see
+        :mod:`motex_stream.stream.live_intervals`).
+
+        The ensemble's spread is the RMS of ``ci_models`` deviations from the main model, so
+        it carries ``ci_models`` degrees of freedom; the interval then takes Student's t
+        quantile with the Welch–Satterthwaite degrees of freedom, exactly as the offline
+        intervals do (:func:`motex_stream.explain.confidence.welch_df`). The sampling error
+        alone counts as exact (normal quantile, ``None``)."""
         se = sampling_error(contrib)
         if run.ci_models < 2:
-            return se
+            return se, None
         ens = self._ensemble
         if (
             ens is None
@@ -534,7 +541,8 @@ class MotexFrameAnalyzer:
                 self._features, self.catalogue, run.ci_models, run.ci_rows, self.settings.seed
             )
         ens_sd = ens.update(self.surrogate, shap, self._features[idx], rwp)
-        return np.sqrt(se**2 + ens_sd**2)
+        df = welch_df(ens_sd**2, len(ens.members), se**2)
+        return np.sqrt(se**2 + ens_sd**2), df
 
     def _change(
         self, frame: Frame, run: LiveModelSettings, contributions: list[dict[str, Any]]
