@@ -151,30 +151,17 @@ def stationary(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_settings(crossing):
-    from motex_stream.analysis.settings import LiveModelSettings
+    from tests.stream.two_motifs import live_settings
 
-    return LiveModelSettings(
-        name="two-motifs",
-        starting_model=str(crossing.model_path),
-        catalogue_size=2000,
-        refit=2000,
-        rounds=10,
-        max_trees=150,
-        search_calls=6,
-    )
+    return live_settings(crossing)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, crossing, live_settings):
     """Prepared once on frame 0 (pure motif A, as both series start) and persisted."""
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
-    from motex_stream.stream.frames import Frame
+    from tests.stream.two_motifs import prepare_on_first_frame
 
-    directory = tmp_path_factory.mktemp("state")
-    MotexFrameAnalyzer.prepare(
-        live_settings, Frame("reference", 1, 0.0, crossing.r, crossing.frame(0)), directory
-    )
-    return directory
+    return prepare_on_first_frame(live_settings, crossing, tmp_path_factory.mktemp("state"))
 
 
 def serve(series, settings, state_dir, tmp_path) -> tuple[list[dict], float]:

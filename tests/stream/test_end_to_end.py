@@ -24,6 +24,7 @@ from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.simulate import make_pdf_detector, run_series
 from motex_stream.stream.sources.memory_source import SeriesSource
+from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 N_FRAMES = 12
 TIMEOUT = 90.0
@@ -37,25 +38,13 @@ def series(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(series) -> LiveModelSettings:
-    return LiveModelSettings(
-        name="two-motifs",
-        starting_model=str(series.model_path),
-        catalogue_size=2000,
-        refit=2000,
-        rounds=10,
-        max_trees=150,
-        search_calls=6,
-    )
+    return live_settings(series)
 
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory, series, settings) -> Path:
     """Prepared once (catalogue fit + search) and persisted; each test reloads a fresh copy."""
-    directory = tmp_path_factory.mktemp("state")
-    MotexFrameAnalyzer.prepare(
-        settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
-    )
-    return directory
+    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live_intervals import RotatingEnsemble
 from motex_stream.stream.series import two_motif_series
+from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,8 @@ def series(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(series) -> LiveModelSettings:
-    return LiveModelSettings(
-        name="two-motifs",
-        starting_model=str(series.model_path),
+    return live_settings(
+        series,
         catalogue_size=400,
         refit=400,
         rounds=5,
@@ -39,11 +39,7 @@ def settings(series) -> LiveModelSettings:
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory, series, settings):
-    directory = tmp_path_factory.mktemp("state")
-    MotexFrameAnalyzer.prepare(
-        settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
-    )
-    return directory
+    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
 
 
 def fresh(settings, state_dir, tmp_path, **changes) -> MotexFrameAnalyzer:

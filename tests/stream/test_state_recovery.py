@@ -25,6 +25,7 @@ from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.runner import LazyAnalyzer
 from motex_stream.stream.series import two_motif_series
+from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 NAME = "two-motifs"
 
@@ -36,9 +37,9 @@ def series(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def settings(series) -> LiveModelSettings:  # type: ignore[no-untyped-def]
-    return LiveModelSettings(
+    return live_settings(
+        series,
         name=NAME,
-        starting_model=str(series.model_path),
         catalogue_size=300,
         refit=300,
         rounds=5,
@@ -49,9 +50,7 @@ def settings(series) -> LiveModelSettings:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, series, settings) -> Path:  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("state")
-    MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, series.r, series.frame(0)), root)
-    return root
+    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
 
 
 def _meta(d: Path) -> dict:
