@@ -681,7 +681,7 @@ class IncrementalSurrogate:
     def _background_build(
         self, X: np.ndarray, y: np.ndarray, seed: int, generation: int
     ) -> tuple[xgb.Booster, int]:
-        hp = self._rebuild_params()
+        hp = self.rebuild_params()
         booster = xgb.train(
             hp.to_xgb_params(seed=seed, nthread=1),
             xgb.DMatrix(X, label=y, nthread=1),
@@ -723,7 +723,7 @@ class IncrementalSurrogate:
 
     def _rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
         """A fresh booster on the current frame alone, with the stored hyperparameters."""
-        hp = self._rebuild_params()
+        hp = self.rebuild_params()
         booster = xgb.train(
             hp.to_xgb_params(seed=seed), xgb.DMatrix(X, label=y, nthread=NTHREAD), hp.n_estimators
         )
@@ -733,8 +733,9 @@ class IncrementalSurrogate:
         )
         return booster
 
-    def _rebuild_params(self) -> Hyperparameters:
-        """Stored hyperparameters squeezed into ``rebuild_trees`` rounds (see the class doc)."""
+    def rebuild_params(self) -> Hyperparameters:
+        """Stored hyperparameters squeezed into ``rebuild_trees`` rounds (see the class doc);
+        also what the live interval members are rebuilt with, so they stay comparable."""
         hp = Hyperparameters.from_dict(self.params.to_dict())
         if hp.n_estimators > self.rebuild_trees:
             hp.learning_rate = min(1.0, hp.learning_rate * hp.n_estimators / self.rebuild_trees)

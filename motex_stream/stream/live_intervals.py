@@ -39,7 +39,7 @@ import numpy as np
 import xgboost as xgb
 
 from motex_stream.explain.contributions import ShapCache, atom_contributions
-from motex_stream.model.gbdt import Hyperparameters, IncrementalSurrogate
+from motex_stream.model.gbdt import IncrementalSurrogate
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RotatingEnsemble:
             > surrogate.max_trees
         )
         if rebuild:
-            hp = _squeezed(surrogate.params, surrogate.rebuild_trees)
+            hp = surrogate.rebuild_params()
             member.booster = xgb.train(
                 hp.to_xgb_params(seed=seed, nthread=_NTHREAD), dtrain, hp.n_estimators
             )
@@ -158,13 +158,3 @@ class RotatingEnsemble:
         deviations = np.array([m.deviation for m in self.members if m.deviation is not None])
         log.debug("live ensemble refreshed in %.1f ms", 1000 * (time.perf_counter() - t))
         return np.sqrt(np.mean(deviations**2, axis=0))
-
-
-def _squeezed(params: Hyperparameters, trees: int) -> Hyperparameters:
-    """The searched hyperparameters in at most ``trees`` rounds, learning rate scaled up by
-    the same factor (capped at 1), as the main surrogate's rebuild does."""
-    hp = Hyperparameters.from_dict(params.to_dict())
-    if hp.n_estimators > trees:
-        hp.learning_rate = min(1.0, hp.learning_rate * hp.n_estimators / trees)
-        hp.n_estimators = trees
-    return hp
