@@ -327,73 +327,52 @@ class BlueskyRunSink:
             raise SinkWriteError("; ".join(failures))
 
 
+def _array_key(dtype_numpy: str, units: str, size: int | None) -> dict[str, Any]:
+    """A per-permutable-atom array key (``size`` None: ragged, its length varies by event)."""
+    return {
+        "source": "motex",
+        "dtype": "array",
+        "shape": [size],
+        "dtype_numpy": dtype_numpy,
+        "dims": ["atom"],
+        "units": units,
+    }
+
+
+def _scalar_key(units: str, dtype: str = "number", dtype_numpy: str = "<f8") -> dict[str, Any]:
+    return {
+        "source": "motex",
+        "dtype": dtype,
+        "shape": [],
+        "dtype_numpy": dtype_numpy,
+        "units": units,
+    }
+
+
 def _data_keys(n_atoms: int, n_mask: int) -> dict[str, dict[str, Any]]:
     """Every key with units ("" = dimensionless); arrays are per permutable atom."""
-
-    def array(dtype_numpy: str, units: str, size: int) -> dict[str, Any]:
-        return {
-            "source": "motex",
-            "dtype": "array",
-            "shape": [size],
-            "dtype_numpy": dtype_numpy,
-            "dims": ["atom"],
-            "units": units,
-        }
-
-    def number(units: str) -> dict[str, Any]:
-        return {
-            "source": "motex",
-            "dtype": "number",
-            "shape": [],
-            "dtype_numpy": "<f8",
-            "units": units,
-        }
-
     return {
         # contribution values and their spread are in Rwp units, a fraction: dimensionless
-        "contributions": array("<f8", "", n_atoms),
-        "contribution_spread": array("<f8", "", n_atoms),
-        "best_mask": array("<i8", "", n_mask),
-        "best_rwp": number(""),
-        "best_scale": number(""),
-        "mae": number(""),
-        "latency": number("s"),
+        "contributions": _array_key("<f8", "", n_atoms),
+        "contribution_spread": _array_key("<f8", "", n_atoms),
+        "best_mask": _array_key("<i8", "", n_mask),
+        "best_rwp": _scalar_key(""),
+        "best_scale": _scalar_key(""),
+        "mae": _scalar_key(""),
+        "latency": _scalar_key("s"),
     }
 
 
 def _change_keys() -> dict[str, dict[str, Any]]:
     """The ``changes`` stream: atoms are 1-based indices into the permutable atoms; the lists
-    vary in length from change to change (shape ``[None]``: ragged)."""
-
-    def atoms() -> dict[str, Any]:
-        return {
-            "source": "motex",
-            "dtype": "array",
-            "shape": [None],
-            "dtype_numpy": "<i8",
-            "dims": ["atom"],
-            "units": "",
-        }
-
+    vary in length from change to change (ragged)."""
     return {
         # seq of the first frame that showed the new keep set
-        "frame": {
-            "source": "motex",
-            "dtype": "integer",
-            "shape": [],
-            "dtype_numpy": "<i8",
-            "units": "",
-        },
-        "atoms_gained": atoms(),
-        "atoms_lost": atoms(),
+        "frame": _scalar_key("", dtype="integer", dtype_numpy="<i8"),
+        "atoms_gained": _array_key("<i8", "", None),
+        "atoms_lost": _array_key("<i8", "", None),
         # a probability: dimensionless
-        "confidence": {
-            "source": "motex",
-            "dtype": "number",
-            "shape": [],
-            "dtype_numpy": "<f8",
-            "units": "",
-        },
+        "confidence": _scalar_key(""),
     }
 
 
