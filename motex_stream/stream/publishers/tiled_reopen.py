@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,10 @@ class StoredStream:
     seqs: list[int] = field(default_factory=list)  # table order
     table: Any | None = None  # the ``internal`` DataFrameClient, if any event was written
 
-    @property
+    @cached_property
     def held(self) -> set[int]:
+        """The stored seqs as a set, built once: every resent event is checked against it
+        (``seqs`` is read from Tiled once and not changed afterwards)."""
         return set(self.seqs)
 
 
