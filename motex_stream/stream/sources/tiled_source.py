@@ -261,22 +261,27 @@ class TiledLiveSource:
 
     def _on_data_node_created(self, run: _LiveRun, update: Any) -> None:
         try:
-            family = str(getattr(update.structure_family, "value", update.structure_family))
-            key = str(update.key)
-            if family == "array" and key in run.array_keys:
-
-                def on_array(u: Any, run: _LiveRun = run, key: str = key) -> None:
-                    self._on_array_rows(run, key, u)
-
-                self._subscribe(update.child(), run, new_data=on_array)
-            elif family == "table":
-
-                def on_table(u: Any, run: _LiveRun = run) -> None:
-                    self._on_table_rows(run, u)
-
-                self._subscribe(update.child(), run, new_data=on_table)
+            self._follow_data_node(run, str(update.key), _family(update), update.child)
         except Exception:
             logger.exception("%s: could not follow a data node of run %s", self.name, run.uid)
+
+    def _follow_data_node(
+        self, run: _LiveRun, key: str, family: str, node: Callable[[], Any]
+    ) -> None:
+        """Subscribe to new rows of one data node of ``run``: an array it needs, or the event
+        table; other nodes are not followed (``node`` is only fetched for the ones that are)."""
+        if family == "array" and key in run.array_keys:
+
+            def on_array(u: Any, run: _LiveRun = run, key: str = key) -> None:
+                self._on_array_rows(run, key, u)
+
+            self._subscribe(node(), run, new_data=on_array)
+        elif family == "table":
+
+            def on_table(u: Any, run: _LiveRun = run) -> None:
+                self._on_table_rows(run, u)
+
+            self._subscribe(node(), run, new_data=on_table)
 
     def _on_array_rows(self, run: _LiveRun, key: str, update: Any) -> None:
         try:
@@ -440,19 +445,7 @@ class TiledLiveSource:
         self._subscribe(base, run, child_created=on_node)
         for key in list(base):
             node = base[key]
-            family = str(getattr(node.structure_family, "value", node.structure_family))
-            if family == "array" and key in run.array_keys:
-
-                def on_array(u: Any, run: _LiveRun = run, key: str = str(key)) -> None:
-                    self._on_array_rows(run, key, u)
-
-                self._subscribe(node, run, new_data=on_array)
-            elif family == "table":
-
-                def on_table(u: Any, run: _LiveRun = run) -> None:
-                    self._on_table_rows(run, u)
-
-                self._subscribe(node, run, new_data=on_table)
+            self._follow_data_node(run, str(key), _family(node), lambda node=node: node)
         if "seq_num" not in stream:
             return 0
         seqs = np.asarray(stream["seq_num"].read(), dtype=int)
@@ -579,3 +572,8 @@ class TiledReplaySource:
                     return
             yield from self._assembler.process(name, doc)
         logger.info("%s: replay finished; %s", self.name, self.stats.as_dict())
+
+
+def _family(node: Any) -> str:
+    """A Tiled node's (or node-created update's) structure family as a plain string."""
+    return str(getattr(node.structure_family, "value", node.structure_family))
