@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-KEEP = "keep"
-REMOVE = "remove"
+from motex_stream.explain.confidence import KEEP, REMOVE
 
 
 @dataclass
