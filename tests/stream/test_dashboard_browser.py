@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 
 N_FRAMES = 8
 N_RESTART = 3
-INTERVAL = 0.5  # s between frames: slow enough to see the heatmap grow column by column
+INTERVAL = 1.0  # s between frames: slow enough to see the heatmap grow column by column,
+# also when the first frame is slow (a fresh browser compiles plotly.js; the first frame
+# builds every live interval member): at 0.5 s that stall merged frames 1-6 into one step
 
 
 @pytest.fixture(scope="module")
