@@ -15,6 +15,11 @@ How the work is cut and shipped:
   motifs), bit-packed for the wire; every chunk is one task;
 * each chunk is the same deterministic function of (engine, masks, g) as locally, so the
   results equal the local run's for the same seed;
+* the fitting engine is the one :func:`~motex_stream.analysis.steps.prepare_engine` recorded
+  (``engine_cache[steps.BACKEND_KEY]``: numpy or torch, and the torch device). The shipped
+  copy carries no caches, so the choice travels with every task (:func:`fit_chunk`'s
+  ``backend``), and each worker resolves it on its own hardware: a worker without torch fits
+  with numpy, one without a CUDA device with CPU torch, each with a warning in its log;
 * a worker lost mid-job loses only its running tasks: the scheduler re-runs them elsewhere
   (and re-sends the engine to a worker that joins), so the job finishes. Exceptions raised
   by the fit itself are retried :data:`RETRIES` times, then reported.
@@ -84,13 +89,54 @@ def _unpack(packed: np.ndarray, n_bits: int) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
 
 
-def fit_chunk(engine: PreparedModel, packed: np.ndarray, n_bits: int, g: np.ndarray, zoom: str):
-    """One task: fit one bit-packed chunk of masks on the worker's copy of the engine."""
+#: The fitting engine when the prepared engine records none (as ``steps.fit_masks``).
+DEFAULT_BACKEND = ("numpy", "auto")
+
+
+def worker_backend(backend: tuple[str, str]) -> tuple[str, str]:
+    """The (engine, device) this process can honour for the requested ``backend``.
+
+    Why a fallback rather than an error: a cluster is shared hardware, and one worker without
+    the ``gpu`` extra or without a CUDA device must not fail a job whose every engine gives
+    the same fits (torch agrees with numpy within 1e-5 in Rwp). The fallback is logged by the
+    worker, so a mixed cluster is visible in its logs.
+    """
+    engine, device = backend
+    if engine != "torch":
+        return "numpy", device
+    from motex_stream.fitting import torch_engine
+
+    if not torch_engine.torch_available():
+        log.warning("engine torch asked for, but torch is not installed here: fitting with numpy")
+        return "numpy", device
+    try:
+        return "torch", torch_engine.resolve_device(device)
+    except RuntimeError as exc:
+        log.warning("engine torch on %s: %s; fitting with CPU torch", device, exc)
+        return "torch", "cpu"
+
+
+def fit_chunk(
+    engine: PreparedModel,
+    packed: np.ndarray,
+    n_bits: int,
+    g: np.ndarray,
+    zoom: str,
+    backend: tuple[str, str] = DEFAULT_BACKEND,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One task: fit one bit-packed chunk of masks on the worker's copy of the engine, with
+    the fitting engine ``backend`` = (engine, device) as far as this worker can
+    (:func:`worker_backend`)."""
     from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
     from motex_stream.fitting.isotropic import fit_isotropic
 
     masks = _unpack(packed, n_bits)
-    if zoom == "anisotropic":
+    name, device = worker_backend(backend)
+    if name == "torch":
+        from motex_stream.fitting import torch_engine
+
+        res = torch_engine.fit_torch(engine, masks, g, zoom, device)
+    elif zoom == "anisotropic":
         prep_tables(engine)
         res = fit_anisotropic(engine, masks, g)
     else:
@@ -132,8 +178,11 @@ def fit_masks_dask(
 ) -> FitResults:
     """Fit ``masks`` in chunks of ``chunk`` on the Dask cluster ``cluster`` (address or Client).
 
-    ``on_chunk(n_fitted)`` is called as each chunk arrives (progress bars, tests).
+    ``on_chunk(n_fitted)`` is called as each chunk arrives (progress bars, tests). The
+    workers fit with the engine ``engine`` records (``steps.BACKEND_KEY``; numpy if none).
     """
+    from motex_stream.analysis.steps import BACKEND_KEY  # here: steps imports this module
+
     if zoom not in ("isotropic", "anisotropic"):
         raise ValueError(f"unknown zoom mode {zoom!r}")
     distributed = require_distributed()
@@ -141,6 +190,8 @@ def fit_masks_dask(
     masks = np.asarray(masks, dtype=bool)
     g = np.ascontiguousarray(g, dtype=float)
     n_bits = masks.shape[1]
+    engine_name, device = engine.engine_cache.get(BACKEND_KEY, DEFAULT_BACKEND)
+    backend = (str(engine_name), str(device))
     eng = _engine_future(client, engine)
     g_fut = client.scatter(g, broadcast=True, hash=False)
     starts = list(range(0, len(masks), chunk))
@@ -155,6 +206,7 @@ def fit_masks_dask(
             n_bits,
             g_fut,
             zoom,
+            backend,
             key=f"motex-fit-{zoom}-{job}-{i}",
             retries=RETRIES,
             pure=False,
