@@ -32,6 +32,7 @@ FIT_EXCLUDES = (
     "ci_rows",
     "ci_level",
     "adaptive_motifs",
+    "explain_rows",
 )
 
 
@@ -42,7 +43,7 @@ def check_out_folder(out: Path) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from motex_stream.analysis.outputs import write_outputs
+    from motex_stream.analysis.outputs import explain_summary, write_outputs
     from motex_stream.analysis.pipeline import run_analysis
     from motex_stream.analysis.settings import ModelSettings
     from motex_stream.cli_flags import settings_from_args
@@ -66,6 +67,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             f"{result.intervals.level:.0%} intervals: {n['keep']} keep, {n['remove']} remove, "
             f"{n['uncertain']} uncertain"
         )
+    e = explain_summary(result)
+    what = (
+        f"a seeded subsample of {e['explained']:,} of {e['motifs']:,} motifs"
+        if e["subsampled"]
+        else f"all {e['motifs']:,} motifs"
+    )
+    se = e["standard_error"]
+    print(
+        f"SHAP explained {what}: standard error of the contribution values "
+        f"median {se['median']:.2g}, max {se['max']:.2g}"
+    )
     print(
         f"test MAE {result.test_mae:.4f}, total {result.timings['total']:.1f} s; "
         f"wrote {len(paths)} files to {args.out}"

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from motex_stream.analysis.result import AnalysisResult
+from motex_stream.explain.confidence import sampling_error
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
     c = result.contributions
     ranks = contribution_ranks(c.value)
     low, high, label = interval_columns(result)
+    se = sampling_error(c)
     ci = result.intervals
     refined = ci.refined if ci is not None and ci.refined is not None else None
     rows = []
@@ -272,6 +274,7 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
             "atom": int(num),
             "element": sym,
             "contribution": float(c.value[i]),
+            "contribution_se": float(se[i]),
             "rank": int(ranks[i]),
             "ci_low": float(low[i]),
             "ci_high": float(high[i]),
@@ -311,6 +314,30 @@ def _confidence_summary(result: AnalysisResult) -> dict[str, Any] | None:
     return out
 
 
+def explain_summary(result: AnalysisResult) -> dict[str, Any]:
+    """Which motifs SHAP explained and the standard error that leaves on the contribution
+    values (per atom: ``atoms[i].contribution_se``).
+
+    Why it is reported: a catalogue larger than ``explain_rows`` is explained on a seeded
+    subsample, and its contribution values then differ from the whole catalogue's by about
+    this error; it is the same ``sampling_se`` the intervals add to the ensemble spread."""
+    c = result.contributions
+    se = sampling_error(c)
+    finite = se[np.isfinite(se)]
+    return {
+        "motifs": int(c.n_catalogue if c.n_catalogue is not None else c.n_explained),
+        "explained": c.n_explained,
+        "subsampled": c.subsampled,
+        "standard_error": {
+            "median": float(np.median(finite)) if finite.size else math.nan,
+            "max": float(finite.max()) if finite.size else math.nan,
+        },
+        "method": "contribution value = mean SHAP kept − mean SHAP removed over the motifs "
+        "explained (all, or a seeded uniform subsample of explain_rows); standard error "
+        "sqrt(sd_kept²/n_kept + sd_removed²/n_removed)",
+    }
+
+
 def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
     """The JSON report: everything needed to reproduce and judge the run, without the arrays."""
     return json_safe(
@@ -327,6 +354,7 @@ def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
             "top_k": top_k,
             "top_atoms": _top_atoms(result, top_k),
             "confidence": _confidence_summary(result),
+            "explain": explain_summary(result),
             "atoms": _atom_rows(result),
             "size_shap_by_size": result.contributions.size_shap_by_size,
             "settings": result.settings,

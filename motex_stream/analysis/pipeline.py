@@ -42,6 +42,9 @@ def run_analysis(
     """The whole ML-MotEx pipeline on one data set and one starting model.
 
     ``dask``: a Dask scheduler address (or Client) to fit the catalogue on; same result.
+    A catalogue larger than ``settings.explain_rows`` is explained on a seeded subsample of
+    that many motifs (:func:`steps.explain`): the result's SHAP values and features are
+    those rows', and the intervals carry the subsample's standard error.
     """
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
@@ -74,7 +77,10 @@ def run_analysis(
     timings.update({f"train_{k}": v for k, v in trained.timings.items() if k != "total"})
 
     t = time.perf_counter()
-    shap, contributions = steps.explain(trained, masks)
+    shap, contributions = steps.explain(
+        trained, masks, rows=resolved.explain_rows, seed=resolved.seed
+    )
+    explained = masks if contributions.explained is None else masks[contributions.explained]
     timings["explain"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -93,7 +99,7 @@ def run_analysis(
         model=model,
         masks=masks,
         fits=fits,
-        features=features(masks),
+        features=features(explained),
         shap=shap,
         contributions=contributions,
         intervals=intervals,

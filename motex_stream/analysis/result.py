@@ -20,8 +20,9 @@ class AnalysisResult:
     model: StartingModel
     masks: np.ndarray  # (M, N) bool, N = permutable atoms in file order
     fits: FitResults
-    features: np.ndarray  # (M, N+1): mask bits then motif size
-    shap: np.ndarray  # (M, N+1) SHAP values of the trained surrogate
+    # the motifs SHAP explained (all M, or contributions.explained of a larger catalogue):
+    features: np.ndarray  # (rows, N+1): mask bits then motif size
+    shap: np.ndarray  # (rows, N+1) SHAP values of the trained surrogate
     contributions: AtomContributions
     test_mae: float
     test_mse: float

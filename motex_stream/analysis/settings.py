@@ -43,6 +43,12 @@ FALLBACK_QMAX = 20.0
 #: hours of fitting; anything above is a typo (``10**12`` was once accepted).
 MAX_CATALOGUE = 10_000_000
 
+#: Motifs explained by SHAP at most (``explain_rows``): above it a seeded subsample. Why
+#: 10^5: every catalogue the paper and the golden checks use (10^4-3·10^4 motifs) is still
+#: explained whole, so their numbers do not move, while SHAP of 10^6-10^7 motifs (minutes;
+#: ~300 bytes a motif of features, SHAP and copies for 24 atoms) is bounded.
+EXPLAIN_ROWS = 100_000
+
 Generator = Literal["random", "cookie"]
 Zoom = Literal["isotropic", "anisotropic"]
 Engine = Literal["numpy", "torch"]
@@ -147,6 +153,15 @@ class ModelSettings(BaseModel):
         description="confidence intervals: motifs per bootstrap resample (m-out-of-n; the "
         "spread is not scaled down to the catalogue); bounds the cost on large catalogues",
     )
+    explain_rows: int = Field(
+        EXPLAIN_ROWS,
+        ge=100,
+        le=MAX_CATALOGUE,
+        description="SHAP on at most this many motifs: a larger catalogue is explained on a "
+        "seeded random subsample, whose standard error of each contribution value is "
+        "reported and widens its interval (bounds the memory and time of SHAP on 10^6-10^7 "
+        "motifs); at least catalogue_size: every motif",
+    )
     ci_level: float = Field(
         0.9,
         gt=0.5,
@@ -238,8 +253,17 @@ class ModelSettings(BaseModel):
     @classmethod
     def runtime_fields(cls) -> set[str]:
         """Fields that steer only the per-frame work, or only where it runs (engine, device:
-        the same fits to 1e-5 in Rwp): changing them keeps a prepared state."""
-        return {"ci_models", "ci_rows", "ci_level", "engine", "device", "adaptive_motifs"}
+        the same fits to 1e-5 in Rwp), or only the offline explanation (explain_rows):
+        changing them keeps a prepared state."""
+        return {
+            "ci_models",
+            "ci_rows",
+            "ci_level",
+            "engine",
+            "device",
+            "adaptive_motifs",
+            "explain_rows",
+        }
 
 
 class LiveModelSettings(ModelSettings):
@@ -291,6 +315,7 @@ class LiveModelSettings(ModelSettings):
             "engine",
             "device",
             "adaptive_motifs",
+            "explain_rows",
         }
 
 

@@ -10,7 +10,8 @@ these functions, so the offline and the live answer to the same question cannot 
 3. :func:`prepare_engine`: the batched PDF engine on the fit grid;
 4. :func:`fit_masks`: Rwp (and scale, zoom) of every motif;
 5. :func:`train_surrogate`: the XGBoost model of Rwp, hyperparameters searched by count;
-6. :func:`explain`: SHAP values and atom contribution values;
+6. :func:`explain`: SHAP values and atom contribution values (on a seeded subsample of a
+   catalogue larger than ``explain_rows``, whose standard error the intervals carry);
 7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom;
 8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain.
 """
@@ -274,10 +275,41 @@ def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings)
     )
 
 
-def explain(trained: TrainedModel, masks: np.ndarray) -> tuple[np.ndarray, AtomContributions]:
-    """SHAP values of the surrogate over ``masks`` and the atom contribution values."""
-    shap = shap_values(trained.booster, features(masks))
-    return shap, atom_contributions(shap, masks)
+#: Seed offset of the explained subsample (never the catalogue's or the search's stream).
+_EXPLAIN_SEED_OFFSET = 104_729
+
+
+def explain_sample(n_motifs: int, rows: int | None, seed: int) -> np.ndarray | None:
+    """Sorted catalogue rows SHAP explains: a seeded uniform subsample of ``rows`` motifs
+    without replacement, or None (every motif) when ``rows`` is unset or covers the catalogue.
+
+    Why a subsample is enough: a contribution value is a difference of two SHAP means, and a
+    uniform subsample estimates each mean with a standard error that the intervals carry
+    (:func:`motex_stream.explain.confidence.sampling_error` of the rows explained), while
+    SHAP's time and memory grow with the rows explained, not with the catalogue.
+    """
+    if rows is None or rows >= n_motifs:
+        return None
+    rng = np.random.default_rng((seed + _EXPLAIN_SEED_OFFSET) % 2**32)
+    return np.sort(rng.choice(n_motifs, size=int(rows), replace=False))
+
+
+def explain(
+    trained: TrainedModel, masks: np.ndarray, *, rows: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, AtomContributions]:
+    """SHAP values of the surrogate and the atom contribution values, over every row of
+    ``masks`` or, when there are more than ``rows``, over a seeded subsample of ``rows``
+    (:func:`explain_sample`; ``contributions.explained`` names the rows, and the SHAP
+    matrix holds those rows only)."""
+    picked = explain_sample(len(masks), rows, seed)
+    sub = masks if picked is None else np.asarray(masks)[picked]
+    shap = shap_values(trained.booster, features(sub))
+    contributions = atom_contributions(shap, sub)
+    if picked is not None:
+        contributions.explained = picked
+        contributions.n_catalogue = len(masks)
+        log.info("explained %d of %d motifs (seeded subsample)", len(picked), len(masks))
+    return shap, contributions
 
 
 def intervals(
@@ -338,6 +370,6 @@ def refine_intervals(
     masks = adaptive_catalogue(first.label, settings.adaptive_motifs, seed)
     fits = fit_masks(engine, masks, g, settings.zoom)
     second = train(features(masks), fits.rwp, params=trained.params, search=False, seed=seed)
-    _, contributions = explain(second, masks)
+    _, contributions = explain(second, masks, rows=settings.explain_rows, seed=seed)
     ci = intervals(trained, masks, fits.rwp, contributions, settings.updated(seed=seed))
     return merge_second_pass(first, ci, contributions.value, len(masks))

@@ -163,6 +163,20 @@ class AtomContributions:
     n_kept: np.ndarray  # (N,) motifs keeping atom i
     n_removed: np.ndarray  # (N,) motifs removing atom i
     size_shap_by_size: dict[int, float]  # motif size → mean SHAP of the size feature
+    # a subsample of a larger catalogue (``steps.explain``): its sorted row indices and the
+    # catalogue size; None: every row of the masks given was explained
+    explained: np.ndarray | None = None
+    n_catalogue: int | None = None
+
+    @property
+    def n_explained(self) -> int:
+        """Motifs whose SHAP values the contribution values are means of."""
+        return int(self.n_kept[0] + self.n_removed[0]) if len(self.n_kept) else 0
+
+    @property
+    def subsampled(self) -> bool:
+        """Whether the values come from a subsample of the catalogue (see ``explained``)."""
+        return self.explained is not None
 
     def ranking(self) -> np.ndarray:
         """Atom indices from most negative (most motif-like) to most positive; NaN last."""
