@@ -1,9 +1,13 @@
-"""The compiled isotropic engine gives the former numpy engine's fits (Rwp within 1e-6).
+"""The compiled isotropic engine gives the fits of the same search done in exact (fp64)
+arithmetic (Rwp within 5e-7; measured ≤ 9e-8 on 109725 and 110457).
 
-Both sum in fp32 GEMMs, whose rounding depends on how BLAS splits the work: the numpy engine
-itself moves one motif of a 10,000 catalogue by 3.3e-6 in Rwp between one and two BLAS
-threads (a near-tie of two grid zooms). The compiled engine always runs one BLAS thread per
-fitting thread, so it is compared with the numpy engine on one BLAS thread too.
+The reference is the former numpy engine with every product in fp64
+(``fit_isotropic_numpy(..., dtype=np.float64)``). The former engine in fp32 is no reference at
+this level: the rounding of its per-class numerators and long fp32 sums moves Rwp by up to
+~1e-6 (and one motif of a 10,000 catalogue by 3.3e-6 between one and two BLAS threads, a
+near-tie of two grid zooms). The compiled engine works in a class-space basis of the kernels
+(one fp32 GEMM summed in fp64 every few tiles, the rest in fp64), which is what keeps it close
+to exact arithmetic.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from tests.conftest import KEGGIN
 
 
 def fit_isotropic_numpy(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """The former engine, with one BLAS thread (as each worker of the compiled engine)."""
+    """The former engine in exact (fp64) arithmetic, with one BLAS thread."""
     with threadpool_limits(1, user_api="blas"):
-        return iso.fit_isotropic_numpy(*args, **kwargs)
+        return iso.fit_isotropic_numpy(*args, dtype=np.float64, **kwargs)
 
 
-def _agree(new, old, rwp_tol: float = 1e-6) -> None:
+def _agree(new, old, rwp_tol: float = 5e-7) -> None:
     assert new.mode == old.mode == "isotropic"
     np.testing.assert_allclose(new.rwp, old.rwp, rtol=0, atol=rwp_tol)
     np.testing.assert_allclose(new.zoom, old.zoom, rtol=0, atol=1e-5)
@@ -65,12 +69,7 @@ def test_chunk_boundaries_and_edge_masks(prepared_109725, golden_fits, chunk):
     masks[2] = 0
     masks[2, 5] = 1  # a single W
     new = fit_isotropic(prepared_109725, masks, curves["gobs"], chunk=chunk)
-    # Both engines sum in fp32 GEMMs whose rounding depends on the block shape: the numpy
-    # engine itself moves Rwp by up to 9.6e-7 between chunk=1 and its default (measured), so
-    # odd chunk sizes are held to 2e-6, one-motif chunks (a GEMV in BLAS) to 3e-6; the
-    # default chunks to 1e-6 (above: ~4e-7).
-    tol = 3e-6 if chunk == 1 else 2e-6
-    _agree(new, fit_isotropic_numpy(prepared_109725, masks, curves["gobs"]), rwp_tol=tol)
+    _agree(new, fit_isotropic_numpy(prepared_109725, masks, curves["gobs"]))
     assert new.rwp[0] == 1.0 and new.scale[0] == 0.0
 
 

@@ -8,24 +8,27 @@ interpolated across the grid to locate each motif's minimum, then computed exact
 that grid zoom: the difference corrects the interpolated norms of the bracketing zooms (the
 interpolation error is smooth), and a parabola through the three gives the zoom.
 
-Two implementations of that same search. :func:`fit_isotropic` (used everywhere) builds the
-class masks in a compiled kernel, runs *one* fp32 GEMM of the class masks against
-[numerators | node kernels], does the per-motif search compiled (fp64 arithmetic), and
-computes the exact norms with one GEMM per centre zoom over rows grouped by that zoom (the
-centres cluster on a few grid zooms); the rare bracket moves use a compiled fp64 gather.
-:func:`fit_isotropic_numpy` is the former numpy implementation, kept as the in-run baseline
-of ``benchmarks/bench_engine.py`` and as the reference the tests hold the new one to (Rwp
-within 1e-6).
+Two implementations of that same search. :func:`fit_isotropic` (used everywhere) works in a
+class-space basis: the class kernels of every grid zoom span only ~80-90 directions of class
+space (see :func:`_class_space`), so *one* fp32 GEMM of the class masks against those
+directions (tile by tile, the masks built in cache, summed in fp64) gives coordinates from
+which the numerator and the norm at any grid zoom are small fp64 products; the per-motif
+search (nodes, exact norm at the centre, bracket walk) runs compiled on those. That is ~4×
+fewer multiply-adds than the former GEMMs of the numerators, node kernels and exact norms,
+and closer to exact arithmetic (Rwp within ~1e-7 of an fp64 evaluation, where fp32 GEMMs of
+the kernels erred by ~1e-6). :func:`fit_isotropic_numpy` is the former numpy implementation,
+kept as the in-run baseline of ``benchmarks/bench_engine.py`` and, in fp64, as the reference
+the tests hold the compiled engine to.
 """
 
 from __future__ import annotations
 
-import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+from scipy.linalg.blas import sgemm
 from threadpoolctl import ThreadpoolController
 
 from motex_stream.fitting.restraint import ZoomRestraint
@@ -75,7 +78,8 @@ def grid_chi2(
     zooms = prep.zooms
     nodes = np.unique(np.round(np.linspace(0, len(zooms) - 1, DEN_NODES)).astype(int))
     num = class_kept @ beta  # (m, Z)
-    e = (class_kept @ prep.kernels_at(nodes)).reshape(len(class_kept), len(nodes), -1)
+    kernels = prep.kernels_at(nodes).astype(class_kept.dtype, copy=False)
+    e = (class_kept @ kernels).reshape(len(class_kept), len(nodes), -1)
     den = np.einsum("mnr,mnr->mn", e, e) @ _lagrange_matrix(zooms[nodes], zooms).T
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(den > 0, g2 - num**2 / den, g2) + penalty
@@ -93,7 +97,8 @@ def _exact_den(prep: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) 
     bounds = np.flatnonzero(np.diff(sorted_centre)) + 1
     out = np.empty(len(centre), dtype=np.float64)
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(centre)], strict=True):
-        e = sorted_kept[lo:hi] @ prep.kernels_at(np.array([sorted_centre[lo]]))
+        kernels = prep.kernels_at(np.array([sorted_centre[lo]]))
+        e = sorted_kept[lo:hi] @ kernels.astype(class_kept.dtype, copy=False)
         out[order[lo:hi]] = np.einsum("mr,mr->m", e, e)
     return out
 
@@ -105,13 +110,21 @@ def fit_isotropic_numpy(
     restraint: ZoomRestraint | None = None,
     restrained_axes: int = 1,
     chunk: int = NUMPY_CHUNK,
+    dtype: type[np.floating] = np.float32,
 ) -> FitResults:
-    """The former numpy implementation of :func:`fit_isotropic` (same search, same result
-    to ~4e-7 in Rwp); the in-run baseline of the engine benchmark."""
+    """The former numpy implementation of :func:`fit_isotropic` (same search); the in-run
+    baseline of the engine benchmark.
+
+    ``dtype=np.float64`` does every product in fp64 (on the same fp32-stored kernels): the
+    exact-arithmetic reference the tests hold :func:`fit_isotropic` to. In fp32 (the former
+    engine) the rounding of the per-class numerators and of 10^3-10^4-term sums moves Rwp by
+    up to ~1e-6, and by up to 5e-5 where it tips a motif into a neighbouring zoom bracket
+    (measured on the Ga2O3 2×2×2)."""
     restraint = restraint or ZoomRestraint()
     masks = np.atleast_2d(np.asarray(masks, dtype=bool))
     b, g2 = prep.project_data(g)
-    beta = (prep.class_kernels @ b.astype(np.float32)).T.astype(np.float32)  # (classes, Z)
+    kernels = prep.class_kernels.astype(dtype, copy=False)
+    beta = (kernels @ b.astype(dtype)).T.astype(dtype)  # (classes, Z)
     zooms = prep.zooms
     penalty = restrained_axes * restraint.penalty(zooms)
     n_zoom = len(zooms)
@@ -119,7 +132,7 @@ def fit_isotropic_numpy(
     scale_c = np.empty(len(masks))
     zoom = np.empty(len(masks))
     for start in range(0, len(masks), chunk):
-        ck = prep.class_kept(masks[start : start + chunk])
+        ck = prep.class_kept(masks[start : start + chunk]).astype(dtype, copy=False)
         chi2, num, den_approx = grid_chi2(prep, ck, beta, g2, penalty)
         centre = np.clip(np.argmin(chi2, axis=1), 1, n_zoom - 2)
         rows = np.arange(len(ck))
@@ -169,10 +182,20 @@ def fit_isotropic_numpy(
 
 # ----------------------------------------------------------------------------- compiled engine
 
+#: Class-space directions kept: those whose singular value in the stacked class kernels of
+#: every grid zoom exceeds this fraction of the largest. Below it lies the fp32 rounding of
+#: the stored kernels (a plateau near 3e-9 of the largest for the Ga2O3 2×2×2); the kept
+#: directions reproduce every ‖G_z‖² to ~5e-8 relative, the kernels' own fp32 precision.
+CLASS_RANK_TOL = 1e-8
+CLASS_TILE = 256  # classes per tile of class masks: built in L2, consumed at once by the GEMM
+SUM_TILES = 4  # tiles summed in fp32 by the GEMM (beta = 1) before an fp64 accumulation
+RANGE_SEED = 0  # the randomised range finder's test matrix (fixed: the tables are deterministic)
+
 
 @dataclass(frozen=True)
 class _EngineTables:
-    """Index arrays the compiled kernels need, derived once per prepared model."""
+    """Index arrays and the class-space basis the compiled kernels need, derived once per
+    prepared model."""
 
     set_ptr: np.ndarray  # (n_sets + 1,) CSR pointers into set_atoms
     set_atoms: np.ndarray  # mask bits (permutable columns) of each keep set
@@ -180,7 +203,47 @@ class _EngineTables:
     class_b: np.ndarray
     set_count: np.ndarray  # (n_sets,) atoms kept with each keep set
     set_f0: np.ndarray  # (n_sets,) Σ f(0) of those atoms
-    kernels_t: np.ndarray  # (n_zoom, R, n_classes) float32, C-contiguous
+    basis_tiles: tuple[np.ndarray, ...]  # (k, CLASS_TILE) float32 blocks of Uᵀ: y = Uᵀ x
+    coords: np.ndarray  # (n_zoom, R, k) float64: its reduced G at grid zoom z is coords[z] @ y
+
+
+def _class_space(kernels: np.ndarray, tol: float = CLASS_RANK_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """An orthonormal class-space basis U (n_classes, k) with K_z ≈ U Uᵀ K_z at every grid
+    zoom, and coords[z] = (Uᵀ K_z)ᵀ (n_zoom, R, k).
+
+    Why: a motif's reduced G at zoom z is K_zᵀ x (x its 0/1 class mask). The class kernels
+    of all zooms stacked side by side (n_classes × n_zoom·R) have a small numerical rank (a
+    band-limited G on [rmin, rmax] has few degrees of freedom, and zooming only moves it within
+    them): 91 directions above 1e-8 of the largest singular value for the Ga2O3 2×2×2 (13,407
+    classes, 51 zooms × 68), against 51 + 3·68 + 68 GEMM columns per motif without it. So one
+    GEMM y = Uᵀ x gives the numerator and norm at every zoom through small (R × k) maps.
+
+    U comes from a randomised range finder (fixed seed; fp64, one zoom block at a time, so no
+    fp64 copy of all kernels), widened until the last sampled direction is below ``tol``.
+    """
+    n_zoom, n_classes, rank = kernels.shape
+    full = min(n_classes, n_zoom * rank)
+    width = min(full, 2 * rank)
+    rng = np.random.default_rng(RANGE_SEED)
+    block = np.empty((n_classes, rank))
+    while True:
+        sketch = np.zeros((n_classes, width))
+        for z in range(n_zoom):
+            np.copyto(block, kernels[z])
+            sketch += block @ rng.standard_normal((rank, width))
+        q, _ = np.linalg.qr(sketch)
+        proj = np.empty((width, n_zoom, rank))
+        for z in range(n_zoom):
+            np.copyto(block, kernels[z])
+            proj[:, z] = q.T @ block
+        u_small, s, vt = np.linalg.svd(proj.reshape(width, -1), full_matrices=False)
+        if width >= full or s[-1] <= tol * s[0]:
+            break
+        width = min(full, 2 * width)
+    k = max(1, int(np.count_nonzero(s > tol * s[0])))
+    basis = q @ u_small[:, :k]  # (n_classes, k)
+    coords = (s[:k, None] * vt[:k]).reshape(k, n_zoom, rank).transpose(1, 2, 0)
+    return basis, np.ascontiguousarray(coords)
 
 
 def _engine_tables(prep: PreparedModel) -> _EngineTables:
@@ -195,6 +258,10 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
     f0 = np.array([xray_f0(s) for s in prep.model.symbols])
     n_sets = len(membership)
     kept = atom_set >= 0
+    # one BLAS thread: the tables do not depend on the thread count, and OpenBLAS's threads
+    # spin-wait for cores other processes hold on a loaded machine
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        basis, coords = _class_space(prep.class_kernels)
     tables = _EngineTables(
         set_ptr=np.r_[0, np.cumsum(membership.sum(axis=1))].astype(np.int64),
         set_atoms=np.concatenate([np.flatnonzero(row) for row in membership]).astype(np.int64),
@@ -202,125 +269,130 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
         class_b=np.ascontiguousarray(prep.class_sets[:, 1], dtype=np.int64),
         set_count=np.bincount(atom_set[kept], minlength=n_sets).astype(np.float64),
         set_f0=np.bincount(atom_set[kept], weights=f0[kept], minlength=n_sets),
-        kernels_t=np.ascontiguousarray(prep.class_kernels.transpose(0, 2, 1), dtype=np.float32),
+        basis_tiles=tuple(
+            np.ascontiguousarray(basis[lo : lo + CLASS_TILE].T, dtype=np.float32)
+            for lo in range(0, len(basis), CLASS_TILE)
+        ),
+        coords=coords,
     )
     prep.engine_cache["isotropic"] = tables
     return tables
 
 
 @numba.njit(nogil=True, cache=True)
-def _set_words(masks, order, set_ptr, set_atoms, words):
-    """Bit-sliced keep sets: bit t of ``words[s, w]`` says whether motif ``order[64 w + t]``
-    keeps set ``s`` (64 motifs per machine word)."""
-    n_sets = len(set_ptr) - 1
-    m = len(order)
-    for w in range(words.shape[1]):
-        for s in range(n_sets):
-            x = np.uint64(0)
-            for t in range(min(64, m - 64 * w)):
-                i = order[64 * w + t]
-                for k in range(set_ptr[s], set_ptr[s + 1]):
-                    if masks[i, set_atoms[k]]:
-                        x |= np.uint64(1) << np.uint64(t)
-                        break
-            words[s, w] = x
-
-
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _class_columns(words, class_a, class_b, out):
-    """Class masks, transposed (classes × motifs, float32 for the GEMM): a class is kept iff
-    both its keep sets are, i.e. one AND of two words per 64 motifs."""
-    for c in range(len(class_a)):
-        row = out[c]
-        wa = words[class_a[c]]
-        wb = words[class_b[c]]
-        for w in range(words.shape[1]):
-            x = wa[w] & wb[w]
-            for t in range(64):
-                row[64 * w + t] = np.float32((x >> np.uint64(t)) & np.uint64(1))
-
-
-@numba.njit(nogil=True, cache=True)
-def _motif_norm(masks, set_ptr, set_atoms, set_count, set_f0, norm):
-    """DiffPy's N<f(0)>² = (Σ f)²/N over each motif's kept atoms (0 for an empty motif)."""
+def _set_rows(masks, set_ptr, set_atoms, set_count, set_f0, out, norm):  # pragma: no cover
+    """``out[s, i]`` = 1.0 iff motif i keeps set s (float32, sets × motifs), and DiffPy's
+    N<f(0)>² = (Σ f)²/N over each motif's kept atoms (0 for an empty motif)."""
     for i in range(masks.shape[0]):
         n_atoms = 0.0
         f_sum = 0.0
         for s in range(len(set_ptr) - 1):
+            v = np.float32(0.0)
             for k in range(set_ptr[s], set_ptr[s + 1]):
                 if masks[i, set_atoms[k]]:
+                    v = np.float32(1.0)
                     n_atoms += set_count[s]
                     f_sum += set_f0[s]
                     break
+            out[s, i] = v
         norm[i] = f_sum * f_sum / n_atoms if n_atoms > 0 else 0.0
 
 
-@numba.njit(nogil=True, cache=True)
-def _grid_search(AT, n_zoom, R, lag, penalty, g2, den, centre):  # pragma: no cover
-    """Interpolated norms on the zoom grid and the grid minimum. ``AT`` (transposed: the
-    GEMM is faster that way round) holds g·G_z per grid zoom, then the node kernels."""
-    n_nodes = lag.shape[1]
-    for i in range(AT.shape[1]):
-        dn = np.zeros(n_nodes)
-        for n in range(n_nodes):
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _class_rows(sets, class_a, class_b, lo, out):  # pragma: no cover - compiled
+    """Class masks of classes ``lo .. lo + len(out)`` (classes × motifs): a class is kept iff
+    both its keep sets are, i.e. the product of two set rows (vectorised, from L2)."""
+    for c in range(out.shape[0]):
+        ra = sets[class_a[lo + c]]
+        rb = sets[class_b[lo + c]]
+        row = out[c]
+        for i in range(len(row)):
+            row[i] = ra[i] * rb[i]
+
+
+# reassociation lets LLVM vectorise the dot products; no nnan/ninf (the search compares with inf)
+_VEC = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@numba.njit(nogil=True, fastmath=_VEC, cache=True)
+def _sq_norm(m, y):  # pragma: no cover - compiled
+    """‖m @ y‖² (m: R × k), accumulated in fp64."""
+    acc = 0.0
+    for r in range(m.shape[0]):
+        e = 0.0
+        for j in range(len(y)):
+            e += m[r, j] * y[j]
+        acc += e * e
+    return acc
+
+
+@numba.njit(nogil=True, fastmath=_VEC, cache=True)
+def _fit_rows(
+    YT, nvec, nodes, coords, lag, penalty, g2, zooms, max_moves, rwp, scale_c, zoom
+):  # pragma: no cover - compiled
+    """The zoom search of every motif from its class-space coordinates ``YT[i]``.
+
+    Numerators at every grid zoom (``nvec @ y``), exact norms at the interpolation nodes,
+    norms interpolated across the grid to find its minimum, the exact norm at that centre
+    correcting the bracket, and the bracket walk (at most ``max_moves`` moves, each with a
+    new exact norm) refined by a parabola: the search of :func:`fit_isotropic_numpy`. In the
+    last move the centre still moves but the bracket refined is the one before the move
+    (what the numpy engine does after its last move).
+    """
+    n_zoom = len(zooms)
+    k = YT.shape[1]
+    n_nodes = nodes.shape[0]
+    step_z = zooms[1] - zooms[0]
+    y = np.empty(k)
+    num = np.empty(n_zoom)
+    den = np.empty(n_zoom)
+    dn = np.empty(n_nodes)
+    chi3 = np.empty(3)
+    den3 = np.empty(3)
+    num3 = np.empty(3)
+    for i in range(YT.shape[0]):
+        for j in range(k):
+            y[j] = np.float64(YT[i, j])
+        for z in range(n_zoom):
             acc = 0.0
-            base = n_zoom + n * R
-            for r in range(R):
-                v = np.float64(AT[base + r, i])
-                acc += v * v
-            dn[n] = acc
+            for j in range(k):
+                acc += nvec[z, j] * y[j]
+            num[z] = acc
+        for n in range(n_nodes):
+            dn[n] = _sq_norm(nodes[n], y)
         best = 0
         best_chi = np.inf
         for z in range(n_zoom):
             d = 0.0
             for n in range(n_nodes):
                 d += dn[n] * lag[z, n]
-            den[i, z] = d
-            nu = np.float64(AT[z, i])
-            chi = (g2 - nu * nu / d if d > 0 else g2) + penalty[z]
+            den[z] = d
+            chi = (g2 - num[z] * num[z] / d if d > 0 else g2) + penalty[z]
             if chi < best_chi:
                 best_chi = chi
                 best = z
-        centre[i] = min(max(best, 1), n_zoom - 2)
-
-
-@numba.njit(nogil=True, cache=True)
-def _bracket_round(
-    AT, den, exact, centre, rows, last, penalty, g2, zooms, moved, rwp, scale_c, zoom
-):  # pragma: no cover - compiled
-    """One step of the bracket walk for ``rows``: the 3-point bracket around the centre
-    (norms corrected by the exact one there); a motif whose minimum is at an end moves one
-    grid step (``moved``, and needs a new exact norm), the others are refined by a parabola
-    and written out. In the ``last`` round a move still updates the centre but the bracket
-    refined is the one before the move (what the numpy engine does after its sixth move)."""
-    n_zoom = len(zooms)
-    step_z = zooms[1] - zooms[0]
-    for q in range(len(rows)):
-        i = rows[q]
-        c = centre[i]
-        corr = exact[i] - den[i, c]
-        chi3 = np.empty(3)
-        den3 = np.empty(3)
-        num3 = np.empty(3)
-        for t in range(3):
-            zi = c - 1 + t
-            d = den[i, zi] + corr
-            nu = np.float64(AT[zi, i])
-            den3[t] = d
-            num3[t] = nu
-            chi3[t] = (g2 - nu * nu / d if d > 0 else g2) + penalty[zi]
-        k = 0
-        if chi3[1] < chi3[k]:
-            k = 1
-        if chi3[2] < chi3[k]:
-            k = 2
-        step = k - 1
-        moved[q] = False
-        if step != 0 and 1 <= c + step <= n_zoom - 2:
-            centre[i] = c + step
-            if not last:
-                moved[q] = True
-                continue
+        c = min(max(best, 1), n_zoom - 2)
+        exact = _sq_norm(coords[c], y)
+        for move in range(max_moves):
+            corr = exact - den[c]
+            for t in range(3):
+                zi = c - 1 + t
+                d = den[zi] + corr
+                den3[t] = d
+                num3[t] = num[zi]
+                chi3[t] = (g2 - num[zi] * num[zi] / d if d > 0 else g2) + penalty[zi]
+            kmin = 0
+            if chi3[1] < chi3[kmin]:
+                kmin = 1
+            if chi3[2] < chi3[kmin]:
+                kmin = 2
+            step = kmin - 1
+            if step != 0 and 1 <= c + step <= n_zoom - 2:
+                c += step
+                if move < max_moves - 1:
+                    exact = _sq_norm(coords[c], y)
+                    continue
+            break
         c_m, c_0, c_p = chi3[0], chi3[1], chi3[2]
         curv = c_m - 2 * c_0 + c_p
         off = 0.5 * (c_m - c_p) / curv if curv > 0 else 0.0
@@ -336,33 +408,7 @@ def _bracket_round(
         else:
             rwp[i] = 1.0
             scale_c[i] = 0.0
-        zoom[i] = zooms[centre[i]] + off * step_z
-
-
-def _exact_norms(
-    masks: np.ndarray,
-    rows: np.ndarray,
-    centre: np.ndarray,
-    tables: _EngineTables,
-    words: np.ndarray,
-    sorted_t: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Exact ‖G‖² of motifs ``rows`` at their centre zoom, into ``out[rows]``.
-
-    The class masks of those motifs are built again (bit-sliced, cheap), ordered by centre
-    zoom, so each zoom is one fp32 GEMM over a block of columns, with no row copies. The
-    centres cluster on a few grid zooms, so these GEMMs are few and well filled.
-    """
-    order = rows[np.argsort(centre[rows], kind="stable")]
-    nw = -(-len(order) // 64)
-    _set_words(masks, order, tables.set_ptr, tables.set_atoms, words[:, :nw])
-    _class_columns(words[:, :nw], tables.class_a, tables.class_b, sorted_t[:, : 64 * nw])
-    sorted_centre = centre[order]
-    bounds = np.r_[0, np.flatnonzero(np.diff(sorted_centre)) + 1, len(order)]
-    for lo, hi in itertools.pairwise(bounds):
-        e = tables.kernels_t[sorted_centre[lo]] @ sorted_t[:, lo:hi]  # (R, rows)
-        out[order[lo:hi]] = np.einsum("rm,rm->m", e, e, dtype=np.float64)
+        zoom[i] = zooms[c] + off * step_z
 
 
 @dataclass(frozen=True)
@@ -371,12 +417,12 @@ class _Shared:
 
     tables: _EngineTables
     masks: np.ndarray
-    weights_t: np.ndarray
+    nvec: np.ndarray  # (n_zoom, k): g·G_z = nvec[z] @ y
+    nodes: np.ndarray  # (n_nodes, R, k): coords at the norm-interpolation nodes
     lag: np.ndarray
     penalty: np.ndarray
     g2: float
     zooms: np.ndarray
-    rank: int
 
 
 _CONTROLLER: ThreadpoolController | None = None
@@ -399,78 +445,87 @@ def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -
     """Fit the motifs of ``pieces`` (slices of ``sh.masks``) into ``out`` (rwp, scale, zoom,
     DiffPy's normalisation). The compiled kernels are serial and release the GIL: the
     parallelism is the fitting threads', so no numba threading layer is involved (the
-    ``workqueue`` layer must not be entered from two threads at once)."""
+    ``workqueue`` layer must not be entered from two threads at once).
+
+    Per chunk: the set masks (sets × motifs), then, tile by tile of ``CLASS_TILE`` classes,
+    the class masks of the tile (built in L2 from two set rows each) and one GEMM that adds
+    the tile's share of the class-space coordinates Y = Uᵀ X, in place (fp32 over
+    ``SUM_TILES`` tiles, then added to an fp64 sum: long fp32 sums erred by ~1e-7 in Rwp).
+    The full class-mask block (110 MB per 2,048 motifs at 13,407 classes) is never written to
+    memory. The tiles are fixed, so the sums are the same on a loaded machine.
+    """
     if not pieces:
         return
     rwp, scale_c, zoom, norm = out
     tables = sh.tables
-    n_zoom = len(sh.zooms)
+    k = tables.basis_tiles[0].shape[0]
     rows = max(p.stop - p.start for p in pieces)
-    n_words = -(-rows // 64)
-    words = np.zeros((len(tables.set_ptr) - 1, n_words), np.uint64)
-    ck_t = np.empty((len(tables.class_a), 64 * n_words), np.float32)
-    sorted_t = np.empty_like(ck_t)
-    den_buf = np.empty((rows, n_zoom))
-    centre_buf = np.empty(rows, np.int64)
-    exact_buf = np.empty(rows)
+    sets = np.empty((len(tables.set_ptr) - 1, rows), np.float32)
+    tile_buf = np.empty(tables.basis_tiles[0].shape[1] * rows, np.float32)
+    part_buf = np.empty(k * rows, np.float32)
+    y_buf = np.empty(k * rows)
     for sl in pieces:
         m = sl.stop - sl.start
-        den, centre, exact = den_buf[:m], centre_buf[:m], exact_buf[:m]
         chunk_masks = sh.masks[sl]
-        _motif_norm(
-            chunk_masks, tables.set_ptr, tables.set_atoms, tables.set_count, tables.set_f0, norm[sl]
+        set_rows = sets[:, :m]
+        _set_rows(
+            chunk_masks,
+            tables.set_ptr,
+            tables.set_atoms,
+            tables.set_count,
+            tables.set_f0,
+            set_rows,
+            norm[sl],
         )
-        nw = -(-m // 64)
-        rows_all = np.arange(m)
-        _set_words(chunk_masks, rows_all, tables.set_ptr, tables.set_atoms, words[:, :nw])
-        _class_columns(words[:, :nw], tables.class_a, tables.class_b, ck_t[:, : 64 * nw])
-        # (Z + nodes·R, m): numerators g·G_z and node kernels of every motif, one GEMM
-        AT = sh.weights_t @ ck_t[:, :m]
-        _grid_search(AT, n_zoom, sh.rank, sh.lag, sh.penalty, sh.g2, den, centre)
-        _exact_norms(chunk_masks, rows_all, centre, tables, words, sorted_t, exact)
-        active = rows_all
-        for move in range(MAX_MOVES):
-            moved = np.empty(len(active), np.bool_)
-            _bracket_round(
-                AT,
-                den,
-                exact,
-                centre,
-                active,
-                move == MAX_MOVES - 1,
-                sh.penalty,
-                sh.g2,
-                sh.zooms,
-                moved,
-                rwp[sl],
-                scale_c[sl],
-                zoom[sl],
-            )
-            active = active[moved]
-            if not len(active):
-                break
-            _exact_norms(chunk_masks, active, centre, tables, words, sorted_t, exact)
+        # Fortran views of C-ordered blocks: the GEMM works in place on every one of them
+        part = part_buf[: k * m].reshape(k, m)
+        y = y_buf[: k * m].reshape(k, m)
+        y[:] = 0.0
+        lo = 0
+        for t, basis_tile in enumerate(tables.basis_tiles):
+            tile = tile_buf[: basis_tile.shape[1] * m].reshape(-1, m)
+            _class_rows(set_rows, tables.class_a, tables.class_b, lo, tile)
+            lo += len(tile)
+            first = t % SUM_TILES == 0
+            sgemm(1.0, tile.T, basis_tile.T, beta=0.0 if first else 1.0, c=part.T, overwrite_c=1)
+            if t % SUM_TILES == SUM_TILES - 1 or t == len(tables.basis_tiles) - 1:
+                y += part
+        _fit_rows(
+            np.ascontiguousarray(y.T),
+            sh.nvec,
+            sh.nodes,
+            tables.coords,
+            sh.lag,
+            sh.penalty,
+            sh.g2,
+            sh.zooms,
+            MAX_MOVES,
+            rwp[sl],
+            scale_c[sl],
+            zoom[sl],
+        )
 
 
 def _data_weights(
     prep: PreparedModel, g: np.ndarray, restraint: ZoomRestraint, restrained_axes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """GEMM operand (numerators of every grid zoom, then the node kernels), the norm
-    interpolation, the penalty and ‖g‖² for one observed G. The last one is kept: callers fit
-    one frame's catalogue in several calls (chunks), all against the same G."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Numerator maps of every grid zoom, the node maps, the norm interpolation, the penalty
+    and ‖g‖² for one observed G. The last one is kept: callers fit one frame's catalogue in
+    several calls (chunks), all against the same G."""
     key = (np.asarray(g, dtype=float).tobytes(), restraint, restrained_axes)
     cached = prep.engine_cache.get("isotropic_data")
     if isinstance(cached, tuple) and cached[0] == key:
         return cached[1]  # type: ignore[no-any-return]
+    tables = _engine_tables(prep)
     b, g2 = prep.project_data(g)
     zooms = prep.zooms
     n_zoom = len(zooms)
-    beta = (prep.class_kernels @ b.astype(np.float32)).T.astype(np.float32)  # (classes, Z)
+    nvec = np.ascontiguousarray(np.einsum("r,zrk->zk", b, tables.coords))
     nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
-    weights_t = np.ascontiguousarray(np.hstack([beta, prep.kernels_at(nodes)]).T, np.float32)
+    node_maps = np.ascontiguousarray(tables.coords[nodes])
     lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
     penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
-    value = (weights_t, lag, penalty, g2)
+    value = (nvec, node_maps, lag, penalty, g2)
     prep.engine_cache["isotropic_data"] = (key, value)
     return value
 
@@ -493,13 +548,13 @@ def fit_isotropic(
         )
     masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
     tables = _engine_tables(prep)
-    weights_t, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
+    nvec, nodes, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
     m_all = len(masks)
     rwp = np.empty(m_all)
     scale_c = np.empty(m_all)
     zoom = np.empty(m_all)
     norm = np.empty(m_all)
-    shared = _Shared(tables, masks, weights_t, lag, penalty, g2, prep.zooms, prep.basis.rank)
+    shared = _Shared(tables, masks, nvec, nodes, lag, penalty, g2, prep.zooms)
     out = (rwp, scale_c, zoom, norm)
     # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
     # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores.
