@@ -266,3 +266,41 @@ def test_interval_outputs(result: AnalysisResult, tmp_path: Path) -> None:
     radii = {ln.split()[1]: float(ln.split()[2]) for ln in sitet[: res.model.n_atoms]}
     first, second = (f"W{int(i) + 1}" for i in perm[:2])
     assert radii[first] < radii[second]
+
+
+def test_confirmation_outputs(result: AnalysisResult, tmp_path: Path) -> None:
+    """A keep the confirming pass did not confirm is written as uncertain, with the pass's
+    measurement per atom and its summary in report.json."""
+    from motex_stream.explain.confidence import ContributionIntervals, interval
+    from motex_stream.explain.confirmation import apply_confirmation, keep_confirmation
+
+    value = result.contributions.value
+    sd = np.full(len(value), 0.002)
+    low, high, label = interval(value, sd, 0.9)
+    first_keep = np.flatnonzero(np.array(label) == "keep")
+    harmful = int(first_keep[-1])
+
+    def fit(masks: np.ndarray) -> np.ndarray:  # every keep helps except ``harmful``
+        m = masks.astype(float)
+        return 0.9 - 0.02 * m[:, first_keep[:-1]].sum(1) + 0.01 * m[:, harmful]
+
+    ci = ContributionIntervals(low, high, label, 0.9, 4, sd, sd * 0)
+    conf = keep_confirmation(label, fit, 8, 0.9, seed=0)
+    res = AnalysisResult(**{**result.__dict__, "intervals": apply_confirmation(ci, conf)})
+    files = write_outputs(tmp_path, res, plots=False)
+    with files["contributions.csv"].open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[harmful]["label"] == "uncertain" and float(rows[harmful]["ci_high"]) < 0
+    report = json.loads(files["report.json"].read_text())
+    summary = report["confidence"]["confirmation"]
+    number = int(res.atom_numbers()[harmful])
+    assert summary["demoted"] == [number]
+    assert summary["centre_atoms"] == res.atom_numbers()[first_keep[:-1]].tolist()
+    assert summary["contexts"] == 8 and summary["fits"] == conf.n_fits
+    assert report["confidence"]["counts"]["keep"] == len(first_keep) - 1
+    atom = report["atoms"][harmful]
+    assert atom["label"] == "uncertain"
+    assert atom["confirmation"]["rwp_change"] == pytest.approx(0.01)
+    assert atom["confirmation"]["confirmed"] is False
+    assert report["atoms"][int(first_keep[0])]["confirmation"]["confirmed"] is True
+    assert "confirmation" not in report["atoms"][int(np.flatnonzero(np.array(label) != "keep")[0])]

@@ -138,7 +138,8 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
     """One row per permutable atom in file order; NaN contributions are written as ``nan``.
 
     ``ci_low``/``ci_high`` bound the contribution value at the run's confidence level and
-    ``label`` says keep (interval below 0), remove (above 0) or uncertain. For an atom the
+    ``label`` says keep (interval below 0, and confirmed by the confirming pass's fits;
+    report.json ``confidence.confirmation``), remove (above 0) or uncertain. For an atom the
     second pass re-examined they bound its second-pass value instead (report.json gives it,
     with the first-pass interval); ``contribution`` and ``rank`` stay the first pass's."""
     c = result.contributions
@@ -266,6 +267,8 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
     se = sampling_error(c)
     ci = result.intervals
     refined = ci.refined if ci is not None and ci.refined is not None else None
+    conf = ci.confirmation if ci is not None else None
+    checked = {int(a): k for k, a in enumerate(conf.atoms)} if conf is not None else {}
     rows = []
     for i, (num, sym) in enumerate(
         zip(result.atom_numbers(), result.model.permutable_symbols, strict=True)
@@ -289,6 +292,16 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
                 "ci_high": float(ci.first_pass.high[i]),
                 "label": ci.first_pass.label[i],
             }
+        if i in checked:
+            # the confirming pass: Rwp change when the atom joins the found motif
+            k = checked[i]
+            assert conf is not None
+            row["confirmation"] = {
+                "rwp_change": float(conf.effect[k]),
+                "low": float(conf.low[k]),
+                "high": float(conf.high[k]),
+                "confirmed": bool(conf.confirmed[k]),
+            }
         rows.append(row)
     return rows
 
@@ -310,6 +323,20 @@ def _confidence_summary(result: AnalysisResult) -> dict[str, Any] | None:
             "motifs": ci.adaptive_motifs,
             "atoms": int(np.count_nonzero(ci.refined)),
             "resolved": ci.resolved(),
+        }
+    conf = ci.confirmation
+    if conf is not None:
+        numbers = result.atom_numbers()
+        out["confirmation"] = {
+            "contexts": conf.n_contexts,
+            "fits": conf.n_fits,
+            "centre_atoms": numbers[conf.centre].tolist(),
+            "centre_rwp": conf.centre_rwp,
+            "demoted": numbers[conf.demoted].tolist(),
+            "method": "keep atoms pruned by backward elimination to a centre motif; each keep "
+            "atom added to and removed from perturbations of it (Rwp with minus without, "
+            "Student t interval over the contexts); keep only if that interval is below 0, "
+            "else uncertain",
         }
     return out
 

@@ -91,6 +91,10 @@ def run_analysis(
     intervals = steps.refine_intervals(trained, engine, data.g, intervals, resolved)
     timings["adaptive"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    intervals = steps.confirm_keep(engine, data.g, intervals, resolved)
+    timings["confirm"] = time.perf_counter() - t
+
     best = fits.best()
     g_best = fits.scale[best] * motif_pdf(model, masks[best], data.pdf, data.r, fits.zoom[best])
     timings["total"] = time.perf_counter() - t0

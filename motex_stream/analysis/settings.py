@@ -178,6 +178,14 @@ class ModelSettings(BaseModel):
         "alone (e.g. 2000); 0: no second pass. Off by default: its intervals are too narrow "
         "and it labelled atoms outside the Keggin units keep on the 48/72-W models",
     )
+    confirm_contexts: int = Field(
+        64,
+        ge=0,
+        le=10_000,
+        description="confirming pass: every keep atom is added to and removed from this many "
+        "perturbations of the pruned keep set and fitted; a keep the fits do not confirm "
+        "(Rwp change interval not below 0) becomes uncertain; 0: no confirming pass",
+    )
 
     @field_validator("permute", mode="before")
     @classmethod
@@ -263,6 +271,7 @@ class ModelSettings(BaseModel):
             "device",
             "adaptive_motifs",
             "explain_rows",
+            "confirm_contexts",
         }
 
 
@@ -316,6 +325,7 @@ class LiveModelSettings(ModelSettings):
             "device",
             "adaptive_motifs",
             "explain_rows",
+            "confirm_contexts",
         }
 
 

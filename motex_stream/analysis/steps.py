@@ -13,7 +13,8 @@ these functions, so the offline and the live answer to the same question cannot 
 6. :func:`explain`: SHAP values and atom contribution values (on a seeded subsample of a
    catalogue larger than ``explain_rows``, whose standard error the intervals carry);
 7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom;
-8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain.
+8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain;
+9. :func:`confirm_keep`: fits that check every ``keep`` next to the motif the keep set forms.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ from tqdm import tqdm
 from motex_stream.analysis.settings import FALLBACK_QMAX, FALLBACK_QMIN, ModelSettings
 from motex_stream.catalogue import cookie_cutter_catalogue, random_catalogue
 from motex_stream.explain.confidence import (
+    KEEP,
     UNCERTAIN,
     ContributionIntervals,
     adaptive_catalogue,
     contribution_intervals,
     merge_second_pass,
+)
+from motex_stream.explain.confirmation import (
+    KeepConfirmation,
+    apply_confirmation,
+    keep_confirmation,
 )
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
@@ -373,3 +380,45 @@ def refine_intervals(
     _, contributions = explain(second, masks, rows=settings.explain_rows, seed=seed)
     ci = intervals(trained, masks, fits.rwp, contributions, settings.updated(seed=seed))
     return merge_second_pass(first, ci, contributions.value, len(masks))
+
+
+#: Seed offset of the confirming pass's contexts (never another step's random stream).
+_CONFIRM_SEED_OFFSET = 32_452_843
+
+
+def confirmation(
+    engine: PreparedModel, g: np.ndarray, labels: list[str], settings: ModelSettings
+) -> KeepConfirmation | None:
+    """Confirming pass over the ``keep`` atoms of ``labels`` (``settings.confirm_contexts``
+    contexts; None when that is 0 or no atom is ``keep``): each keep atom is added to and
+    removed from perturbations of the pruned keep set and fitted to ``g``; the ones whose
+    addition does not lower Rwp by a margin its interval resolves are to be ``uncertain``.
+
+    Why: a contribution value is an average over random, mostly half-built motifs, where a
+    fragment of the motif can stand in for the real thing; the fits around the motif actually
+    found do not have that bias (:mod:`motex_stream.explain.confirmation`). Offline
+    (:func:`confirm_keep`) and live (per frame, :mod:`motex_stream.stream.analyzer`) call this
+    same step.
+    """
+    if settings.confirm_contexts == 0 or KEEP not in labels:
+        return None
+    return keep_confirmation(
+        labels,
+        lambda masks: fit_masks(engine, masks, g, settings.zoom).rwp,
+        settings.confirm_contexts,
+        settings.ci_level,
+        (settings.seed + _CONFIRM_SEED_OFFSET) % 2**32,
+    )
+
+
+def confirm_keep(
+    engine: PreparedModel,
+    g: np.ndarray,
+    ci: ContributionIntervals,
+    settings: ModelSettings,
+) -> ContributionIntervals:
+    """``ci`` with the keep atoms the confirming pass (:func:`confirmation`) does not
+    confirm labelled ``uncertain``, and the pass's measurement attached; unchanged when the
+    pass is off or there is no keep atom."""
+    conf = confirmation(engine, g, ci.label, settings)
+    return ci if conf is None else apply_confirmation(ci, conf)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xgboost as xgb
@@ -41,6 +42,9 @@ from scipy.stats import t as student_t
 
 from motex_stream.catalogue.storage import unique_row_indices
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
+
+if TYPE_CHECKING:
+    from motex_stream.explain.confirmation import KeepConfirmation
 
 KEEP = "keep"
 REMOVE = "remove"
@@ -76,6 +80,16 @@ class ContributionIntervals:
     refined_value: np.ndarray | None = None  # (N,)
     first_pass: ContributionIntervals | None = None
     adaptive_motifs: int = 0
+    # confirming pass (:func:`motex_stream.explain.confirmation.apply_confirmation`): the
+    # paired fits behind every first-pass keep; the unconfirmed ones are labelled uncertain
+    confirmation: KeepConfirmation | None = None
+
+    def demoted(self) -> np.ndarray:
+        """(N,) bool: atoms whose confident ``keep`` the confirming pass did not confirm."""
+        out = np.zeros(len(self.label), dtype=bool)
+        if self.confirmation is not None:
+            out[self.confirmation.demoted] = True
+        return out
 
     def counts(self) -> dict[str, int]:
         return {k: self.label.count(k) for k in (KEEP, REMOVE, UNCERTAIN)}

@@ -28,6 +28,7 @@ from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.catalogue import Catalogue
 from motex_stream.explain.confidence import interval, sampling_error, welch_df
+from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache, atom_contributions
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
@@ -470,6 +471,12 @@ class MotexFrameAnalyzer:
         sd, df = self._interval_sd(run, contrib, shap, idx, fits.rwp)
         low, high, label = interval(contrib.value, sd, run.ci_level, df)
         timing["intervals"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        confirmation = steps.confirmation(self.engine, g, label, run)
+        if confirmation is not None:
+            label = demote(label, confirmation)
+        timing["confirm"] = time.perf_counter() - t
         self._frames += 1
         self.maybe_save()
 

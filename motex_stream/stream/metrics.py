@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _E2E_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 #: The stages the analyzer times (``FrameResult.timing``); declared so each has a series.
-ANALYSIS_STAGES = ("regrid", "fit", "train", "explain", "intervals")
+ANALYSIS_STAGES = ("regrid", "fit", "train", "explain", "intervals", "confirm")
 #: Counters labelled by model / by source, declared at 0 by :meth:`StreamMetrics.declare`.
 _PER_MODEL = (
     "frames_received",
