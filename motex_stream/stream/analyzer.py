@@ -499,7 +499,7 @@ class MotexFrameAnalyzer:
         return FrameResult(
             model=self.name,
             contributions=contributions,
-            change=self._change(frame, run, contributions),
+            change=self._change(frame, run, contributions, df),
             best={
                 "mask": masks[best].astype(int).tolist(),
                 "rwp": float(fits.rwp[best]),
@@ -552,7 +552,11 @@ class MotexFrameAnalyzer:
         return np.sqrt(se**2 + ens_sd**2), df
 
     def _change(
-        self, frame: Frame, run: LiveModelSettings, contributions: list[dict[str, Any]]
+        self,
+        frame: Frame,
+        run: LiveModelSettings,
+        contributions: list[dict[str, Any]],
+        df: np.ndarray | None,
     ) -> dict[str, Any] | None:
         """A persistent change of the keep set within the frame's run (one detector per run)."""
         detector = self._changes.get(frame.source)
@@ -562,7 +566,7 @@ class MotexFrameAnalyzer:
             detector = self._changes[frame.source] = KeepSetChangeDetector(
                 persist=run.change_frames, level=run.ci_level
             )
-        return detector.update(frame.seq, contributions)
+        return detector.update(frame.seq, contributions, None if df is None else df.tolist())
 
     def _describe_once(self, run: str) -> dict[str, Any] | None:
         """The model's coordinates on the first frame of each run, else None."""

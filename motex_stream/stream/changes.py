@@ -23,15 +23,21 @@ first frame that showed any of its flips:
 ``{"frame": seq, "atoms_gained": [...], "atoms_lost": [...], "confidence": c}``
 
 ``confidence`` is the mean, over the flipped atoms and the ``persist`` frames that confirmed
-each flip, of the normal probability that the atom's value lies on the side of 0 its new
-label says (from the value and the interval's half-width at the interval's level).
+each flip, of the probability that the atom's value lies on the side of 0 its new label says.
+It inverts the interval exactly as it was built: the half-width is ``q · sd`` with ``q`` the
+quantile of Student's t at the atom's degrees of freedom (``df``, as the analyzer computed
+them; the normal quantile when there are none), so ``sd`` and then ``P = F(|value| / sd)``
+come from the same distribution as the label.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
+
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from motex_stream.explain.confidence import KEEP, REMOVE
 
@@ -72,27 +78,35 @@ class KeepSetChangeDetector:
     def __post_init__(self) -> None:
         if self.persist < 1:
             raise ValueError(f"persist must be at least 1, got {self.persist}")
-        self._z = NormalDist().inv_cdf(0.5 + self.level / 2.0)
 
     @property
     def keep_set(self) -> frozenset[int]:
         """The committed keep atoms (what a change is measured against)."""
         return frozenset(a for a, t in self._tracks.items() if t.state == KEEP)
 
-    def _side_probability(self, c: dict[str, Any]) -> float:
-        """P(value on the side of 0 its label says), from value and interval half-width."""
+    def _side_probability(self, c: dict[str, Any], df: float | None) -> float:
+        """P(value on the side of 0 its label says), from the value and the interval's
+        half-width, with the distribution the interval was built from (t at ``df``, or
+        normal)."""
         v, lo, hi = c.get("value"), c.get("ci_low"), c.get("ci_high")
         if v is None or lo is None or hi is None or hi <= lo:
             return 0.5
-        sd = (hi - lo) / (2.0 * self._z)
-        return NormalDist().cdf(abs(v) / sd)
+        dist = norm if df is None or not df < float("inf") else student_t(df)
+        sd = (hi - lo) / (2.0 * float(dist.ppf(0.5 + self.level / 2.0)))
+        return float(dist.cdf(abs(v) / sd))
 
-    def update(self, seq: int, contributions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The change this frame completes, else None."""
+    def update(
+        self,
+        seq: int,
+        contributions: list[dict[str, Any]],
+        df: Sequence[float] | None = None,
+    ) -> dict[str, Any] | None:
+        """The change this frame completes, else None. ``df``: each atom's degrees of freedom
+        of its interval's t quantile, in the order of ``contributions`` (None: normal)."""
         seq = int(seq)
         flips: list[tuple[int, str, int, list[float]]] = []  # atom, new label, start, probs
         settled_keep: list[int] = []  # atoms without a committed label settling into keep
-        for c in contributions:
+        for k, c in enumerate(contributions):
             atom = int(c["atom"])
             track = self._tracks.setdefault(atom, _Track())
             label = c.get("label")
@@ -101,7 +115,7 @@ class KeepSetChangeDetector:
                 continue
             if label != track.run_label:
                 track.run_label, track.run_start, track.probs = label, seq, []
-            track.probs.append(self._side_probability(c))
+            track.probs.append(self._side_probability(c, None if df is None else df[k]))
             if len(track.probs) < self.persist:
                 continue
             if track.state is None:

@@ -224,3 +224,29 @@ def test_stationary_series_with_the_same_noise_raises_no_change(
     assert counter == 0.0
     keep = [sum(c["label"] == "keep" for c in m["contributions"][:12]) for m in messages]
     assert min(keep) >= 10, "motif A stays (nearly) all keep throughout"
+
+
+def test_confidence_inverts_the_t_interval_the_labels_came_from() -> None:
+    """A change's confidence is P(value on its new side) under the distribution the interval
+    was built with: Student's t at each atom's df (the live intervals' quantile). Reading a t
+    interval back with the normal quantile took the SD 1.43x too large (df 3) and then the
+    normal tail, which over-reports a confident flip (0.9974 instead of 0.9860 here)."""
+    from scipy.stats import t as student_t
+
+    df = np.full(8, 3.0)
+    sd = 0.005  # |value| / sd = 4
+    det = KeepSetChangeDetector(persist=1)
+    frames = []
+    for keep in ({1, 2, 3, 4}, {1, 2, 5, 6}):
+        values = motif(keep)
+        low, high, label = interval(values, np.full(8, sd), 0.9, df=df)
+        frames.append(
+            [
+                {"atom": i + 1, "value": v, "ci_low": lo, "ci_high": hi, "label": lab}
+                for i, (v, lo, hi, lab) in enumerate(zip(values, low, high, label, strict=True))
+            ]
+        )
+    assert det.update(1, frames[0], df.tolist()) is None
+    change = det.update(2, frames[1], df.tolist())
+    assert change is not None and change["atoms_gained"] == [5, 6]
+    assert change["confidence"] == pytest.approx(student_t(3).cdf(0.02 / sd), abs=1e-4)
