@@ -12,11 +12,13 @@ policy ``all``, so nothing may be skipped) and prints rate against latency.
 ``--intervals`` instead measures what the live confidence intervals cost: the same stream
 (same frames, same rate, each row starting from a copy of the same prepared state) with the
 intervals from the SHAP-mean sampling error alone (``ci_models = 0``: the baseline, a few
-vector operations) and with the rotating surrogate ensemble (``ci_models`` members, one
-refreshed per frame). Printed: latency p50/p99/max, the median analysis time per frame (sum
-of the stages), the median ``intervals`` stage, and the ratio of the per-frame analysis time
-to the baseline's. The rows alternate (baseline, ensemble, baseline, ensemble) so a change in
-the machine's load hits both.
+vector operations, and no confirming pass: the baseline), with the rotating surrogate
+ensemble (``ci_models`` members, one refreshed per frame), and with the ensemble plus the
+confirming pass of the keep labels (``confirm_contexts``, the default). Printed: latency
+p50/p99/max, the median analysis time per frame (sum of the stages), the median
+``intervals`` and ``confirm`` stages, and the ratio of the per-frame analysis time to the
+baseline's. The rows alternate (baseline, ensemble, ensemble + confirm, twice) so a change in
+the machine's load hits all.
 """
 
 from __future__ import annotations
@@ -157,12 +159,17 @@ def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None
         t = time.perf_counter()
         MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
         t_prepare = time.perf_counter() - t
-        configs = [("sampling error only", 0), (f"+ rotating ensemble ({members})", members)] * 2
-        rows: list[tuple[str, np.ndarray, float, float, float, int]] = []
-        for k, (name, n_models) in enumerate(configs):
+        contexts = settings.confirm_contexts
+        configs = [
+            ("sampling error only", 0, 0),
+            (f"+ rotating ensemble ({members})", members, 0),
+            (f"+ ensemble + confirm ({contexts})", members, contexts),
+        ] * 2
+        rows: list[tuple[str, np.ndarray, float, float, float, float, int]] = []
+        for k, (name, n_models, n_contexts) in enumerate(configs):
             copy = Path(tmp) / f"state-{k}"
             shutil.copytree(state, copy)
-            cfg = settings.updated(ci_models=n_models)
+            cfg = settings.updated(ci_models=n_models, confirm_contexts=n_contexts)
             analyzer = MotexFrameAnalyzer.prepare(cfg, None, copy)
             analyzer.analyze(Frame("warm", 1, 0.0, r, frame(0)))  # compiled kernels, members
             messages, summary, _ = run_service(analyzer, frame, r, n, rate)
@@ -172,9 +179,11 @@ def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None
                 [sum(v for s, v in m["timing"].items() if s != "total") for m in messages]
             )
             ci = np.array([m["timing"].get("intervals", 0.0) for m in messages])
+            confirm = np.array([m["timing"].get("confirm", 0.0) for m in messages])
             rows.append(
                 (name, lat, float(np.median(compute)), float(np.median(ci)),
-                 float(np.median(ci / compute)), summary["skipped"])
+                 float(np.median(confirm)), float(np.median((ci + confirm) / compute)),
+                 summary["skipped"])
             )  # fmt: skip
     base = np.median([row[2] for row in rows if row[0] == configs[0][0]])
     load = os.getloadavg()
@@ -184,17 +193,18 @@ def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None
         f"(prepare {t_prepare:.1f} s; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})"
     )
     print(
-        f"{'intervals':32s} {'p50 s':>7s} {'p99 s':>7s} {'max s':>7s} {'frame ms':>9s} "
-        f"{'interval ms':>11s} {'share':>6s} {'ratio':>6s} {'skip':>5s}"
+        f"{'intervals':34s} {'p50 s':>7s} {'p99 s':>7s} {'max s':>7s} {'frame ms':>9s} "
+        f"{'interval ms':>11s} {'confirm ms':>10s} {'share':>6s} {'ratio':>6s} {'skip':>5s}"
     )
-    for name, lat, compute, ci, share, skipped in rows:
+    for name, lat, compute, ci, confirm, share, skipped in rows:
         print(
-            f"{name:32s} {np.median(lat):7.3f} {np.percentile(lat, 99):7.3f} {lat.max():7.3f} "
-            f"{compute * 1000:9.1f} {ci * 1000:11.2f} {share:6.1%} {compute / base:6.2f} "
-            f"{skipped:5d}"
+            f"{name:34s} {np.median(lat):7.3f} {np.percentile(lat, 99):7.3f} {lat.max():7.3f} "
+            f"{compute * 1000:9.1f} {ci * 1000:11.2f} {confirm * 1000:10.2f} {share:6.1%} "
+            f"{compute / base:6.2f} {skipped:5d}"
         )
-    print("frame ms: median analysis time per frame (sum of stages); share: median interval")
-    print(f"stage / frame; ratio: frame ms / the baseline rows' median ({base * 1000:.1f} ms)")
+    print("frame ms: median analysis time per frame (sum of stages); share: median (interval")
+    print("+ confirm) stages / frame; ratio: frame ms / the baseline rows' median")
+    print(f"({base * 1000:.1f} ms)")
 
 
 def sweep(analyzer, settings, frame, r, n: int) -> None:  # type: ignore[no-untyped-def]
