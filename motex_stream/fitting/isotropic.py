@@ -190,6 +190,7 @@ CLASS_RANK_TOL = 1e-8
 CLASS_TILE = 256  # classes per tile of class masks: built in L2, consumed at once by the GEMM
 SUM_TILES = 4  # tiles summed in fp32 by the GEMM (beta = 1) before an fp64 accumulation
 RANGE_SEED = 0  # the randomised range finder's test matrix (fixed: the tables are deterministic)
+RANGE_OVERSAMPLE = 32  # sampled directions beyond R (widened while the last is above tol)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ def _class_space(kernels: np.ndarray, tol: float = CLASS_RANK_TOL) -> tuple[np.n
     """
     n_zoom, n_classes, rank = kernels.shape
     full = min(n_classes, n_zoom * rank)
-    width = min(full, 2 * rank)
+    width = min(full, rank + RANGE_OVERSAMPLE)
     rng = np.random.default_rng(RANGE_SEED)
     block = np.empty((n_classes, rank))
     while True:
@@ -328,38 +329,34 @@ def _sq_norm(m, y):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, fastmath=_VEC, cache=True)
 def _fit_rows(
-    YT, nvec, nodes, coords, lag, penalty, g2, zooms, max_moves, rwp, scale_c, zoom
+    YT, NE, n_nodes, coords, lag, penalty, g2, zooms, max_moves, rwp, scale_c, zoom
 ):  # pragma: no cover - compiled
-    """The zoom search of every motif from its class-space coordinates ``YT[i]``.
+    """The zoom search of every motif from its class-space coordinates ``YT[i]`` and
+    ``NE[i]`` (its numerators at every grid zoom, then its reduced G at each node).
 
-    Numerators at every grid zoom (``nvec @ y``), exact norms at the interpolation nodes,
-    norms interpolated across the grid to find its minimum, the exact norm at that centre
-    correcting the bracket, and the bracket walk (at most ``max_moves`` moves, each with a
-    new exact norm) refined by a parabola: the search of :func:`fit_isotropic_numpy`. In the
-    last move the centre still moves but the bracket refined is the one before the move
-    (what the numpy engine does after its last move).
+    Norms at the interpolation nodes, interpolated across the grid to find its minimum, the
+    exact norm at that centre (``coords[c] @ y``) correcting the bracket, and the bracket walk
+    (at most ``max_moves`` moves, each with a new exact norm) refined by a parabola: the
+    search of :func:`fit_isotropic_numpy`. In the last move the centre still moves but the
+    bracket refined is the one before the move (what the numpy engine does after its last
+    move).
     """
     n_zoom = len(zooms)
-    k = YT.shape[1]
-    n_nodes = nodes.shape[0]
+    rank = coords.shape[1]
     step_z = zooms[1] - zooms[0]
-    y = np.empty(k)
-    num = np.empty(n_zoom)
-    den = np.empty(n_zoom)
     dn = np.empty(n_nodes)
     chi3 = np.empty(3)
     den3 = np.empty(3)
     num3 = np.empty(3)
+    den = np.empty(n_zoom)
     for i in range(YT.shape[0]):
-        for j in range(k):
-            y[j] = np.float64(YT[i, j])
-        for z in range(n_zoom):
-            acc = 0.0
-            for j in range(k):
-                acc += nvec[z, j] * y[j]
-            num[z] = acc
+        y = YT[i]
+        num = NE[i, :n_zoom]
         for n in range(n_nodes):
-            dn[n] = _sq_norm(nodes[n], y)
+            acc = 0.0
+            for r in range(n_zoom + n * rank, n_zoom + (n + 1) * rank):
+                acc += NE[i, r] * NE[i, r]
+            dn[n] = acc
         best = 0
         best_chi = np.inf
         for z in range(n_zoom):
@@ -417,8 +414,8 @@ class _Shared:
 
     tables: _EngineTables
     masks: np.ndarray
-    nvec: np.ndarray  # (n_zoom, k): g·G_z = nvec[z] @ y
-    nodes: np.ndarray  # (n_nodes, R, k): coords at the norm-interpolation nodes
+    maps_t: np.ndarray  # (k, n_zoom + n_nodes·R): y → numerators, then G at each node
+    n_nodes: int
     lag: np.ndarray
     penalty: np.ndarray
     g2: float
@@ -464,6 +461,8 @@ def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -
     tile_buf = np.empty(tables.basis_tiles[0].shape[1] * rows, np.float32)
     part_buf = np.empty(k * rows, np.float32)
     y_buf = np.empty(k * rows)
+    yt_buf = np.empty(k * rows)
+    ne_buf = np.empty(sh.maps_t.shape[1] * rows)
     for sl in pieces:
         m = sl.stop - sl.start
         chunk_masks = sh.masks[sl]
@@ -490,10 +489,14 @@ def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -
             sgemm(1.0, tile.T, basis_tile.T, beta=0.0 if first else 1.0, c=part.T, overwrite_c=1)
             if t % SUM_TILES == SUM_TILES - 1 or t == len(tables.basis_tiles) - 1:
                 y += part
+        yt = yt_buf[: k * m].reshape(m, k)
+        np.copyto(yt, y.T)
+        # numerators and node kernels of every motif: one small fp64 GEMM
+        ne = np.matmul(yt, sh.maps_t, out=ne_buf[: sh.maps_t.shape[1] * m].reshape(m, -1))
         _fit_rows(
-            np.ascontiguousarray(y.T),
-            sh.nvec,
-            sh.nodes,
+            yt,
+            ne,
+            sh.n_nodes,
             tables.coords,
             sh.lag,
             sh.penalty,
@@ -508,8 +511,9 @@ def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -
 
 def _data_weights(
     prep: PreparedModel, g: np.ndarray, restraint: ZoomRestraint, restrained_axes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Numerator maps of every grid zoom, the node maps, the norm interpolation, the penalty
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, float]:
+    """Numerator maps of every grid zoom and node maps (one GEMM operand), the number of
+    nodes, the norm interpolation, the penalty
     and ‖g‖² for one observed G. The last one is kept: callers fit one frame's catalogue in
     several calls (chunks), all against the same G."""
     key = (np.asarray(g, dtype=float).tobytes(), restraint, restrained_axes)
@@ -520,12 +524,13 @@ def _data_weights(
     b, g2 = prep.project_data(g)
     zooms = prep.zooms
     n_zoom = len(zooms)
-    nvec = np.ascontiguousarray(np.einsum("r,zrk->zk", b, tables.coords))
+    nvec = np.einsum("r,zrk->zk", b, tables.coords)  # g·G_z = nvec[z] @ y
     nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
-    node_maps = np.ascontiguousarray(tables.coords[nodes])
+    node_maps = tables.coords[nodes].reshape(-1, tables.coords.shape[2])
+    maps_t = np.ascontiguousarray(np.vstack([nvec, node_maps]).T)
     lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
     penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
-    value = (nvec, node_maps, lag, penalty, g2)
+    value = (maps_t, len(nodes), lag, penalty, g2)
     prep.engine_cache["isotropic_data"] = (key, value)
     return value
 
@@ -548,13 +553,13 @@ def fit_isotropic(
         )
     masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
     tables = _engine_tables(prep)
-    nvec, nodes, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
+    maps_t, n_nodes, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
     m_all = len(masks)
     rwp = np.empty(m_all)
     scale_c = np.empty(m_all)
     zoom = np.empty(m_all)
     norm = np.empty(m_all)
-    shared = _Shared(tables, masks, nvec, nodes, lag, penalty, g2, prep.zooms)
+    shared = _Shared(tables, masks, maps_t, n_nodes, lag, penalty, g2, prep.zooms)
     out = (rwp, scale_c, zoom, norm)
     # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
     # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores.
