@@ -82,10 +82,14 @@ def _fsync_path(path: Path) -> None:
         fsync_dir(path)
 
 
+#: The change detectors' state in the state folder, written after every frame (small JSON).
+CHANGES_FILE = "changes.json"
+
+
 def _remove_leftovers(directory: Path, keep: str) -> None:
     """Delete what an interrupted save (or the previous state layout) left behind."""
     for path in directory.iterdir():
-        if path.name in ("state.json", keep):
+        if path.name in ("state.json", CHANGES_FILE, keep):
             continue
         log.info("removing leftover %s", path)
         if path.is_dir() and not path.is_symlink():
@@ -333,6 +337,7 @@ class MotexFrameAnalyzer:
             _move_aside(directory, f"{type(exc).__name__}: {exc}")
             return None
         _remove_leftovers(directory, keep=analyzer._generation_name)
+        analyzer._changes = _read_changes(directory / CHANGES_FILE)
         log.info(
             "reloaded model %s from %s (%d frames so far)",
             settings.name,
@@ -566,7 +571,21 @@ class MotexFrameAnalyzer:
             detector = self._changes[frame.source] = KeepSetChangeDetector(
                 persist=run.change_frames, level=run.ci_level
             )
-        return detector.update(frame.seq, contributions, None if df is None else df.tolist())
+        change = detector.update(frame.seq, contributions, None if df is None else df.tolist())
+        self._save_changes()
+        return change
+
+    def _save_changes(self) -> None:
+        """Persist every run's change detector, so a change in progress survives a restart;
+        a failure is logged, never raised (the frame is still published)."""
+        if self.state_dir is None:
+            return
+        data = {run: det.state() for run, det in self._changes.items()}
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.state_dir / CHANGES_FILE, json.dumps(data).encode())
+        except OSError as exc:
+            log.error("model %s: cannot save change detection state: %s", self.name, exc)
 
     def _describe_once(self, run: str) -> dict[str, Any] | None:
         """The model's coordinates on the first frame of each run, else None."""
@@ -586,6 +605,19 @@ class MotexFrameAnalyzer:
         trained = steps.train_surrogate(self.catalogue, fits.rwp, self.settings)
         _, values = steps.explain(trained, self.catalogue)
         return values.value, fits
+
+
+def _read_changes(path: Path) -> dict[str, KeepSetChangeDetector]:
+    """The change detectors saved in ``path`` (none saved: empty). Unreadable state is logged
+    and dropped: change detection then starts afresh, the model state is still used."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(run): KeepSetChangeDetector.from_state(d) for run, d in data.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("change detection state %s unusable (%s); starting it afresh", path, exc)
+        return {}
 
 
 def _frame_rounds(requested: int, depth: int) -> int:

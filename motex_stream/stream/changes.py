@@ -28,12 +28,18 @@ It inverts the interval exactly as it was built: the half-width is ``q · sd`` w
 quantile of Student's t at the atom's degrees of freedom (``df``, as the analyzer computed
 them; the normal quantile when there are none), so ``sd`` and then ``P = F(|value| / sd)``
 come from the same distribution as the label.
+
+The detector's state survives a restart of the service (:meth:`KeepSetChangeDetector.state`,
+:meth:`KeepSetChangeDetector.from_state`; the analyzer writes it after every frame): a change
+in progress when the service stops is reported when the frames after the restart confirm it,
+dated as it would have been. The frame a restart analyses a second time (its message may not
+have gone out) gives the same answer as the first time, and the state does not count it twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scipy.stats import norm
@@ -74,6 +80,8 @@ class KeepSetChangeDetector:
     level: float = 0.9
     _tracks: dict[int, _Track] = field(default_factory=dict)
     _open: _OpenChange | None = None
+    _last_seq: int | None = None  # the frame fed last, and the change it completed
+    _last_change: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.persist < 1:
@@ -104,6 +112,18 @@ class KeepSetChangeDetector:
         """The change this frame completes, else None. ``df``: each atom's degrees of freedom
         of its interval's t quantile, in the order of ``contributions`` (None: normal)."""
         seq = int(seq)
+        if seq == self._last_seq:  # the same frame again (analysed anew after a restart)
+            return self._last_change
+        if self._last_seq is not None and seq < self._last_seq:  # the run is played again
+            self._tracks.clear()
+            self._open = None
+        self._last_seq = seq
+        self._last_change = self._update(seq, contributions, df)
+        return self._last_change
+
+    def _update(
+        self, seq: int, contributions: list[dict[str, Any]], df: Sequence[float] | None
+    ) -> dict[str, Any] | None:
         flips: list[tuple[int, str, int, list[float]]] = []  # atom, new label, start, probs
         settled_keep: list[int] = []  # atoms without a committed label settling into keep
         for k, c in enumerate(contributions):
@@ -158,3 +178,42 @@ class KeepSetChangeDetector:
             "atoms_lost": sorted(change.lost),
             "confidence": round(sum(change.probs) / max(len(change.probs), 1), 4),
         }
+
+    def state(self) -> dict[str, Any]:
+        """Everything the detector has learned, as JSON-ready data (see :meth:`from_state`)."""
+        return {
+            "persist": self.persist,
+            "level": self.level,
+            "tracks": {str(a): asdict(t) for a, t in self._tracks.items()},
+            "open": None if self._open is None else _open_state(self._open),
+            "last_seq": self._last_seq,
+            "last_change": self._last_change,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> KeepSetChangeDetector:
+        """A detector that goes on where the one that wrote ``data`` stopped."""
+        det = cls(persist=int(data["persist"]), level=float(data["level"]))
+        det._tracks = {int(a): _Track(**t) for a, t in data["tracks"].items()}
+        if data["open"] is not None:
+            o = data["open"]
+            det._open = _OpenChange(
+                first_frame=int(o["first_frame"]),
+                gained=set(o["gained"]),
+                lost=set(o["lost"]),
+                probs=list(o["probs"]),
+                frames_open=int(o["frames_open"]),
+            )
+        det._last_seq = data["last_seq"]
+        det._last_change = data["last_change"]
+        return det
+
+
+def _open_state(change: _OpenChange) -> dict[str, Any]:
+    return {
+        "first_frame": change.first_frame,
+        "gained": sorted(change.gained),
+        "lost": sorted(change.lost),
+        "probs": change.probs,
+        "frames_open": change.frames_open,
+    }
