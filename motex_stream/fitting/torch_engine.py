@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from motex_stream.fitting.anisotropic import ALT_SCREEN, prep_tables
+from motex_stream.fitting.anisotropic import ALT_SCREEN, prep_tables, vector_classes
 from motex_stream.fitting.isotropic import DEN_NODES, MAX_MOVES
 from motex_stream.fitting.restraint import ZoomRestraint
 from motex_stream.fitting.results import FitResults
@@ -419,10 +419,12 @@ def fit_isotropic_torch(
 class _PairTables:
     """The distance tables and the pairs of the prepared model on one device."""
 
-    delta2: Any  # (P, 3) float64
+    delta2: Any  # (C, 3) float64: squared components of each vector class
     pa: Any  # (P,) long: atom indices
     pb: Any
-    row0: Any  # (P,) long: first table row of each pair's kind
+    pair_class: Any  # (P,) long: each pair's vector class
+    n_classes: int
+    row0: Any  # (C,) long: first table row of each class's kind
     values: Any  # (2·n_kinds·n_d, R): value per distance node, then next value - value
     slopes: Any  # (2·n_kinds·n_d, R): the same for d(value)/dd
     d_lo: float
@@ -448,11 +450,14 @@ def _pair_tables(prep: PreparedModel, device: str, dtype: Any) -> _PairTables:
         return t.cat([a.reshape(-1, rank), diff.reshape(-1, rank)]).contiguous()
 
     pp = prep.pairs
+    pair_class, class_delta2, class_kind = vector_classes(prep)  # the numba engine's classes
     tables = _PairTables(
-        delta2=t.as_tensor(pp.delta2, device=device).to(t.float64),
+        delta2=t.as_tensor(class_delta2, device=device).to(t.float64),
         pa=t.as_tensor(pp.a, device=device).long(),
         pb=t.as_tensor(pp.b, device=device).long(),
-        row0=t.as_tensor(np.asarray(pp.kind, dtype=np.int64) * n_d, device=device),
+        pair_class=t.as_tensor(pair_class, device=device).long(),
+        n_classes=len(class_kind),
+        row0=t.as_tensor(class_kind * n_d, device=device),
         values=with_diff(dt.values),
         slopes=with_diff(dt.slopes),
         d_lo=float(dt.d_lo),
@@ -466,27 +471,31 @@ def _pair_tables(prep: PreparedModel, device: str, dtype: Any) -> _PairTables:
 
 
 class _Evaluator:
-    """F(z) and dF/dz of the motifs of one chunk, from their kept pairs.
+    """F(z) and dF/dz of the motifs of one chunk, from their kept vector classes.
 
-    The kept pairs of the chunk's motifs are laid out once, motif after motif (squared
-    Cartesian components and first table row of each). An evaluation computes each pair's
-    zoomed distance and place in the tables, then one weighted sum of table rows per motif:
-    ``embedding_bag`` (a fused gather-and-sum, on CPU and CUDA alike) with weights 1 and the
-    interpolation fraction against the stacked table [value; next - value]. Pairs whose zoomed
-    distance leaves the tables weigh 0, as numba's loop skips them.
+    The kept classes of the chunk's motifs (:func:`~motex_stream.fitting.anisotropic.
+    vector_classes`: identical pairs, weighted by how many of them a motif keeps) are laid out
+    once, motif after motif (squared Cartesian components, first table row and weight of
+    each). An evaluation computes each class's zoomed distance and place in the tables, then
+    one weighted sum of table rows per motif: ``embedding_bag`` (a fused gather-and-sum, on CPU
+    and CUDA alike) with the class weight and the interpolation fraction against the stacked
+    table [value; next - value]. Classes whose zoomed distance leaves the tables weigh 0, as
+    numba's loop skips them.
     """
 
-    def __init__(self, pt: _PairTables, pair_kept: Any, dtype: Any):
+    def __init__(self, pt: _PairTables, class_count: Any, dtype: Any):
         self.pt = pt
         self.dtype = dtype
         self.rank = pt.values.shape[1]
         self.n_rows = pt.values.shape[0] // 2
-        _, pair = torch.nonzero(pair_kept, as_tuple=True)  # row-major: motif by motif
-        self.count = pair_kept.sum(dim=1)
+        held = class_count > 0
+        motif, cls = torch.nonzero(held, as_tuple=True)  # row-major: motif by motif
+        self.count = held.sum(dim=1)
         self.start = torch.cumsum(self.count, 0) - self.count
         self.n = len(self.count)
-        self.d2 = pt.delta2.index_select(0, pair)  # (E, 3)
-        self.row0 = pt.row0.index_select(0, pair)
+        self.d2 = pt.delta2.index_select(0, cls)  # (E, 3)
+        self.row0 = pt.row0.index_select(0, cls)
+        self.weight = class_count[motif, cls].to(dtype)
 
     def _entries(self, rows: Any, z: Any) -> tuple[Any, Any, Any, Any, Any]:
         """Per kept pair of ``rows``: table row, bag offsets, weight, fraction, dd/dz_a."""
@@ -494,18 +503,19 @@ class _Evaluator:
         c = self.count.index_select(0, rows)
         offsets = torch.cumsum(c, 0) - c
         if len(rows) == self.n:  # every motif (rows are always increasing)
-            d2, row0 = self.d2, self.row0
+            d2, row0, weight = self.d2, self.row0, self.weight
         else:
             shift = torch.repeat_interleave(self.start.index_select(0, rows) - offsets, c)
             idx = shift + torch.arange(len(shift), device=shift.device)
             d2, row0 = self.d2.index_select(0, idx), self.row0.index_select(0, idx)
+            weight = self.weight.index_select(0, idx)
         zo = torch.repeat_interleave(z, c, dim=0)  # (E, 3)
         d = torch.sqrt((d2 * zo * zo).sum(dim=1))
         u = (d - pt.d_lo) / pt.step
         i = torch.trunc(u)  # numba's int(): towards zero
         valid = (d >= pt.d_min) & (d <= pt.d_max) & (i >= 0) & (i < pt.n_d - 1)
         row = row0 + i.clamp(0, pt.n_d - 2).long()
-        w = valid.to(self.dtype)
+        w = valid.to(self.dtype) * weight
         frac = (u - i).to(self.dtype)
         grad = zo * d2 / torch.where(d > 0, d, 1.0)[:, None]  # dd/dz_a
         return row, offsets, w, frac, grad.to(self.dtype)
@@ -633,10 +643,12 @@ def _lm(
     return chi, z, s, res
 
 
-def _pair_kept(tb: _Tables, pt: _PairTables, masks_dev: Any) -> Any:
-    """(m, P) bool: which pairs each motif keeps (both atoms kept)."""
+def _class_count(tb: _Tables, pt: _PairTables, masks_dev: Any) -> Any:
+    """(m, C) float: how many pairs of each vector class each motif keeps (both atoms kept)."""
     kept = (masks_dev.to(tb.dtype) @ tb.atoms_t) > 0.5  # (m, n_atoms)
-    return kept[:, pt.pa] & kept[:, pt.pb]
+    pair_kept = (kept[:, pt.pa] & kept[:, pt.pb]).to(torch.float32)
+    count = torch.zeros(len(kept), pt.n_classes, device=kept.device)
+    return count.index_add_(1, pt.pair_class, pair_kept)
 
 
 def _aniso_chunk(
@@ -651,7 +663,7 @@ def _aniso_chunk(
 ) -> tuple[Any, Any, Any]:
     """(z, s, ‖sF-b‖²) of one chunk of motifs."""
     t = torch
-    ev = _Evaluator(pt, _pair_kept(tb, pt, masks_dev), tb.dtype)
+    ev = _Evaluator(pt, _class_count(tb, pt, masks_dev), tb.dtype)
     rows = t.arange(ev.n, device=masks_dev.device)
     bb = float((b * b).sum())
     chi, z, s, res = _lm(ev, rows, z_start, b, bb, restraint, max_iter)
