@@ -311,21 +311,14 @@ class LiveModelSettings(ModelSettings):
 
     @classmethod
     def runtime_fields(cls) -> set[str]:
-        return {
+        """The analysis' runtime fields plus the live model's per-frame and naming ones."""
+        return super().runtime_fields() | {
             "name",
             "reference",
             "refit",
             "rounds",
             "max_trees",
             "change_frames",
-            "ci_models",
-            "ci_rows",
-            "ci_level",
-            "engine",
-            "device",
-            "adaptive_motifs",
-            "explain_rows",
-            "confirm_contexts",
         }
 
 
