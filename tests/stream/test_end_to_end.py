@@ -163,11 +163,14 @@ def test_warm_start_agrees_with_from_scratch(series, analyzer):
         if i not in (0, N_FRAMES - 1):
             continue
         warm = np.array([c["value"] for c in result.contributions])
-        # every entry carries its interval and a label that agrees with it
+        # every entry carries its interval and a label that agrees with it; a keep (interval
+        # below 0) may be withheld as uncertain by the confirming pass, never turned around
         for c in result.contributions:
             assert c["ci_low"] <= c["value"] <= c["ci_high"]
-            expected = "keep" if c["ci_high"] < 0 else "remove" if c["ci_low"] > 0 else "uncertain"
-            assert c["label"] == expected
+            if c["ci_high"] < 0:
+                assert c["label"] in ("keep", "uncertain")
+            else:
+                assert c["label"] == ("remove" if c["ci_low"] > 0 else "uncertain")
         scratch, _ = analyzer.from_scratch(Frame("run", i + 1, float(i), series.r, series.frame(i)))
         k = 12 if i == 0 else 13  # the size of the motif the frame holds (A, then B)
         assert set(np.argsort(warm)[:k]) == set(np.argsort(scratch)[:k])
