@@ -33,6 +33,7 @@ FIT_EXCLUDES = (
     "ci_level",
     "adaptive_motifs",
     "explain_rows",
+    "train_rows",
     "confirm_contexts",
 )
 

@@ -128,7 +128,14 @@ def run_analysis(
                 "rank": engine.basis.rank,
                 "pair_classes": engine.n_classes,
                 "pairs": len(engine.pairs.d0),
-            }
+            },
+            # motifs the surrogate learnt from (all, or a seeded subsample of train_rows):
+            # its search and fit on ``train``, its test_mae on ``test``
+            "surrogate": {
+                "train": trained.n_train,
+                "test": trained.n_test,
+                "subsampled": trained.n_train + trained.n_test < len(masks),
+            },
         },
     )
 

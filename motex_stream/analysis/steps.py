@@ -46,7 +46,13 @@ from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
-from motex_stream.model.gbdt import Hyperparameters, TrainedModel, features, train
+from motex_stream.model.gbdt import (
+    Hyperparameters,
+    TrainedModel,
+    features,
+    train,
+    training_features,
+)
 from motex_stream.pdf.batched import PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import StartingModel, load_starting_model
@@ -266,14 +272,26 @@ def fit_masks(
 
 
 def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings) -> TrainedModel:
-    """The GBDT of Rwp on the mask features, hyperparameters searched by count (seeded)."""
+    """The GBDT of Rwp on the mask features, hyperparameters searched by count (seeded).
+
+    A catalogue larger than ``settings.train_rows`` trains it on a seeded subsample of that
+    many motifs (:func:`train_sample`): only those rows' features are ever built, so the
+    memory of training does not grow with the catalogue. ``trained.n_train + n_test`` says
+    how many motifs it saw.
+    """
     rwp = np.asarray(rwp, dtype=float)
     if not np.isfinite(rwp).all():
         raise ValueError(f"{int((~np.isfinite(rwp)).sum())} fits gave a non-finite Rwp")
     if np.ptp(rwp) == 0:
         raise ValueError("every motif fits equally well (constant Rwp): nothing to explain")
+    picked = train_sample(len(rwp), settings.train_rows, settings.seed)
+    if picked is not None:
+        log.info(
+            "training the surrogate on %d of %d motifs (seeded subsample)", len(picked), len(rwp)
+        )
+        masks, rwp = masks[picked], rwp[picked]
     return train(
-        features(masks),
+        training_features(masks),
         rwp,
         seed=settings.seed,
         n_calls=settings.search_calls,
@@ -282,23 +300,40 @@ def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings)
     )
 
 
-#: Seed offset of the explained subsample (never the catalogue's or the search's stream).
+#: Seed offsets of the trained and the explained subsamples (never the catalogue's or the
+#: search's stream, nor each other's).
+_TRAIN_SEED_OFFSET = 7_919
 _EXPLAIN_SEED_OFFSET = 104_729
 
 
+def _row_sample(n_motifs: int, rows: int | None, seed: int) -> np.ndarray | None:
+    """Sorted seeded uniform subsample of ``rows`` of ``n_motifs`` rows without replacement;
+    None (every row) when ``rows`` is unset or covers them all."""
+    if rows is None or rows >= n_motifs:
+        return None
+    rng = np.random.default_rng(seed % 2**32)
+    return np.sort(rng.choice(n_motifs, size=int(rows), replace=False))
+
+
+def train_sample(n_motifs: int, rows: int | None, seed: int) -> np.ndarray | None:
+    """Sorted catalogue rows the surrogate is trained on (:func:`_row_sample`).
+
+    Why a subsample is enough: the surrogate maps tens to hundreds of 0/1 features to Rwp, and
+    its held-out error stops improving long before 10^6 motifs, while the search's time and
+    memory grow with every row.
+    """
+    return _row_sample(n_motifs, rows, seed + _TRAIN_SEED_OFFSET)
+
+
 def explain_sample(n_motifs: int, rows: int | None, seed: int) -> np.ndarray | None:
-    """Sorted catalogue rows SHAP explains: a seeded uniform subsample of ``rows`` motifs
-    without replacement, or None (every motif) when ``rows`` is unset or covers the catalogue.
+    """Sorted catalogue rows SHAP explains (:func:`_row_sample`).
 
     Why a subsample is enough: a contribution value is a difference of two SHAP means, and a
     uniform subsample estimates each mean with a standard error that the intervals carry
     (:func:`motex_stream.explain.confidence.sampling_error` of the rows explained), while
     SHAP's time and memory grow with the rows explained, not with the catalogue.
     """
-    if rows is None or rows >= n_motifs:
-        return None
-    rng = np.random.default_rng((seed + _EXPLAIN_SEED_OFFSET) % 2**32)
-    return np.sort(rng.choice(n_motifs, size=int(rows), replace=False))
+    return _row_sample(n_motifs, rows, seed + _EXPLAIN_SEED_OFFSET)
 
 
 def explain(
@@ -338,7 +373,6 @@ def intervals(
     ]
     return contribution_intervals(
         contributions,
-        features(masks),
         rwp,
         masks,
         members,
@@ -376,7 +410,9 @@ def refine_intervals(
     seed = (settings.seed + _ADAPTIVE_SEED_OFFSET) % 2**32
     masks = adaptive_catalogue(first.label, settings.adaptive_motifs, seed)
     fits = fit_masks(engine, masks, g, settings.zoom)
-    second = train(features(masks), fits.rwp, params=trained.params, search=False, seed=seed)
+    second = train(
+        training_features(masks), fits.rwp, params=trained.params, search=False, seed=seed
+    )
     _, contributions = explain(second, masks, rows=settings.explain_rows, seed=seed)
     ci = intervals(trained, masks, fits.rwp, contributions, settings.updated(seed=seed))
     return merge_second_pass(first, ci, contributions.value, len(masks))

@@ -42,6 +42,7 @@ from scipy.stats import t as student_t
 
 from motex_stream.catalogue.storage import unique_row_indices
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
+from motex_stream.model.gbdt import features
 
 if TYPE_CHECKING:
     from motex_stream.explain.confirmation import KeepConfirmation
@@ -143,7 +144,6 @@ def interval(
 
 
 def ensemble_contributions(
-    X: np.ndarray,
     y: np.ndarray,
     masks: np.ndarray,
     members: list[tuple[dict, int]],
@@ -153,28 +153,30 @@ def ensemble_contributions(
     """Contribution vectors (members, N) of surrogates trained on bootstrap resamples of
     ``rows`` motifs (default: all), each explained on its own resample.
 
+    Only a resample's features are built (``masks[idx]``), never the whole catalogue's: a
+    10^7-motif catalogue would otherwise cost its float32 feature matrix (1 GB for 24 atoms).
+
     ``members`` holds one (xgboost parameters, tree count) per surrogate: the hyperparameter
     points the search already evaluated, best first. Member ``b`` uses ``seed + offset + b``
     for its resample and its xgboost seed.
     """
-    X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=float)
-    m = np.asarray(masks)
     n = len(y) if rows is None else max(2, min(int(rows), len(y)))
-    out = np.full((len(members), m.shape[1]), np.nan)
+    out = np.full((len(members), masks.shape[1]), np.nan)
     for b, (xgb_params, n_trees) in enumerate(members):
         member_seed = (seed + _SEED_OFFSET + b) % 2**32
         idx = np.random.default_rng(member_seed).integers(0, len(y), n)
         params = {**xgb_params, "seed": member_seed}
-        dtrain = xgb.DMatrix(X[idx], label=y[idx], nthread=int(params.get("nthread", 2)))
+        sample = np.asarray(masks[idx], dtype=bool)
+        X = features(sample)
+        dtrain = xgb.DMatrix(X, label=y[idx], nthread=int(params.get("nthread", 2)))
         booster = xgb.train(params, dtrain, num_boost_round=max(1, int(n_trees)))
-        out[b] = atom_contributions(shap_values(booster, X[idx]), m[idx]).value
+        out[b] = atom_contributions(shap_values(booster, X), sample).value
     return out
 
 
 def contribution_intervals(
     contributions: AtomContributions,
-    X: np.ndarray,
     y: np.ndarray,
     masks: np.ndarray,
     members: list[tuple[dict, int]],
@@ -190,7 +192,7 @@ def contribution_intervals(
     if n_models < 2:
         low, high, lab = interval(contributions.value, se, level)
         return ContributionIntervals(low, high, lab, level, n_models, np.zeros_like(se), se)
-    ens = ensemble_contributions(X, y, masks, members, seed, rows)
+    ens = ensemble_contributions(y, masks, members, seed, rows)
     ens_sd = np.std(ens, axis=0, ddof=1)
     df = welch_df(ens_sd**2, n_models - 1, se**2)
     sd = np.sqrt(ens_sd**2 + se**2)

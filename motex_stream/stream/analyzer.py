@@ -160,7 +160,17 @@ class MotexFrameAnalyzer:
         self.state_dir = state_dir
         self.search = search or []
         self._features = features(catalogue)
-        self._shap = ShapCache(self._features)
+        # a catalogue larger than explain_rows is explained on the same seeded subsample
+        # every frame (steps.explain_sample, as analyze does): SHAP's per-frame cost is
+        # then bounded by explain_rows, and the sampling error carries the difference
+        self._explained = steps.explain_sample(len(catalogue), settings.explain_rows, settings.seed)
+        if self._explained is None:
+            self._explained_masks, explained_features = catalogue, self._features
+        else:
+            self._explained_masks = np.asarray(catalogue)[self._explained]
+            explained_features = self._features[self._explained]
+        self._explained_features = explained_features
+        self._shap = ShapCache(explained_features)
         if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
@@ -469,7 +479,10 @@ class MotexFrameAnalyzer:
         shap = self._shap.update(
             self.surrogate.booster, rebuilt=update.rebuilt, generation=self.surrogate.generation
         )
-        contrib = atom_contributions(shap, self.catalogue)
+        contrib = atom_contributions(shap, self._explained_masks)
+        if self._explained is not None:
+            contrib.explained = self._explained
+            contrib.n_catalogue = len(self.catalogue)
         timing["explain"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -547,10 +560,16 @@ class MotexFrameAnalyzer:
         if (
             ens is None
             or len(ens.members) != run.ci_models
-            or ens.rows != min(run.ci_rows, len(self.catalogue))
+            or ens.rows != min(run.ci_rows, len(self._explained_masks))
         ):
+            # the ensemble's rows are drawn from the explained ones: its deviations are taken
+            # from the main model's SHAP, which exists for those rows only
             ens = self._ensemble = RotatingEnsemble(
-                self._features, self.catalogue, run.ci_models, run.ci_rows, self.settings.seed
+                self._explained_features,
+                self._explained_masks,
+                run.ci_models,
+                run.ci_rows,
+                self.settings.seed,
             )
         ens_sd = ens.update(self.surrogate, shap, self._features[idx], rwp)
         df = welch_df(ens_sd**2, len(ens.members), se**2)
@@ -603,7 +622,9 @@ class MotexFrameAnalyzer:
         _, g = self._frame_g(frame)
         fits = steps.fit_masks(self.engine, self.catalogue, g, self.settings.zoom)
         trained = steps.train_surrogate(self.catalogue, fits.rwp, self.settings)
-        _, values = steps.explain(trained, self.catalogue)
+        _, values = steps.explain(
+            trained, self.catalogue, rows=self.settings.explain_rows, seed=self.settings.seed
+        )
         return values.value, fits
 
 

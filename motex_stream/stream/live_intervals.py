@@ -143,7 +143,7 @@ class RotatingEnsemble:
     ) -> np.ndarray:
         """Refresh this frame's member(s); return the ensemble's SD per atom.
 
-        ``main_shap`` is the main model's SHAP over the whole catalogue (the cache's view);
+        ``main_shap`` is the main model's SHAP over the rows it explains (the cache's view);
         ``X``/``y`` are this frame's refitted features and Rwp. Atoms whose contrast is
         undefined on the subset get NaN (their interval is then undefined: ``uncertain``).
         """

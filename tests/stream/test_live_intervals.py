@@ -110,3 +110,30 @@ def test_an_ensemble_needs_two_members(series, settings, state_dir, tmp_path) ->
     analyzer = fresh(settings, state_dir, tmp_path)
     with pytest.raises(ValueError, match="at least 2"):
         RotatingEnsemble(analyzer._features, analyzer.catalogue, members=1, rows=100, seed=0)
+
+
+def test_live_explains_a_seeded_subsample_above_explain_rows(
+    series, settings, state_dir, tmp_path
+) -> None:
+    """A live catalogue larger than ``explain_rows`` is explained on the seeded subsample
+    ``analyze`` would take (before: the setting was accepted and ignored, every motif was
+    explained every frame): values move by about their sampling error, which the interval
+    carries, and the ensemble draws its rows from the explained ones."""
+    whole = run(fresh(settings, state_dir, tmp_path, ci_models=0), series)
+    sub_analyzer = fresh(settings, state_dir, tmp_path, ci_models=0, explain_rows=150)
+    sub = run(sub_analyzer, series)
+    assert sub_analyzer._shap.X.shape[0] == 150  # SHAP's rows per frame: the bound
+    again = run(fresh(settings, state_dir, tmp_path, ci_models=0, explain_rows=150), series)
+    values = np.array([[c["value"] for c in f] for f in sub])
+    np.testing.assert_array_equal(values, [[c["value"] for c in f] for f in again])
+    whole_values = np.array([[c["value"] for c in f] for f in whole])
+    assert not np.array_equal(values, whole_values)
+    se = half_widths(sub) / 1.6448536269514722  # ci_models=0: normal interval at 90 %
+    used = se > 0
+    z = np.abs(values - whole_values)[used] / se[used]
+    assert np.median(z) < 1.5 and z.max() < 5, z
+    assert np.all(half_widths(sub)[used] >= half_widths(whole)[used] * 0.9)
+    with_ensemble = run(fresh(settings, state_dir, tmp_path, ci_models=3, explain_rows=150), series)
+    for f in with_ensemble:
+        for c in f:
+            assert c["ci_low"] <= c["value"] <= c["ci_high"]
