@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from motex_stream.analysis.result import AnalysisResult
+from motex_stream.catalogue.packed import as_packed
 from motex_stream.explain.confidence import sampling_error
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,9 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
 
 
 def write_fits_csv(path: Path, result: AnalysisResult) -> Path:
-    """Every motif's fit and mask; formatted block-wise so huge catalogues stay cheap."""
-    masks = np.asarray(result.masks).astype(bool)
+    """Every motif's fit and mask; formatted block-wise so huge catalogues stay cheap (a
+    packed catalogue is unpacked one block at a time, never whole)."""
+    masks = as_packed(result.masks)
     fits = result.fits
     m, n = masks.shape
     header = ["id", "n_kept", "rwp", "scale", "zoom1", "zoom2", "zoom3"]
@@ -199,15 +201,14 @@ def write_fits_csv(path: Path, result: AnalysisResult) -> Path:
     zoom = np.asarray(fits.zoom, dtype=float).reshape(m, 3)
     with path.open("wb") as fh:
         fh.write((",".join(header) + "\n").encode())
-        for start in range(0, m, _CSV_CHUNK):
-            stop = min(start + _CSV_CHUNK, m)
+        for start, block in masks.chunks(_CSV_CHUNK):
             # The 0/1 columns dominate the file: build them as one byte matrix ("0,1,...\n")
             # instead of formatting N integers per row in Python.
-            bits = np.full((stop - start, 2 * n), ord(","), dtype=np.uint8)
-            bits[:, 0::2] = masks[start:stop] + ord("0")
+            bits = np.full((len(block), 2 * n), ord(","), dtype=np.uint8)
+            bits[:, 0::2] = block + ord("0")
             bits[:, -1] = ord("\n")
-            kept = masks[start:stop].sum(axis=1)
-            for j in range(stop - start):
+            kept = block.sum(axis=1)
+            for j in range(len(block)):
                 i = start + j
                 fh.write(
                     f"{i},{kept[j]},{fits.rwp[i]:.8g},{fits.scale[i]:.8g},"
@@ -220,13 +221,14 @@ def write_fits_csv(path: Path, result: AnalysisResult) -> Path:
 def write_fits_npz(path: Path, result: AnalysisResult) -> Path:
     """Compact catalogue of fits: masks bit-packed along atoms (MSB first, as np.packbits).
 
-    ``n_permutable`` is stored because packing pads rows to whole bytes.
+    ``n_permutable`` is stored because packing pads rows to whole bytes. A packed catalogue
+    is written as it is held (same bytes as packing its bool form).
     """
-    masks = np.asarray(result.masks).astype(bool)
+    masks = as_packed(result.masks)
     np.savez_compressed(
         path,
-        masks_packed=np.packbits(masks, axis=1),
-        n_permutable=np.int64(masks.shape[1]),
+        masks_packed=masks.packed,
+        n_permutable=np.int64(masks.n_permutable),
         atom_numbers=np.asarray(result.atom_numbers(), dtype=np.int64),
         rwp=np.asarray(result.fits.rwp, dtype=float),
         scale=np.asarray(result.fits.scale, dtype=float),
@@ -583,7 +585,7 @@ def plot_shap_summary(path: Path, result: AnalysisResult) -> Path:
 
 def plot_rwp_vs_size(path: Path, result: AnalysisResult) -> Path:
     """Rwp of every motif against its number of kept permutable atoms; best motif starred."""
-    sizes = np.asarray(result.masks).astype(bool).sum(axis=1)
+    sizes = as_packed(result.masks).kept_counts()  # from the packed bytes, nothing unpacked
     rwp = np.asarray(result.fits.rwp, dtype=float)
     rng = np.random.default_rng(0)
     jitter = rng.uniform(-0.25, 0.25, len(sizes))  # sizes are integers: spread the columns

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from motex_stream.catalogue.packed import PackedMasks
 from motex_stream.explain.confidence import ContributionIntervals
 from motex_stream.explain.contributions import AtomContributions
 from motex_stream.fitting.results import FitResults
@@ -18,7 +19,9 @@ class AnalysisResult:
     """Everything `motex-stream analyze` computed, in memory."""
 
     model: StartingModel
-    masks: np.ndarray  # (M, N) bool, N = permutable atoms in file order
+    # (M, N) bool, N = permutable atoms in file order; ``analyze`` keeps it bit-packed
+    # (PackedMasks: index rows, or np.asarray for all of them at 8x the memory)
+    masks: np.ndarray | PackedMasks
     fits: FitResults
     # the motifs SHAP explained (all M, or contributions.explained of a larger catalogue):
     features: np.ndarray  # (rows, N+1): mask bits then motif size

@@ -12,7 +12,8 @@ How the work is cut and shipped:
   fitting engines build on first use are cached on the worker's copy, so each worker builds
   them once;
 * the catalogue is cut into the same chunks as the local path (:data:`steps.FIT_CHUNK`
-  motifs), bit-packed for the wire; every chunk is one task;
+  motifs), bit-packed for the wire (a :class:`~motex_stream.catalogue.PackedMasks` catalogue
+  ships its own packed rows, never unpacked here); every chunk is one task;
 * each chunk is the same deterministic function of (engine, masks, g) as locally, so the
   results equal the local run's for the same seed;
 * the fitting engine is the one :func:`~motex_stream.analysis.steps.prepare_engine` recorded
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from motex_stream.catalogue.packed import PackedMasks, as_packed
+from motex_stream.catalogue.storage import unpack_masks
 from motex_stream.fitting.results import FitResults
 
 if TYPE_CHECKING:
@@ -85,10 +88,6 @@ def client_for(cluster: Any) -> Any:
         return client
 
 
-def _unpack(packed: np.ndarray, n_bits: int) -> np.ndarray:
-    return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
-
-
 #: The fitting engine when the prepared engine records none (as ``steps.fit_masks``).
 DEFAULT_BACKEND = ("numpy", "auto")
 
@@ -130,7 +129,7 @@ def fit_chunk(
     from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
     from motex_stream.fitting.isotropic import fit_isotropic
 
-    masks = _unpack(packed, n_bits)
+    masks = unpack_masks(packed, n_bits)
     name, device = worker_backend(backend)
     if name == "torch":
         from motex_stream.fitting import torch_engine
@@ -170,7 +169,7 @@ def _shippable(engine: PreparedModel) -> PreparedModel:
 def fit_masks_dask(
     cluster: Any,
     engine: PreparedModel,
-    masks: np.ndarray,
+    masks: np.ndarray | PackedMasks,
     g: np.ndarray,
     zoom: str,
     chunk: int,
@@ -187,18 +186,18 @@ def fit_masks_dask(
         raise ValueError(f"unknown zoom mode {zoom!r}")
     distributed = require_distributed()
     client = client_for(cluster)
-    masks = np.asarray(masks, dtype=bool)
+    catalogue = as_packed(masks)
     g = np.ascontiguousarray(g, dtype=float)
-    n_bits = masks.shape[1]
+    n_bits = catalogue.n_permutable
     engine_name, device = engine.engine_cache.get(BACKEND_KEY, DEFAULT_BACKEND)
     backend = (str(engine_name), str(device))
     eng = _engine_future(client, engine)
     g_fut = client.scatter(g, broadcast=True, hash=False)
-    starts = list(range(0, len(masks), chunk))
+    starts = list(range(0, len(catalogue), chunk))
     job = uuid.uuid4().hex[:12]
     futures = {}
     for i, start in enumerate(starts):
-        packed = np.packbits(masks[start : start + chunk], axis=1)
+        packed = np.ascontiguousarray(catalogue.packed[start : start + chunk])
         fut = client.submit(
             fit_chunk,
             eng,

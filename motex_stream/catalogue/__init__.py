@@ -5,6 +5,7 @@ from motex_stream.catalogue.generators import (
     default_radius_range,
     random_catalogue,
 )
+from motex_stream.catalogue.packed import PackedMasks, as_packed
 from motex_stream.catalogue.storage import (
     Catalogue,
     CatalogueFileError,
@@ -17,6 +18,8 @@ from motex_stream.catalogue.storage import (
 __all__ = [
     "Catalogue",
     "CatalogueFileError",
+    "PackedMasks",
+    "as_packed",
     "cookie_cutter_catalogue",
     "dedupe_masks",
     "default_radius_range",

@@ -220,7 +220,9 @@ class MotexFrameAnalyzer:
         assert isinstance(resolved, LiveModelSettings)
         t0 = time.perf_counter()
         engine = steps.prepare_engine(model, resolved, data.r)
-        masks = steps.make_catalogue(model, resolved)
+        # Bool, not packed: a live catalogue is small (10^3-10^4 motifs), the analyzer holds
+        # its feature matrix anyway, and every frame indexes it; it is saved packed.
+        masks = np.asarray(steps.make_catalogue(model, resolved))
         fits = steps.fit_masks(engine, masks, data.g, resolved.zoom)
         trained = steps.train_surrogate(masks, fits.rwp, resolved)
         surrogate = IncrementalSurrogate(
