@@ -81,7 +81,7 @@ def training_features(masks: np.ndarray) -> np.ndarray:
     they are, and trains byte-identical trees from them (the values are the same 0/1 bits and
     sizes), so a 10^6-motif catalogue over 24 atoms costs 25 MB of features instead of 100.
     """
-    n_atoms = np.atleast_2d(np.asarray(masks)).shape[1]
+    n_atoms = np.shape(masks)[-1]  # a packed catalogue's width, without unpacking it
     return features(masks, np.uint8 if n_atoms <= np.iinfo(np.uint8).max else np.uint16)
 
 
