@@ -148,9 +148,14 @@ def test_dask_ships_packed_rows(prepared_109725, golden_fits) -> None:
         got = scale_out.fit_masks_dask(
             client, prepared_109725, PackedMasks.from_bool(masks), g, "isotropic", chunk=256
         )
-    want = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    np.testing.assert_array_equal(got.rwp, want.rwp)
-    np.testing.assert_array_equal(got.zoom, want.zoom)
+    # the same chunk boundaries here: the isotropic engine's float32 tile sums depend on which
+    # motifs share a chunk (in the last bits: 3e-15 in Rwp), so compare chunk for chunk
+    parts = [
+        steps.fit_masks(prepared_109725, masks[i : i + 256], g, "isotropic")
+        for i in range(0, len(masks), 256)
+    ]
+    np.testing.assert_array_equal(got.rwp, np.concatenate([p.rwp for p in parts]))
+    np.testing.assert_array_equal(got.zoom, np.concatenate([p.zoom for p in parts]))
 
 
 def _same_files(a: Path, b: Path, names: list[str]) -> None:
