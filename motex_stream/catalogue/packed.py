@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from motex_stream.catalogue.storage import iter_unpacked, pack_masks, unpack_masks
+from motex_stream.catalogue.storage import (
+    checked_packed,
+    iter_unpacked,
+    pack_masks,
+    unpack_masks,
+)
 
 #: Set bits of every byte value: kept atoms are counted from the packed bytes without
 #: unpacking them (one table lookup per 8 atoms).
@@ -41,18 +46,8 @@ class PackedMasks:
     n_permutable: int
 
     def __init__(self, packed: np.ndarray, n_permutable: int) -> None:
-        packed = np.asarray(packed)
         n_permutable = int(n_permutable)
-        if packed.dtype != np.uint8 or packed.ndim != 2:
-            raise ValueError(
-                f"packed masks must be a 2-D uint8 array, got {packed.dtype} {packed.shape}"
-            )
-        if n_permutable < 0 or packed.shape[1] != (n_permutable + 7) // 8:
-            raise ValueError(
-                f"{packed.shape[1]} bytes per row cannot hold exactly {n_permutable} "
-                "permutable atoms"
-            )
-        view = packed.view()
+        view = checked_packed(packed, n_permutable).view()
         view.flags.writeable = False  # read-only like a frozen catalogue; the caller's array
         self.packed = view  # stays writable for them
         self.n_permutable = n_permutable

@@ -49,8 +49,9 @@ def pack_masks(masks: np.ndarray) -> np.ndarray:
     return np.packbits(_as_mask_array(masks), axis=1)
 
 
-def unpack_masks(packed: np.ndarray, n_permutable: int) -> np.ndarray:
-    """Inverse of :func:`pack_masks`; ``n_permutable`` drops the byte padding."""
+def checked_packed(packed: np.ndarray, n_permutable: int) -> np.ndarray:
+    """``packed`` as a 2-D uint8 array of whole-byte rows for ``n_permutable`` atoms, or a
+    ValueError saying what does not fit (a file or a caller's array may hold anything)."""
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 2:
         raise ValueError(
@@ -60,6 +61,12 @@ def unpack_masks(packed: np.ndarray, n_permutable: int) -> np.ndarray:
         raise ValueError(
             f"{packed.shape[1]} bytes per row cannot hold exactly {n_permutable} permutable atoms"
         )
+    return packed
+
+
+def unpack_masks(packed: np.ndarray, n_permutable: int) -> np.ndarray:
+    """Inverse of :func:`pack_masks`; ``n_permutable`` drops the byte padding."""
+    packed = checked_packed(packed, n_permutable)
     return np.unpackbits(packed, axis=1, count=n_permutable).astype(bool)
 
 
