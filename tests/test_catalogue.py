@@ -293,3 +293,120 @@ def test_iter_unpacked_streams_a_packed_catalogue_in_chunks():
     np.testing.assert_array_equal(np.vstack([c for _, c in chunks]), masks)
     with pytest.raises(ValueError, match="chunk"):
         next(iter_unpacked(packed, 21, 0))
+
+
+# ------------------------------------------- random_catalogue against the original algorithm
+
+
+def _void_first_occurrences(packed: np.ndarray) -> np.ndarray:
+    """The original dedupe, written out: np.unique over whole-row void keys, first indices."""
+    packed = np.ascontiguousarray(packed)
+    if packed.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp)
+    if packed.shape[1] == 0:
+        return np.zeros(1, dtype=np.intp)
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
+
+
+def _reference_random_catalogue(
+    n: int, size: int, seed: int, lower: int = 1, upper: int | None = None
+) -> np.ndarray:
+    """random_catalogue as first written (packed rows): every round concatenates all rows so
+    far with the new batch and re-deduplicates the lot. The draws are the module's own, and
+    its round-size constants are read at call time, so a monkeypatch applies to both."""
+    from motex_stream.catalogue import generators as gen
+
+    upper = n if upper is None else upper
+    rng = np.random.default_rng(seed)
+    total = sum(comb(n, k) for k in range(lower, upper + 1))
+    if total <= size:
+        return pack_masks(gen._all_masks(n, lower, upper)[rng.permutation(total)])
+    rows = np.zeros((0, (n + 7) // 8), dtype=np.uint8)
+    max_rows = max(1, gen._MAX_CELLS_PER_ROUND // n)
+    while rows.shape[0] < size:
+        missing = size - rows.shape[0]
+        n_rows = min(max_rows, max(missing + missing // 8 + 16, gen._MIN_ROWS_PER_ROUND))
+        merged = np.concatenate([rows, gen._draw_random_packed(rng, n_rows, n, lower, upper)])
+        rows = merged[_void_first_occurrences(merged)]
+    return rows[:size]
+
+
+def _bounds(n: int) -> list[tuple[int, int | None]]:
+    """Default, tight low and tight high count ranges (the tight ones repeat masks a lot)."""
+    out: list[tuple[int, int | None]] = [(1, None)]
+    if n >= 3:
+        out += [(1, 2), (n - 2, n - 1)]
+    return out
+
+
+def _sizes(n: int, lower: int, upper: int | None) -> list[int]:
+    total = sum(comb(n, k) for k in range(lower, (n if upper is None else upper) + 1))
+    sizes = {1, 9, min(total - 1, 700), min(total - 2, 1500)}
+    if total <= 3000:  # every mask fits: the all-masks branch
+        sizes |= {total, total + 5}
+    return sorted(s for s in sizes if s >= 1)
+
+
+_NS = (1, 5, 8, 9, 24, 64, 65, 80, 240)
+
+
+@pytest.mark.parametrize("n", _NS)
+def test_random_catalogue_matches_original_algorithm_with_tiny_rounds(n, monkeypatch):
+    """Byte-identical to the concatenate-and-re-dedupe original over many small rounds, so
+    repeats across rounds (not just within one batch) are what gets dropped."""
+    from motex_stream.catalogue import generators as gen
+
+    monkeypatch.setattr(gen, "_MAX_CELLS_PER_ROUND", 1500)
+    monkeypatch.setattr(gen, "_MIN_ROWS_PER_ROUND", 1)
+    for lower, upper in _bounds(n):
+        for size in _sizes(n, lower, upper):
+            for seed in (0, 11):
+                want = _reference_random_catalogue(n, size, seed, lower, upper)
+                got = random_catalogue(n, size, seed, lower, upper, packed=True)
+                assert got.dtype == np.uint8 and got.shape == want.shape, (n, size, lower)
+                assert got.tobytes() == want.tobytes(), (n, size, seed, lower, upper)
+                bools = random_catalogue(n, size, seed, lower, upper)
+                np.testing.assert_array_equal(bools, unpack_masks(want, n))
+
+
+@pytest.mark.parametrize(("n", "size"), [(9, 400), (24, 30_000), (65, 20_000), (240, 100_000)])
+def test_random_catalogue_matches_original_algorithm_with_default_rounds(n, size):
+    """The shipped round sizes too; 100,000 motifs over 240 atoms take two rounds."""
+    want = _reference_random_catalogue(n, size, 5)
+    assert random_catalogue(n, size, 5, packed=True).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n", [65, 80, 240])
+def test_random_catalogue_exact_despite_row_hash_collisions(n, monkeypatch):
+    """Rows wider than 8 bytes are looked up by a 64-bit hash; a hash that collides all the
+    time (byte sum mod 5) must still give exactly the original rows, since every hash match
+    is checked against the stored row."""
+    from motex_stream.catalogue import generators as gen
+
+    monkeypatch.setattr(gen, "_MAX_CELLS_PER_ROUND", 4000)
+    monkeypatch.setattr(gen, "_MIN_ROWS_PER_ROUND", 1)
+    monkeypatch.setattr(
+        gen, "_row_hash", lambda rows: rows.sum(axis=1, dtype=np.uint64) % np.uint64(5)
+    )
+    for lower, upper, size in [(1, None, 600), (1, 2, 2000), (n - 2, n - 1, 1200)]:
+        want = _reference_random_catalogue(n, size, 3, lower, upper)
+        got = random_catalogue(n, size, 3, lower, upper, packed=True)
+        assert got.tobytes() == want.tobytes(), (n, lower, upper, size)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(
+        np.uint8,
+        st.tuples(st.integers(0, 40), st.integers(0, 19)),
+        elements=st.sampled_from([0, 1, 128, 255]),
+    )
+)
+def test_unique_packed_rows_match_void_unique(packed: np.ndarray) -> None:
+    """Integer-keyed dedupe (one key up to 8 bytes, uint64 words beyond) keeps exactly the
+    first occurrences np.unique finds over void rows, in order."""
+    from motex_stream.catalogue.storage import _unique_packed_rows
+
+    np.testing.assert_array_equal(_unique_packed_rows(packed), _void_first_occurrences(packed))

@@ -25,6 +25,8 @@ import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
 from motex_stream.catalogue.storage import (
+    _packed_row_keys,
+    _packed_row_words,
     _unique_packed_rows,
     pack_masks,
     unique_row_indices,
@@ -146,21 +148,125 @@ def random_catalogue(
         masks = masks[rng.permutation(total)]
         return pack_masks(masks) if packed else masks
 
-    rows = np.zeros((0, (n_permutable + 7) // 8), dtype=np.uint8)
+    # Accepted rows go straight into the result; only their keys are kept sorted on the side.
+    out = np.empty((size, (n_permutable + 7) // 8), dtype=np.uint8)
+    seen = _SeenRows(out)
+    count = 0
     max_rows = max(1, _MAX_CELLS_PER_ROUND // n_permutable)
     for _ in range(_MAX_ROUNDS):
-        missing = size - rows.shape[0]
-        if missing <= 0:
-            return rows[:size] if packed else unpack_masks(rows[:size], n_permutable)
+        missing = size - count
         # Overdrawing is harmless (rows keep draw order and the tail is cut off), and big
-        # rounds keep the number of re-sorts small when the last few masks are rare.
+        # rounds keep the number of rounds small when the last few masks are rare.
         n_rows = min(max_rows, max(missing + missing // 8 + 16, _MIN_ROWS_PER_ROUND))
         batch = _draw_random_packed(rng, n_rows, n_permutable, lower, upper)
-        merged = np.concatenate([rows, batch])
-        rows = merged[_unique_packed_rows(merged)]
+        fresh = seen.first_new(batch)
+        take = min(len(fresh), missing)
+        out[count : count + take] = batch[fresh[:take]]
+        if len(fresh) >= missing:
+            return out if packed else unpack_masks(out, n_permutable)
+        seen.add(fresh, count)
+        count += len(fresh)
     raise RuntimeError(  # pragma: no cover - unreachable unless the sampler is broken
         f"random_catalogue did not reach {size} distinct masks in {_MAX_ROUNDS} rounds"
     )
+
+
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_HASH_START = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_hash(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each packed row wider than 8 bytes (splitmix64 finaliser per word).
+
+    Why: such rows cannot be one exact integer key, and keeping their words sorted would
+    cost more memory than the rows themselves. Equal rows always hash equal; the rare equal
+    hash of different rows is told apart by comparing the rows (:meth:`_SeenRows.first_new`),
+    so the hash only has to spread rows, never to be collision-free.
+    """
+    words = _packed_row_words(rows)
+    h = np.full(len(rows), _HASH_START, dtype=np.uint64)
+    for j in range(words.shape[1]):
+        h ^= words[:, j]
+        h ^= h >> np.uint64(30)
+        h *= _MIX_1
+        h ^= h >> np.uint64(27)
+        h *= _MIX_2
+        h ^= h >> np.uint64(31)
+    return h
+
+
+class _SeenRows:
+    """The distinct rows accepted so far, as a sorted array of their keys.
+
+    Why: re-deduplicating everything accepted so far each round made building 10^7 motifs
+    quadratic in the number of rounds and held several copies of the catalogue. A round now
+    only sorts its own batch and binary-searches the sorted keys of earlier rounds. Rows of
+    at most 8 bytes (N <= 64) are their own exact integer keys; wider rows are keyed by
+    :func:`_row_hash`, with the row's index in ``accepted`` alongside so a hash match can be
+    checked against the row itself.
+    """
+
+    def __init__(self, accepted: np.ndarray) -> None:
+        self._accepted = accepted
+        self._exact = accepted.shape[1] <= 8
+        if self._exact:
+            self._keys = _packed_row_keys(accepted[:0])
+        else:
+            self._keys = np.zeros(0, dtype=np.uint64)
+        index_dtype = np.uint32 if len(accepted) <= np.iinfo(np.uint32).max else np.intp
+        self._index = np.zeros(0, dtype=index_dtype)
+        # Sorted keys of the last batch's new rows and their insertion points, for add().
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def first_new(self, batch: np.ndarray) -> np.ndarray:
+        """Indices (ascending) of the first occurrence in ``batch`` of each row not seen yet."""
+        if self._exact:
+            keys = _packed_row_keys(batch)
+            order = np.argsort(keys, kind="stable")
+            ordered = keys[order]
+            starts = np.empty(len(order), dtype=bool)
+            starts[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+            order, ordered = order[starts], ordered[starts]
+            pos = np.searchsorted(self._keys, ordered)
+            if len(self._keys):
+                new = self._keys[np.minimum(pos, len(self._keys) - 1)] != ordered
+                order, ordered, pos = order[new], ordered[new], pos[new]
+            self._pending = (ordered, pos, order)
+            return np.sort(order)
+
+        first = _unique_packed_rows(batch)
+        hashes = _row_hash(batch[first])
+        by_hash = np.argsort(hashes, kind="stable")
+        ordered = hashes[by_hash]
+        pos = np.searchsorted(self._keys, ordered)
+        if len(self._keys):
+            at = np.minimum(pos, len(self._keys) - 1)
+            match = np.flatnonzero(self._keys[at] == ordered)
+            rows = batch[first[by_hash[match]]]
+            same = (self._accepted[self._index[at[match]]] == rows).all(axis=1)
+            seen = np.zeros(len(ordered), dtype=bool)
+            seen[match[same]] = True
+            for i in match[~same]:  # a true 64-bit collision: check every row with that hash
+                end = np.searchsorted(self._keys, ordered[i], side="right")
+                stored = self._accepted[self._index[pos[i] : end]]
+                seen[i] = bool((stored == batch[first[by_hash[i]]]).all(axis=1).any())
+            by_hash, ordered, pos = by_hash[~seen], ordered[~seen], pos[~seen]
+        self._pending = (ordered, pos, first[by_hash])
+        return np.sort(first[by_hash])
+
+    def add(self, fresh: np.ndarray, offset: int) -> None:
+        """Record the rows :meth:`first_new` just returned (``fresh``), stored from ``offset``."""
+        if self._pending is None:
+            raise RuntimeError("add() must follow first_new()")
+        ordered, pos, rows = self._pending
+        self._pending = None
+        self._keys = np.insert(self._keys, pos, ordered)
+        if not self._exact:
+            # Where each row landed in ``accepted``: its rank among ``fresh`` (draw order).
+            index = offset + np.searchsorted(fresh, rows)
+            self._index = np.insert(self._index, pos, index.astype(self._index.dtype))
 
 
 def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -83,16 +83,69 @@ def unique_row_indices(masks: np.ndarray) -> np.ndarray:
     return _unique_packed_rows(np.packbits(arr, axis=1))
 
 
+def _packed_row_keys(packed: np.ndarray) -> np.ndarray:
+    """One unsigned integer per row of at most 8 packed bytes, equal iff the rows are equal.
+
+    Why: sorting ``np.void`` row views goes through a generic byte-compare per comparison and
+    is several times slower than sorting machine integers. Each row is zero-padded to 1, 2,
+    4 or 8 bytes and read as one integer; the padding is the same for every row, so equality
+    is exact. The integers' order is not the rows' byte order, and no caller relies on it.
+    """
+    n_rows, width = packed.shape
+    if not 1 <= width <= 8:
+        raise ValueError(f"row keys need 1-8 bytes per row, got {width}")
+    key_bytes = 1 << (width - 1).bit_length()  # 1, 2, 4 or 8
+    dtype = np.dtype(f"u{key_bytes}")
+    if width == key_bytes:
+        return np.ascontiguousarray(packed).view(dtype).ravel()
+    padded = np.zeros((n_rows, key_bytes), dtype=np.uint8)
+    padded[:, :width] = packed
+    return padded.view(dtype).ravel()
+
+
+def _packed_row_words(packed: np.ndarray) -> np.ndarray:
+    """Rows of packed bytes as ``(M, ceil(W/8))`` uint64 words, zero-padded at the end.
+
+    Why: rows wider than 8 bytes cannot be one integer, but a few integer columns still
+    sort (``np.lexsort``) and compare far faster than ``np.void`` rows, and two rows are
+    equal iff all their words are.
+    """
+    n_rows, width = packed.shape
+    n_words = (width + 7) // 8
+    if width == 8 * n_words:
+        return np.ascontiguousarray(packed).view(np.uint64)
+    padded = np.zeros((n_rows, 8 * n_words), dtype=np.uint8)
+    padded[:, :width] = packed
+    return padded.view(np.uint64)
+
+
 def _unique_packed_rows(packed: np.ndarray) -> np.ndarray:
-    """:func:`unique_row_indices` of rows already packed with :func:`pack_masks`."""
+    """:func:`unique_row_indices` of rows already packed with :func:`pack_masks`.
+
+    Rows are compared as integers (:func:`_packed_row_keys`, :func:`_packed_row_words`)
+    rather than ``np.void`` views: the same first occurrences, in their original order, from
+    a stable sort whose runs of equal rows start at their earliest index.
+    """
     if packed.shape[0] == 0:
         return np.zeros(0, dtype=np.intp)
-    packed = np.ascontiguousarray(packed)
     if packed.shape[1] == 0:  # N == 0: every row is the same empty mask
         return np.zeros(1, dtype=np.intp)
-    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first = np.unique(keys, return_index=True)
-    return np.sort(first)
+    if packed.shape[1] <= 8:
+        keys = _packed_row_keys(packed)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.empty(len(order), dtype=bool)
+        starts[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    else:
+        words = _packed_row_words(packed)
+        # np.lexsort is stable, so each run of equal rows starts at its first occurrence.
+        order = np.lexsort(words.T[::-1])
+        ordered = words[order]
+        starts = np.empty(len(order), dtype=bool)
+        starts[0] = True
+        np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
+    return np.sort(order[starts])
 
 
 def iter_unpacked(
