@@ -360,6 +360,7 @@ def test_random_catalogue_matches_original_algorithm_with_tiny_rounds(n, monkeyp
 
     monkeypatch.setattr(gen, "_MAX_CELLS_PER_ROUND", 1500)
     monkeypatch.setattr(gen, "_MIN_ROWS_PER_ROUND", 1)
+    monkeypatch.setattr(gen, "_MERGE_CHUNK", 7)  # the in-place key merge, chunk by chunk
     for lower, upper in _bounds(n):
         for size in _sizes(n, lower, upper):
             for seed in (0, 11):
@@ -387,6 +388,7 @@ def test_random_catalogue_exact_despite_row_hash_collisions(n, monkeypatch):
 
     monkeypatch.setattr(gen, "_MAX_CELLS_PER_ROUND", 4000)
     monkeypatch.setattr(gen, "_MIN_ROWS_PER_ROUND", 1)
+    monkeypatch.setattr(gen, "_MERGE_CHUNK", 5)
     monkeypatch.setattr(
         gen, "_row_hash", lambda rows: rows.sum(axis=1, dtype=np.uint64) % np.uint64(5)
     )

@@ -210,12 +210,13 @@ class _SeenRows:
     def __init__(self, accepted: np.ndarray) -> None:
         self._accepted = accepted
         self._exact = accepted.shape[1] <= 8
-        if self._exact:
-            self._keys = _packed_row_keys(accepted[:0])
-        else:
-            self._keys = np.zeros(0, dtype=np.uint64)
+        key_dtype = _packed_row_keys(accepted[:0]).dtype if self._exact else np.uint64
         index_dtype = np.uint32 if len(accepted) <= np.iinfo(np.uint32).max else np.intp
-        self._index = np.zeros(0, dtype=index_dtype)
+        # Room for a key per accepted row, filled in place (np.empty: pages cost RSS only
+        # once written), so a merge never holds a second full-size copy of the keys.
+        self._key_buf = np.empty(len(accepted), dtype=key_dtype)
+        self._index_buf = np.empty(0 if self._exact else len(accepted), dtype=index_dtype)
+        self._n = 0
         # Sorted keys of the last batch's new rows and their insertion points, for add().
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -262,11 +263,47 @@ class _SeenRows:
             raise RuntimeError("add() must follow first_new()")
         ordered, pos, rows = self._pending
         self._pending = None
-        self._keys = np.insert(self._keys, pos, ordered)
+        merged = [(self._key_buf, ordered)]
         if not self._exact:
             # Where each row landed in ``accepted``: its rank among ``fresh`` (draw order).
             index = offset + np.searchsorted(fresh, rows)
-            self._index = np.insert(self._index, pos, index.astype(self._index.dtype))
+            merged.append((self._index_buf, index.astype(self._index_buf.dtype)))
+        _insert_sorted(merged, self._n, pos)
+        self._n += len(ordered)
+
+    @property
+    def _keys(self) -> np.ndarray:
+        return self._key_buf[: self._n]
+
+    @property
+    def _index(self) -> np.ndarray:
+        return self._index_buf[: self._n]
+
+
+_MERGE_CHUNK = 1 << 18
+
+
+def _insert_sorted(arrays: list[tuple[np.ndarray, np.ndarray]], n: int, pos: np.ndarray) -> None:
+    """``np.insert(buf[:n], pos, values)`` written back into each ``buf`` in place.
+
+    Why: ``np.insert`` returns a new array, so every round held the old and the new keys at
+    once (~2x their size at 10^7 motifs). Here each old entry ``i`` moves up by the number of
+    insertion points ``<= i``, a chunk at a time from the top, so nothing is overwritten
+    before it has moved; value ``j`` then lands at ``pos[j] + j`` (ties keep their order,
+    as with ``np.insert``). ``pos`` must be non-decreasing, as from ``np.searchsorted``.
+    """
+    if len(pos) == 0:
+        return
+    lowest = int(pos[0])  # entries below the first insertion point stay where they are
+    for end in range(n, lowest, -_MERGE_CHUNK):
+        start = max(lowest, end - _MERGE_CHUNK)
+        src = np.arange(start, end)
+        dest = src + np.searchsorted(pos, src, side="right")
+        for buf, _ in arrays:
+            buf[dest] = buf[start:end].copy()
+    at = pos + np.arange(len(pos))
+    for buf, values in arrays:
+        buf[at] = values
 
 
 def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
