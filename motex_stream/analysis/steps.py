@@ -364,12 +364,23 @@ def explain(
     picked = explain_sample(len(masks), rows, seed)
     sub = masks if picked is None else masks[picked]  # only the picked rows are unpacked
     shap = shap_values(trained.booster, features(sub))
-    contributions = atom_contributions(shap, sub)
+    if picked is not None:
+        log.info("explained %d of %d motifs (seeded subsample)", len(picked), len(masks))
+    return shap, explained_contributions(shap, sub, picked, len(masks))
+
+
+def explained_contributions(
+    shap: np.ndarray, explained_masks: np.ndarray, picked: np.ndarray | None, n_catalogue: int
+) -> AtomContributions:
+    """Contribution values from the SHAP of the rows explained (``explained_masks``: the
+    catalogue's rows ``picked``, or all of them when ``picked`` is None), marked with which
+    rows they are, so reports and intervals know a subsample from the whole. ``analyze``
+    (:func:`explain`) and the live analyzer (SHAP cached across frames) both end here."""
+    contributions = atom_contributions(shap, explained_masks)
     if picked is not None:
         contributions.explained = picked
-        contributions.n_catalogue = len(masks)
-        log.info("explained %d of %d motifs (seeded subsample)", len(picked), len(masks))
-    return shap, contributions
+        contributions.n_catalogue = n_catalogue
+    return contributions
 
 
 def intervals(

@@ -29,7 +29,7 @@ from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.catalogue import Catalogue
 from motex_stream.explain.confidence import interval, sampling_error, welch_df
 from motex_stream.explain.confirmation import demote
-from motex_stream.explain.contributions import AtomContributions, ShapCache, atom_contributions
+from motex_stream.explain.contributions import AtomContributions, ShapCache
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
     FRAME_SHAP_BUDGET,
@@ -165,12 +165,11 @@ class MotexFrameAnalyzer:
         # then bounded by explain_rows, and the sampling error carries the difference
         self._explained = steps.explain_sample(len(catalogue), settings.explain_rows, settings.seed)
         if self._explained is None:
-            self._explained_masks, explained_features = catalogue, self._features
+            self._explained_masks, self._explained_features = catalogue, self._features
         else:
             self._explained_masks = np.asarray(catalogue)[self._explained]
-            explained_features = self._features[self._explained]
-        self._explained_features = explained_features
-        self._shap = ShapCache(explained_features)
+            self._explained_features = self._features[self._explained]
+        self._shap = ShapCache(self._explained_features)
         if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
@@ -481,10 +480,9 @@ class MotexFrameAnalyzer:
         shap = self._shap.update(
             self.surrogate.booster, rebuilt=update.rebuilt, generation=self.surrogate.generation
         )
-        contrib = atom_contributions(shap, self._explained_masks)
-        if self._explained is not None:
-            contrib.explained = self._explained
-            contrib.n_catalogue = len(self.catalogue)
+        contrib = steps.explained_contributions(
+            shap, self._explained_masks, self._explained, len(self.catalogue)
+        )
         timing["explain"] = time.perf_counter() - t
 
         t = time.perf_counter()
