@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
 from motex_stream.catalogue.storage import (
+    _first_of_each_key,
     _packed_row_keys,
     _packed_row_words,
     _unique_packed_rows,
@@ -223,13 +224,7 @@ class _SeenRows:
     def first_new(self, batch: np.ndarray) -> np.ndarray:
         """Indices (ascending) of the first occurrence in ``batch`` of each row not seen yet."""
         if self._exact:
-            keys = _packed_row_keys(batch)
-            order = np.argsort(keys, kind="stable")
-            ordered = keys[order]
-            starts = np.empty(len(order), dtype=bool)
-            starts[:1] = True
-            np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-            order, ordered = order[starts], ordered[starts]
+            order, ordered = _first_of_each_key(_packed_row_keys(batch))
             pos = np.searchsorted(self._keys, ordered)
             if len(self._keys):
                 new = self._keys[np.minimum(pos, len(self._keys) - 1)] != ordered

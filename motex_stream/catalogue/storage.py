@@ -119,6 +119,21 @@ def _packed_row_words(packed: np.ndarray) -> np.ndarray:
     return padded.view(np.uint64)
 
 
+def _first_of_each_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first occurrence, key) of each distinct key, in ascending key order.
+
+    A stable sort puts each run of equal keys in index order, so a run's start is the key's
+    first occurrence; callers that want draw order sort the indices, callers that look keys
+    up (``searchsorted``) keep the key order.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.empty(len(order), dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    return order[starts], ordered[starts]
+
+
 def _unique_packed_rows(packed: np.ndarray) -> np.ndarray:
     """:func:`unique_row_indices` of rows already packed with :func:`pack_masks`.
 
@@ -131,20 +146,15 @@ def _unique_packed_rows(packed: np.ndarray) -> np.ndarray:
     if packed.shape[1] == 0:  # N == 0: every row is the same empty mask
         return np.zeros(1, dtype=np.intp)
     if packed.shape[1] <= 8:
-        keys = _packed_row_keys(packed)
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        starts = np.empty(len(order), dtype=bool)
-        starts[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    else:
-        words = _packed_row_words(packed)
-        # np.lexsort is stable, so each run of equal rows starts at its first occurrence.
-        order = np.lexsort(words.T[::-1])
-        ordered = words[order]
-        starts = np.empty(len(order), dtype=bool)
-        starts[0] = True
-        np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
+        first, _ = _first_of_each_key(_packed_row_keys(packed))
+        return np.sort(first)
+    words = _packed_row_words(packed)
+    # np.lexsort is stable, so each run of equal rows starts at its first occurrence.
+    order = np.lexsort(words.T[::-1])
+    ordered = words[order]
+    starts = np.empty(len(order), dtype=bool)
+    starts[0] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
     return np.sort(order[starts])
 
 
