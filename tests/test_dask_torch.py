@@ -1,9 +1,10 @@
 """``engine = "torch"`` reaches the Dask workers: the catalogue fits run there with the torch
 engine the prepared engine records, not with numpy (issue 13).
 
-Before the fix the scattered copy of the engine dropped ``engine_cache`` (and with it
-``steps.BACKEND_KEY``), and the task always called the numpy engines, so an ``analyze
---engine torch --dask ADDRESS`` silently fitted with numpy on the workers.
+Before the fix the scattered copy of the engine dropped ``engine_cache`` (and with it the
+recorded fitting engine, :mod:`motex_stream.fitting.backend`), and the task always called
+the numpy engines, so an ``analyze --engine torch --dask ADDRESS`` silently fitted with numpy
+on the workers.
 """
 
 from __future__ import annotations

@@ -93,3 +93,14 @@ def test_grouped_anisotropic_fits_match_the_per_pair_loop(
     assert diff.max() <= 5e-5, diff.max()
     assert np.mean(diff <= 1e-5) >= 0.95
     assert np.median(np.abs(grouped.zoom - per_pair.zoom)) < 1e-4
+
+
+def test_recorded_backend_defaults_to_numpy_and_returns_what_was_recorded(prepared_109725):
+    import dataclasses
+
+    from motex_stream.fitting.backend import DEFAULT_BACKEND, record_backend, recorded_backend
+
+    engine = dataclasses.replace(prepared_109725, engine_cache={})  # the session's stays as is
+    assert recorded_backend(engine) == DEFAULT_BACKEND == ("numpy", "auto")
+    record_backend(engine, "torch", "cpu")
+    assert recorded_backend(engine) == ("torch", "cpu")

@@ -17,10 +17,11 @@ How the work is cut and shipped:
 * each chunk is the same deterministic function of (engine, masks, g) as locally, so the
   results equal the local run's for the same seed;
 * the fitting engine is the one :func:`~motex_stream.analysis.steps.prepare_engine` recorded
-  (``engine_cache[steps.BACKEND_KEY]``: numpy or torch, and the torch device). The shipped
-  copy carries no caches, so the choice travels with every task (:func:`fit_chunk`'s
-  ``backend``), and each worker resolves it on its own hardware: a worker without torch fits
-  with numpy, one without a CUDA device with CPU torch, each with a warning in its log;
+  (:func:`motex_stream.fitting.backend.recorded_backend`: numpy or torch, and the torch
+  device). The shipped copy carries no caches, so the choice travels with every task
+  (:func:`fit_chunk`'s ``backend``), and each worker resolves it on its own hardware: a
+  worker without torch fits with numpy, one without a CUDA device with CPU torch, each with a
+  warning in its log;
 * a worker lost mid-job loses only its running tasks: the scheduler re-runs them elsewhere
   (and re-sends the engine to a worker that joins), so the job finishes. Exceptions raised
   by the fit itself are retried :data:`RETRIES` times, then reported.
@@ -38,6 +39,7 @@ import numpy as np
 
 from motex_stream.catalogue.packed import PackedMasks, as_packed
 from motex_stream.catalogue.storage import unpack_masks
+from motex_stream.fitting.backend import DEFAULT_BACKEND, recorded_backend
 from motex_stream.fitting.results import FitResults
 
 if TYPE_CHECKING:
@@ -86,10 +88,6 @@ def client_for(cluster: Any) -> Any:
             _clients[address] = client
             log.info("connected to Dask scheduler %s", address)
         return client
-
-
-#: The fitting engine when the prepared engine records none (as ``steps.fit_masks``).
-DEFAULT_BACKEND = ("numpy", "auto")
 
 
 def worker_backend(backend: tuple[str, str]) -> tuple[str, str]:
@@ -178,10 +176,8 @@ def fit_masks_dask(
     """Fit ``masks`` in chunks of ``chunk`` on the Dask cluster ``cluster`` (address or Client).
 
     ``on_chunk(n_fitted)`` is called as each chunk arrives (progress bars, tests). The
-    workers fit with the engine ``engine`` records (``steps.BACKEND_KEY``; numpy if none).
+    workers fit with the engine ``engine`` records (:func:`recorded_backend`; numpy if none).
     """
-    from motex_stream.analysis.steps import BACKEND_KEY  # here: steps imports this module
-
     if zoom not in ("isotropic", "anisotropic"):
         raise ValueError(f"unknown zoom mode {zoom!r}")
     distributed = require_distributed()
@@ -189,8 +185,7 @@ def fit_masks_dask(
     catalogue = as_packed(masks)
     g = np.ascontiguousarray(g, dtype=float)
     n_bits = catalogue.n_permutable
-    engine_name, device = engine.engine_cache.get(BACKEND_KEY, DEFAULT_BACKEND)
-    backend = (str(engine_name), str(device))
+    backend = recorded_backend(engine)
     eng = _engine_future(client, engine)
     g_fut = client.scatter(g, broadcast=True, hash=False)
     starts = list(range(0, len(catalogue), chunk))

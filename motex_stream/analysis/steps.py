@@ -43,6 +43,7 @@ from motex_stream.explain.confirmation import (
 )
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
+from motex_stream.fitting.backend import record_backend, recorded_backend
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 
 #: Motifs fitted per batch: bounds the engine's working memory whatever the catalogue size.
 FIT_CHUNK = 2048
-#: Where a prepared engine records the fitting engine ``fit_masks`` uses: (engine, device).
-BACKEND_KEY = "fit_backend"
 #: Fit-grid step (Å) used when the data grid is not uniform (the engine needs a uniform one).
 UNIFORM_STEP = 0.01
 #: Fewest data points in the fit range that make a fit meaningful.
@@ -224,7 +223,7 @@ def prepare_engine(model: StartingModel, settings: ModelSettings, r: np.ndarray)
     :func:`fit_masks` runs on it, so every caller of ``fit_masks`` honours the setting.
     """
     engine = prepare_model(model, pdf_settings(settings, r), r)
-    engine.engine_cache[BACKEND_KEY] = (settings.engine, settings.device)
+    record_backend(engine, settings.engine, settings.device)
     return engine
 
 
@@ -253,7 +252,7 @@ def fit_masks(
             return scale_out.fit_masks_dask(
                 cluster, engine, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
             )
-    backend, device = engine.engine_cache.get(BACKEND_KEY, ("numpy", "auto"))
+    backend, device = recorded_backend(engine)
     chunk = FIT_CHUNK
     if zoom not in ("isotropic", "anisotropic"):
         raise ValueError(f"unknown zoom mode {zoom!r}")
