@@ -32,15 +32,12 @@ from motex_stream.explain.confidence import (
     KEEP,
     UNCERTAIN,
     ContributionIntervals,
+    KeepConfirmation,
     adaptive_catalogue,
     contribution_intervals,
     merge_second_pass,
 )
-from motex_stream.explain.confirmation import (
-    KeepConfirmation,
-    apply_confirmation,
-    keep_confirmation,
-)
+from motex_stream.explain.confirmation import apply_confirmation, keep_confirmation
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.backend import record_backend, recorded_backend

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING
 
 import numpy as np
 import xgboost as xgb
@@ -43,9 +42,6 @@ from scipy.stats import t as student_t
 from motex_stream.catalogue.storage import unique_row_indices
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
 from motex_stream.model.gbdt import features
-
-if TYPE_CHECKING:
-    from motex_stream.explain.confirmation import KeepConfirmation
 
 KEEP = "keep"
 REMOVE = "remove"
@@ -61,6 +57,27 @@ _SEED_OFFSET = 7919
 #: confident ``remove`` atoms are mostly off. A small chance of the opposite keeps every atom
 #: varying, so the surrogate never sees a constant column (its SHAP would be zero there).
 ADAPTIVE_KEEP_PROBABILITY = {KEEP: 0.9, UNCERTAIN: 0.5, REMOVE: 0.1}
+
+
+@dataclass(frozen=True)
+class KeepConfirmation:
+    """What the confirming pass (:mod:`motex_stream.explain.confirmation`) measured for the
+    atoms the first pass labelled ``keep``; kept here, beside the intervals that carry it."""
+
+    atoms: np.ndarray  # (k,) indices among the permutable atoms
+    effect: np.ndarray  # (k,) mean Rwp change when the atom is added to a context
+    low: np.ndarray  # (k,) interval of the effect
+    high: np.ndarray  # (k,)
+    confirmed: np.ndarray  # (k,) bool: high < 0
+    centre: np.ndarray  # (N,) bool: the pruned keep set the contexts perturb
+    centre_rwp: float
+    n_contexts: int
+    n_fits: int
+
+    @property
+    def demoted(self) -> np.ndarray:
+        """Indices (among the permutable atoms) of keep atoms the pass did not confirm."""
+        return self.atoms[~self.confirmed]
 
 
 @dataclass

@@ -27,12 +27,17 @@ atom harmful, but enough to withhold a confident keep the fits do not support.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from scipy import stats
 
-from motex_stream.explain.confidence import KEEP, UNCERTAIN, ContributionIntervals
+from motex_stream.explain.confidence import (
+    KEEP,
+    UNCERTAIN,
+    ContributionIntervals,
+    KeepConfirmation,
+)
 
 #: Probability that a centre atom is left out of a context. Small enough that contexts stay
 #: near the found motif (the question asked), large enough that each atom is judged against
@@ -41,26 +46,6 @@ DROP = 0.2
 
 #: Fits Rwp of a batch of bool masks (n, N) to the data being explained.
 FitRwp = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class KeepConfirmation:
-    """What the confirming pass measured for the atoms the first pass labelled ``keep``."""
-
-    atoms: np.ndarray  # (k,) indices among the permutable atoms
-    effect: np.ndarray  # (k,) mean Rwp change when the atom is added to a context
-    low: np.ndarray  # (k,) interval of the effect
-    high: np.ndarray  # (k,)
-    confirmed: np.ndarray  # (k,) bool: high < 0
-    centre: np.ndarray  # (N,) bool: the pruned keep set the contexts perturb
-    centre_rwp: float
-    n_contexts: int
-    n_fits: int
-
-    @property
-    def demoted(self) -> np.ndarray:
-        """Indices (among the permutable atoms) of keep atoms the pass did not confirm."""
-        return self.atoms[~self.confirmed]
 
 
 def prune_to_centre(keep: np.ndarray, fit_rwp: FitRwp) -> tuple[np.ndarray, float, int]:
