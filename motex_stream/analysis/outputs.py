@@ -26,6 +26,7 @@ import numpy as np
 from motex_stream.analysis.result import AnalysisResult
 from motex_stream.catalogue.packed import as_packed
 from motex_stream.explain.confidence import sampling_error
+from motex_stream.explain.contributions import CONTRIBUTION_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +362,12 @@ def explain_summary(result: AnalysisResult) -> dict[str, Any]:
             "median": float(np.median(finite)) if finite.size else math.nan,
             "max": float(finite.max()) if finite.size else math.nan,
         },
-        "method": "contribution value = mean SHAP kept − mean SHAP removed over the motifs "
+        "method": "contribution value = 0.5·mean SHAP kept − 0.5·mean SHAP removed (the paper "
+        "code's definition: values compare 1:1 with published ones) over the motifs "
         "explained (all, or a seeded uniform subsample of explain_rows); standard error "
-        "sqrt(sd_kept²/n_kept + sd_removed²/n_removed)",
+        "0.5·sqrt(sd_kept²/n_kept + sd_removed²/n_removed)",
+        "definition": "paper",
+        "weight": CONTRIBUTION_WEIGHT,
     }
 
 

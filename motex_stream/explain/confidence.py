@@ -13,8 +13,8 @@ of motifs behind each kept/removed SHAP mean. Two cheap, seeded estimates cover 
   catalogues a resample holds at most ``rows`` motifs (an m-out-of-n bootstrap); the spread
   is *not* scaled down to the full catalogue, which errs on the wide side for the data part
   and makes up for what a few members cannot see (another catalogue, another search).
-* **Sampling error of the means.** ``sqrt(sd_kept² / n_kept + sd_removed² / n_removed)`` of
-  the main model's SHAP values: the standard error of a difference of two means.
+* **Sampling error of the means.** ``0.5 · sqrt(sd_kept² / n_kept + sd_removed² / n_removed)``
+  of the main model's SHAP values: the standard error of 0.5 × a difference of two means.
 
 The two variances are added and the interval is ``value ± q · sd``. ``q`` is Student's t
 quantile of the requested level (two-sided) at the Welch–Satterthwaite degrees of freedom of
@@ -40,7 +40,12 @@ import xgboost as xgb
 from scipy.stats import t as student_t
 
 from motex_stream.catalogue.storage import unique_row_indices
-from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
+from motex_stream.explain.contributions import (
+    CONTRIBUTION_WEIGHT,
+    AtomContributions,
+    atom_contributions,
+    shap_values,
+)
 from motex_stream.model.gbdt import features
 
 KEEP = "keep"
@@ -90,7 +95,7 @@ class ContributionIntervals:
     level: float
     n_models: int  # ensemble members besides the main model
     ensemble_sd: np.ndarray  # (N,) spread of the ensemble's contribution values
-    sampling_se: np.ndarray  # (N,) standard error of the kept − removed means
+    sampling_se: np.ndarray  # (N,) standard error of the value (0.5·kept − 0.5·removed means)
     df: np.ndarray | None = None  # (N,) degrees of freedom of the t quantile; None: normal
     # second pass (:func:`merge_second_pass`): which atoms it re-estimated, their value in
     # its motifs (NaN elsewhere), the first pass's intervals and how many motifs it fitted
@@ -120,10 +125,13 @@ class ContributionIntervals:
 
 
 def sampling_error(c: AtomContributions) -> np.ndarray:
-    """Standard error of each contribution value from the spread of its two SHAP means."""
+    """Standard error of each contribution value from the spread of its two SHAP means:
+    the value weighs each mean by :data:`CONTRIBUTION_WEIGHT` (0.5), so is its error."""
     nk = np.maximum(np.asarray(c.n_kept, dtype=float), 1.0)
     nr = np.maximum(np.asarray(c.n_removed, dtype=float), 1.0)
-    return np.sqrt(np.asarray(c.spread_kept) ** 2 / nk + np.asarray(c.spread_removed) ** 2 / nr)
+    return CONTRIBUTION_WEIGHT * np.sqrt(
+        np.asarray(c.spread_kept) ** 2 / nk + np.asarray(c.spread_removed) ** 2 / nr
+    )
 
 
 def labels(low: np.ndarray, high: np.ndarray) -> list[str]:

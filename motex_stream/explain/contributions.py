@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 _NTHREAD = 2
 
+#: Weight of each group mean in a contribution value: 0.5 · mean SHAP kept − 0.5 · mean SHAP
+#: removed, the paper code's definition, so our numbers compare 1:1 with published ones (the
+#: plain difference of the means is twice theirs). For an atom whose effect on Rwp is additive,
+#: this is half the Rwp change of keeping it (the difference of the means is the whole change).
+CONTRIBUTION_WEIGHT = 0.5
+
 
 def _contribs(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
     """Raw ``pred_contribs`` output: (M, F + 1), last column = bias (expected value)."""
@@ -157,7 +163,7 @@ class AtomContributions:
     """Per-atom contribution values: negative = keeping the atom lowers Rwp (belongs to the
     motif in the data), positive = keeping it hurts the fit."""
 
-    value: np.ndarray  # (N,) mean SHAP when kept − mean SHAP when removed
+    value: np.ndarray  # (N,) 0.5 · mean SHAP when kept − 0.5 · mean SHAP when removed
     spread_kept: np.ndarray  # (N,) std of SHAP_i over motifs keeping atom i
     spread_removed: np.ndarray  # (N,) std of SHAP_i over motifs removing atom i
     n_kept: np.ndarray  # (N,) motifs keeping atom i
@@ -220,7 +226,9 @@ def _group_stats_t(sT, kept):  # pragma: no cover - compiled
 
 
 def atom_contributions(shap: np.ndarray, masks: np.ndarray) -> AtomContributions:
-    """Contribution value of each permutable atom from SHAP values and the motifs' masks.
+    """Contribution value of each permutable atom from SHAP values and the motifs' masks:
+    ``0.5 · mean SHAP kept − 0.5 · mean SHAP removed`` (:data:`CONTRIBUTION_WEIGHT`, the
+    paper's scale); the spreads are the plain standard deviations of the two groups.
 
     ``shap`` has N columns (atoms) or N + 1 (atoms, then size, as built by
     :func:`motex_stream.model.features`). An atom that is kept in every motif, or in none,
@@ -237,7 +245,7 @@ def atom_contributions(shap: np.ndarray, masks: np.ndarray) -> AtomContributions
     mean_k, std_k, n_k, mean_r, std_r, n_r = _group_stats_t(sT, kept)
     n_k = n_k.astype(np.int64)
     n_r = n_r.astype(np.int64)
-    value = mean_k - mean_r
+    value = CONTRIBUTION_WEIGHT * (mean_k - mean_r)
     degenerate = np.flatnonzero((n_k == 0) | (n_r == 0))
     if degenerate.size:
         log.warning(
