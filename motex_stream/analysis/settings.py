@@ -304,7 +304,13 @@ class LiveModelSettings(ModelSettings):
     reference: Path | None = Field(
         None, description=".gr to prepare on; unset: saved state, else the first frame"
     )
-    refit: int = Field(10_000, ge=1, le=MAX_CATALOGUE, description="motifs refitted per frame")
+    refit: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CATALOGUE,
+        description="motifs refitted per frame (a seeded subsample); unset: every motif of the "
+        "catalogue",
+    )
     rounds: int = Field(
         10, ge=1, le=300, description="boosting rounds added to the warm-started GBDT per frame"
     )
@@ -325,11 +331,21 @@ class LiveModelSettings(ModelSettings):
 
     @model_validator(mode="after")
     def _refit_within_catalogue(self) -> LiveModelSettings:
-        if self.refit > self.catalogue_size:
+        # only a refit the user set can exceed the catalogue: unset follows catalogue_size
+        if self.refit is not None and self.refit > self.catalogue_size:
             raise ValueError(
                 f"refit ({self.refit}) cannot exceed catalogue_size ({self.catalogue_size})"
             )
         return self
+
+    @property
+    def refit_count(self) -> int:
+        """Motifs refitted per frame: ``refit``, or the whole catalogue when it is unset.
+
+        Unset is stored as ``None`` (not as a number) so that it keeps following
+        ``catalogue_size`` through :meth:`updated` and per-run overrides.
+        """
+        return self.catalogue_size if self.refit is None else self.refit
 
     @classmethod
     def runtime_fields(cls) -> set[str]:

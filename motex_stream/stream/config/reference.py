@@ -33,7 +33,7 @@ MODEL_RULES = (
     "`rmin` < `rmax`",
     "`qmin` < `qmax` when both are set",
     "`lower` ≤ `upper` when `upper` is set",
-    "`refit` ≤ `catalogue_size`",
+    "`refit` ≤ `catalogue_size` when set (unset: every motif of the catalogue)",
     "`biso`: every value within 0–50 Å²",
     "`permute`: known element symbols (any case: `w` reads as `W`)",
     "`name`: unique among the `[[models]]`",
