@@ -37,8 +37,17 @@ def test_config_with_catalogue_size_alone_refits_the_whole_catalogue(tmp_path: P
 
 def test_replay_catalogue_flag_alone_refits_the_whole_catalogue(tmp_path: Path) -> None:
     args = build_parser().parse_args(
-        ["replay", "--frames", GR, "--model", XYZ, "--catalogue", "2000",
-         "--out", str(tmp_path / "o.jsonl")]
+        [
+            "replay",
+            "--frames",
+            GR,
+            "--model",
+            XYZ,
+            "--catalogue",
+            "2000",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ]
     )
     settings = replay_settings(args)
     assert (settings.catalogue_size, settings.refit_count) == (2000, 2000)
