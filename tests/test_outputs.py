@@ -89,6 +89,8 @@ def test_contributions_csv(result: AnalysisResult, written: dict[str, Path]) -> 
         "ci_low",
         "ci_high",
         "label",
+        "refined",
+        "toggle_rwp_change",
     ]
     body = rows[1:]
     assert len(body) == 24
@@ -304,3 +306,53 @@ def test_confirmation_outputs(result: AnalysisResult, tmp_path: Path) -> None:
     assert atom["confirmation"]["confirmed"] is False
     assert report["atoms"][int(first_keep[0])]["confirmation"]["confirmed"] is True
     assert "confirmation" not in report["atoms"][int(np.flatnonzero(np.array(label) != "keep")[0])]
+
+
+def test_refinement_outputs(result: AnalysisResult, tmp_path: Path) -> None:
+    """The motif refined by direct fits: report.json's summary and per-atom evidence,
+    the two contributions.csv columns and refined_motif.xyz (issue 21)."""
+    from dataclasses import replace
+
+    from motex_stream.explain.refine import DescentRun, RefinedMotif
+
+    n = result.model.n_permutable
+    mask = np.arange(n) % 2 == 0
+    effect = np.where(mask, -0.01, 0.02)
+    run = DescentRun("surrogate top 12", mask, mask, 0.31, 0.3, 0, 1, True)
+    ref = RefinedMotif(
+        mask,
+        0.3,
+        effect,
+        [run],
+        n_fits=25,
+        budget=100,
+        direct_label=["keep" if m else "remove" for m in mask],
+        interval_label=["uncertain"] * n,
+    )
+    out = write_outputs(tmp_path, replace(result, refinement=ref), plots=False)
+    report = json.loads(out["report.json"].read_text())
+    summary = report["refinement"]
+    assert summary["atoms_kept"] == list(range(1, n + 1, 2)) and summary["rwp"] == 0.3
+    assert summary["n_fits"] == 25 and summary["converged"] is True
+    assert summary["direct_label_counts"] == {"keep": 12, "remove": 12, "uncertain": 0}
+    atom = report["atoms"][1]["refinement"]
+    assert atom == {
+        "in_motif": False,
+        "rwp_change": 0.02,
+        "direct_label": "remove",
+        "interval_label": "uncertain",
+    }
+    with out["contributions.csv"].open() as fh:
+        rows = list(csv.reader(fh))
+    assert [r[9] for r in rows[1:]] == ["1" if m else "0" for m in mask]
+    np.testing.assert_allclose([float(r[10]) for r in rows[1:]], effect)
+    xyz = out["refined_motif.xyz"].read_text().splitlines()
+    symbols, _ = result.model.motif_positions(mask)  # the catalogue's bonding rule
+    assert int(xyz[0]) == len(symbols) and "rwp=0.300000" in xyz[1]
+    assert "refined_motif.xyz" in report["files"]
+    # without a refinement: no file, empty columns, null summary
+    plain = json.loads(
+        (tmp_path / "p").mkdir()
+        or write_outputs(tmp_path / "p", result, plots=False)["report.json"].read_text()
+    )
+    assert plain["refinement"] is None and "refined_motif.xyz" not in plain["files"]

@@ -133,6 +133,15 @@ def interval_columns(result: AnalysisResult) -> tuple[np.ndarray, np.ndarray, li
     return np.asarray(ci.low, float), np.asarray(ci.high, float), list(ci.label)
 
 
+def refinement_columns(result: AnalysisResult) -> tuple[list[str], np.ndarray]:
+    """("1"/"0" in the refined motif, toggle Rwp change) per atom; "" and NaN when off."""
+    ref = result.refinement
+    n = len(result.contributions.value)
+    if ref is None:
+        return [""] * n, np.full(n, np.nan)
+    return [str(int(v)) for v in ref.mask], np.asarray(ref.keep_effect, float)
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -143,10 +152,14 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
     ``label`` says keep (interval below 0, and confirmed by the confirming pass's fits;
     report.json ``confidence.confirmation``), remove (above 0) or uncertain. For an atom the
     second pass re-examined they bound its second-pass value instead (report.json gives it,
-    with the first-pass interval); ``contribution`` and ``rank`` stay the first pass's."""
+    with the first-pass interval); ``contribution`` and ``rank`` stay the first pass's.
+    ``refined`` (1/0) says whether the atom is in the motif refined by direct fits and
+    ``toggle_rwp_change`` is Rwp with it − Rwp without it there (negative: it helps); both
+    empty/NaN when the refinement was off (``refine_fits = 0``)."""
     c = result.contributions
     ranks = contribution_ranks(c.value)
     low, high, label = interval_columns(result)
+    in_motif, effect = refinement_columns(result)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -160,6 +173,8 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
                 "ci_low",
                 "ci_high",
                 "label",
+                "refined",
+                "toggle_rwp_change",
             ]
         )
         rows = zip(
@@ -172,9 +187,11 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
             low,
             high,
             label,
+            in_motif,
+            effect,
             strict=True,
         )
-        for atom, el, val, sk, sr, rank, lo, hi, lab in rows:
+        for atom, el, val, sk, sr, rank, lo, hi, lab, inm, eff in rows:
             w.writerow(
                 [
                     int(atom),
@@ -186,6 +203,8 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
                     f"{lo:.8g}",
                     f"{hi:.8g}",
                     lab,
+                    inm,
+                    f"{eff:.8g}",
                 ]
             )
     return path
@@ -295,6 +314,15 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
                 "ci_high": float(ci.first_pass.high[i]),
                 "label": ci.first_pass.label[i],
             }
+        ref = result.refinement
+        if ref is not None:
+            # direct evidence: the atom toggled in the motif refined by direct fits
+            row["refinement"] = {
+                "in_motif": bool(ref.mask[i]),
+                "rwp_change": float(ref.keep_effect[i]),
+                "direct_label": ref.direct_label[i] if ref.direct_label else None,
+                "interval_label": ref.interval_label[i] if ref.interval_label else None,
+            }
         if i in checked:
             # the confirming pass: Rwp change when the atom joins the found motif
             k = checked[i]
@@ -371,6 +399,47 @@ def explain_summary(result: AnalysisResult) -> dict[str, Any]:
     }
 
 
+def refinement_summary(result: AnalysisResult) -> dict[str, Any] | None:
+    """The motif refined by direct fits: atoms, Rwp, the descent of every start, the fits."""
+    ref = result.refinement
+    if ref is None:
+        return None
+    numbers = result.atom_numbers()
+    best_rwp = float(np.nanmin(result.fits.rwp)) if len(result.fits) else math.nan
+    return {
+        "atoms_kept": numbers[ref.mask].tolist(),
+        "n_kept": int(ref.mask.sum()),
+        "mask": ref.mask.astype(int).tolist(),
+        "rwp": ref.rwp,
+        "catalogue_best_rwp": best_rwp,
+        "converged": ref.converged,
+        "n_fits": ref.n_fits,
+        "budget": ref.budget,
+        "direct_label_counts": {
+            k: ref.direct_label.count(k) for k in ("keep", "remove", "uncertain")
+        },
+        "starts": [
+            {
+                "name": r.name,
+                "atoms": numbers[r.start].tolist(),
+                "start_rwp": r.start_rwp,
+                "end_atoms": numbers[r.end].tolist(),
+                "end_rwp": r.end_rwp,
+                "steps": r.steps,
+                "n_fits": r.n_fits,
+                "converged": r.converged,
+            }
+            for r in ref.runs
+        ],
+        "method": "steepest descent over add/remove/swap moves with direct fits from each "
+        "start (fit budget split over the starts; deterministic); per atom (atoms[i]."
+        "refinement) Rwp with − Rwp without the atom in the refined motif; direct_label: "
+        "keep/remove where that change is resolved (F test on (rmax−rmin)·Qmax/π "
+        "independent points against the refined motif's misfit, at ci_level), else "
+        "uncertain; a confident interval label a resolved toggle contradicts is uncertain",
+    }
+
+
 def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
     """The JSON report: everything needed to reproduce and judge the run, without the arrays."""
     return json_safe(
@@ -384,6 +453,7 @@ def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
             "test_mae": result.test_mae,
             "test_mse": result.test_mse,
             "best_motif": _best_motif_summary(result),
+            "refinement": refinement_summary(result),
             "top_k": top_k,
             "top_atoms": _top_atoms(result, top_k),
             "confidence": _confidence_summary(result),
@@ -433,6 +503,25 @@ def write_contributions_xyz(path: Path, result: AnalysisResult) -> Path:
     atoms.set_array("uncertain", (labels == "uncertain").astype(np.int64))
     atoms.set_array("permutable", flag)
     ase.io.write(str(path), atoms, format="extxyz")
+    return path
+
+
+def write_refined_motif_xyz(path: Path, result: AnalysisResult) -> Path:
+    """Plain XYZ of the motif refined by direct fits (permutable + their bonded dependents,
+    by the same bonding rule as the catalogue's motifs)."""
+    ref = result.refinement
+    assert ref is not None
+    symbols, positions = result.model.motif_positions(ref.mask)
+    lines = [
+        str(len(symbols)),
+        f"refined motif rwp={ref.rwp:.6f} fits={ref.n_fits} "
+        f"from {Path(result.model.source).name or 'starting model'}",
+    ]
+    lines += [
+        f"{s:<2s} {x:14.6f} {y:14.6f} {z:14.6f}"
+        for s, (x, y, z) in zip(symbols, positions, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -695,6 +784,8 @@ def write_outputs(
         ("model_contributions.vesta", write_contributions_vesta),
         ("best_motif.xyz", write_best_motif_xyz),
     ]
+    if result.refinement is not None:
+        writers.append(("refined_motif.xyz", write_refined_motif_xyz))
     for name, writer in writers:
         written[name] = writer(out_dir / name, result)
 

@@ -95,6 +95,13 @@ def run_analysis(
     intervals = steps.confirm_keep(engine, data.g, intervals, resolved)
     timings["confirm"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    refinement = steps.refine_motif(
+        engine, data.g, masks, fits.rwp, contributions, intervals.label, resolved
+    )
+    intervals = steps.label_with_refinement(intervals, refinement, resolved)
+    timings["refine"] = time.perf_counter() - t
+
     best = fits.best()
     g_best = fits.scale[best] * motif_pdf(model, masks[best], data.pdf, data.r, fits.zoom[best])
     timings["total"] = time.perf_counter() - t0
@@ -107,6 +114,7 @@ def run_analysis(
         shap=shap,
         contributions=contributions,
         intervals=intervals,
+        refinement=refinement,
         test_mae=trained.test_mae,
         test_mse=trained.test_mse,
         r=data.r,

@@ -10,6 +10,7 @@ import numpy as np
 from motex_stream.catalogue.packed import PackedMasks
 from motex_stream.explain.confidence import ContributionIntervals
 from motex_stream.explain.contributions import AtomContributions
+from motex_stream.explain.refine import RefinedMotif
 from motex_stream.fitting.results import FitResults
 from motex_stream.structure.starting_model import StartingModel
 
@@ -37,6 +38,8 @@ class AnalysisResult:
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     intervals: ContributionIntervals | None = None  # CI and keep/remove/uncertain per atom
+    # motif refinement by direct fits (steps.refine_motif); None when refine_fits is 0
+    refinement: RefinedMotif | None = None
 
     @property
     def best(self) -> int:

@@ -203,6 +203,23 @@ class ModelSettings(BaseModel):
         "perturbations of the pruned keep set and fitted; a keep the fits do not confirm "
         "(Rwp change interval not below 0) becomes uncertain; 0: no confirming pass",
     )
+    refine_fits: int = Field(
+        200_000,
+        ge=0,
+        le=100_000_000,
+        description="motif refinement by direct fits (offline): fit budget of a steepest "
+        "descent over add/remove/swap moves from the surrogate's and the catalogue's best "
+        "motifs; reports the refined motif, its Rwp and each atom's Rwp change when toggled, "
+        "and labels uncertain a confident keep/remove its resolved toggle contradicts; 0: off",
+    )
+    refine_starts: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="motif refinement: lowest-Rwp catalogue motifs to start from, besides "
+        "the surrogate's top atoms, its negative atoms and the keep atoms",
+    )
+
 
     @field_validator("permute", mode="before")
     @classmethod
@@ -294,6 +311,8 @@ class ModelSettings(BaseModel):
             "adaptive_motifs",
             "explain_rows",
             "confirm_contexts",
+            "refine_fits",
+            "refine_starts",
         }
 
 

@@ -14,13 +14,16 @@ these functions, so the offline and the live answer to the same question cannot 
    catalogue larger than ``explain_rows``, whose standard error the intervals carry);
 7. :func:`intervals`: a confidence interval and a keep/remove/uncertain label per atom;
 8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain;
-9. :func:`confirm_keep`: fits that check every ``keep`` next to the motif the keep set forms.
+9. :func:`confirm_keep`: fits that check every ``keep`` next to the motif the keep set forms;
+10. :func:`refine_motif` / :func:`label_with_refinement`: a steepest descent over motifs by
+    direct fits from the surrogate's and the catalogue's best guesses, and the labels the
+    surrogate's intervals and the refined motif's per-atom toggles agree on.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,13 @@ from motex_stream.explain.confidence import (
 )
 from motex_stream.explain.confirmation import apply_confirmation, keep_confirmation
 from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
+from motex_stream.explain.refine import (
+    RefinedMotif,
+    checked_labels,
+    direct_labels,
+    independent_points,
+)
+from motex_stream.explain.refine import refine_motif as _descend_from
 from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
 from motex_stream.fitting.backend import record_backend, recorded_backend
 from motex_stream.fitting.grfile import read_gr
@@ -483,3 +493,85 @@ def confirm_keep(
     pass is off or there is no keep atom."""
     conf = confirmation(engine, g, ci.label, settings)
     return ci if conf is None else apply_confirmation(ci, conf)
+
+
+def refinement_starts(
+    masks: np.ndarray | PackedMasks,
+    rwp: np.ndarray,
+    contributions: AtomContributions,
+    labels: list[str] | None,
+    n_best: int,
+) -> list[tuple[str, np.ndarray]]:
+    """Where the refinement starts: the surrogate's top atoms at the size of the catalogue's
+    best motif, the atoms with a negative contribution value, the ``keep`` atoms, and the
+    ``n_best`` lowest-Rwp motifs of the catalogue (first of equal Rwp first).
+
+    Why these: the surrogate's ranking carries what the catalogue learnt about every atom,
+    the best motifs are the ones the data already preferred; a descent from each reaches the
+    local optimum nearest to that guess, so the guesses should differ."""
+    rwp = np.asarray(rwp, dtype=float)
+    order = np.argsort(np.where(np.isfinite(rwp), rwp, np.inf), kind="stable")
+    n_atoms = len(contributions.value)
+    best_size = int(np.asarray(masks[int(order[0])], dtype=bool).sum())
+    starts: list[tuple[str, np.ndarray]] = []
+    top = np.zeros(n_atoms, dtype=bool)
+    top[contributions.ranking()[:best_size]] = True
+    starts.append((f"surrogate top {best_size}", top))
+    negative = np.nan_to_num(contributions.value, nan=0.0) < 0
+    starts.append(("negative contributions", negative))
+    if labels is not None:
+        starts.append(("keep labels", np.array([lab == KEEP for lab in labels])))
+    for rank, row in enumerate(order[:n_best]):
+        starts.append((f"catalogue best {rank + 1}", np.asarray(masks[int(row)], dtype=bool)))
+    return starts
+
+
+def refine_motif(
+    engine: PreparedModel,
+    g: np.ndarray,
+    masks: np.ndarray | PackedMasks,
+    rwp: np.ndarray,
+    contributions: AtomContributions,
+    labels: list[str] | None,
+    settings: ModelSettings,
+) -> RefinedMotif | None:
+    """Motif refinement by direct fits (``settings.refine_fits`` fits; 0: None), from
+    :func:`refinement_starts` (:mod:`motex_stream.explain.refine`).
+
+    The fits go through :func:`fit_masks` on the prepared engine, so the refined motif obeys
+    the same bonding rule as every catalogue motif (dependent atoms follow the kept
+    permutable atoms). Deterministic: no random numbers, the budget counts fits."""
+    if settings.refine_fits == 0:
+        return None
+    starts = refinement_starts(masks, rwp, contributions, labels, settings.refine_starts)
+    refined = _descend_from(
+        starts,
+        lambda m: fit_masks(engine, m, g, settings.zoom).rwp,
+        settings.refine_fits,
+    )
+    return replace(
+        refined,
+        direct_label=refined_labels(refined, settings),
+        interval_label=None if labels is None else list(labels),
+    )
+
+
+def refined_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
+    """The refined motif's per-atom labels from its toggles: keep / remove where the data
+    resolve the Rwp change at ``settings.ci_level``, else uncertain
+    (:func:`motex_stream.explain.refine.direct_labels`); the Q range must be resolved."""
+    assert settings.qmax is not None
+    n = independent_points(settings.rmin, settings.rmax, settings.qmax)
+    return direct_labels(refined.keep_effect, refined.rwp, n, settings.ci_level)
+
+
+def label_with_refinement(
+    ci: ContributionIntervals, refined: RefinedMotif | None, settings: ModelSettings
+) -> ContributionIntervals:
+    """``ci`` with every confident label that the refined motif's resolved toggle contradicts
+    labelled ``uncertain`` (:func:`~motex_stream.explain.refine.checked_labels`); unchanged
+    without a refinement. The interval columns still bound the contribution value."""
+    if refined is None:
+        return ci
+    direct = refined.direct_label or refined_labels(refined, settings)
+    return replace(ci, label=checked_labels(ci.label, direct))
