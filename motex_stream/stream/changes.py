@@ -14,6 +14,14 @@ adopted silently (the baseline, also for atoms that were uncertain and later set
 settlings of such atoms into ``keep`` are reported only as part of a change that has at least
 one confident flip.
 
+A change names both sides: ``atoms_gained`` are the atoms that became ``keep``, ``atoms_lost``
+the atoms that stopped being ``keep``. An old motif's atoms do not always go confidently
+``remove`` when it vanishes: their interval may stay across 0 (``uncertain``) for a while. So
+while a change is open (it still takes a confident flip to open one), a committed ``keep``
+atom that has held no ``keep`` label for ``persist`` frames in a row is lost too, and its
+committed label goes back to unknown. (Before issue 20 such atoms were left out, and a
+crossover whose old motif faded through ``uncertain`` was reported with no atoms lost.)
+
 A crossover does not flip every atom on the same frame: the old motif's atoms may go
 ``remove`` a frame before the new motif's go ``keep``. So the first confirmed flip *opens* a
 change, which collects the flips confirmed on the next frames while any atom still has a run
@@ -56,6 +64,7 @@ class _Track:
     run_label: str | None = None
     run_start: int = 0
     probs: list[float] = field(default_factory=list)
+    off_keep: int = 0  # a committed keep atom: consecutive frames without a keep label
 
     def reset_run(self) -> None:
         self.run_label, self.probs = None, []
@@ -130,6 +139,10 @@ class KeepSetChangeDetector:
             atom = int(c["atom"])
             track = self._tracks.setdefault(atom, _Track())
             label = c.get("label")
+            if track.state == KEEP and label != KEEP:
+                track.off_keep += 1
+            else:
+                track.off_keep = 0
             if label not in (KEEP, REMOVE) or label == track.state:
                 track.reset_run()
                 continue
@@ -144,6 +157,7 @@ class KeepSetChangeDetector:
             else:
                 flips.append((atom, label, track.run_start, list(track.probs)))
             track.state = label
+            track.off_keep = 0
             track.reset_run()
 
         if flips and self._open is None:
@@ -161,9 +175,19 @@ class KeepSetChangeDetector:
                 into.add(atom)
             change.first_frame = min(change.first_frame, start)
             change.probs.extend(probs)
-        change.gained.update(settled_keep)
+        for atom in settled_keep:  # back to keep after fading out within this change: no net
+            if atom in change.lost:
+                change.lost.discard(atom)
+            else:
+                change.gained.add(atom)
+        for atom, t in self._tracks.items():  # keep atoms that faded out without a flip
+            if t.state == KEEP and t.off_keep >= self.persist:
+                change.lost.add(atom)
+                change.gained.discard(atom)
+                t.state, t.off_keep = None, 0
         pending = any(
-            t.run_label is not None and (t.state is not None or t.run_label == KEEP)
+            (t.run_label is not None and (t.state is not None or t.run_label == KEEP))
+            or (t.state == KEEP and t.off_keep > 0)
             for t in self._tracks.values()
         )
         if pending and change.frames_open < self.persist:

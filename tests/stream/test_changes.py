@@ -321,3 +321,28 @@ def test_confidence_inverts_the_t_interval_the_labels_came_from() -> None:
     change = det.update(2, frames[1], df.tolist())
     assert change is not None and change["atoms_gained"] == [5, 6]
     assert change["confidence"] == pytest.approx(student_t(3).cdf(0.02 / sd), abs=1e-4)
+
+
+def test_a_motif_that_fades_through_uncertain_is_named_as_lost() -> None:
+    """Issue 20: the old motif's atoms stop being keep without ever going confidently remove
+    (their intervals stay across 0) while the new motif's atoms flip to keep. The change must
+    name both sides (before: atoms_lost was empty and the dashboard said 'lost: none')."""
+    frames = [frame(motif({1, 2, 3, 4})) for _ in range(8)]
+    fading = motif({1, 2, 5, 6})
+    fading[2:4] = 0.0  # 3, 4: uncertain from now on, never a confident remove
+    frames += [frame(fading) for _ in range(8)]
+    changes = run(KeepSetChangeDetector(persist=3), frames)
+    assert len(changes) == 1, changes
+    _, change = changes[0]
+    assert change["atoms_gained"] == [5, 6]
+    assert change["atoms_lost"] == [3, 4]
+
+
+def test_faded_keep_atoms_alone_do_not_open_a_change() -> None:
+    """Fading out needs a confident flip elsewhere to be reported: a keep atom drifting to
+    uncertain on a stationary series is no change of structure."""
+    frames = [frame(motif({1, 2, 3, 4})) for _ in range(8)]
+    fading = motif({1, 2, 3, 4})
+    fading[3] = 0.0
+    frames += [frame(fading) for _ in range(8)]
+    assert run(KeepSetChangeDetector(persist=3), frames) == []
