@@ -13,17 +13,28 @@ Why :meth:`StreamMetrics.declare`: a labelled counter has no series until its fi
 increment, so ``increase()`` in an alert never sees the step from nothing to 1 and the first
 failure goes unnoticed. The service declares every model, source and sink at start-up, so all
 their counters are exported at 0 from the first scrape.
+
+Why :meth:`StreamMetrics.on_scrape`: a source counts what it drops (malformed input, gaps) in
+its own thread-safe stats, and the service turned those into metric increments only when the
+source handed over a good document. A flood of garbage on an idle service, or a detector
+emitting nothing but NaN frames, was then invisible on /metrics. Hooks run at every
+collection, before any counter is read, so source counters are live at each scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 # Latency buckets in seconds: a frame takes ~0.1-30 s to analyse; transport parts are ms.
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -42,12 +53,35 @@ _PER_MODEL = (
 _PER_SOURCE = ("seq_gaps", "source_orphans", "source_malformed", "seq_duplicates", "seq_late")
 
 
+class _ScrapeHooks(Collector):
+    """Runs callables at each collection and exports nothing itself.
+
+    Registered before every metric of :class:`StreamMetrics`: the registry collects in
+    registration order, so the hooks have updated the counters by the time they are read.
+    """
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:  # two scrapes at once must not sync the same deltas twice
+            for hook in list(self.hooks):
+                try:
+                    hook()
+                except Exception:  # a broken hook must not take /metrics down with it
+                    log.exception("metrics scrape hook %r failed", hook)
+        return iter(())
+
+
 class StreamMetrics:
     """All service metrics, registered on ``self.registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._scrape_hooks = _ScrapeHooks()
+        r.register(self._scrape_hooks)
         self.frames_received = Counter(
             "motex_frames_received", "Frames received from sources", ["model"], registry=r
         )
@@ -185,6 +219,15 @@ class StreamMetrics:
             backlog.labels(where=where)
         for stage in ANALYSIS_STAGES:
             self.stage_seconds.labels(stage=stage)
+
+    def on_scrape(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at every collection (each /metrics scrape), before counters are read.
+
+        For counts kept outside the registry (a source's stats) that must be current at each
+        scrape, not only when the next good frame arrives. A hook that raises is logged and
+        skipped; it must be thread-safe (scrapes run on the HTTP server's threads).
+        """
+        self._scrape_hooks.hooks.append(hook)
 
     def frame_arrived(self, model: str, when: float | None = None) -> None:
         """Count a received frame and note when it came (called by receivers)."""

@@ -256,6 +256,10 @@ class StreamService:
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._ages: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._seen_stats: dict[str, dict[str, int]] = {}
+        # source counters are synced by receivers and by each /metrics scrape (so a source
+        # dropping only garbage is visible too); the lock keeps a delta from counting twice
+        self._stats_lock = threading.Lock()
+        self.metrics.on_scrape(self._sync_all_source_stats)
         self._started = False
         self._closed = False
         if journal is not None:
@@ -484,8 +488,17 @@ class StreamService:
             self._run_counters(entry.item.source, model).skipped += 1
         log.debug("skipped stale frame %d of %s", entry.item.seq, entry.item.source)
 
+    def _sync_all_source_stats(self) -> None:
+        """Every source's stats into the metrics (a scrape hook: live source counters)."""
+        for source in self.sources:
+            self._sync_source_stats(source)
+
     def _sync_source_stats(self, source: FrameSource) -> None:
         """Turn the source's cumulative ``stats`` (a SourceStats) into metric increments."""
+        with self._stats_lock:
+            self._sync_source_stats_locked(source)
+
+    def _sync_source_stats_locked(self, source: FrameSource) -> None:
         stats = getattr(source, "stats", None)
         if stats is None:
             return
