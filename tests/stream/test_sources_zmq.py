@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import msgpack
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop
 from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sources.wire import UnsafePayloadError
 from motex_stream.stream.sources.zmq_source import (
     ZmqSource,
     make_publisher,
@@ -66,6 +72,106 @@ def test_msgpack_roundtrip_keeps_arrays() -> None:
     assert back["seq_num"] == 3
     assert back["data"]["pdf_gr"].dtype == np.dtype("<f8")
     np.testing.assert_array_equal(back["data"]["pdf_gr"], np.arange(5.0))
+
+
+# -- the decoder: numeric numpy values only, never pickle ----------------------------------
+
+_ND_KEYS = [b"nd", b"type", b"kind", b"shape", b"data", b"complex"]
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.binary(max_size=64)
+    | st.text(max_size=16)
+    | st.sampled_from(["<f8", "|O", "O", "|V8", "<U4", "<c16", "|b1", "<M8[s]", "f3", b"<i4"])
+    | st.sampled_from([b"", b"O", b"V", "O"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_ND_KEYS) | st.text(max_size=6), inner, max_size=6)
+    ),
+    max_leaves=20,
+)
+_numpy_like = st.fixed_dictionaries(
+    {b"nd": st.sampled_from([True, False, 1, None])},
+    optional={
+        b"type": _values,
+        b"kind": _values,
+        b"shape": st.lists(st.integers(-2, 2**40), max_size=4) | _values,
+        b"data": st.binary(max_size=64) | _values,
+    },
+)
+
+
+def _no_pickle(*args: object, **kwargs: object) -> None:
+    raise AssertionError("pickle was called on network input")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    field=st.one_of(_numpy_like, _values),
+    name=st.sampled_from(["start", "descriptor", "event", "event_page", "stop"]),
+)
+def test_decoder_fuzz_never_raises_past_the_source_and_never_unpickles(
+    field: object, name: str
+) -> None:
+    """Random msgpack maps, many in msgpack-numpy's format: decoding either gives numeric
+    values or refuses with UnsafePayloadError; the source counts every refusal and never lets
+    an exception out; pickle is never called."""
+    doc = {"uid": "u", "time": 1.0, "run_start": "u", "descriptor": "d", "seq_num": 1}
+    payload = msgpack.packb({**doc, "sample_name": field, "data": {"pdf_gr": field}})
+    source = ZmqSource("tcp://127.0.0.1:1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pickle, "loads", _no_pickle)
+        mp.setattr(pickle, "load", _no_pickle)
+        mp.setattr(pickle, "Unpickler", _no_pickle)
+        try:
+            decoded = msgpack_deserializer(payload)
+        except UnsafePayloadError:
+            decoded = None
+        for value in _leaves(decoded):
+            if isinstance(value, np.ndarray | np.generic):
+                assert value.dtype.kind in "biufc"
+        before = source.stats.malformed
+        source.handle_message(b"raw " + name.encode() + b" " + payload)  # never raises
+        if decoded is None:
+            assert source.stats.kinds() == {"bad_document": before + 1}
+
+
+def _leaves(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        st.one_of(
+            hnp.boolean_dtypes(),
+            hnp.integer_dtypes(),
+            hnp.unsigned_integer_dtypes(),
+            hnp.floating_dtypes(),
+            hnp.complex_number_dtypes(),
+        ),
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=5),
+    )
+)
+def test_decoder_round_trips_numeric_arrays(array: np.ndarray) -> None:
+    doc: dict[str, object] = {"a": array}
+    if array.size:
+        doc["s"] = array.reshape(-1)[0]  # a numpy scalar: msgpack-numpy's other form
+    back = msgpack_deserializer(msgpack_serializer(doc))
+    assert back["a"].dtype == array.dtype and back["a"].shape == array.shape
+    np.testing.assert_array_equal(back["a"], array)
+    if array.size:
+        assert np.asarray(back["s"]).dtype.kind == array.dtype.kind
+        np.testing.assert_array_equal(back["s"], array.reshape(-1)[0])
 
 
 def test_run_engine_to_zmq_source(

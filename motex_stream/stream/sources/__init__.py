@@ -30,6 +30,7 @@ from motex_stream.stream.sources.tiled_source import (
     attach_tiled_writer,
     load_api_key,
 )
+from motex_stream.stream.sources.wire import UnsafePayloadError
 from motex_stream.stream.sources.zmq_source import (
     ZmqSource,
     make_publisher,
@@ -61,6 +62,9 @@ __all__ = [
 
 class SourceConfigError(ValueError):
     """A configured source cannot be built (e.g. its optional dependency is missing)."""
+
+
+_REFUSED = "motex:refused"  # the name a refused Kafka payload is handed on under
 
 
 class _StopPollingError(Exception):
@@ -99,6 +103,8 @@ class KafkaSource:
         )
 
         def on_document(name: str, doc: dict[str, Any]) -> None:
+            if name == _REFUSED:
+                return  # counted by _deserialize
             for item in assembler.process(name, doc):
                 self._queue.put(item)
 
@@ -107,9 +113,26 @@ class KafkaSource:
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             consumer_config=dict(consumer_config or {"auto.offset.reset": "latest"}),
-            deserializer=_kafka_deserializer,
+            deserializer=self._deserialize,
         )
         self._dispatcher.subscribe(on_document)
+
+    def _deserialize(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode one Kafka message with our numeric-only decoder (never pickle); a refused or
+        unreadable payload is counted and becomes a name the dispatcher's callback ignores,
+        because an exception here would end bluesky-kafka's polling loop."""
+        try:
+            name, doc = msgpack_deserializer(payload)
+            if not isinstance(name, str) or not isinstance(doc, dict):
+                raise TypeError("a Kafka message must be a (name, document) pair")
+            return name, doc
+        except UnsafePayloadError as exc:
+            self._assembler.malformed("bad_document", "a payload refused: %s", str(exc)[:120])
+        except Exception as exc:
+            self._assembler.malformed(
+                "undecodable", "%d bytes: %s", len(payload), f"{type(exc).__name__}: {exc}"[:120]
+            )
+        return _REFUSED, {}
 
     def attach_journal(self, journal: Any) -> None:
         """Persist open runs; take up those a restart left open (Kafka re-delivers their
@@ -145,11 +168,6 @@ class KafkaSource:
                 if not thread.is_alive():
                     return
         thread.join(timeout=10)
-
-
-def _kafka_deserializer(payload: bytes) -> tuple[str, dict[str, Any]]:
-    name, doc = msgpack_deserializer(payload)  # type: ignore[misc]
-    return str(name), dict(doc)
 
 
 def make_source(cfg: SourceConfig) -> FrameSource:

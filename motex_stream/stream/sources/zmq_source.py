@@ -2,9 +2,10 @@
 
 0MQ drops messages silently when a consumer is slow, so this source does nothing on the
 receiving thread except check, decode, assemble and enqueue; analysis happens on the thread that
-iterates :meth:`ZmqSource.items`. Documents are msgpack (+ msgpack-numpy) because unpickling
-network input would let anyone on the network run code in the service; pickle exists only as an
-explicit opt-in for legacy publishers and logs a warning.
+iterates :meth:`ZmqSource.items`. Documents are msgpack with numpy arrays in msgpack-numpy's
+format, read by our own decoder (:mod:`.wire`): numeric arrays only, never pickle, because
+unpickling network input would let anyone on the network run code in the service. pickle exists
+only as an explicit opt-in for legacy publishers and logs a warning.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import collections
 import logging
 import pickle
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import event_model
-import msgpack
-import msgpack_numpy
 import zmq
 from bluesky.callbacks.zmq import Publisher
 
@@ -32,6 +31,11 @@ from motex_stream.stream.sources.base import (
     DocumentAssembler,
     SourceStats,
 )
+from motex_stream.stream.sources.wire import (
+    UnsafePayloadError,
+    msgpack_deserializer,
+    msgpack_serializer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +47,7 @@ DEFAULT_BACKLOG_BYTES = 512 * 2**20
 KNOWN_DOCUMENT_NAMES = frozenset(n.name for n in event_model.DocumentNames)
 
 
-def msgpack_serializer(doc: Mapping[str, Any]) -> bytes:
-    """Encode a document; numpy arrays keep dtype and shape (msgpack-numpy)."""
-    return msgpack.packb(doc, default=msgpack_numpy.encode, use_bin_type=True)
-
-
-def msgpack_deserializer(payload: bytes) -> dict[str, Any]:
-    """Decode a document written by :func:`msgpack_serializer` (or any msgpack publisher)."""
-    return msgpack.unpackb(
-        payload, object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False
-    )
+__all__ = ["ZmqSource", "make_publisher", "msgpack_deserializer", "msgpack_serializer"]
 
 
 def make_publisher(address: str, prefix: bytes = DEFAULT_PREFIX) -> Publisher:
@@ -163,6 +158,11 @@ class ZmqSource:
             return
         try:
             doc = self._loads(payload)
+        except UnsafePayloadError as exc:  # an object/structured array, a lying shape, ...
+            self._assembler.malformed(
+                "bad_document", "a %r payload refused: %s", name, str(exc)[:120]
+            )
+            return
         except Exception as exc:
             self._assembler.malformed(
                 "undecodable",
