@@ -11,6 +11,7 @@ import xgboost as xgb
 
 from motex_stream.explain import ShapCache, leafshap, shap_values
 from motex_stream.model import Hyperparameters, IncrementalSurrogate, features, train
+from motex_stream.model.gbdt import _split
 from tests.synthetic import random_masks, synthetic_rwp
 
 N_ATOMS = 24
@@ -32,7 +33,7 @@ def _frames(n: int, seed: int = 0):
 
 
 def _run(base, prepare=None, background=True, frames=9):
-    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50, rebuild_trees=20)
+    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50)
     if background:
         sur.start_background_rebuilds(prepare)
     fits = [sur.update(m, y) for m, y in _frames(frames)]
@@ -54,8 +55,9 @@ def test_no_frame_rebuilds_in_line_and_the_swap_frame_is_fixed(base, monkeypatch
         assert [k + 1 for k in started if k + 1 < len(fits)] == swapped
         for k in swapped:
             assert "rebuild_wait" in fits[k].timings
-            # the swapped-in model (20 trees) plus this frame's 10 warm-start trees
-            assert fits[k].n_trees == 30
+            # the swapped-in model (the searched 20 rounds, early-stopped like the offline
+            # model) plus this frame's 10 warm-start trees
+            assert 10 < fits[k].n_trees <= 30
         assert sur.generation == len(swapped)
     finally:
         sur.close()
@@ -79,7 +81,7 @@ def test_shap_is_computed_before_the_swap_and_stays_exact(base, monkeypatch) -> 
     rng = np.random.default_rng(2)
     catalogue = random_masks(1500, N_ATOMS, rng)
     X = features(catalogue)
-    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50, rebuild_trees=20)
+    sur = IncrementalSurrogate(base, rounds_per_frame=10, max_trees=50)
     cache = ShapCache(X)
     cache.update(sur.booster, generation=sur.generation)
     sur.start_background_rebuilds(cache.prepare)
@@ -120,3 +122,44 @@ def test_drift_starts_a_background_rebuild(base) -> None:
         assert "drift_rebuild" not in fits[0].timings
     finally:
         sur.close()
+
+
+def test_a_rebuild_retrains_the_searched_model_unsqueezed() -> None:
+    """Issue 20: a rebuild once squeezed the searched model into max_trees // 3 trees with a
+    larger learning rate (another function, other SHAP values: the Keggin W lost their keep
+    labels). Now it is the searched model trained afresh on the frame by the offline protocol
+    (``train`` with the stored hyperparameters, no search), and a tree cap too low to hold it
+    is raised instead."""
+    rng = np.random.default_rng(5)
+    masks = random_masks(1500, N_ATOMS, rng)
+    hp = Hyperparameters(learning_rate=0.2, max_depth=3, n_estimators=60)
+    searched = train(masks, synthetic_rwp(masks, rng), params=hp, search=False)
+    sur = IncrementalSurrogate(searched, rounds_per_frame=10, max_trees=40)
+    assert sur.max_trees >= 60 + 10  # room for the searched model plus warm starts
+    for m, y in _frames(12, seed=6):
+        fit = sur.update(m, y)
+        assert fit.n_trees <= sur.max_trees
+        if fit.rebuilt:
+            break
+    assert fit.rebuilt, "the tree cap forced no rebuild"
+    fit_idx, _ = _split(len(y), sur.holdout_fraction, sur.seed + fit.frame)
+    X = features(m)
+    offline = train(
+        X[fit_idx],
+        y[fit_idx],
+        params=hp,
+        search=False,
+        seed=sur.seed + fit.frame,
+        test_fraction=0.0,
+        nthread=1,
+    )
+    assert json_lr(sur.booster) == pytest.approx(0.2)
+    probe = xgb.DMatrix(features(random_masks(300, N_ATOMS, np.random.default_rng(7))))
+    np.testing.assert_allclose(sur.booster.predict(probe), offline.booster.predict(probe))
+
+
+def json_lr(booster: xgb.Booster) -> float:
+    import json
+
+    config = json.loads(booster.save_config())
+    return float(config["learner"]["gradient_booster"]["tree_train_param"]["eta"])

@@ -371,17 +371,19 @@ def _fit_early_stopping(
     seed: int,
     val_fraction: float,
     early_stopping_rounds: int,
+    nthread: int = NTHREAD,
 ) -> tuple[xgb.Booster, int]:
     """Train up to ``params.n_estimators`` rounds, early-stopped on a seeded validation slice.
 
     The booster is sliced to its best iteration, so the trees that early stopping rejected do
-    not cost SHAP time later.
+    not cost SHAP time later. ``nthread``: the live service's background rebuild trains with
+    one thread so that it leaves the other core to the frames.
     """
     fit_idx, val_idx = _split(len(y), val_fraction, seed + 1)
     dfit = _quantised(X[fit_idx], y[fit_idx])
     dval = _quantised(X[val_idx], y[val_idx], ref=dfit)
     booster = xgb.train(
-        params.to_xgb_params(seed=seed),
+        params.to_xgb_params(seed=seed, nthread=nthread),
         dfit,
         num_boost_round=max(1, params.n_estimators),
         evals=[(dval, "val")],
@@ -391,6 +393,7 @@ def _fit_early_stopping(
     best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
     if best + 1 < booster.num_boosted_rounds():
         booster = booster[: best + 1]
+    booster.set_param({"nthread": NTHREAD})
     return booster, best
 
 
@@ -404,6 +407,7 @@ def train(
     early_stopping_rounds: int = 20,
     search: bool = True,
     val_fraction: float = 0.1,
+    nthread: int = NTHREAD,
     **search_kwargs: Any,
 ) -> TrainedModel:
     """The paper's training protocol: seeded 80/20 split, optional Bayesian search with CV on
@@ -415,6 +419,7 @@ def train(
     defaults with the round cap set by the SHAP budget. The search is bounded by counts
     (``n_calls`` points × ``cv_folds`` folds) unless the caller opts into ``time_budget_s``: a
     wall-clock cap makes the result depend on machine load, so it is never a default.
+    ``nthread``: xgboost threads of the final fit (the search uses its own fold threads).
     """
     t0 = time.perf_counter()
     X = _as_features(masks_or_X)
@@ -444,6 +449,7 @@ def train(
         seed=seed,
         val_fraction=val_fraction,
         early_stopping_rounds=early_stopping_rounds,
+        nthread=nthread,
     )
     timings["fit"] = time.perf_counter() - t
 
@@ -600,6 +606,28 @@ class FrameFit:
     timings: dict[str, float]
     #: a background rebuild was started on this frame's data (swapped in at the next update)
     rebuild_started: bool = False
+    #: the surrogate's generation after this update (increases with every rebuild)
+    generation: int = 0
+
+
+#: Warm-start frames a rebuilt surrogate must have room for below the tree cap: a cap lower
+#: than the searched tree count plus this many frames' rounds is raised (see the class doc).
+MIN_WARM_FRAMES = 2
+
+
+def effective_tree_cap(max_trees: int, params: Hyperparameters, rounds_per_frame: int) -> int:
+    """The tree cap actually enforced: ``max_trees``, raised to the searched round count plus
+    :data:`MIN_WARM_FRAMES` frames' rounds when it is lower.
+
+    Why raise it rather than fit the model under it: a rebuild re-trains the *searched* model
+    (its hyperparameters and round count), which is what makes the live answer the offline
+    one; squeezing it into fewer trees with a larger learning rate is another, worse model
+    (issue 20: the 12 Keggin W lost their ``keep`` labels). The cap exists to bound the
+    per-frame SHAP cost and to make the surrogate forget old frames, and the searched count
+    is already bounded by the SHAP budget (:func:`rounds_for_budget`).
+    """
+    floor = int(params.n_estimators) + MIN_WARM_FRAMES * int(rounds_per_frame)
+    return max(int(max_trees), floor)
 
 
 class IncrementalSurrogate:
@@ -608,38 +636,35 @@ class IncrementalSurrogate:
     Each :meth:`update` warm-starts ``rounds_per_frame`` trees on the frame's freshly fitted
     motifs (a held-out slice of them scores the result). Boosting only ever *adds* trees, so
     the ensemble would grow without bound and remember every past frame; when the next update
-    would exceed ``max_trees`` the surrogate is **rebuilt** instead: a fresh model trained on the
-    current frame alone with the stored (searched) hyperparameters, no new search. Why rebuild
-    rather than e.g. drop the oldest trees: boosted trees are fitted to each other's residuals,
-    so removing early trees leaves a biased model, while a fresh fit on current data is both
-    unbiased and forgets stale frames — exactly what a drifting experiment needs. Tree count and
-    therefore per-frame SHAP cost stay bounded; a rebuild frame costs one fresh (small) training
-    plus a full SHAP pass instead of an incremental one.
+    would exceed the tree cap the surrogate is **rebuilt** instead: the searched model trained
+    afresh on the current frame alone, by the offline training protocol (:func:`train` with
+    the stored hyperparameters, ``search=False``: the same round cap and the same early
+    stopping on a seeded validation slice). Why rebuild rather than e.g. drop the oldest
+    trees: boosted trees are fitted to each other's residuals, so removing early trees leaves
+    a biased model, while a fresh fit on current data is both unbiased and forgets stale
+    frames. Why not a smaller, faster-learning model (the squeeze this class once did): it is
+    a different function, with different SHAP values; the rebuilt model must be of the same
+    quality as the one ``analyze`` would train, or the live answer is not the offline one.
 
-    A rebuilt model gets at most ``rebuild_trees`` trees (default: ``max_trees // 2``, at most
-    ``max_trees − rounds_per_frame``), so that it leaves room for warm-start frames before the
-    next rebuild (a rebuild straight to ``max_trees`` would rebuild again on every frame). If
-    the searched round count is larger, the learning rate is scaled up by the same factor
-    (capped at 1): the product
-    ``learning_rate × rounds`` is what sets how far boosting gets, to first order. The rebuild
-    trains that fixed round count without early stopping: the searched count is already known,
-    a frame of ~10³ motifs cannot spare a validation slice (measured: early stopping on ~80 rows
-    gave a worse MAE than the fixed count), and the tree count stays predictable.
-
-    ``rounds_per_frame=None`` picks 10 trees per frame, fewer for deep trees, so that explaining
-    one frame's new trees fits :data:`FRAME_SHAP_BUDGET` (depth ≤ 4: 10, depth 5: 4, deeper: 1).
+    The cap enforced is :func:`effective_tree_cap`: ``max_trees``, raised when it could not
+    hold the searched model plus :data:`MIN_WARM_FRAMES` frames of warm-start trees (a lower
+    cap would rebuild on every frame). ``rounds_per_frame=None`` picks 10 trees per frame,
+    fewer for deep trees, so that explaining one frame's new trees fits
+    :data:`FRAME_SHAP_BUDGET` (depth ≤ 4: 10, depth 5: 4, deeper: 1).
 
     :attr:`generation` increases on each rebuild, which lets a SHAP cache (see
     :class:`motex_stream.explain.ShapCache`) know when its cached trees were thrown away.
 
     **Background rebuilds** (:meth:`start_background_rebuilds`, what the live service uses):
     when the *next* frame would reach the cap (or a drift is seen), the fresh model is trained
-    on this frame's data in a background thread (one xgboost thread), and ``prepare(booster,
-    generation)`` runs there too (the service computes the new model's catalogue SHAP with
-    it); the next :meth:`update` swaps it in, then boosts that frame's trees on top as usual.
-    So no frame pays for a rebuild in line, the swap is one assignment, and the swap frame is
-    fixed (the next update, waiting for the build only if it is not done by then, which
-    ``timings["rebuild_wait"]`` shows) so results do not depend on thread timing.
+    on this frame's data in a background thread (one xgboost thread), and the callbacks of
+    :meth:`start_background_rebuilds` run there too (the service computes the new model's
+    catalogue SHAP and its interval members with them); the next :meth:`update` swaps it in,
+    then boosts that frame's trees on top as usual. So no frame pays for a rebuild in line,
+    the swap is one assignment, and the swap frame is fixed (the next update, waiting for the
+    build only if it is not done by then, which ``timings["rebuild_wait"]`` shows) so results
+    do not depend on thread timing. Inline rebuilds (no background) train with one thread as
+    well, so both paths give the same trees.
 
     State (booster + JSON) is saved with :meth:`save` and restored with :meth:`load`; nothing
     is pickled.
@@ -651,29 +676,23 @@ class IncrementalSurrogate:
         *,
         rounds_per_frame: int | None = None,
         max_trees: int = 200,
-        rebuild_trees: int | None = None,
         holdout_fraction: float = 0.2,
         seed: int = 0,
         drift_factor: float | None = 2.0,
+        rebuild_trees: int | None = None,
     ) -> None:
+        # rebuild_trees: ignored; the round count of the squeezed rebuild this class once did
+        del rebuild_trees
         if rounds_per_frame is None:
             rounds_per_frame = min(10, rounds_for_budget(base.params.max_depth, FRAME_SHAP_BUDGET))
         if rounds_per_frame < 1:
             raise ValueError("rounds_per_frame must be ≥ 1")
         if max_trees < rounds_per_frame:
             raise ValueError("max_trees must be ≥ rounds_per_frame")
-        rebuild = (
-            min(max_trees // 2, max_trees - rounds_per_frame)
-            if rebuild_trees is None
-            else int(rebuild_trees)
-        )
-        if not 1 <= rebuild <= max_trees - rounds_per_frame:
-            raise ValueError("rebuild_trees must be in [1, max_trees − rounds_per_frame]")
-        self.rebuild_trees = rebuild
         self.booster: xgb.Booster = base.booster
         self.params = base.params
         self.rounds_per_frame = int(rounds_per_frame)
-        self.max_trees = int(max_trees)
+        self.configured_max_trees = int(max_trees)
         self.holdout_fraction = float(holdout_fraction)
         self.drift_factor = drift_factor
         self.reference_mae = float(base.test_mae)
@@ -682,19 +701,30 @@ class IncrementalSurrogate:
         self.generation = 0
         self.background = False
         self._prepare: Callable[[xgb.Booster, int], object] | None = None
+        self._members: Callable[[int, np.ndarray, np.ndarray], object] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[tuple[xgb.Booster, int]] | None = None
 
+    @property
+    def max_trees(self) -> int:
+        """The tree cap enforced (:func:`effective_tree_cap` of the configured one)."""
+        return effective_tree_cap(self.configured_max_trees, self.params, self.rounds_per_frame)
+
     def start_background_rebuilds(
-        self, prepare: Callable[[xgb.Booster, int], object] | None = None
+        self,
+        prepare: Callable[[xgb.Booster, int], object] | None = None,
+        members: Callable[[int, np.ndarray, np.ndarray], object] | None = None,
     ) -> None:
         """Build rebuilt models in a background thread from now on (see the class doc).
 
         ``prepare(booster, generation)`` is called in that thread once the new booster is
-        trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`).
+        trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`); then
+        ``members(generation, X, y)`` with the frame's data the booster was trained on (the
+        live interval ensemble rebuilds its members from them). Inline rebuilds call both too.
         """
         self.background = True
         self._prepare = prepare
+        self._members = members
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild")
 
@@ -707,19 +737,26 @@ class IncrementalSurrogate:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    def _fresh(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
+        """The searched model trained afresh on (X, y) by the offline protocol (one thread)."""
+        return train(
+            X, y, params=self.params, search=False, seed=seed, test_fraction=0.0, nthread=1
+        ).booster
+
     def _background_build(
         self, X: np.ndarray, y: np.ndarray, seed: int, generation: int
     ) -> tuple[xgb.Booster, int]:
-        hp = self.rebuild_params()
-        booster = xgb.train(
-            hp.to_xgb_params(seed=seed, nthread=1),
-            xgb.DMatrix(X, label=y, nthread=1),
-            hp.n_estimators,
-        )
-        booster.set_param({"nthread": NTHREAD})
+        booster = self._fresh(X, y, seed)
+        self._prepare_rebuilt(booster, generation, X, y)
+        return booster, generation
+
+    def _prepare_rebuilt(
+        self, booster: xgb.Booster, generation: int, X: np.ndarray, y: np.ndarray
+    ) -> None:
         if self._prepare is not None:
             self._prepare(booster, generation)
-        return booster, generation
+        if self._members is not None:
+            self._members(generation, X, y)
 
     def _submit_rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> None:
         assert self._executor is not None
@@ -751,25 +788,18 @@ class IncrementalSurrogate:
         return self.booster.predict(xgb.DMatrix(_as_features(masks_or_X), nthread=NTHREAD))
 
     def _rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
-        """A fresh booster on the current frame alone, with the stored hyperparameters."""
-        hp = self.rebuild_params()
-        booster = xgb.train(
-            hp.to_xgb_params(seed=seed), xgb.DMatrix(X, label=y, nthread=NTHREAD), hp.n_estimators
-        )
+        """A fresh booster on the current frame alone (:meth:`_fresh`), in line."""
+        booster = self._fresh(X, y, seed)
         self.generation += 1
+        self._prepare_rebuilt(booster, self.generation, X, y)
         log.info(
             "surrogate rebuilt at frame %d with %d trees", self.frame, booster.num_boosted_rounds()
         )
         return booster
 
     def rebuild_params(self) -> Hyperparameters:
-        """Stored hyperparameters squeezed into ``rebuild_trees`` rounds (see the class doc);
-        also what the live interval members are rebuilt with, so they stay comparable."""
-        hp = Hyperparameters.from_dict(self.params.to_dict())
-        if hp.n_estimators > self.rebuild_trees:
-            hp.learning_rate = min(1.0, hp.learning_rate * hp.n_estimators / self.rebuild_trees)
-            hp.n_estimators = self.rebuild_trees
-        return hp
+        """The hyperparameters a rebuild trains with: the searched ones, unchanged."""
+        return Hyperparameters.from_dict(self.params.to_dict())
 
     def update(self, X: np.ndarray, y: np.ndarray) -> FrameFit:
         """Fold one frame's (features or masks, Rwp) into the surrogate; see the class doc."""
@@ -834,6 +864,7 @@ class IncrementalSurrogate:
             n_holdout=len(hold_idx),
             timings=timings,
             rebuild_started=started,
+            generation=self.generation,
         )
         self.frame += 1
         return fit
@@ -850,8 +881,7 @@ class IncrementalSurrogate:
         state = {
             "params": self.params.to_dict(),
             "rounds_per_frame": self.rounds_per_frame,
-            "max_trees": self.max_trees,
-            "rebuild_trees": self.rebuild_trees,
+            "max_trees": self.configured_max_trees,
             "holdout_fraction": self.holdout_fraction,
             "drift_factor": self.drift_factor,
             "reference_mae": _json_safe(self.reference_mae),
@@ -864,7 +894,11 @@ class IncrementalSurrogate:
 
     @classmethod
     def load(cls, directory: str | Path) -> IncrementalSurrogate:
-        """Restore a surrogate saved by :meth:`save`; later updates continue identically."""
+        """Restore a surrogate saved by :meth:`save`; later updates continue identically.
+
+        (A ``rebuild_trees`` entry, written by versions that squeezed rebuilt models, is
+        ignored: rebuilds now re-train the searched model.)
+        """
         d = Path(directory)
         state = json.loads((d / _STATE_FILE).read_text())
         booster = _load_booster(d / _BOOSTER_FILE)
@@ -881,7 +915,6 @@ class IncrementalSurrogate:
             base,
             rounds_per_frame=state["rounds_per_frame"],
             max_trees=state["max_trees"],
-            rebuild_trees=state["rebuild_trees"],
             holdout_fraction=state["holdout_fraction"],
             seed=state["seed"],
             drift_factor=state.get("drift_factor", 2.0),
