@@ -25,7 +25,10 @@ Example (values shortened)::
                "rwp": 0.318, "scale": 0.92, "zoom": [1.003]},  # zoom: 1 or 3 factors
       "timing": {"regrid": 0.001, "fit": 1.9, "train": 0.3, "explain": 0.2, "total": 2.401},
       "model_quality": {"mae": 0.0041,     # GBDT error on held-out refits of this frame
-                        "n_trees": 40, "rebuilt": false},
+                        "n_trees": 40,
+                        "rebuilt": false,   # a freshly rebuilt surrogate serves this frame
+                        "generation": 2,    #   (optional) rebuilds since preparation
+                        "rebuild_started": false},  # (optional) one builds in the background
       "n_refit": 10000,
       "received_at": 1732600000.31,        # when the service received the frame (unix s)
       "published_at": 1732600002.74,       # when the message left the service (unix s)
@@ -39,7 +42,8 @@ Example (values shortened)::
       "structure": {"elements": ["W", ...],  # optional, first frame of each run: the
                     "xyz": [[x, y, z], ...],  #   starting model (Å, file order), permutable
                     "permutable": [1, ...],   #   atoms (1-based) and, per other atom, the
-                    "bonded": [[1, 5], ...]}  #   permutable atoms it goes with
+                    "bonded": [[1, 5], ...],  #   permutable atoms it goes with; optional:
+                    "equivalent": [[1, 3, 5, 7], ...]}  # symmetry-equivalent sites
     }
 
 The message is specified by the JSON Schema ``docs/schema/contributions-v1.schema.json``
@@ -186,8 +190,8 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
 
 
 #: model_quality entries that are counts or flags: sent as JSON integers / booleans.
-_QUALITY_INTS = frozenset({"n_trees"})
-_QUALITY_BOOLS = frozenset({"rebuilt"})
+_QUALITY_INTS = frozenset({"n_trees", "generation"})
+_QUALITY_BOOLS = frozenset({"rebuilt", "rebuild_started"})
 
 
 def _quality(quality: Mapping[str, Any]) -> dict[str, Any]:

@@ -106,3 +106,37 @@ def test_validate_rejects_missing_fields_and_non_objects() -> None:
         validate_message(msg)
     with pytest.raises(ValueError, match="JSON object"):
         validate_message([1, 2])  # type: ignore[arg-type]
+
+
+def test_rebuild_flags_leave_as_json_types_and_match_the_schema() -> None:
+    """Issue 20: a live message says whether the frame's surrogate was rebuilt (and which
+    generation serves it, and whether a rebuild is on its way), and the structure names the
+    symmetry-equivalent sites; the schema in docs/schema specifies all of it."""
+    from dataclasses import replace
+
+    from tests.stream.test_message_schema import validator
+
+    result = replace(
+        numpy_result(),
+        model_quality={
+            "mae": 0.004,
+            "n_trees": 40.0,
+            "rebuilt": 1.0,
+            "generation": 3.0,
+            "rebuild_started": 0.0,
+        },
+        structure={
+            "elements": ["W", "W"],
+            "xyz": [[0, 0, 0], [1, 0, 0]],
+            "permutable": [1, 2],
+            "bonded": [[1], [2]],
+            "equivalent": [[1, 2]],
+        },
+    )
+    message = build_message(result, Frame("run", 1, 0.0, np.arange(3.0), np.ones(3)))
+    quality = message["model_quality"]
+    assert quality["rebuilt"] is True and quality["rebuild_started"] is False
+    assert quality["generation"] == 3 and isinstance(quality["generation"], int)
+    validator().validate(message)
+    with pytest.raises(Exception, match=r"integer"):
+        validator().validate(message | {"model_quality": {**quality, "generation": 1.5}})
