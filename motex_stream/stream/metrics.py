@@ -19,18 +19,28 @@ its own thread-safe stats, and the service turned those into metric increments o
 source handed over a good document. A flood of garbage on an idle service, or a detector
 emitting nothing but NaN frames, was then invisible on /metrics. Hooks run at every
 collection, before any counter is read, so source counters are live at each scrape.
+
+Why a state (``motex_service_state``) and an HTTP server of our own: ``serve`` prepares its
+models (catalogue fits, hyperparameter search; 30 s on 2,000 motifs, minutes on more) before
+it can analyse a frame. /metrics and /healthz are served from the first second of that, with
+the state ``preparing`` and the preparation's progress, so ``up`` stays 1 and the
+``MotexStreamDown`` alert does not fire on every cold start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -51,6 +61,15 @@ _PER_MODEL = (
     "structure_changes",
 )
 _PER_SOURCE = ("seq_gaps", "source_orphans", "source_malformed", "seq_duplicates", "seq_late")
+
+ServiceState = Literal["preparing", "ready", "stopping"]
+#: preparing: models are being loaded or prepared, no frame is analysed yet; ready: frames are
+#: received and analysed; stopping: a signal came, the frame in progress is finished.
+SERVICE_STATES: tuple[ServiceState, ...] = ("preparing", "ready", "stopping")
+ModelState = Literal["preparing", "waiting", "ready"]
+#: preparing: loading saved state or preparing on the reference; waiting: no reference and no
+#: saved state, so it prepares on its first frame; ready: analyses frames.
+MODEL_STATES: tuple[ModelState, ...] = ("preparing", "waiting", "ready")
 
 
 class _ScrapeHooks(Collector):
@@ -194,7 +213,39 @@ class StreamMetrics:
         self.start_time = Gauge(
             "motex_start_time_seconds", "Unix time the service's metrics were created", registry=r
         )
-        self.start_time.set(time.time())
+        self._started_at = time.time()
+        self.start_time.set(self._started_at)
+        self.service_state = Gauge(
+            "motex_service_state",
+            "1 for the service's current state (preparing: models being prepared, no frame "
+            "analysed yet; ready; stopping), 0 for the others",
+            ["state"],
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "motex_model_state",
+            "1 for each model's current state (preparing; waiting: prepares on its first "
+            "frame; ready), 0 for the others",
+            ["model", "state"],
+            registry=r,
+        )
+        self.preparation_progress = Gauge(
+            "motex_preparation_progress",
+            "Fraction of the models whose start-up preparation is done (ready, or waiting for "
+            "their first frame): 0 to 1",
+            registry=r,
+        )
+        self.preparation_seconds = Gauge(
+            "motex_model_preparation_seconds",
+            "Seconds the model's last preparation took, or has taken so far while it runs",
+            ["model"],
+            registry=r,
+        )
+        self._state_lock = threading.Lock()
+        self._state: ServiceState = "preparing"
+        self._models: dict[str, ModelState] = {}
+        self._prep_started: dict[str, float] = {}
+        self.set_state("preparing")
 
     def declare(
         self, models: Sequence[str], sources: Sequence[str], sinks: Sequence[str] = ()
@@ -219,6 +270,52 @@ class StreamMetrics:
             backlog.labels(where=where)
         for stage in ANALYSIS_STAGES:
             self.stage_seconds.labels(stage=stage)
+
+    def set_state(self, state: ServiceState) -> None:
+        """Move the service to ``state`` (one of :data:`SERVICE_STATES`)."""
+        if state not in SERVICE_STATES:
+            raise ValueError(f"unknown service state {state!r}")
+        with self._state_lock:
+            self._state = state
+            for name in SERVICE_STATES:
+                self.service_state.labels(state=name).set(1 if name == state else 0)
+
+    def set_model_state(self, model: str, state: ModelState) -> None:
+        """Move ``model`` to ``state``; preparing starts its preparation clock."""
+        if state not in MODEL_STATES:
+            raise ValueError(f"unknown model state {state!r}")
+        with self._state_lock:
+            before = self._models.get(model)
+            self._models[model] = state
+            for name in MODEL_STATES:
+                self.model_state.labels(model=model, state=name).set(1 if name == state else 0)
+            seconds = self.preparation_seconds.labels(model=model)
+            if state == "preparing" and before != "preparing":
+                started = self._prep_started[model] = time.monotonic()
+                seconds.set_function(lambda: time.monotonic() - started)
+            elif state != "preparing" and before == "preparing":
+                took = time.monotonic() - self._prep_started.pop(model)
+                seconds.set_function(lambda: took)
+            done = sum(1 for v in self._models.values() if v != "preparing")
+            self.preparation_progress.set(done / len(self._models))
+
+    def declare_models(self, models: Iterable[str]) -> None:
+        """Every model preparing (progress 0 of them), before the first one starts."""
+        for model in models:
+            self.set_model_state(model, "preparing")
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz answers: the service state, each model's, and the progress."""
+        with self._state_lock:
+            models = dict(self._models)
+            state = self._state
+        done = sum(1 for v in models.values() if v != "preparing")
+        return {
+            "state": state,
+            "models": models,
+            "progress": done / len(models) if models else 1.0,
+            "uptime_s": round(time.time() - self._started_at, 3),
+        }
 
     def on_scrape(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` at every collection (each /metrics scrape), before counters are read.
@@ -254,15 +351,64 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow scrape never blocks /healthz."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape (every 15 s, forever)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _app(
+    registry: CollectorRegistry, health: Callable[[], dict[str, Any]] | None
+) -> Callable[..., Iterable[bytes]]:
+    """/healthz (always 200 while the process answers: liveness), /readyz (200 once ready,
+    else 503: readiness) and the metrics on every other path (as prometheus_client does)."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path in ("/healthz", "/readyz"):
+            body = health() if health is not None else {"state": "ready"}
+            ready = body.get("state") == "ready"
+            status = "200 OK" if path == "/healthz" or ready else "503 Service Unavailable"
+            data = json.dumps(body).encode()
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+            )
+            return [data]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
 def start_metrics_server(
-    port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None
+    port: int,
+    host: str = "127.0.0.1",
+    registry: CollectorRegistry | None = None,
+    health: Callable[[], dict[str, Any]] | None = None,
 ) -> MetricsServer:
     """Serve ``registry`` on ``http://host:port/metrics``; port 0 picks a free port.
 
     The host defaults to loopback: metrics reveal run uids and timings, so exposing them to the
-    facility network is a deliberate choice (``metrics_host`` in the config).
+    facility network is a deliberate choice (``metrics_host`` in the config). ``health``
+    (e.g. :meth:`StreamMetrics.health`) answers /healthz and /readyz.
     """
     if registry is None:
         raise ValueError("pass the service's registry (StreamMetrics().registry)")
-    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    class Server(_ThreadingServer):
+        address_family = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0][0]
+
+    server = make_server(host, port, _app(registry, health), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     return MetricsServer(server, thread, host, int(server.server_port))

@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.messages import AnalysisIdentity
-from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
+from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
 from motex_stream.stream.service import StreamService
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class LazyAnalyzer:
     frame keeps the service usable without a reference file, at the cost of one slow frame.
     Saved state that is unusable is moved aside by the analyzer and counts as no state, so a
     corrupt state folder never stops the service. Warm-start progress is saved every
-    ``save_every`` frames.
+    ``save_every`` frames. ``on_state(name, state)`` hears each step (preparing, waiting for
+    the first frame, ready), so /metrics and /healthz can tell a cold start from a hang.
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class LazyAnalyzer:
         state_dir: Path | None = None,
         save_every: int | None = DEFAULT_SAVE_EVERY,
         save_interval: float | None = DEFAULT_SAVE_INTERVAL,
+        on_state: Callable[[str, ModelState], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_state = on_state or (lambda _name, _state: None)
         self.name = settings.name
         self.reference = settings.reference
         self.state_dir = state_dir
@@ -60,12 +64,14 @@ class LazyAnalyzer:
         self._lock = threading.Lock()
         self._state_digest: str | None = None
         self._digest_of: MotexFrameAnalyzer | None = None
+        self._on_state(self.name, "preparing")
         if state_dir is not None:
             self.inner = MotexFrameAnalyzer.restore(settings, state_dir)
         if self.inner is None and self.reference is not None:
             self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
         if self.inner is not None:
             self.inner.save_every, self.inner.save_interval = save_every, save_interval
+        self._on_state(self.name, "waiting" if self.inner is None else "ready")
 
     @property
     def fit_r(self) -> np.ndarray:
@@ -78,7 +84,11 @@ class LazyAnalyzer:
         with self._lock:
             if self.inner is None:
                 log.info("preparing model %s on frame %d of %s", self.name, frame.seq, frame.source)
-                self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
+                self._on_state(self.name, "preparing")
+                try:
+                    self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
+                finally:
+                    self._on_state(self.name, "waiting" if self.inner is None else "ready")
                 self.inner.save_every = self.save_every
                 self.inner.save_interval = self.save_interval
         return self.inner.analyze(frame)
@@ -131,11 +141,17 @@ def use_dask(address: str | None) -> None:
         log.info("catalogue fits run on the Dask cluster %s", address)
 
 
-def analyzers_from_config(config: Any) -> dict[str, LazyAnalyzer]:
+def analyzers_from_config(
+    config: Any, metrics: StreamMetrics | None = None
+) -> dict[str, LazyAnalyzer]:
+    """One analyzer per model, prepared (or restored) in turn; ``metrics`` follows each."""
     state = Path(config.service.state_dir)
     every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
     interval = getattr(config.service, "save_interval_s", DEFAULT_SAVE_INTERVAL)
-    return {m.name: LazyAnalyzer(m, state, every, interval) for m in config.models}
+    on_state = metrics.set_model_state if metrics is not None else None
+    if metrics is not None:
+        metrics.declare_models(m.name for m in config.models)
+    return {m.name: LazyAnalyzer(m, state, every, interval, on_state) for m in config.models}
 
 
 def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
@@ -144,7 +160,8 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
     from motex_stream.stream.publishers import make_sinks
     from motex_stream.stream.sources import make_source
 
-    analyzers = analyzers_from_config(config)
+    metrics = metrics or StreamMetrics()
+    analyzers = analyzers_from_config(config, metrics)
     sources = [make_source(s) for s in config.sources]
     sinks = make_sinks(config)
     return StreamService(
@@ -155,27 +172,30 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
         queue_size=config.service.queue_size,
         queue_bytes=config.service.queue_bytes,
         journal=RunJournal(Path(config.service.state_dir) / JOURNAL_DIR),
-        metrics=metrics or StreamMetrics(),
+        metrics=metrics,
         default_model=config.models[0].name,
     )
 
 
-def serve_until_signalled(service: StreamService, metrics_port: int, metrics_host: str) -> dict:
-    """Run until SIGINT/SIGTERM or until every source ends; persist model state on the way out."""
-    server = None
-    if metrics_port:
-        server = start_metrics_server(metrics_port, metrics_host, service.metrics.registry)
-        log.info("metrics on %s", server.url)
+def serve_until_signalled(service: StreamService, server: MetricsServer | None = None) -> dict:
+    """Run until SIGINT/SIGTERM or until every source ends; persist model state on the way out.
+
+    ``server`` (started by the caller before the models were prepared, so /metrics answered
+    throughout) is closed on the way out.
+    """
     stop = threading.Event()
 
     def _handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping after the frame in progress", signum)
+        service.metrics.set_state("stopping")
         stop.set()
 
     previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        service.metrics.set_state("ready")
         summary = service.run(stop)
     finally:
+        service.metrics.set_state("stopping")
         for s, h in previous.items():
             signal.signal(s, h)
         for analyzer in service.analyzers.values():

@@ -12,6 +12,7 @@ warning, not an error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -28,11 +29,13 @@ from motex_stream.stream.config.base import ConfigError
 log = logging.getLogger(__name__)
 
 
-def preflight(config: Any) -> list[str]:
+def preflight(config: Any, busy_ports_fatal: bool = True) -> list[str]:
     """Check ``config`` (a loaded :class:`~motex_stream.stream.config.Config`) on this host.
 
     Raises :class:`ConfigError` listing every problem, one line each; returns the warnings
-    (also logged), e.g. a listener reachable from the network.
+    (also logged), e.g. a listener reachable from the network. ``busy_ports_fatal=False``
+    (``serve --check``) makes a port in use a warning: a config is checked before a restart,
+    while the running service still holds its ports.
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -67,7 +70,9 @@ def preflight(config: Any) -> list[str]:
             continue
         seen[(host, port)] = where
         why = _cannot_bind(host, port)
-        if why:
+        if why and not busy_ports_fatal and _in_use(why):
+            warnings.append(f"{where}: {host}:{port} is in use now ({why}); free it before start")
+        elif why:
             problems.append(f"{where}: cannot bind {host}:{port} ({why})")
     if problems:
         where = f"{config.path}: " if getattr(config, "path", None) else ""
@@ -140,6 +145,11 @@ def _binds(config: Any) -> Iterator[tuple[str, str, int]]:
         port_text = sink.bind.rpartition(":")[2]
         port = 0 if port_text in ("*", "0") else int(port_text)
         yield f"sinks[{i}].bind", host, port
+
+
+def _in_use(why: str) -> bool:
+    """Whether a bind failure says the port is taken (not: no such interface)."""
+    return os.strerror(errno.EADDRINUSE) in why
 
 
 def _cannot_bind(host: str, port: int) -> str | None:
