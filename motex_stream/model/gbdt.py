@@ -655,8 +655,12 @@ class IncrementalSurrogate:
     :attr:`generation` increases on each rebuild, which lets a SHAP cache (see
     :class:`motex_stream.explain.ShapCache`) know when its cached trees were thrown away.
 
+    **Drift.** When a frame's held-out MAE exceeds ``drift_factor`` × the reference MAE, the
+    data moved faster than warm starts follow and the model is rebuilt on that frame in line
+    (also with background rebuilds), so the frame is answered by a model of its own data.
+
     **Background rebuilds** (:meth:`start_background_rebuilds`, what the live service uses):
-    when the *next* frame would reach the cap (or a drift is seen), the fresh model is trained
+    when the *next* frame would reach the cap, the fresh model is trained
     on this frame's data in a background thread (one xgboost thread), and the callbacks of
     :meth:`start_background_rebuilds` run there too (the service computes the new model's
     catalogue SHAP and its interval members with them); the next :meth:`update` swaps it in,
@@ -788,10 +792,13 @@ class IncrementalSurrogate:
         return self.booster.predict(xgb.DMatrix(_as_features(masks_or_X), nthread=NTHREAD))
 
     def _rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
-        """A fresh booster on the current frame alone (:meth:`_fresh`), in line."""
+        """A fresh booster on the current frame alone (:meth:`_fresh`), in line. Only the
+        ``members`` callback runs: the caller's SHAP cache sees ``rebuilt`` and explains the
+        new booster with every core, faster than ``prepare``'s one-core pass."""
         booster = self._fresh(X, y, seed)
         self.generation += 1
-        self._prepare_rebuilt(booster, self.generation, X, y)
+        if self._members is not None:
+            self._members(self.generation, X, y)
         log.info(
             "surrogate rebuilt at frame %d with %d trees", self.frame, booster.num_boosted_rounds()
         )
@@ -830,30 +837,33 @@ class IncrementalSurrogate:
             )
         timings["boost"] = time.perf_counter() - t
         self.booster = booster
+        fresh = rebuilt  # trained on this frame alone
         rebuilt = rebuilt or swapped
         t = time.perf_counter()
         mae, _ = _metrics(booster, X[hold_idx], y[hold_idx])
         timings["evaluate"] = time.perf_counter() - t
         # drift: the data moved faster than a few warm-start trees can follow, so the old
-        # trees (fitted to past frames) dominate; forget them now rather than at the tree cap
+        # trees (fitted to past frames, a swapped-in model's included) dominate. This frame's
+        # answer would be a stale model's (issue 20: Pearson -0.16 against the offline answer
+        # on a crossover frame), so the model is rebuilt on this frame now, in line, even with
+        # background rebuilds: one training and one full SHAP pass, on drift frames only.
         drifted = (
-            not rebuilt
+            not fresh
             and self.drift_factor is not None
             and np.isfinite(self.reference_mae)
             and mae > self.drift_factor * self.reference_mae
         )
         started = False
-        if self.background:
-            # the next frame would pass the cap, or the model drifted: rebuild off the hot path
-            if drifted or self.n_trees + self.rounds_per_frame > self.max_trees:
-                self._submit_rebuild(X[fit_idx], y[fit_idx], frame_seed)
-                started = True
-        elif drifted:
+        if drifted:
             t = time.perf_counter()
             self.booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
             rebuilt = True
             mae, _ = _metrics(self.booster, X[hold_idx], y[hold_idx])
             timings["drift_rebuild"] = time.perf_counter() - t
+        elif self.background and self.n_trees + self.rounds_per_frame > self.max_trees:
+            # the next frame would pass the cap: rebuild off the hot path
+            self._submit_rebuild(X[fit_idx], y[fit_idx], frame_seed)
+            started = True
         timings["total"] = time.perf_counter() - t0
         fit = FrameFit(
             frame=self.frame,
