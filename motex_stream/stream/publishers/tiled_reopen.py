@@ -24,6 +24,7 @@ the table. That event is not held (no table row); when it is written again, its 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,22 +115,104 @@ class _AlignedArray:
         return getattr(self._client, name)
 
 
-def _reopened_writer_class() -> type:
-    """A stock ``_RunWriter`` that takes its nodes from the stored run instead of creating them.
+#: The descriptor configuration object that holds the per-atom axis (``atom``, ``element``).
+AXIS_OBJECT = "motex"
+#: The per-atom dimension name the derived run's data keys declare (``dims``).
+ATOM_DIM = "atom"
 
-    Built lazily: ``bluesky_tiled_plugins`` is heavy and optional for most sinks.
+
+@functools.cache
+def motex_writer_class() -> type:
+    """The stock ``_RunWriter`` plus a per-atom axis a stock client can select on.
+
+    Why: the stock writer names every inner dimension itself (``dim_int_1``) and drops the
+    ``dims`` a data key declares, so ``read()`` gives no atom axis to ``sel`` on. Seeding its
+    size-to-name map with the declared name makes every per-atom array ``(time, atom)``, and
+    two small array nodes in the stream, ``atom`` (the 1-based index in the starting-model
+    file) and ``element``, both ``(atom,)``, make ``atom`` an index coordinate of the stock
+    ``run["primary"].read()``: ``ds.contributions.sel(atom=9)`` works as it stands. Everything
+    else (events, tables, the stop) is the stock code. Built lazily: the plugin is heavy.
     """
     from bluesky_tiled_plugins.writing.tiled_writer import _RunWriter
 
     missing = [
         a
-        for a in ("_desc_nodes", "_internal_tables", "_internal_arrays", "_int_array_keys")
+        for a in (
+            "_desc_nodes",
+            "_internal_tables",
+            "_internal_arrays",
+            "_int_array_keys",
+            "_int_dims_names",
+        )
         if a not in vars(_RunWriter(None))
     ]
     if missing:  # a bluesky-tiled-plugins release that keeps its state elsewhere
         raise ReopenError(f"this bluesky-tiled-plugins has no {', '.join(missing)}")
 
-    class ReopenedRunWriter(_RunWriter):  # type: ignore[misc, valid-type]
+    class MotexRunWriter(_RunWriter):  # type: ignore[misc, valid-type]
+        """Stock writing, with the declared per-atom dimension name and its coordinate."""
+
+        def descriptor(self, doc: Mapping[str, Any]) -> None:
+            name = doc["name"]
+            new_stream = name not in self._desc_nodes
+            self._name_declared_dims(name, doc.get("data_keys", {}))
+            super().descriptor(doc)
+            if new_stream:
+                self._write_atom_axis(name, doc)
+
+        def _name_declared_dims(self, name: str, data_keys: Mapping[str, Any]) -> None:
+            names: dict[int, str] = self._int_dims_names[name]
+            for spec in data_keys.values():
+                dims, shape = spec.get("dims") or (), spec.get("shape") or ()
+                if spec.get("dtype") != "array" or len(dims) != len(shape) or None in shape:
+                    continue  # ragged arrays keep the stock per-array names
+                for size, dim in zip(shape, dims, strict=True):
+                    # one name per size and one size per name, or xarray cannot align them
+                    if int(size) not in names and str(dim) not in names.values():
+                        names[int(size)] = str(dim)
+
+        def _write_atom_axis(self, name: str, doc: Mapping[str, Any]) -> None:
+            axis = doc.get("configuration", {}).get(AXIS_OBJECT, {}).get("data", {})
+            atoms = axis.get(ATOM_DIM)
+            if not atoms or self._int_dims_names[name].get(len(atoms)) != ATOM_DIM:
+                return
+            node = self._desc_nodes[name]
+            for key in (ATOM_DIM, "element"):
+                values = axis.get(key)
+                if values is None or len(values) != len(atoms) or key in node:
+                    continue
+                node.write_array(
+                    np.asarray(values),
+                    key=key,
+                    metadata={"source": AXIS_OBJECT, "description": f"{key} of each atom"},
+                    dims=[ATOM_DIM],
+                    access_tags=self.access_tags,
+                )
+
+    return MotexRunWriter
+
+
+class NewRun:
+    """Documents of a run Tiled does not hold yet, written by :func:`motex_writer_class`
+    behind the stock ``RunNormalizer`` (what the stock ``TiledWriter`` does for one run)."""
+
+    def __init__(self, client: Any, *, batch_size: int = 1) -> None:
+        from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
+
+        self._normalizer = RunNormalizer()
+        writer = motex_writer_class()(client, batch_size=batch_size, max_array_size=0)
+        self._normalizer.subscribe(writer)
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        self._normalizer(name, doc)
+
+
+def _reopened_writer_class() -> type:
+    """A :func:`motex_writer_class` writer that takes its nodes from the stored run instead
+    of creating them."""
+    writer_class: type = motex_writer_class()
+
+    class ReopenedRunWriter(writer_class):  # type: ignore[misc, valid-type]
         """Stock writing into a stored run: only start and a stored stream's descriptor differ."""
 
         def __init__(self, client: Any, stored: StoredRun, **kw: Any) -> None:
@@ -170,10 +253,10 @@ def _reopened_writer_class() -> type:
             self._desc_nodes[doc["uid"]] = self._desc_nodes[name] = node
 
         def _register_dims(self, name: str, array: Any) -> None:
-            """Reuse the stored dimension names, so later arrays align as stock ones do."""
+            """Reuse the stored dimension names, so later arrays align as stored ones do."""
             dims = getattr(array.structure(), "dims", None) or ()
             for size, dim in zip(tuple(array.shape)[1:], tuple(dims)[1:], strict=False):
-                if str(dim).startswith("dim_int_"):
+                if not str(dim).startswith("dim_rgd_"):  # ragged names are per array
                     self._int_dims_names[name].setdefault(int(size), str(dim))
 
     return ReopenedRunWriter
