@@ -47,7 +47,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     preflight(config, busy_ports_fatal=not args.check)
     models = ", ".join(m.name for m in config.models)
     sources = ", ".join(s.name for s in config.sources) or "none"
-    sinks = ", ".join(s.type for s in config.sinks) or "none"
+    sinks = ", ".join(s.name for s in config.sinks) or "none"
     summary_line = f"models {models}; sources {sources}; sinks {sinks}"
     if args.check:
         log.info("config %s is valid and this machine can run it: %s", args.config, summary_line)
@@ -92,5 +92,6 @@ def dashboard_sink(service: ServiceConfig) -> DashboardSink | None:
     from motex_stream.stream.dashboard import DashboardSink
 
     sink = DashboardSink(service.dashboard_host, service.dashboard_port)
+    sink.name = "dashboard"  # type: ignore[attr-defined]  # its metric label (sink=...)
     log.info("dashboard on %s", sink.server.url)
     return sink

@@ -164,6 +164,9 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
     analyzers = analyzers_from_config(config, metrics)
     sources = [make_source(s) for s in config.sources]
     sinks = make_sinks(config)
+    for sink, entry in zip(sinks, config.sinks, strict=True):
+        # the configured name labels the sink's errors (two sinks of one type stay apart)
+        sink.name = entry.name  # type: ignore[attr-defined]
     return StreamService(
         analyzers,
         sources,

@@ -60,6 +60,13 @@ class Config(ConfigModel):
         _reject_duplicates([s.name for s in sources], "source")
         return sources
 
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sink_names(cls, sinks: tuple[Any, ...]) -> tuple[Any, ...]:
+        # the same for sinks: their errors are labelled by name (sink=...)
+        _reject_duplicates([s.name for s in sinks], "sink")
+        return sinks
+
     @property
     def path(self) -> Path | None:
         """The file this config was read from (None when parsed from a mapping)."""

@@ -92,7 +92,10 @@ def render() -> str:
     for kind, model in SOURCE_TYPES.items():
         parts += _section(f'### `type = "{kind}"`', model)
     parts.append("## `[[sinks]]`\n")
-    parts.append("Each entry has a `type`, which decides its other keys.\n")
+    parts.append(
+        "Each entry has a `type`, which decides its other keys. `name` appears in logs and in\n"
+        "the `sink` label of the metrics (`motex_sink_errors_total`); names must be unique.\n"
+    )
     for kind, model in SINK_TYPES.items():
         parts += _section(f'### `type = "{kind}"`', model)
     allowed = ", ".join(f"`{k}`" for k in sorted(RUN_OVERRIDABLE))

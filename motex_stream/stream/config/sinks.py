@@ -1,4 +1,9 @@
-"""The ``[[sinks]]`` entries: one model per output type, chosen by ``type``."""
+"""The ``[[sinks]]`` entries: one model per output type, chosen by ``type``.
+
+Each sink has a ``name``, like a source (the loader fills in ``<type>-<index>`` when it is
+left out): its errors are counted under it (``motex_sink_errors_total{sink=...}``), so two
+sinks of one type, a main and a backup file, are told apart.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,25 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from motex_stream.stream.config.addresses import HttpUri, ProxyAddress, ZmqBind
-from motex_stream.stream.config.base import ConfigModel
+from motex_stream.stream.config.base import DEFAULT_DOC, ConfigModel
+
+SinkName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.:/@\-]+$",
+        min_length=1,
+        max_length=128,
+        description="name in logs and metric labels (sink=...)",
+        json_schema_extra={DEFAULT_DOC: "<type>-<index>"},
+    ),
+]
 
 
 class ZmqSinkConfig(ConfigModel):
     """A ZMQ PUB socket: one v1 message per analysed frame, topic = model name."""
 
     type: Literal["zmq"]
+    name: SinkName
     bind: ZmqBind = Field(
         "tcp://127.0.0.1:5578", min_length=1, description="address the PUB socket binds"
     )
@@ -24,6 +41,7 @@ class JsonlSinkConfig(ConfigModel):
     """A JSON Lines file: one v1 message per line, appended and flushed per frame."""
 
     type: Literal["jsonl"]
+    name: SinkName
     path: Path = Field(description="output file, relative to the config file's folder")
     fsync: bool = Field(
         False, description="also sync each line to disk (survives power loss; slower)"
@@ -34,6 +52,7 @@ class BlueskySinkConfig(ConfigModel):
     """The analysed frames as a derived Bluesky run (0MQ proxy and/or a Tiled server)."""
 
     type: Literal["bluesky"]
+    name: SinkName
     address: ProxyAddress | None = Field(
         None, min_length=1, description="the 0MQ proxy's IN address (host:port)"
     )
