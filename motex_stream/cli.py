@@ -121,8 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit given motif masks to a PDF")
     p.add_argument("data", type=Path)
     add_settings_flags(p, ModelSettings, exclude=FIT_EXCLUDES, required=["starting_model"])
-    p.add_argument("--masks", required=True, type=Path, help="CSV with columns w1..wN (1 = kept)")
-    p.add_argument("--out", required=True, type=Path, help="output CSV: rwp,scale,zoom1..3")
+    p.add_argument(
+        "--masks",
+        required=True,
+        type=Path,
+        help="CSV with columns w1..wN (1 = kept), optionally id (carried to the output)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output CSV: id,n_kept,rwp,scale,zoom1..3,w1..wN (id: the input's, else its row)",
+    )
     p.add_argument(
         "--calculator",
         choices=["realspace", "debye"],

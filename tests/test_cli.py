@@ -44,7 +44,7 @@ def test_fit_command_matches_golden_fits(tmp_path, keggin_gr, golden_fits):
     ])  # fmt: skip
     assert rc == 0
     rows = _rows(out)
-    assert list(rows[0]) == ["rwp", "scale", "zoom1", "zoom2", "zoom3"]
+    assert list(rows[0])[:7] == ["id", "n_kept", "rwp", "scale", "zoom1", "zoom2", "zoom3"]
     for row, case in zip(rows, meta.values(), strict=True):
         assert float(row["rwp"]) <= case["rwp"] + 1e-4
 
@@ -98,3 +98,36 @@ def test_unknown_element_is_a_clear_error(tmp_path, keggin_gr, capsys):
                "--catalogue", "10", "--out", str(tmp_path / "o")])  # fmt: skip
     assert rc == 2
     assert "unknown element" in capsys.readouterr().err
+
+
+def test_fit_output_joins_to_its_input(tmp_path, keggin_gr):
+    """Issue 22 item 8: fits.csv carries each mask's id and bits (analyze's fits.csv layout):
+    the input's ``id`` column when it has one, else the input row (0-based)."""
+    rng = np.random.default_rng(3)
+    masks = rng.random((4, 24)) < 0.6
+    with_ids = tmp_path / "with_ids.csv"
+    with open(with_ids, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "note", *[f"w{i}" for i in range(1, 25)]])
+        for mid, mask in zip(["a7", "b3", "c1", "d9"], masks, strict=True):
+            w.writerow([mid, "x", *mask.astype(int).tolist()])
+    _write_masks(tmp_path / "plain.csv", masks[::-1])
+    base = ["fit", str(keggin_gr), "--model", str(KEGGIN / "109725.xyz"), "--qmax", "20"]
+    assert main([*base, "--masks", str(with_ids), "--out", str(tmp_path / "a.csv")]) == 0
+    assert (
+        main([*base, "--masks", str(tmp_path / "plain.csv"), "--out", str(tmp_path / "b.csv")]) == 0
+    )
+    a, b = _rows(tmp_path / "a.csv"), _rows(tmp_path / "b.csv")
+    header = ["id", "n_kept", "rwp", "scale", "zoom1", "zoom2", "zoom3"]
+    assert list(a[0]) == header + [f"w{i}" for i in range(1, 25)]
+    assert [r["id"] for r in a] == ["a7", "b3", "c1", "d9"]
+    assert [r["id"] for r in b] == ["0", "1", "2", "3"]
+    by_mask = {}
+    for row in a:
+        bits = tuple(int(row[f"w{i}"]) for i in range(1, 25))
+        assert int(row["n_kept"]) == sum(bits)
+        by_mask[bits] = row
+    for row, mask in zip(b, masks[::-1], strict=True):
+        bits = tuple(int(row[f"w{i}"]) for i in range(1, 25))
+        assert bits == tuple(mask.astype(int).tolist())  # the row's own mask, in input order
+        assert row["rwp"] == by_mask[bits]["rwp"]  # same mask, same fit, whatever the order
