@@ -97,7 +97,14 @@ def run_analysis(
 
     t = time.perf_counter()
     refinement = steps.refine_motif(
-        engine, data.g, masks, fits.rwp, contributions, intervals.label, resolved
+        engine,
+        data.g,
+        masks,
+        fits.rwp,
+        contributions,
+        intervals.label,
+        resolved,
+        positions=model.positions[model.permutable],
     )
     intervals = steps.label_with_refinement(intervals, refinement, resolved)
     timings["refine"] = time.perf_counter() - t

@@ -204,7 +204,7 @@ class ModelSettings(BaseModel):
         "(Rwp change interval not below 0) becomes uncertain; 0: no confirming pass",
     )
     refine_fits: int = Field(
-        200_000,
+        1_000_000,
         ge=0,
         le=100_000_000,
         description="motif refinement by direct fits (offline): fit budget of a steepest "
@@ -213,13 +213,13 @@ class ModelSettings(BaseModel):
         "and labels uncertain a confident keep/remove its resolved toggle contradicts; 0: off",
     )
     refine_starts: int = Field(
-        3,
+        8,
         ge=0,
         le=100,
-        description="motif refinement: lowest-Rwp catalogue motifs to start from, besides "
-        "the surrogate's top atoms, its negative atoms and the keep atoms",
+        description="motif refinement: lowest-Rwp compact cuts of the model (nearest atoms "
+        "around one atom, every size) and lowest-Rwp catalogue motifs to start from, this "
+        "many of each, besides the surrogate's top atoms, its negative atoms and the keep atoms",
     )
-
 
     @field_validator("permute", mode="before")
     @classmethod

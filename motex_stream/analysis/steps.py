@@ -45,6 +45,7 @@ from motex_stream.explain.contributions import AtomContributions, atom_contribut
 from motex_stream.explain.refine import (
     RefinedMotif,
     checked_labels,
+    compact_starts,
     direct_labels,
     independent_points,
 )
@@ -495,6 +496,10 @@ def confirm_keep(
     return ci if conf is None else apply_confirmation(ci, conf)
 
 
+#: Seed offset of the refinement's kicks (never another step's random stream).
+_REFINE_SEED_OFFSET = 49_979_687
+
+
 def refinement_starts(
     masks: np.ndarray | PackedMasks,
     rwp: np.ndarray,
@@ -503,7 +508,8 @@ def refinement_starts(
     n_best: int,
 ) -> list[tuple[str, np.ndarray]]:
     """Where the refinement starts: the surrogate's top atoms at the size of the catalogue's
-    best motif, the atoms with a negative contribution value, the ``keep`` atoms, and the
+    best motif and at the size whose SHAP is lowest (the size the surrogate says the data
+    like), the atoms with a negative contribution value, the ``keep`` atoms, and the
     ``n_best`` lowest-Rwp motifs of the catalogue (first of equal Rwp first).
 
     Why these: the surrogate's ranking carries what the catalogue learnt about every atom,
@@ -513,10 +519,15 @@ def refinement_starts(
     order = np.argsort(np.where(np.isfinite(rwp), rwp, np.inf), kind="stable")
     n_atoms = len(contributions.value)
     best_size = int(np.asarray(masks[int(order[0])], dtype=bool).sum())
+    sizes = [best_size]
+    if contributions.size_shap_by_size:  # the size the surrogate says the data like best
+        liked = min(contributions.size_shap_by_size.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        sizes.append(int(liked))
     starts: list[tuple[str, np.ndarray]] = []
-    top = np.zeros(n_atoms, dtype=bool)
-    top[contributions.ranking()[:best_size]] = True
-    starts.append((f"surrogate top {best_size}", top))
+    for size in dict.fromkeys(sizes):
+        top = np.zeros(n_atoms, dtype=bool)
+        top[contributions.ranking()[:size]] = True
+        starts.append((f"surrogate top {size}", top))
     negative = np.nan_to_num(contributions.value, nan=0.0) < 0
     starts.append(("negative contributions", negative))
     if labels is not None:
@@ -534,20 +545,32 @@ def refine_motif(
     contributions: AtomContributions,
     labels: list[str] | None,
     settings: ModelSettings,
+    positions: np.ndarray | None = None,
 ) -> RefinedMotif | None:
-    """Motif refinement by direct fits (``settings.refine_fits`` fits; 0: None), from
-    :func:`refinement_starts` (:mod:`motex_stream.explain.refine`).
+    """Motif refinement by direct fits (``settings.refine_fits`` fits; 0: None), from the
+    ``settings.refine_starts`` best compact cuts of the permutable atoms at ``positions``
+    (when given) and :func:`refinement_starts` (:mod:`motex_stream.explain.refine`).
 
     The fits go through :func:`fit_masks` on the prepared engine, so the refined motif obeys
     the same bonding rule as every catalogue motif (dependent atoms follow the kept
-    permutable atoms). Deterministic: no random numbers, the budget counts fits."""
+    permutable atoms). Deterministic: the kicks are seeded by ``settings.seed``, the budget
+    counts fits."""
     if settings.refine_fits == 0:
         return None
-    starts = refinement_starts(masks, rwp, contributions, labels, settings.refine_starts)
+
+    def fit(m: np.ndarray) -> np.ndarray:
+        return fit_masks(engine, m, g, settings.zoom).rwp
+
+    cuts, spent = (
+        ([], 0) if positions is None else compact_starts(positions, fit, settings.refine_starts)
+    )
+    starts = cuts + refinement_starts(masks, rwp, contributions, labels, settings.refine_starts)
     refined = _descend_from(
         starts,
-        lambda m: fit_masks(engine, m, g, settings.zoom).rwp,
+        fit,
         settings.refine_fits,
+        seed=(settings.seed + _REFINE_SEED_OFFSET) % 2**32,
+        spent=spent,
     )
     return replace(
         refined,

@@ -228,3 +228,39 @@ def test_a_run_stopped_by_a_clean_shutdown_is_continued(tiled: tuple[str, str]) 
     assert list(run["primary"]["seq_num"].read()) == [1, 2, 3, 4]
     assert run.metadata["stop"]["exit_status"] == "success"
     assert run.metadata["stop"]["num_events"] == {"primary": 4}
+
+
+def test_the_verdict_is_archived_on_an_atom_axis_a_stock_client_selects(
+    tiled: tuple[str, str],
+) -> None:
+    """Issue 22 item 1: intervals, labels and the rebuilt flag of every frame are in the
+    derived run, and the stock ``read()`` has an ``atom`` coordinate (the atom's index in the
+    starting-model file), so ``ds.contributions.sel(atom=9)`` is atom 9, not the 9th."""
+    uri, key = tiled
+    raw = f"raw-{uuid.uuid4()}"
+    toy = ToyAnalyzer()
+    atoms, labels = [3, 9, 12, 20], ["keep", "uncertain", "remove", "keep"]
+    sink = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    sink.on_run_start(RunStart(raw, 1.7e9))
+    for seq in (1, 2, 3):
+        verdict = [
+            {"atom": a, "element": "W" if a < 20 else "O", "value": 0.01 * seq - 0.02 * i,
+             "spread": 0.001, "ci_low": 0.01 * seq - 0.02 * i - 0.005,
+             "ci_high": 0.01 * seq - 0.02 * i + 0.005, "label": lab}
+            for i, (a, lab) in enumerate(zip(atoms, labels, strict=True))
+        ]  # fmt: skip
+        quality = {"mae": 0.001, "rebuilt": seq == 2}
+        sink.publish(published(toy, raw, seq, contributions=verdict, model_quality=quality))
+    sink.on_run_stop(RunStop(raw, 1.7e9 + 10))
+
+    ds = derived(uri, key, raw)["primary"].read()  # the stock client, nothing else
+    assert dict(ds.sizes) == {"time": 3, "atom": 4}
+    assert list(ds["atom"].values) == atoms and list(ds["element"].values) == list("WWWO")
+    np.testing.assert_allclose(ds.contributions.sel(atom=9), [0.01 * s - 0.02 for s in (1, 2, 3)])
+    np.testing.assert_allclose(ds.ci_low.sel(atom=9), [0.01 * s - 0.025 for s in (1, 2, 3)])
+    np.testing.assert_allclose(ds.ci_high.sel(atom=9), [0.01 * s - 0.015 for s in (1, 2, 3)])
+    assert list(ds.label.sel(atom=12).values) == ["remove"] * 3
+    assert list(ds.label.isel(time=0).values) == labels
+    assert list(ds.rebuilt.values) == [False, True, False]
+    kept = ds.contributions.where(ds.label == "keep")  # the operators' "keep" atoms per frame
+    assert int(kept.count()) == 6

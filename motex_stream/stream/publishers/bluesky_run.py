@@ -46,6 +46,8 @@ PRIMARY_STREAM = "primary"
 #: The derived run's stream of detected keep-set changes (one event per change).
 CHANGES_STREAM = "changes"
 PLAN_NAME = "motex_analysis"
+#: Width of the stored per-atom labels (keep / remove / uncertain fit with room to spare).
+LABEL_CHARS = 16
 #: Fixed namespace for derived uids; changing it would re-key every stored derived run.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "motex-stream/derived-run")
 _EXIT_STATUSES = ("success", "abort", "fail")
@@ -140,13 +142,19 @@ class BlueskyRunSink:
                 f"opened with {current.n_atoms}; not sent"
             )
         received = published.received_at
+        atoms = result.contributions
         data = {
-            "contributions": [_num(c["value"]) for c in result.contributions],
-            "contribution_spread": [_num(c.get("spread")) for c in result.contributions],
+            "contributions": [_num(c["value"]) for c in atoms],
+            "contribution_spread": [_num(c.get("spread")) for c in atoms],
+            # the verdict the operators saw: interval and label per atom (NaN / "": none)
+            "ci_low": [_num(c.get("ci_low")) for c in atoms],
+            "ci_high": [_num(c.get("ci_high")) for c in atoms],
+            "label": [_label(c.get("label")) for c in atoms],
             "best_mask": [int(b) for b in result.best.get("mask", [])],
             "best_rwp": _num(result.best.get("rwp")),
             "best_scale": _num(result.best.get("scale")),
             "mae": _num(result.model_quality.get("mae")),
+            "rebuilt": bool(result.model_quality.get("rebuilt", False)),
             "latency": math.nan if received is None else published.published_at - received,
         }
         event = current.descriptor.compose_event(
@@ -162,6 +170,14 @@ class BlueskyRunSink:
         if result.change is not None:
             self._emit_change(current, published, result.change)
         self._raise_failures()
+
+    def bind_metrics(self, registry: Any) -> None:
+        """Report the archive's own series (events lost or waiting for Tiled,
+        :mod:`.tiled_archive`) into ``registry``, the service's Prometheus registry."""
+        for cb in self.callbacks:
+            bind = getattr(cb, "bind_metrics", None)
+            if callable(bind):
+                bind(registry)
 
     def stored_last_seq(self, run_uid: str, model: str) -> int | None:
         """What the store behind a callback holds of this raw run's derived run (see
@@ -355,10 +371,16 @@ def _data_keys(n_atoms: int, n_mask: int) -> dict[str, dict[str, Any]]:
         # contribution values and their spread are in Rwp units, a fraction: dimensionless
         "contributions": _array_key("<f8", "", n_atoms),
         "contribution_spread": _array_key("<f8", "", n_atoms),
+        # the confidence interval of each value (Rwp units) and its label
+        "ci_low": _array_key("<f8", "", n_atoms),
+        "ci_high": _array_key("<f8", "", n_atoms),
+        "label": _array_key(f"<U{LABEL_CHARS}", "", n_atoms),
         "best_mask": _array_key("<i8", "", n_mask),
         "best_rwp": _scalar_key(""),
         "best_scale": _scalar_key(""),
         "mae": _scalar_key(""),
+        # the surrogate was rebuilt on this frame
+        "rebuilt": _scalar_key("", dtype="boolean", dtype_numpy="|b1"),
         "latency": _scalar_key("s"),
     }
 
@@ -398,6 +420,16 @@ def _configuration(result: FrameResult, when: float) -> dict[str, Any]:
             },
         }
     }
+
+
+def _label(value: Any) -> str:
+    """A per-atom label as stored (fixed width): "" when the message has none."""
+    if value is None:
+        return ""
+    text = str(value)
+    if len(text) > LABEL_CHARS:
+        raise SinkWriteError(f"label {text[:40]!r} is longer than {LABEL_CHARS} characters")
+    return text
 
 
 def _num(value: Any) -> float:

@@ -73,9 +73,7 @@ class ArchiveMetrics:
     events_pending: Gauge
 
 
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, ArchiveMetrics] = (
-    weakref.WeakKeyDictionary()
-)
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, ArchiveMetrics] = weakref.WeakKeyDictionary()
 
 
 def archive_metrics(registry: CollectorRegistry) -> ArchiveMetrics:
@@ -403,8 +401,7 @@ class TiledArchive:
             self._lose(run, doc, f"Tiled refused it: {_one_line(exc)}")
         else:
             self._failures.append(
-                f"derived run {run.uid}: a {name} document could not be written: "
-                f"{_one_line(exc)}"
+                f"derived run {run.uid}: a {name} document could not be written: {_one_line(exc)}"
             )
 
     def _enqueue(self, run: _Run, name: str, doc: dict[str, Any]) -> None:
@@ -486,9 +483,7 @@ class TiledArchive:
             if not self._probe():
                 return
             self._down = False
-            log.info(
-                "Tiled answers again: writing %d buffered event(s)", self._pending_events
-            )
+            log.info("Tiled answers again: writing %d buffered event(s)", self._pending_events)
         for run in list(self._runs.values()):
             while run.pending:
                 name, doc = run.pending[0]
