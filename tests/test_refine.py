@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from motex_stream.explain.refine import (
+    PATIENCE,
     checked_labels,
+    compact_starts,
     descend,
     direct_labels,
     neighbours,
@@ -65,7 +67,9 @@ def test_refinement_is_deterministic_within_budget_and_toggles_have_the_right_si
     fit = Counter()
     ref = refine_motif(starts, fit, budget=2_000)
     assert np.array_equal(ref.mask, TRUTH)
-    assert len(ref.runs) == 2  # the duplicate start is dropped
+    names = [r.name for r in ref.runs]
+    assert names[:2] == ["a", "b"]  # the duplicate start is dropped
+    assert all(n.startswith("kick") for n in names[2:]) and len(names) <= 2 + PATIENCE
     assert ref.n_fits == fit.n and sum(r.n_fits for r in ref.runs) <= 2_000
     again = refine_motif(starts, Counter(), budget=2_000)
     assert np.array_equal(again.mask, ref.mask) and again.rwp == ref.rwp
@@ -111,3 +115,40 @@ def test_checked_labels_withdraw_contradicted_confident_labels_only() -> None:
     ]
     strict = checked_labels(shap, direct, remove_needs_direct=True)
     assert strict[3] == "uncertain"
+
+
+def test_compact_starts_are_the_best_distinct_cuts() -> None:
+    """Cuts of a chain of 12 atoms: the truth-like cut {7, 8, 9, 10} is found, images of
+    equal Rwp are given once, and the grid's fits are counted."""
+    pos = np.zeros((N, 3))
+    pos[:, 0] = np.arange(N)
+    truth = np.zeros(N, dtype=bool)
+    truth[7:11] = True
+
+    def fit(m: np.ndarray) -> np.ndarray:
+        m = np.atleast_2d(m)
+        return 0.1 + 0.03 * (truth & ~m).sum(1) + 0.02 * (~truth & m).sum(1)
+
+    starts, spent = compact_starts(pos, fit, 3)
+    assert spent == (N - 2) * N  # every size 2..N-1 around every atom
+    assert np.array_equal(starts[0][1], truth)
+    rwp = [float(fit(s)[0]) for _, s in starts]
+    assert rwp == sorted(rwp) and len(set(rwp)) == len(rwp) == 3
+
+
+def test_kicks_escape_a_local_optimum_of_single_moves() -> None:
+    """A trap: atoms 0-7 are a local optimum of single moves (every add, remove and swap is
+    worse) but atoms 8-15 fit far better; a kick of two swaps leaves the trap's basin and the
+    descent from there reaches them, a lone descent does not."""
+    target = np.arange(16) >= 8
+    trap = ~target
+
+    def fit(m: np.ndarray) -> np.ndarray:
+        m = np.atleast_2d(m).astype(bool)
+        far = (m != target).sum(1)
+        return np.where((m == trap).all(1), 0.2, 0.02 * far)
+
+    assert np.array_equal(descend(trap, fit, 10_000).end, trap)
+    ref = refine_motif([("trap", trap)], fit, 10_000, seed=3)
+    assert np.array_equal(ref.mask, target) and ref.rwp == 0.0
+    assert ref.runs[0].end_rwp == 0.2 and ref.runs[1].name == "kick 1"
