@@ -66,3 +66,16 @@ def test_unset_refit_follows_a_changed_catalogue() -> None:
     assert base.updated(catalogue_size=1500).refit_count == 1500
     run, rejected = settings_for_run(base.updated(catalogue_size=1500), {"refit": 100})
     assert not rejected and run.refit_count == 100
+
+
+def test_demo_catalogue_flag_alone_refits_the_whole_catalogue() -> None:
+    """``demo --catalogue 2000`` failed on the demo's own --refit default (4000)."""
+    from motex_stream.stream import demo
+
+    args = build_parser().parse_args(["demo", "--catalogue", "2000"])
+    demo.check_arguments(args)  # no "--refit must be between 1 and --catalogue"
+    assert args.refit is None
+    with pytest.raises(ValueError, match=r"--refit must be between 1 and --catalogue \(100\)"):
+        demo.check_arguments(
+            build_parser().parse_args(["demo", "--catalogue", "100", "--refit", "500"])
+        )

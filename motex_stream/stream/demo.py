@@ -28,7 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=24, help="frames in the simulated series")
     p.add_argument("--delay", type=float, default=0.5, help="seconds between frames")
     p.add_argument("--catalogue", type=int, default=4000, help="motifs in the catalogue")
-    p.add_argument("--refit", type=int, default=4000, help="motifs refitted per frame")
+    p.add_argument(
+        "--refit",
+        type=int,
+        default=None,
+        help="motifs refitted per frame (default: the whole catalogue)",
+    )
     p.add_argument("--no-watch", action="store_true", help="do not show the live view")
     p.add_argument(
         "--dashboard-port",
@@ -38,17 +43,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what cannot work before anything starts, one line each (ValueError)."""
     if args.frames < 2:
         raise ValueError(f"--frames must be at least 2 (a series), got {args.frames}")
     if not args.delay >= 0:
         raise ValueError(f"--delay must be >= 0 seconds, got {args.delay}")
     if args.catalogue < 10:
         raise ValueError(f"--catalogue must be at least 10 motifs, got {args.catalogue}")
-    if not 1 <= args.refit <= args.catalogue:
+    if args.refit is not None and not 1 <= args.refit <= args.catalogue:
         raise ValueError(
             f"--refit must be between 1 and --catalogue ({args.catalogue}), got {args.refit}"
         )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    check_arguments(args)
     out = args.out or Path(f"motex-demo-{datetime.now():%Y%m%d-%H%M%S}")
     summary = run_demo(
         out,
@@ -92,7 +102,7 @@ def run_demo(
     n_frames: int = 24,
     delay: float = 0.5,
     catalogue: int = 4000,
-    refit: int = 4000,
+    refit: int | None = None,
     show_watch: bool = True,
     dashboard_port: int | None = None,
 ) -> dict[str, Any]:
