@@ -11,12 +11,7 @@ contribution values.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +21,6 @@ import numpy as np
 from motex_stream.analysis import steps
 from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
-from motex_stream.catalogue import Catalogue
 from motex_stream.explain.confidence import interval, sampling_error, welch_df
 from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
@@ -38,76 +32,15 @@ from motex_stream.model.gbdt import (
     rounds_for_budget,
 )
 from motex_stream.pdf.batched import PreparedModel
+from motex_stream.stream import live_state
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
-from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.live_intervals import RotatingEnsemble
 from motex_stream.stream.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
-
-STATE_VERSION = 3  # 3: generation folders committed by state.json
-_GENERATION = re.compile(r"g\d{6}")
-
-
-class StateError(ValueError):
-    """A saved state that cannot be used as it is (corrupt, incomplete, out of range)."""
-
-
-class StateMismatchError(StateError):
-    """A saved state prepared with other settings or by another version."""
-
-
-def _check_grid(r: np.ndarray, settings: LiveModelSettings) -> None:
-    """The saved fit grid must be one the settings could have produced."""
-    if r.ndim != 1 or r.size < 10:
-        raise StateError(f"fit grid of shape {r.shape} (need a 1-D grid of at least 10 points)")
-    if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
-        raise StateError("fit grid is not finite and strictly increasing")
-    step = float(np.median(np.diff(r)))
-    if abs(r[0] - settings.rmin) > step or abs(r[-1] - settings.rmax) > step:
-        raise StateError(
-            f"fit grid spans {r[0]:.3f}..{r[-1]:.3f} Å, settings say "
-            f"{settings.rmin}..{settings.rmax} Å"
-        )
-
-
-def _fsync_path(path: Path) -> None:
-    if path.is_file():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    elif path.is_dir():
-        fsync_dir(path)
-
-
-#: The change detectors' state in the state folder, written after every frame (small JSON).
-CHANGES_FILE = "changes.json"
-
-
-def _remove_leftovers(directory: Path, keep: str) -> None:
-    """Delete what an interrupted save (or the previous state layout) left behind."""
-    for path in directory.iterdir():
-        if path.name in ("state.json", CHANGES_FILE, keep):
-            continue
-        log.info("removing leftover %s", path)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _move_aside(directory: Path, why: str) -> None:
-    """Keep unusable state for inspection, out of the way of a fresh preparation."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = directory.with_name(f"{directory.name}.bad-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = directory.with_name(f"{directory.name}.bad-{stamp}-{n}")
-    os.replace(directory, target)
-    log.error("state in %s unusable (%s); moved to %s, preparing anew", directory, why, target)
 
 
 def reference_data(settings: LiveModelSettings, reference: Frame | Path) -> steps.FitData:
@@ -253,64 +186,16 @@ class MotexFrameAnalyzer:
         return analyzer
 
     # ----------------------------------------------------------------- persistence
+    # (the layout, checks and recovery are motex_stream.stream.live_state's)
     def save_state(self) -> None:
-        """Persist everything a restart needs, as one atomic commit.
-
-        The files go into a fresh generation folder (``gNNNNNN/``: catalogue, grid, surrogate),
-        each fsync'ed; then ``state.json``, which names that folder, is replaced atomically
-        (write, fsync, rename). A kill at any point leaves the previous commit intact; the
-        leftovers of an interrupted save are removed on the next load or save.
-        """
-        if self.state_dir is None:
-            return
-        d = self.state_dir
-        d.mkdir(parents=True, exist_ok=True)
-        self._generation += 1
-        name = f"g{self._generation:06d}"
-        gen = d / name
-        if gen.exists():
-            shutil.rmtree(gen)
-        gen.mkdir()
-        Catalogue(self.catalogue, self.settings.generator, self.settings.seed).save(
-            gen / "catalogue.npz"
-        )
-        np.savez(gen / "grid.npz", r=self.engine.r_data)
-        self.surrogate.save(gen / "surrogate")
-        for path in sorted(gen.rglob("*"), reverse=True):
-            _fsync_path(path)
-        fsync_dir(gen)
-        meta = {
-            "version": STATE_VERSION,
-            "fingerprint": self.configured.fingerprint(),
-            "generation": name,
-            "settings": self.settings.model_dump(mode="json"),
-            "hyperparameters": self.surrogate.params.to_dict(),
-            "search": self.search,
-            "frames": self._frames,
-            "saved_at": time.time(),
-        }
-        write_atomic(d / "state.json", json.dumps(meta, indent=1).encode())
-        self._saved_frames = self._frames
-        self._saved_mono = time.monotonic()
-        _remove_leftovers(d, keep=name)
+        """Persist everything a restart needs, as one atomic commit (see
+        :func:`motex_stream.stream.live_state.save_state`)."""
+        live_state.save_state(self)
 
     def maybe_save(self) -> None:
-        """Save after ``save_every`` frames or ``save_interval`` s with new frames, whichever
-        comes first; a failure is logged, never raised (the frame is still published)."""
-        new = self._frames - self._saved_frames
-        by_count = self.save_every is not None and new >= self.save_every
-        by_time = (
-            self.save_interval is not None
-            and new > 0
-            and time.monotonic() - self._saved_mono >= self.save_interval
-        )
-        if not (by_count or by_time):
-            return
-        try:
-            self.save_state()
-        except OSError as exc:
-            self._saved_frames = self._frames  # try again after another save_every frames
-            log.error("model %s: cannot save state in %s: %s", self.name, self.state_dir, exc)
+        """Save after ``save_every`` frames or ``save_interval`` s with new frames; a failure
+        is logged, never raised (the frame is still published)."""
+        live_state.maybe_save(self)
 
     @classmethod
     def restore(cls, settings: LiveModelSettings, state_dir: Path) -> MotexFrameAnalyzer | None:
@@ -324,113 +209,32 @@ class MotexFrameAnalyzer:
     def load(
         cls, settings: LiveModelSettings, model: StartingModel, directory: Path
     ) -> MotexFrameAnalyzer | None:
-        """The analyzer saved in ``directory``, or None (nothing there, or nothing usable).
+        """The analyzer saved in ``directory``, or None (nothing there, or nothing usable:
+        then it is moved aside, see :func:`motex_stream.stream.live_state.load`)."""
 
-        Every file is checked before use (versions, shapes, ranges, the grid). State that does
-        not match the settings or fails a check is logged in one line and moved aside to
-        ``<directory>.bad-<time>`` for inspection, so the caller prepares anew; the service
-        never crash-loops on its own state.
-        """
-        if not directory.exists() and not directory.is_symlink():
-            return None
-        try:
-            if not directory.is_dir():
-                raise StateError("the state path is not a folder")
-            if not (directory / "state.json").exists():
-                if any(directory.iterdir()):
-                    raise StateError("files but no state.json (an interrupted first save)")
-                return None
-            analyzer = cls._read_state(settings, model, directory)
-        except StateMismatchError as exc:
-            _move_aside(directory, f"state was prepared with other settings ({exc})")
-            return None
-        except Exception as exc:  # corrupt state of any kind: never fatal
-            _move_aside(directory, f"{type(exc).__name__}: {exc}")
-            return None
-        _remove_leftovers(directory, keep=analyzer._generation_name)
-        analyzer._changes = _read_changes(directory / CHANGES_FILE)
-        log.info(
-            "reloaded model %s from %s (%d frames so far)",
-            settings.name,
-            directory,
-            analyzer._frames,
-        )
-        return analyzer
-
-    @classmethod
-    def _read_state(
-        cls, settings: LiveModelSettings, model: StartingModel, directory: Path
-    ) -> MotexFrameAnalyzer:
-        meta = json.loads((directory / "state.json").read_text())
-        if not isinstance(meta, dict):
-            raise StateError(f"state.json holds a {type(meta).__name__}, not a mapping")
-        if meta.get("version") != STATE_VERSION:
-            raise StateMismatchError(f"state version {meta.get('version')!r} != {STATE_VERSION}")
-        if meta.get("fingerprint") != settings.fingerprint():
-            raise StateMismatchError("fingerprint differs")
-        name = meta.get("generation")
-        if not isinstance(name, str) or not _GENERATION.fullmatch(name):
-            raise StateError(f"generation {name!r} is not a generation folder name")
-        gen = directory / name
-        saved = meta.get("settings")
-        if not isinstance(saved, dict):
-            raise StateError("settings missing")
-        qmin, qmax = saved.get("qmin"), saved.get("qmax")
-        if not all(isinstance(q, int | float) and math.isfinite(q) for q in (qmin, qmax)):
-            raise StateError(f"Q range {qmin!r}..{qmax!r} is not numeric")
-        if not 0 <= qmin < qmax:
-            raise StateError(f"Q range {qmin}..{qmax} is not a range")
-        frames = meta.get("frames", 0)
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
-            raise StateError(f"frames {frames!r} is not a count")
-        search = meta.get("search", [])
-        if not isinstance(search, list):
-            raise StateError("search is not a list")
-        resolved = settings.with_q_range(qmin, qmax)
-        assert isinstance(resolved, LiveModelSettings)
-
-        masks = np.asarray(Catalogue.load(gen / "catalogue.npz").masks, bool)
-        n_atoms = len(model.permutable)
-        if masks.ndim != 2 or masks.shape[1] != n_atoms or len(masks) < 2:
-            raise StateError(f"catalogue of shape {masks.shape} for {n_atoms} permutable atoms")
-        if len(masks) > settings.catalogue_size:
-            raise StateError(f"catalogue of {len(masks)} motifs > {settings.catalogue_size}")
-
-        with np.load(gen / "grid.npz", allow_pickle=False) as grid:
-            r = np.asarray(grid["r"], dtype=float)
-        _check_grid(r, resolved)
-
-        surrogate = IncrementalSurrogate.load(gen / "surrogate")
-        n_features = features(masks[:1]).shape[1]
-        if surrogate.booster.num_features() != n_features:
-            raise StateError(
-                f"surrogate expects {surrogate.booster.num_features()} features, the catalogue "
-                f"gives {n_features}"
+        def build(saved: live_state.SavedState) -> MotexFrameAnalyzer:
+            surrogate = saved.surrogate
+            surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
+            engine = steps.prepare_engine(model, saved.resolved, saved.r)
+            analyzer = cls(
+                saved.resolved,
+                model,
+                engine,
+                saved.masks,
+                surrogate,
+                directory,
+                configured=settings,
+                search=saved.search,
             )
-        if surrogate.n_trees < 1:
-            raise StateError("surrogate has no trees")
-        if not np.all(np.isfinite(surrogate.predict(masks[:8]))):
-            raise StateError("surrogate predicts non-finite values")
-        surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
+            analyzer._frames = analyzer._saved_frames = saved.frames
+            analyzer._generation = saved.generation
+            return analyzer
 
-        engine = steps.prepare_engine(model, resolved, r)
-        analyzer = cls(
-            resolved,
-            model,
-            engine,
-            masks,
-            surrogate,
-            directory,
-            configured=settings,
-            search=search,
-        )
-        analyzer._frames = analyzer._saved_frames = frames
-        analyzer._generation = int(name[1:])
-        return analyzer
+        return live_state.load(settings, model, directory, build)
 
     @property
     def _generation_name(self) -> str:
-        return f"g{self._generation:06d}"
+        return live_state.generation_name(self._generation)
 
     # ----------------------------------------------------------------- per frame
     def run_settings(self, frame: Frame) -> LiveModelSettings:
@@ -595,16 +399,8 @@ class MotexFrameAnalyzer:
         return change
 
     def _save_changes(self) -> None:
-        """Persist every run's change detector, so a change in progress survives a restart;
-        a failure is logged, never raised (the frame is still published)."""
-        if self.state_dir is None:
-            return
-        data = {run: det.state() for run, det in self._changes.items()}
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.state_dir / CHANGES_FILE, json.dumps(data).encode())
-        except OSError as exc:
-            log.error("model %s: cannot save change detection state: %s", self.name, exc)
+        """Persist every run's change detector (logged, never raised on failure)."""
+        live_state.save_changes(self)
 
     def _describe_once(self, run: str) -> dict[str, Any] | None:
         """The model's coordinates on the first frame of each run, else None."""
@@ -626,19 +422,6 @@ class MotexFrameAnalyzer:
             trained, self.catalogue, rows=self.settings.explain_rows, seed=self.settings.seed
         )
         return values.value, fits
-
-
-def _read_changes(path: Path) -> dict[str, KeepSetChangeDetector]:
-    """The change detectors saved in ``path`` (none saved: empty). Unreadable state is logged
-    and dropped: change detection then starts afresh, the model state is still used."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return {str(run): KeepSetChangeDetector.from_state(d) for run, d in data.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        log.warning("change detection state %s unusable (%s); starting it afresh", path, exc)
-        return {}
 
 
 def _frame_rounds(requested: int, depth: int) -> int:
