@@ -280,29 +280,30 @@ class StreamMetrics:
             for name in SERVICE_STATES:
                 self.service_state.labels(state=name).set(1 if name == state else 0)
 
-    def set_model_state(self, model: str, state: ModelState) -> None:
-        """Move ``model`` to ``state``; preparing starts its preparation clock."""
+    def set_model_state(self, model: str, state: ModelState, clock: bool = True) -> None:
+        """Move ``model`` to ``state``; with ``clock``, preparing starts its preparation clock
+        (``motex_model_preparation_seconds``) and leaving it stops the clock."""
         if state not in MODEL_STATES:
             raise ValueError(f"unknown model state {state!r}")
         with self._state_lock:
-            before = self._models.get(model)
             self._models[model] = state
             for name in MODEL_STATES:
                 self.model_state.labels(model=model, state=name).set(1 if name == state else 0)
             seconds = self.preparation_seconds.labels(model=model)
-            if state == "preparing" and before != "preparing":
+            if clock and state == "preparing" and model not in self._prep_started:
                 started = self._prep_started[model] = time.monotonic()
                 seconds.set_function(lambda: time.monotonic() - started)
-            elif state != "preparing" and before == "preparing":
+            elif state != "preparing" and model in self._prep_started:
                 took = time.monotonic() - self._prep_started.pop(model)
                 seconds.set_function(lambda: took)
             done = sum(1 for v in self._models.values() if v != "preparing")
             self.preparation_progress.set(done / len(self._models))
 
     def declare_models(self, models: Iterable[str]) -> None:
-        """Every model preparing (progress 0 of them), before the first one starts."""
+        """Every model preparing (progress 0 of them) before the first one starts; each
+        model's clock starts only when its own preparation does (they run in turn)."""
         for model in models:
-            self.set_model_state(model, "preparing")
+            self.set_model_state(model, "preparing", clock=False)
 
     def health(self) -> dict[str, Any]:
         """What /healthz answers: the service state, each model's, and the progress."""

@@ -168,3 +168,46 @@ def test_registries_are_independent() -> None:
     assert b.registry.get_sample_value("motex_frames_received_total", {"model": "x"}) is None
     with pytest.raises(ValueError, match="registry"):
         start_metrics_server(0)
+
+
+def test_state_and_preparation_progress_over_http() -> None:
+    """Issue 22 item 4: state, per-model state and progress, and /healthz, /readyz."""
+    import json
+    import urllib.error
+
+    metrics = StreamMetrics()
+    server = start_metrics_server(0, registry=metrics.registry, health=metrics.health)
+    base = server.url.removesuffix("/metrics")
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        metrics.declare_models(["a", "b"])
+        s = scrape(server.url)
+        assert s[("motex_service_state", (("state", "preparing"),))] == 1
+        assert s[("motex_preparation_progress", ())] == 0
+        assert get("/readyz")[0] == 503
+        status, body = get("/healthz")
+        assert status == 200
+        assert json.loads(body)["models"] == {"a": "preparing", "b": "preparing"}
+        metrics.set_model_state("a", "preparing")
+        time.sleep(0.05)
+        metrics.set_model_state("a", "ready")
+        metrics.set_model_state("b", "waiting")  # no reference: prepares on its first frame
+        metrics.set_state("ready")
+        s = scrape(server.url)
+        assert s[("motex_preparation_progress", ())] == 1
+        assert s[("motex_model_state", (("model", "b"), ("state", "waiting")))] == 1
+        assert s[("motex_model_preparation_seconds", (("model", "a"),))] >= 0.05
+        # b never prepared: its clock did not run while a prepared
+        assert s[("motex_model_preparation_seconds", (("model", "b"),))] == 0
+        assert get("/readyz")[0] == 200
+        assert json.loads(get("/healthz")[1])["state"] == "ready"
+        assert get("/metrics")[0] == 200 and get("/")[0] == 200  # metrics on any other path
+    finally:
+        server.close()
