@@ -705,7 +705,7 @@ class IncrementalSurrogate:
         self.generation = 0
         self.background = False
         self._prepare: Callable[[xgb.Booster, int], object] | None = None
-        self._members: Callable[[int, np.ndarray, np.ndarray], object] | None = None
+        self._members: Callable[[int, np.ndarray, np.ndarray, np.ndarray], object] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[tuple[xgb.Booster, int]] | None = None
 
@@ -717,14 +717,15 @@ class IncrementalSurrogate:
     def start_background_rebuilds(
         self,
         prepare: Callable[[xgb.Booster, int], object] | None = None,
-        members: Callable[[int, np.ndarray, np.ndarray], object] | None = None,
+        members: Callable[[int, np.ndarray, np.ndarray, np.ndarray], object] | None = None,
     ) -> None:
         """Build rebuilt models in a background thread from now on (see the class doc).
 
         ``prepare(booster, generation)`` is called in that thread once the new booster is
         trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`); then
-        ``members(generation, X, y)`` with the frame's data the booster was trained on (the
-        live interval ensemble rebuilds its members from them). Inline rebuilds call both too.
+        ``members(generation, X, y, rows)`` with the frame's data the booster was trained on
+        and the rows' ids given to :meth:`update` (the live interval ensemble rebuilds its
+        members from them). Inline rebuilds call ``members`` too.
         """
         self.background = True
         self._prepare = prepare
@@ -748,24 +749,19 @@ class IncrementalSurrogate:
         ).booster
 
     def _background_build(
-        self, X: np.ndarray, y: np.ndarray, seed: int, generation: int
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int, generation: int
     ) -> tuple[xgb.Booster, int]:
         booster = self._fresh(X, y, seed)
-        self._prepare_rebuilt(booster, generation, X, y)
-        return booster, generation
-
-    def _prepare_rebuilt(
-        self, booster: xgb.Booster, generation: int, X: np.ndarray, y: np.ndarray
-    ) -> None:
         if self._prepare is not None:
             self._prepare(booster, generation)
         if self._members is not None:
-            self._members(generation, X, y)
+            self._members(generation, X, y, rows)
+        return booster, generation
 
-    def _submit_rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> None:
+    def _submit_rebuild(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> None:
         assert self._executor is not None
         self._pending = self._executor.submit(
-            self._background_build, X.copy(), y.copy(), seed, self.generation + 1
+            self._background_build, X.copy(), y.copy(), rows.copy(), seed, self.generation + 1
         )
 
     def _swap_pending(self) -> float:
@@ -791,14 +787,14 @@ class IncrementalSurrogate:
     def predict(self, masks_or_X: np.ndarray) -> np.ndarray:
         return self.booster.predict(xgb.DMatrix(_as_features(masks_or_X), nthread=NTHREAD))
 
-    def _rebuild(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
+    def _rebuild(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> xgb.Booster:
         """A fresh booster on the current frame alone (:meth:`_fresh`), in line. Only the
         ``members`` callback runs: the caller's SHAP cache sees ``rebuilt`` and explains the
         new booster with every core, faster than ``prepare``'s one-core pass."""
         booster = self._fresh(X, y, seed)
         self.generation += 1
         if self._members is not None:
-            self._members(self.generation, X, y)
+            self._members(self.generation, X, y, rows)
         log.info(
             "surrogate rebuilt at frame %d with %d trees", self.frame, booster.num_boosted_rounds()
         )
@@ -808,13 +804,16 @@ class IncrementalSurrogate:
         """The hyperparameters a rebuild trains with: the searched ones, unchanged."""
         return Hyperparameters.from_dict(self.params.to_dict())
 
-    def update(self, X: np.ndarray, y: np.ndarray) -> FrameFit:
-        """Fold one frame's (features or masks, Rwp) into the surrogate; see the class doc."""
+    def update(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None) -> FrameFit:
+        """Fold one frame's (features or masks, Rwp) into the surrogate; see the class doc.
+        ``rows``: ids of the rows (e.g. catalogue indices) for the ``members`` callback;
+        default ``0..len(y)-1``."""
         t0 = time.perf_counter()
         X = _as_features(X)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        ids = np.arange(len(y)) if rows is None else np.asarray(rows)
         frame_seed = self.seed + self.frame
         fit_idx, hold_idx = _split(len(y), self.holdout_fraction, frame_seed)
         timings: dict[str, float] = {}
@@ -825,7 +824,7 @@ class IncrementalSurrogate:
         rebuilt = self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
-            booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
+            booster = self._rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
         else:
             booster = _boost_more(
                 self.booster,
@@ -856,13 +855,13 @@ class IncrementalSurrogate:
         started = False
         if drifted:
             t = time.perf_counter()
-            self.booster = self._rebuild(X[fit_idx], y[fit_idx], frame_seed)
+            self.booster = self._rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
             rebuilt = True
             mae, _ = _metrics(self.booster, X[hold_idx], y[hold_idx])
             timings["drift_rebuild"] = time.perf_counter() - t
         elif self.background and self.n_trees + self.rounds_per_frame > self.max_trees:
             # the next frame would pass the cap: rebuild off the hot path
-            self._submit_rebuild(X[fit_idx], y[fit_idx], frame_seed)
+            self._submit_rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
             started = True
         timings["total"] = time.perf_counter() - t0
         fit = FrameFit(
