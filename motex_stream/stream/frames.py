@@ -20,11 +20,19 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class RunStart:
-    """A run began. ``metadata`` is the start document (per-run overrides live there)."""
+    """A run began. ``metadata`` is the start document (per-run overrides live there).
+
+    ``resumed_after`` is set only by a source taking up a run from our own run journal after a
+    restart: the last ``seq_num`` already published. It is a field of its own, never read from
+    ``metadata``, because the start document comes from the network and must not be able to
+    tell the service that frames were published (issue 19: a start claiming
+    ``motex_resumed_after`` crashed the receiver or silently dropped frames).
+    """
 
     uid: str
     time: float
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    resumed_after: int | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ from motex_stream.stream.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
 
+
+def sink_name(sink: object) -> str:
+    """A sink's label in logs and metrics: its configured ``name``, else its class name."""
+    return str(getattr(sink, "name", "") or type(sink).__name__)
+
 Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
@@ -83,6 +88,7 @@ class RunCounters:
     processed: int = 0
     skipped: int = 0
     failed: int = 0
+    abandoned: int = 0  # received, still waiting at shutdown: neither analysed nor skipped
     stopped: bool = False
 
 
@@ -216,7 +222,7 @@ class StreamService:
         self._headroom = Headroom()  # worker utilisation; warns when a model falls behind
         # every labelled counter at 0 from the first scrape, so alerts see the first failure
         self.metrics.declare(
-            list(self.analyzers), names, sinks=[type(s).__name__ for s in self.sinks]
+            list(self.analyzers), names, sinks=[sink_name(s) for s in self.sinks]
         )
         self.restart_sources = restart_sources
         self._queue = _ItemQueue(
@@ -308,18 +314,41 @@ class StreamService:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.0f s", t.name, timeout)
-        abandoned = [e for e in self._queue.drain() if isinstance(e.item, Frame)]
-        if abandoned:
-            log.warning("%d queued frame(s) were not analysed at shutdown", len(abandoned))
-            with self._lock:
-                self._totals["abandoned"] += len(abandoned)
+        # Every frame received ends analysed, skipped or abandoned (issue 19: 80 of 88 frames
+        # in a 0MQ source's backlog at SIGTERM vanished uncounted): what is still queued here,
+        # and what sources received but had not handed over yet, is abandoned, counted.
+        abandoned = [e.item for e in self._queue.drain() if isinstance(e.item, Frame)]
+        for frame in abandoned:
+            self._count_abandoned(frame, received=False)
+        held = 0
+        for source in self.sources:
+            drain = getattr(source, "drain_backlog", None)
+            if not callable(drain):
+                continue
+            try:
+                left = [item for item in drain() if isinstance(item, Frame)]
+            except Exception:
+                log.exception("cannot count the backlog of source %s", source.name)
+                continue
+            for frame in left:
+                self._count_abandoned(frame, received=True)
+            held += len(left)
+        if abandoned or held:
+            log.warning(
+                "%d frame(s) were not analysed at shutdown (%d queued, %d in source backlogs)",
+                len(abandoned) + held,
+                len(abandoned),
+                held,
+            )
+        if self.journal is not None and not self.journal.flush(timeout):
+            log.warning("run journal: writes still pending at shutdown")
         self.metrics.queue_depth.set(0)
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:
                 # closing writes (a derived run's stop): a failure there is a sink error too
-                name = type(sink).__name__
+                name = sink_name(sink)
                 log.error("closing sink %s failed: %s", name, exc)
                 self.metrics.sink_errors.labels(sink=name).inc()
                 with self._lock:
@@ -358,9 +387,11 @@ class StreamService:
             age = np.array(self._ages, dtype=float)
             runs = {uid: asdict(c) for uid, c in self._runs.items()}
             totals = dict(self._totals)
+        journal = dict(self.journal.counters) if self.journal is not None else {}
         return {
             "policy": self.policy,
             **totals,
+            **{f"journal_{k}": v for k, v in journal.items()},
             "queue_depth": len(self._queue),
             "latency_s": _percentiles(lat),
             "age_s": _percentiles(age),
@@ -407,7 +438,7 @@ class StreamService:
             with self._lock:
                 self._run_model[item.uid] = model
                 self._run_counters(item.uid, model)
-            if "motex_resumed_after" in item.metadata or item.uid in self._resume_after:
+            if item.resumed_after is not None or item.uid in self._resume_after:
                 self._resume_run(item, model)
         elif isinstance(item, Frame):
             model = self._model_of(item)
@@ -416,22 +447,22 @@ class StreamService:
                 self._totals["received"] += 1
                 self._run_counters(item.source, model).received += 1
         self._sync_source_stats(source)
-        self._queue.put(entry, self._stop, force=not isinstance(item, Frame))
+        if not self._queue.put(entry, self._stop, force=not isinstance(item, Frame)):
+            assert isinstance(item, Frame)  # boundaries are forced in
+            self._count_abandoned(item, received=False)  # waited for room until the stop
         self.metrics.queue_depth.set(len(self._queue))
 
     def _resume_run(self, start: RunStart, model: str) -> None:
         """A run taken up after a restart: frames every sink already holds are not redone.
 
-        The journal (``serve``) or ``resume_after`` (``replay``) says what was published.
+        The journal (``serve``, carried in ``RunStart.resumed_after``, never in the start
+        document) or ``resume_after`` (``replay``) says what was published.
         A sink that can tell is asked as well: JSON Lines (``last_published``) may hold one
         more, written just before a kill that came ahead of the journal's write; a store
         (``stored_last_seq``: the derived run in Tiled, read back) is the source of truth and
         may hold fewer. Analysis resumes after the lowest; each sink skips what it holds.
         """
-        base = max(
-            int(start.metadata.get("motex_resumed_after") or 0),
-            self._resume_after.get(start.uid, 0),
-        )
+        base = max(start.resumed_after or 0, self._resume_after.get(start.uid, 0))
         held: dict[int, int] = {}
         stored: dict[int, int] = {}
         for i, sink in enumerate(self.sinks):
@@ -478,6 +509,18 @@ class StreamService:
             depth,
             nbytes / 1e6,
         )
+
+    def _count_abandoned(self, frame: Frame, received: bool) -> None:
+        """A frame that will not be analysed because the service is stopping (``received``:
+        it never left its source's backlog, so it is counted as received here too)."""
+        model = self._model_of(frame)
+        with self._lock:
+            counters = self._run_counters(frame.source, model)
+            if received:
+                self._totals["received"] += 1
+                counters.received += 1
+            self._totals["abandoned"] += 1
+            counters.abandoned += 1
 
     def _count_skip(self, entry: _Entry) -> None:
         assert isinstance(entry.item, Frame)
@@ -689,7 +732,7 @@ class StreamService:
             try:
                 getattr(sink, method)(*args)
             except Exception as exc:
-                name = type(sink).__name__
+                name = sink_name(sink)
                 log.error(
                     "sink %s.%s failed: %s",
                     name,

@@ -141,7 +141,7 @@ def run_documents(
 
 
 def start_live(outbound: str, inbound: str, journal: RunJournal | None = None, **kw: Any) -> Live:
-    source = ZmqSource(outbound, max_message_bytes=LIMIT, **kw)
+    source = ZmqSource(outbound, **{"max_message_bytes": LIMIT, **kw})
     sink, toy = RecordingSink(), ToyAnalyzer()
     service = StreamService(analyzers(toy), [source], [sink], journal=journal)
     service.start()
@@ -266,3 +266,123 @@ def test_every_hostile_class_is_counted_and_good_runs_are_all_analysed(
     assert not (tmp_path / "pwned-2").exists()
     assert live.service.summary()["failed"] == 0
     assert all(t.is_alive() for t in live.service._threads), "a service thread died"
+
+
+# -- 2. resume state is ours, never the network's --------------------------------------------
+
+
+@pytest.mark.parametrize("claimed", ["abc", 3, -1, 2**64 - 1, [1]])
+def test_a_start_document_cannot_claim_frames_were_published(live: Live, claimed: Any) -> None:
+    """``motex_resumed_after`` in a start from the network changes nothing. (Before: "abc"
+    crashed the receiver, which restarted the source and lost the run's frames uncounted; 3
+    silently dropped seq 1..3 as duplicates.)"""
+    uid = live.good_run(5, start_extra={"motex_resumed_after": claimed})
+    live.wait_stopped(uid)
+    assert live.frames_of(uid) == [1, 2, 3, 4, 5]
+    assert ("start", uid) in live.sink.calls, "the run's start was lost"
+    summary = live.service.summary()
+    assert summary["duplicates"] == 0 and summary["processed"] == 5
+    assert live.source.stats.kinds() == {}
+
+
+# -- 3. descriptor floods ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_journal(zmq_proxy, tmp_path: Path) -> Iterator[Live]:  # type: ignore[no-untyped-def]
+    journal = RunJournal(tmp_path / "journal")
+    live = start_live(zmq_proxy.outbound, zmq_proxy.inbound, journal, max_message_bytes=2**24)
+    try:
+        yield live
+    finally:
+        live.sock.close()
+        live.service.stop()
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_descriptor_flood_neither_stalls_reception_nor_grows_without_bound(
+    live_journal: Live, tmp_path: Path
+) -> None:
+    """60 descriptors of a 100k-point r grid for one started run and 60 for runs never started,
+    then a good run. (Before: each was journaled as JSON text with fsync on the receive thread
+    and every one was kept in memory.) The good run's frames arrive promptly, the journal stays
+    small, the assembler keeps a bounded number, and every dropped descriptor is counted."""
+    live = live_journal
+    assembler = live.source._assembler
+    big_r = np.linspace(0.01, 100.0, 100_000)
+    attacker = str(uuid.uuid4())
+    live.send("start", {"uid": attacker, "time": time.time()})
+    n_flood = 60
+
+    def descriptor(run: str) -> dict[str, Any]:
+        return {
+            "uid": str(uuid.uuid4()),
+            "run_start": run,
+            "name": "primary",
+            "time": time.time(),
+            "data_keys": {"pdf_gr": {"dtype": "array", "shape": [big_r.size]}},
+            "configuration": {"det": {"data": {"pdf_r": big_r}}},
+        }
+
+    flood_started = time.monotonic()
+    for i in range(n_flood):
+        live.send("descriptor", descriptor(attacker))
+        live.send("descriptor", descriptor(str(uuid.uuid4())))  # a run never started
+        if i % 10 == 9:
+            time.sleep(0.05)  # let the proxy keep up (its own HWM would drop, uncounted by us)
+    uid = live.good_run(5)
+    live.wait_stopped(uid)
+    took = time.monotonic() - flood_started
+    assert live.frames_of(uid) == [1, 2, 3, 4, 5]
+    kinds = live.wait_counted()
+    live.service.journal.flush()  # type: ignore[union-attr]
+    journal_bytes = _tree_bytes(tmp_path / "journal")
+    print(f"flood + good run: {took:.1f} s, journal {journal_bytes / 1e6:.1f} MB, kinds {kinds}")
+    per_run = assembler.max_descriptors_per_run
+    assert kinds.get("too_many_descriptors", 0) == n_flood - per_run
+    assert kinds.get("orphan_descriptor", 0) == n_flood
+    assert len(assembler._descriptors) <= assembler.max_descriptors
+    # what stays: per_run grids of the attacker's run, kept as float64 (0.8 MB each)
+    assert journal_bytes < (per_run + 2) * big_r.nbytes * 1.1
+    assert took < 30
+
+
+# -- 5. stops that must close their run; runs that must not be analysed twice ---------------
+
+
+@pytest.mark.parametrize(
+    "num_events", [{"primary": "five"}, {"primary": 2.5}, "all of them", [5], {"primary": -1}]
+)
+def test_a_stop_with_garbage_num_events_still_closes_its_run(live: Live, num_events: Any) -> None:
+    """(Before: ``int("five")`` raised, the stop was dropped as a bad document and the run
+    never closed: no derived-run stop, its journal entry kept for ever.)"""
+    uid = live.good_run(3, stop_extra={"num_events": num_events, "time": "noon"})
+    live.wait_stopped(uid)
+    assert live.frames_of(uid) == [1, 2, 3]
+    assert live.wait_counted() == {"bad_num_events": 1}
+    assert live.source.stats.gaps == 0
+
+
+def test_a_run_re_sent_after_its_stop_is_not_analysed_again(live: Live) -> None:
+    """A raw run replayed after its stop (by a transport, or an attacker): its start,
+    descriptor and stop are refused (``rerun``), its events are duplicates; nothing is
+    analysed or published twice. (Before: all five frames were analysed and published
+    again, under the same uids.)"""
+    uid = str(uuid.uuid4())
+    docs = run_documents(uid, 5)
+    for name, doc in docs:
+        live.send(name, doc)
+    live.wait_stopped(uid)
+    for name, doc in docs:  # the very same documents again
+        live.send(name, doc)
+    after = live.good_run(2)  # a fresh run afterwards is analysed as usual
+    live.wait_stopped(after)
+    assert live.frames_of(after) == [1, 2]
+    assert live.frames_of(uid) == [1, 2, 3, 4, 5]
+    assert [c for c in live.sink.calls if c[1] == uid] == [("start", uid), ("stop", uid)]
+    assert live.wait_counted() == {"rerun": 3}
+    assert live.source.stats.duplicates == 5

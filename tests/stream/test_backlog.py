@@ -131,3 +131,68 @@ def test_burst_under_latest_counts_every_skip() -> None:
     assert metrics.registry.get_sample_value(
         "motex_frames_skipped_total", {"model": "slow"}
     ) == pytest.approx(summary["skipped"])
+
+
+def test_sigterm_with_a_source_backlog_counts_every_frame(zmq_proxy) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while 88 frames wait (most in the 0MQ source's own backlog, a few in the service
+    queue): every frame received ends analysed or abandoned, counted, per run too. (Before:
+    the source backlog vanished at shutdown; 'abandoned' counted only the service queue.)"""
+    import signal
+    import uuid
+
+    from motex_stream.stream.runner import serve_until_signalled
+    from motex_stream.stream.sources.zmq_source import ZmqSource
+    from tests.stream.test_adversarial import TIMEOUT, Live, run_documents
+    from tests.stream.test_service import RecordingSink, ToyAnalyzer, analyzers
+
+    n = 88
+    source = ZmqSource(zmq_proxy.outbound)
+    sink, toy = RecordingSink(), ToyAnalyzer(delay=0.05)
+    service = StreamService(analyzers(toy), [source], [sink], queue_size=8)
+    live = Live(service, source, sink, toy, None)  # type: ignore[arg-type]
+    uid = str(uuid.uuid4())
+    failure: list[BaseException] = []
+
+    def beamline() -> None:
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(zmq_proxy.inbound)
+        live.sock = sock
+        try:
+            assert source.ready.wait(TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while True:  # beat the slow joiner with empty runs
+                assert time.monotonic() < deadline, "0MQ path never came up"
+                probe = live.good_run(0)
+                try:
+                    live.wait_stopped(probe, timeout=0.3)
+                    break
+                except AssertionError:
+                    continue
+            for name, doc in run_documents(uid, n)[:-1]:  # no stop: the run is mid-way
+                live.send(name, doc)
+            while source.stats.received < n or len(live.frames_of(uid)) < 3:
+                assert time.monotonic() < deadline, f"received {source.stats.received}"
+                time.sleep(0.01)
+        except BaseException as err:
+            failure.append(err)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sock.close()
+
+    thread = threading.Thread(target=beamline)
+    thread.start()
+    summary = serve_until_signalled(service)
+    thread.join(TIMEOUT)
+    assert not failure, failure
+    run = summary["runs"][uid]
+    analysed = len(live.frames_of(uid))
+    print(f"SIGTERM with a backlog: {analysed} analysed, {run['abandoned']} abandoned of {n}")
+    assert 3 <= analysed < n
+    assert run["received"] == n
+    assert run["processed"] + run["skipped"] + run["failed"] + run["abandoned"] == n
+    assert run["processed"] == analysed
+    totals = summary["received"], summary["processed"] + summary["abandoned"]
+    assert totals[0] == totals[1], summary

@@ -31,6 +31,7 @@ def test_open_run_round_trip(tmp_path: Path) -> None:
     j.record_descriptor("run-1", _descriptor("d-1", "run-1"))
     j.record_published("run-1", "keggin", 3)
     j.record_published("run-1", "keggin", 2)  # never goes back
+    assert j.flush()
     again = RunJournal(tmp_path)  # a restarted process
     (run,) = again.open_runs("beamline")
     assert (run.uid, run.model, run.last_seq) == ("run-1", "keggin", 3)
@@ -46,6 +47,7 @@ def test_open_run_round_trip(tmp_path: Path) -> None:
 def test_uids_cannot_escape_the_folder(tmp_path: Path) -> None:
     j = RunJournal(tmp_path / "runs")
     j.record_start("s", _start("../../../etc/passwd"))
+    assert j.flush()
     assert [p.parent for p in (tmp_path / "runs").rglob("start.json")] != []
     assert not (tmp_path / "etc").exists()
     assert RunJournal(tmp_path / "runs").open_runs()[0].uid == "../../../etc/passwd"
@@ -56,6 +58,7 @@ def test_broken_files_are_moved_aside_and_leftovers_removed(tmp_path: Path, capl
     for uid in ("good", "bad-progress", "bad-start"):
         j.record_start("s", _start(uid))
     j.record_published("good", "m", 1)
+    assert j.flush()
     (j._run_dir("good") / "progress.json.tmp").write_text("{half")
     (j._run_dir("bad-progress") / "progress.json").write_text("[1, 2")
     (j._run_dir("bad-start") / "start.json").write_text('"a string"')

@@ -157,7 +157,7 @@ def test_policy_all_processes_every_frame_in_order_with_back_pressure(tmp_path: 
     assert all(m["published_at"] >= m["received_at"] for m in messages)
     assert summary["runs"]["run-a"] == {
         "model": "toy", "received": 60, "processed": 60, "skipped": 0, "failed": 0,
-        "stopped": True,
+        "abandoned": 0, "stopped": True,
     }  # fmt: skip
     assert rec.closed and summary["latency_s"]["n"] == 100
 

@@ -10,7 +10,9 @@ is logged and counted in :class:`SourceStats` instead.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +38,13 @@ DEFAULT_R_KEY = "pdf_r"
 DEFAULT_STREAM = "primary"
 _KNOWN_NAMES = frozenset(n.name for n in event_model.DocumentNames)
 _MAX_SEQ_JUMP = 1_000_000  # a seq_num further ahead than this is garbage, not a gap
+# Bounds on what the network can make the assembler remember (issue 19): a run has a handful of
+# streams (primary, baseline, monitors); a service follows a few runs at a time.
+DEFAULT_MAX_DESCRIPTORS_PER_RUN = 8
+DEFAULT_MAX_DESCRIPTORS = 256
+DEFAULT_MAX_DESCRIPTOR_BYTES = 128 * 2**20  # r grids kept from descriptors, all runs together
+DEFAULT_MAX_OPEN_RUNS = 1000  # runs whose stop never came (0MQ lost it) do not pile up
+_FINISHED_KEPT = 10_000  # uids of stopped runs remembered, to refuse a re-sent run
 
 
 @runtime_checkable
@@ -55,9 +64,16 @@ class FrameSource(Protocol):
 class SourceStats:
     """Counters a source keeps so silent losses (0MQ drops, broken input) become visible.
 
-    ``malformed`` counts every input that was dropped because it could not be understood;
-    ``malformed_kinds`` splits it by kind (``unknown_name``, ``undecodable``, ``oversized``,
-    ``bad_frame``, ...), so an operator can tell a misconfigured publisher from a port scan.
+    ``malformed`` counts every input that was dropped because it could not be understood or
+    was refused; ``malformed_kinds`` splits it by kind (``unknown_name``, ``undecodable``,
+    ``oversized``, ``bad_document``, ``bad_frame``, ...), so an operator can tell a
+    misconfigured publisher from a port scan. Bounds count there too:
+    ``too_many_descriptors`` (a run's descriptors past ``max_descriptors_per_run``),
+    ``orphan_descriptor`` (a descriptor of a run never started: not kept),
+    ``evicted_descriptor`` / ``evicted_run`` (the oldest forgotten to keep the totals bounded),
+    ``rerun`` (a start, descriptor or stop of a run already stopped: its events count as
+    ``duplicates``). One kind does not drop its document: ``bad_num_events`` (a stop whose
+    ``num_events`` is not a map of counts is used, without the counts).
     """
 
     received: int = 0  # events (frames) seen, good or bad, duplicates excluded
@@ -164,11 +180,53 @@ class _Descriptor:
 def _find_config_grid(descriptor: Mapping[str, Any], r_key: str) -> np.ndarray | None:
     """The r grid from ``descriptor['configuration'][device]['data'][r_key]``, any device."""
     configuration = descriptor.get("configuration") or {}
+    if not isinstance(configuration, Mapping):
+        raise TypeError("configuration is not a mapping")
     for device_config in configuration.values():
         data = (device_config or {}).get("data") or {}
         if r_key in data:
             return np.asarray(data[r_key], dtype=float)
     return None
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    """A finite float from a document field; ``default`` for anything else (a stop must close
+    its run even when a field the analysis does not need is garbage)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return default
+    try:
+        number = float(value)
+    except OverflowError:
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _event_counts(num_events: Any) -> tuple[dict[str, int], bool]:
+    """``num_events`` of a stop as ``{stream: count}``; False if any part of it was not."""
+    if num_events is None:
+        return {}, True
+    if not isinstance(num_events, Mapping):
+        return {}, False
+    counts: dict[str, int] = {}
+    ok = True
+    for stream, count in num_events.items():
+        if (
+            isinstance(stream, str)
+            and not isinstance(count, bool)
+            and isinstance(count, int | np.integer)
+            and 0 <= count <= 2**53
+        ):
+            counts[stream] = int(count)
+        else:
+            ok = False
+    return counts, ok
+
+
+def _bounded_add(cache: OrderedDict[str, None], key: str, limit: int) -> None:
+    cache[key] = None
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 class DocumentAssembler:
@@ -180,8 +238,16 @@ class DocumentAssembler:
     (baseline, monitors) are ignored silently. ``seq_num`` is tracked per stream
     (:class:`SeqTracker`, ``reorder_window``): duplicates are dropped, late events analysed and
     counted, true gaps counted once. With a ``journal``, starts and descriptors are persisted
-    so :meth:`resume` can pick open runs up after a restart. Not thread-safe: feed it from one
-    thread, or under a lock.
+    so :meth:`resume` can pick open runs up after a restart (the journal writes on its own
+    thread; only what resuming needs of a descriptor is given to it). Not thread-safe: feed it
+    from one thread, or under a lock.
+
+    Everything it remembers is bounded, because the documents come from the network: open runs
+    (``max_open_runs``, the oldest evicted), descriptors per run (``max_descriptors_per_run``,
+    later ones dropped) and in total (``max_descriptors`` and ``max_descriptor_bytes`` of r
+    grids, the oldest evicted); descriptors of runs never started are not kept. A run already
+    stopped is refused if re-sent (its events are duplicates), so it is not analysed and
+    published twice. Each of these is counted (see :class:`SourceStats`).
     """
 
     def __init__(
@@ -194,6 +260,10 @@ class DocumentAssembler:
         source_name: str = "documents",
         reorder_window: int = 16,
         journal: RunJournal | None = None,
+        max_descriptors_per_run: int = DEFAULT_MAX_DESCRIPTORS_PER_RUN,
+        max_descriptors: int = DEFAULT_MAX_DESCRIPTORS,
+        max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
+        max_open_runs: int = DEFAULT_MAX_OPEN_RUNS,
     ) -> None:
         self.data_key = data_key
         self.r_key = r_key
@@ -202,8 +272,15 @@ class DocumentAssembler:
         self.source_name = source_name
         self.reorder_window = reorder_window
         self.journal = journal
-        self._starts: dict[str, Mapping[str, Any]] = {}
-        self._descriptors: dict[str, _Descriptor] = {}
+        self.max_descriptors_per_run = max_descriptors_per_run
+        self.max_descriptors = max_descriptors
+        self.max_descriptor_bytes = max_descriptor_bytes
+        self.max_open_runs = max_open_runs
+        self._starts: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._descriptors: OrderedDict[str, _Descriptor] = OrderedDict()  # oldest first
+        self._descriptor_bytes = 0
+        self._finished: OrderedDict[str, None] = OrderedDict()  # stopped runs
+        self._finished_descriptors: OrderedDict[str, None] = OrderedDict()  # and their streams
         self._log = RateLimitedLog(logger)
 
     def malformed(self, kind: str, msg: str, *args: object) -> None:
@@ -227,11 +304,16 @@ class DocumentAssembler:
                 self._starts[run.uid] = run.start
                 for doc in run.descriptors:
                     self._add_descriptor(doc, watermark=run.last_seq)
-                metadata = {**run.start, "motex_resumed_after": run.last_seq}
+                metadata = dict(run.start)
                 if run.model is not None:
                     metadata["motex_model"] = run.model
                 items.append(
-                    RunStart(uid=run.uid, time=float(run.start.get("time", 0.0)), metadata=metadata)
+                    RunStart(
+                        uid=run.uid,
+                        time=_number(run.start.get("time")),
+                        metadata=metadata,
+                        resumed_after=run.last_seq,
+                    )
                 )
             except Exception as exc:  # a journal written by another version: forget the run
                 logger.error("%s: cannot resume run %s (%s)", self.source_name, run.uid, exc)
@@ -266,40 +348,115 @@ class DocumentAssembler:
         uid = doc["uid"]
         if not isinstance(uid, str) or not uid:
             raise TypeError(f"uid must be a non-empty string, got {type(uid).__name__}")
+        time_ = float(doc.get("time", 0.0))
+        if uid in self._finished:
+            self.malformed("rerun", "start of run %s, which has already stopped", uid[:80])
+            return []
+        if uid in self._starts:  # a start sent twice: the run goes on, the copy is dropped
+            self.malformed("rerun", "second start of open run %s", uid[:80])
+            return []
         self._starts[uid] = dict(doc)
+        while len(self._starts) > self.max_open_runs:
+            old, _ = self._starts.popitem(last=False)
+            self._forget_descriptors(old)
+            self.malformed(
+                "evicted_run", "run %s forgotten: more than %d open", old[:80], self.max_open_runs
+            )
         if self.journal is not None:
             self.journal.record_start(self.source_name, doc)
-        return [RunStart(uid=uid, time=float(doc.get("time", 0.0)), metadata=dict(doc))]
+        return [RunStart(uid=uid, time=time_, metadata=dict(doc))]
 
     def _on_descriptor(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         run_uid = str(doc.get("run_start", ""))
-        if run_uid not in self._starts:
-            # Not counted: ``orphans`` counts events, which is what the analysis loses.
-            self._log.warning(
-                "orphan_descriptor",
-                "%s: descriptor %s belongs to run %s whose start was never seen",
-                self.source_name,
-                doc.get("uid"),
-                run_uid,
+        uid = doc["uid"]
+        if not isinstance(uid, str) or not uid:
+            raise TypeError(f"descriptor uid must be a non-empty string, got {type(uid).__name__}")
+        if run_uid in self._finished:
+            _bounded_add(self._finished_descriptors, uid, _FINISHED_KEPT)
+            self.malformed(
+                "rerun", "descriptor %s of run %s, which has stopped", uid[:80], run_uid[:80]
             )
-        self._add_descriptor(doc)
-        if self.journal is not None and run_uid in self._starts:
-            self.journal.record_descriptor(run_uid, doc)
+            return []
+        if run_uid not in self._starts:
+            # Not kept: its events could not be analysed anyway (they count as orphans), and
+            # descriptors of runs never started would otherwise stay in memory for ever.
+            self.malformed(
+                "orphan_descriptor",
+                "descriptor %s of run %s, never started",
+                uid[:80],
+                run_uid[:80],
+            )
+            return []
+        if uid in self._descriptors:
+            self.malformed("rerun", "descriptor %s sent twice", uid[:80])
+            return []
+        per_run = sum(1 for d in self._descriptors.values() if d.run_uid == run_uid)
+        if per_run >= self.max_descriptors_per_run:
+            self.malformed(
+                "too_many_descriptors",
+                "run %s has %d descriptors already (max_descriptors_per_run)",
+                run_uid[:80],
+                per_run,
+            )
+            return []
+        descriptor = self._add_descriptor(doc)
+        if self.journal is not None:
+            self.journal.record_descriptor(run_uid, self._compact(doc, descriptor))
         return []
 
-    def _add_descriptor(self, doc: Mapping[str, Any], watermark: int = 0) -> None:
+    def _compact(self, doc: Mapping[str, Any], descriptor: _Descriptor) -> dict[str, Any]:
+        """What :meth:`resume` needs of a descriptor, and nothing else (no other devices'
+        configuration, no other data keys): the journal stays small whatever is sent."""
+        compact: dict[str, Any] = {
+            "uid": str(doc["uid"]),
+            "run_start": descriptor.run_uid,
+            "name": str(doc.get("name", DEFAULT_STREAM)),
+            "data_keys": {self.data_key: {}} if descriptor.wanted else {},
+        }
+        if descriptor.wanted and descriptor.r is not None:
+            compact["configuration"] = {"motex": {"data": {self.r_key: descriptor.r}}}
+        return compact
+
+    def _add_descriptor(self, doc: Mapping[str, Any], watermark: int = 0) -> _Descriptor:
         run_uid = str(doc.get("run_start", ""))
         name_ok = self.stream_name is None or doc.get("name", DEFAULT_STREAM) == self.stream_name
         data_keys = doc.get("data_keys") or {}
         if not isinstance(data_keys, Mapping):
             raise TypeError("data_keys is not a mapping")
         wanted = name_ok and self.data_key in data_keys
-        self._descriptors[str(doc["uid"])] = _Descriptor(
+        # the grid is kept only for the stream that is analysed
+        r = _find_config_grid(doc, self.r_key) if wanted else None
+        descriptor = _Descriptor(
             run_uid=run_uid,
             wanted=wanted,
-            r=_find_config_grid(doc, self.r_key),
+            r=r,
             seqs=SeqTracker(self.reorder_window, watermark),
         )
+        self._descriptors[str(doc["uid"])] = descriptor
+        self._descriptor_bytes += 0 if r is None else r.nbytes
+        while len(self._descriptors) > 1 and (
+            len(self._descriptors) > self.max_descriptors
+            or self._descriptor_bytes > self.max_descriptor_bytes
+        ):
+            old_uid, old = self._descriptors.popitem(last=False)
+            self._descriptor_bytes -= 0 if old.r is None else old.r.nbytes
+            self.malformed(
+                "evicted_descriptor",
+                "descriptor %s of run %s forgotten (max_descriptors / max_descriptor_bytes)",
+                old_uid[:80],
+                old.run_uid[:80],
+            )
+        return descriptor
+
+    def _forget_descriptors(self, run_uid: str) -> list[_Descriptor]:
+        """Drop (and return) the descriptors of ``run_uid``; remember their uids as finished."""
+        gone = []
+        for key in [k for k, d in self._descriptors.items() if d.run_uid == run_uid]:
+            descriptor = self._descriptors.pop(key)
+            self._descriptor_bytes -= 0 if descriptor.r is None else descriptor.r.nbytes
+            _bounded_add(self._finished_descriptors, key, _FINISHED_KEPT)
+            gone.append(descriptor)
+        return gone
 
     def _on_event_page(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         items: list[StreamItem] = []
@@ -309,6 +466,15 @@ class DocumentAssembler:
 
     def _on_event(self, doc: Mapping[str, Any]) -> list[StreamItem]:
         descriptor = self._descriptors.get(str(doc.get("descriptor")))
+        if descriptor is None and str(doc.get("descriptor")) in self._finished_descriptors:
+            self.stats.add("duplicates")  # an event of a run already stopped: re-sent
+            self._log.warning(
+                "rerun_event",
+                "%s: event %s belongs to a run that has stopped; dropped",
+                self.source_name,
+                str(doc.get("uid"))[:80],
+            )
+            return []
         if descriptor is None or descriptor.run_uid not in self._starts:
             self.stats.add("orphans")
             self._log.warning(
@@ -395,7 +561,15 @@ class DocumentAssembler:
         return [frame]
 
     def _on_stop(self, doc: Mapping[str, Any]) -> list[StreamItem]:
-        run_uid = str(doc.get("run_start", ""))
+        """Close the run. Whatever else is wrong with the stop, the run closes: a stop dropped
+        for a bad field would leave the run open for ever (issue 19: a non-integer
+        ``num_events`` did that)."""
+        run_uid = doc.get("run_start")
+        if not isinstance(run_uid, str):
+            raise TypeError(f"run_start must be a string, got {type(run_uid).__name__}")
+        if run_uid in self._finished:
+            self.malformed("rerun", "stop of run %s, which has already stopped", run_uid[:80])
+            return []
         if self._starts.pop(run_uid, None) is None:
             self._log.warning(
                 "orphan_stop",
@@ -404,26 +578,31 @@ class DocumentAssembler:
                 run_uid,
             )
             return []
-        num_events = doc.get("num_events") or {}
-        if not isinstance(num_events, Mapping):
-            num_events = {}
+        _bounded_add(self._finished, run_uid, _FINISHED_KEPT)
+        counts, counts_ok = _event_counts(doc.get("num_events"))
+        if not counts_ok:
+            self.malformed(
+                "bad_num_events",
+                "stop of run %s: num_events %s is not a map of counts; the run closes without",
+                run_uid[:80],
+                str(doc.get("num_events"))[:80],
+            )
         # Forget the run's descriptors: a long-running service must not grow without bound.
         # Events still missing now (or missing at the end, per num_events) are gaps.
-        for key in [k for k, d in self._descriptors.items() if d.run_uid == run_uid]:
-            descriptor = self._descriptors.pop(key)
+        for descriptor in self._forget_descriptors(run_uid):
             if descriptor.wanted:
-                last = num_events.get(self.stream_name) if self.stream_name else None
-                last = int(last) if isinstance(last, int | np.integer) else None
+                last = counts.get(self.stream_name) if self.stream_name else None
                 self._count_gaps(descriptor, descriptor.seqs.finish(last))
         if self.stream_name is not None:
-            count = num_events.get(self.stream_name)
+            count = counts.get(self.stream_name)
         else:
-            count = sum(num_events.values()) if num_events else None
+            count = sum(counts.values()) if counts else None
+        exit_status = doc.get("exit_status", "success")
         return [
             RunStop(
                 uid=run_uid,
-                time=float(doc.get("time", 0.0)),
-                exit_status=str(doc.get("exit_status", "success")),
-                num_events=None if count is None else int(count),
+                time=_number(doc.get("time")),
+                exit_status=exit_status[:100] if isinstance(exit_status, str) else "unknown",
+                num_events=count,
             )
         ]

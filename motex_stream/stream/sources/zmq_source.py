@@ -218,6 +218,12 @@ class ZmqSource:
             socket.close(linger=0)
             context.term()
 
+    def drain_backlog(self) -> list[StreamItem]:
+        """Take what was received but not yet handed over (the service counts those frames as
+        abandoned at shutdown, so none vanishes uncounted). Call after :meth:`items` ended."""
+        pending, self._pending = self._pending, []
+        return pending + self._backlog.drain()
+
     # -- consuming (the service's receiver thread) ---------------------------------------
 
     def items(self, stop_event: threading.Event) -> Iterator[StreamItem]:
@@ -269,6 +275,13 @@ class _Backlog:
                 self.nbytes += size
             self._cond.notify()
             return True
+
+    def drain(self) -> list[StreamItem]:
+        with self._cond:
+            items = [item for item, _ in self._items]
+            self._items.clear()
+            self.frames = self.nbytes = 0
+            return items
 
     def get(self, timeout: float) -> StreamItem | None:
         with self._cond:
