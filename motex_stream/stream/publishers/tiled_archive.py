@@ -314,8 +314,9 @@ class TiledArchive:
             run.descriptors[doc["uid"]] = doc
             self._run_of_descriptor[doc["uid"]] = run.uid
         if self._down or run.pending:
+            self._recover(force=name == "stop")  # first: what waits goes before this one
+        if self._down or run.pending:
             self._enqueue(run, name, doc)
-            self._recover(force=name == "stop")
         else:
             exc = self._try(run, name, doc)
             if exc is not None:
