@@ -255,3 +255,42 @@ def test_live_source_takes_up_a_run_in_progress_after_a_restart(
     assert summary["processed"] == 5 and summary["duplicates"] == 0, summary
     assert summary["gaps"] == 0 and source.stats.malformed == 0, summary
     assert summary["runs"][beamline.uid]["stopped"]
+
+
+def test_debug_logging_never_shows_the_api_key(
+    tiled_base_uri: str,
+    tiled_api_key_env: str,
+    run_engine: RunEngine,
+    pdf_detector: PDFDetector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``serve -vv`` logs DEBUG from every library; the websockets client dumps its request
+    headers there, which carry the Tiled API key. (Before: the key was in the log.)"""
+    import logging
+
+    from motex_stream.cli import configure_logging
+
+    configure_logging(2)  # what -vv does
+    caplog.set_level(logging.DEBUG)
+    source = TiledLiveSource(tiled_base_uri)
+    stop = threading.Event()
+    out: queue.Queue[StreamItem] = queue.Queue()
+    thread = threading.Thread(target=_collect, args=(source, stop, out), daemon=True)
+    thread.start()
+    try:
+        assert source.ready.wait(TIMEOUT)
+        attach_tiled_writer(run_engine, connect(tiled_base_uri))
+        uid = run_series(run_engine, pdf_detector, 2, delay=0.02)
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # the run's stream and arrays: websockets opened with the key
+            item = out.get(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(item, RunStop) and item.uid == uid:
+                break
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+        logging.getLogger("motex_stream").setLevel(logging.NOTSET)
+    shown = [r for r in caplog.records if tiled_api_key_env in r.getMessage()]
+    websockets_lines = [r for r in caplog.records if r.name.startswith("websockets")]
+    assert websockets_lines, "no websockets DEBUG line was logged: the test shows nothing"
+    assert not shown, f"the API key is in {len(shown)} log line(s), e.g. {shown[0].name}"

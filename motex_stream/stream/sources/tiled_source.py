@@ -40,6 +40,7 @@ from motex_stream.stream.sources.base import (
     DocumentAssembler,
     SourceStats,
 )
+from motex_stream.stream.sources.redact import protect
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ def connect(uri: str, key_file: str | os.PathLike[str] | None = None) -> Any:
 
     if "api_key=" in uri:
         logger.warning("the Tiled URI carries an API key; prefer $%s or a key file", API_KEY_ENV)
-    return from_uri(uri, api_key=load_api_key(key_file))
+    key = load_api_key(key_file)
+    protect(key)  # -vv must not write the key to the log (websockets dumps its headers)
+    return from_uri(uri, api_key=key)
 
 
 def attach_tiled_writer(RE: Any, client: Any, batch_size: int = 1) -> int:
