@@ -114,6 +114,7 @@ class MotexFrameAnalyzer:
         self.save_every: int | None = None  # frames between saves of warm-start progress
         self.save_interval: float | None = None  # or seconds, whichever comes first
         self._saved_mono = time.monotonic()
+        self.state_save_failures = 0  # saves that failed (logged; see live_state.save_state)
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run

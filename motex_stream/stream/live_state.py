@@ -9,6 +9,7 @@ detectors, written after every frame).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -115,16 +116,45 @@ def _move_aside(directory: Path, why: str) -> None:
 
 
 # --------------------------------------------------------------------------- writing
-def save_state(analyzer: MotexFrameAnalyzer) -> None:
-    """Persist everything a restart needs, as one atomic commit.
+def save_state(analyzer: MotexFrameAnalyzer) -> bool:
+    """Persist everything a restart needs, as one atomic commit; True when it committed.
 
-    The files go into a fresh generation folder (``gNNNNNN/``: catalogue, grid, surrogate),
-    each fsync'ed; then ``state.json``, which names that folder, is replaced atomically
-    (write, fsync, rename). A kill at any point leaves the previous commit intact; the
-    leftovers of an interrupted save are removed on the next load or save.
+    A save that fails (a full disk, a read-only mount, xgboost's writer raising its own
+    ``XGBoostError`` rather than an ``OSError``) is logged in one line, counted in
+    ``analyzer.state_save_failures`` and its partial generation removed; it never raises. A
+    service must keep analysing and exit cleanly on a full disk: the previous commit is still
+    there to restart from, and the partial folders of failed saves would otherwise pile up on
+    the very disk that is full.
     """
     if analyzer.state_dir is None:
-        return
+        return False
+    before = analyzer._generation
+    try:
+        _commit(analyzer)
+    except Exception as exc:  # any writer's failure: the frame and the exit must not see it
+        analyzer.state_save_failures += 1
+        if analyzer._generation != before:  # its folder was started: remove what is there
+            gen = analyzer.state_dir / generation_name(analyzer._generation)
+            shutil.rmtree(gen, ignore_errors=True)
+            analyzer._generation = before  # and its name is free again
+        _unlink_quietly(analyzer.state_dir / "state.json.tmp")
+        log.error(
+            "model %s: cannot save state in %s (%d failed so far; the last good save stays): %s",
+            analyzer.name,
+            analyzer.state_dir,
+            analyzer.state_save_failures,
+            _one_line(exc),
+        )
+        return False
+    return True
+
+
+def _commit(analyzer: MotexFrameAnalyzer) -> None:
+    """Write a fresh generation folder, each file fsync'ed, then replace ``state.json``,
+    which names that folder, atomically (write, fsync, rename). A kill at any point leaves
+    the previous commit intact; the leftovers of an interrupted save are removed on the next
+    load or save."""
+    assert analyzer.state_dir is not None
     d = analyzer.state_dir
     d.mkdir(parents=True, exist_ok=True)
     analyzer._generation += 1
@@ -157,9 +187,23 @@ def save_state(analyzer: MotexFrameAnalyzer) -> None:
     _remove_leftovers(d, keep=name)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The exception's type and first line: xgboost's errors carry a C++ stack trace, which
+    would turn one log line into twenty."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _unlink_quietly(path: Path) -> None:
+    """Remove ``path`` if it is there; a cleanup that fails is not worth another error."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def maybe_save(analyzer: MotexFrameAnalyzer) -> None:
     """Save after ``save_every`` frames or ``save_interval`` s with new frames, whichever
-    comes first; a failure is logged, never raised (the frame is still published)."""
+    comes first; a failure is logged and counted, never raised (the frame is still
+    published)."""
     new = analyzer._frames - analyzer._saved_frames
     by_count = analyzer.save_every is not None and new >= analyzer.save_every
     by_time = (
@@ -169,11 +213,10 @@ def maybe_save(analyzer: MotexFrameAnalyzer) -> None:
     )
     if not (by_count or by_time):
         return
-    try:
-        save_state(analyzer)
-    except OSError as exc:
-        analyzer._saved_frames = analyzer._frames  # try again after another save_every frames
-        log.error("model %s: cannot save state in %s: %s", analyzer.name, analyzer.state_dir, exc)
+    if not save_state(analyzer):
+        # try again after another save_every frames (or save_interval s)
+        analyzer._saved_frames = analyzer._frames
+        analyzer._saved_mono = time.monotonic()
 
 
 def save_changes(analyzer: MotexFrameAnalyzer) -> None:
@@ -186,6 +229,7 @@ def save_changes(analyzer: MotexFrameAnalyzer) -> None:
         analyzer.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(analyzer.state_dir / CHANGES_FILE, json.dumps(data).encode())
     except OSError as exc:
+        _unlink_quietly(analyzer.state_dir / (CHANGES_FILE + ".tmp"))
         log.error("model %s: cannot save change detection state: %s", analyzer.name, exc)
 
 
