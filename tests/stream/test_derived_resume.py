@@ -253,7 +253,8 @@ def test_the_verdict_is_archived_on_an_atom_axis_a_stock_client_selects(
         sink.publish(published(toy, raw, seq, contributions=verdict, model_quality=quality))
     sink.on_run_stop(RunStop(raw, 1.7e9 + 10))
 
-    ds = derived(uri, key, raw)["primary"].read()  # the stock client, nothing else
+    run = derived(uri, key, raw)
+    ds = run["primary"].read()  # the stock client, nothing else
     assert dict(ds.sizes) == {"time": 3, "atom": 4}
     assert list(ds["atom"].values) == atoms and list(ds["element"].values) == list("WWWO")
     np.testing.assert_allclose(ds.contributions.sel(atom=9), [0.01 * s - 0.02 for s in (1, 2, 3)])
@@ -262,5 +263,10 @@ def test_the_verdict_is_archived_on_an_atom_axis_a_stock_client_selects(
     assert list(ds.label.sel(atom=12).values) == ["remove"] * 3
     assert list(ds.label.isel(time=0).values) == labels
     assert list(ds.rebuilt.values) == [False, True, False]
+    assert list(run["primary"]["seq_num"].read()) == [1, 2, 3]
     kept = ds.contributions.where(ds.label == "keep")  # the operators' "keep" atoms per frame
     assert int(kept.count()) == 6
+    # the other idioms docs/streaming.md shows
+    assert ds.contributions.where(ds.element == "W", drop=True).sizes["atom"] == 3
+    table = ds[["contributions", "ci_low", "ci_high", "label"]].isel(time=-1).to_dataframe()
+    assert list(table.index) == atoms and list(table["label"]) == labels
