@@ -271,17 +271,18 @@ def test_every_hostile_class_is_counted_and_good_runs_are_all_analysed(
 # -- 2. resume state is ours, never the network's --------------------------------------------
 
 
-@pytest.mark.parametrize("claimed", ["abc", 3, -1, 2**64 - 1, [1]])
-def test_a_start_document_cannot_claim_frames_were_published(live: Live, claimed: Any) -> None:
+def test_a_start_document_cannot_claim_frames_were_published(live: Live) -> None:
     """``motex_resumed_after`` in a start from the network changes nothing. (Before: "abc"
-    crashed the receiver, which restarted the source and lost the run's frames uncounted; 3
-    silently dropped seq 1..3 as duplicates.)"""
-    uid = live.good_run(5, start_extra={"motex_resumed_after": claimed})
-    live.wait_stopped(uid)
-    assert live.frames_of(uid) == [1, 2, 3, 4, 5]
-    assert ("start", uid) in live.sink.calls, "the run's start was lost"
+    crashed the receiver, which restarted the source and lost the run's start; 3 silently
+    dropped seq 1..3 as duplicates.)"""
+    claims: list[Any] = ["abc", 3, -1, 2**64 - 1, [1]]
+    uids = [live.good_run(5, start_extra={"motex_resumed_after": c}) for c in claims]
+    for claimed, uid in zip(claims, uids, strict=True):
+        live.wait_stopped(uid)
+        assert live.frames_of(uid) == [1, 2, 3, 4, 5], f"claimed {claimed!r}"
+        assert ("start", uid) in live.sink.calls, f"the run's start was lost ({claimed!r})"
     summary = live.service.summary()
-    assert summary["duplicates"] == 0 and summary["processed"] == 5
+    assert summary["duplicates"] == 0 and summary["processed"] == 5 * len(claims)
     assert live.source.stats.kinds() == {}
 
 
@@ -354,16 +355,18 @@ def test_descriptor_flood_neither_stalls_reception_nor_grows_without_bound(
 # -- 5. stops that must close their run; runs that must not be analysed twice ---------------
 
 
-@pytest.mark.parametrize(
-    "num_events", [{"primary": "five"}, {"primary": 2.5}, "all of them", [5], {"primary": -1}]
-)
-def test_a_stop_with_garbage_num_events_still_closes_its_run(live: Live, num_events: Any) -> None:
+def test_a_stop_with_garbage_num_events_still_closes_its_run(live: Live) -> None:
     """(Before: ``int("five")`` raised, the stop was dropped as a bad document and the run
     never closed: no derived-run stop, its journal entry kept for ever.)"""
-    uid = live.good_run(3, stop_extra={"num_events": num_events, "time": "noon"})
-    live.wait_stopped(uid)
-    assert live.frames_of(uid) == [1, 2, 3]
-    assert live.wait_counted() == {"bad_num_events": 1}
+    garbage: list[Any] = [{"primary": "five"}, {"primary": 2.5}, "all", [5], {"primary": -1}]
+    uids = [
+        live.good_run(3, stop_extra={"num_events": n, "time": "noon", "exit_status": 7})
+        for n in garbage
+    ]
+    for num_events, uid in zip(garbage, uids, strict=True):
+        live.wait_stopped(uid)
+        assert live.frames_of(uid) == [1, 2, 3], f"num_events {num_events!r}"
+    assert live.wait_counted() == {"bad_num_events": len(garbage)}
     assert live.source.stats.gaps == 0
 
 
