@@ -224,6 +224,10 @@ class StreamService:
         self.metrics.declare(
             list(self.analyzers), names, sinks=[sink_name(s) for s in self.sinks]
         )
+        for sink in self.sinks:  # sinks with series of their own (the Tiled archive's losses)
+            bind = getattr(sink, "bind_metrics", None)
+            if callable(bind):
+                bind(self.metrics.registry)
         self.restart_sources = restart_sources
         self._queue = _ItemQueue(
             queue_size, policy, self._count_skip, max_bytes=queue_bytes, on_full=self._count_full
