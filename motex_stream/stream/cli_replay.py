@@ -158,7 +158,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         resume_after=done,
         restart_sources=False,
     )
-    summary = service.run()
+    try:
+        summary = service.run()
+    finally:
+        # the progress since the last periodic save: a rerun (or a serve on this state
+        # folder) continues from here; a save that fails is logged, never raised
+        analyzer.save_state()
     print(f"replayed {source.name}: {format_summary(summary)}; results in {args.out}")
     if summary.get("duplicates", 0):
         print(f"{summary['duplicates']} frame(s) were already in {args.out} and were kept")

@@ -10,6 +10,7 @@ detectors, written after every frame).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,10 @@ if TYPE_CHECKING:  # the analyzer imports this module; only its type is needed h
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 3  # 3: generation folders committed by state.json
+#: 3: generation folders committed by state.json; 4: with each file's SHA-256 and the
+#: previous commit (read: 3 and 4; a version-3 state is used unverified, once, with a warning)
+STATE_VERSION = 4
+_READABLE_VERSIONS = (3, STATE_VERSION)
 _GENERATION = re.compile(r"g\d{6}")
 
 #: The change detectors' state in the state folder, written after every frame (small JSON).
@@ -62,6 +66,7 @@ class SavedState:
     search: list[dict[str, Any]]
     frames: int
     generation: int
+    record: dict[str, Any]  # its commit record (state.json, or the previous commit in it)
 
 
 def generation_name(generation: int) -> str:
@@ -91,10 +96,10 @@ def _fsync_path(path: Path) -> None:
         fsync_dir(path)
 
 
-def _remove_leftovers(directory: Path, keep: str) -> None:
+def _remove_leftovers(directory: Path, keep: Collection[str]) -> None:
     """Delete what an interrupted save (or the previous state layout) left behind."""
     for path in directory.iterdir():
-        if path.name in ("state.json", CHANGES_FILE, keep):
+        if path.name in ("state.json", CHANGES_FILE) or path.name in keep:
             continue
         log.info("removing leftover %s", path)
         if path.is_dir() and not path.is_symlink():
@@ -103,16 +108,72 @@ def _remove_leftovers(directory: Path, keep: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def _move_aside(directory: Path, why: str) -> None:
-    """Keep unusable state for inspection, out of the way of a fresh preparation."""
+def _aside_target(base: Path) -> Path:
+    """A free ``<base>.bad-<time>[-n]`` path beside ``base``."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = directory.with_name(f"{directory.name}.bad-{stamp}")
+    target = base.with_name(f"{base.name}.bad-{stamp}")
     n = 1
     while target.exists():
         n += 1
-        target = directory.with_name(f"{directory.name}.bad-{stamp}-{n}")
+        target = base.with_name(f"{base.name}.bad-{stamp}-{n}")
+    return target
+
+
+def _move_aside(directory: Path, why: str) -> None:
+    """Keep unusable state for inspection, out of the way of a fresh preparation."""
+    target = _aside_target(directory)
     os.replace(directory, target)
     log.error("state in %s unusable (%s); moved to %s, preparing anew", directory, why, target)
+
+
+def _set_generation_aside(directory: Path, name: str) -> Path | None:
+    """Move a refused generation folder out of the state folder (``<dir>.<gen>.bad-<time>``),
+    kept for inspection; the next save's clean-up would otherwise delete it."""
+    gen = directory / name
+    if not gen.exists():
+        return None
+    target = _aside_target(directory.with_name(f"{directory.name}.{name}"))
+    try:
+        os.replace(gen, target)
+    except OSError:
+        return None
+    return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digests(gen: Path) -> dict[str, str]:
+    """SHA-256 of every file of a generation folder, by its path inside the folder."""
+    return {
+        p.relative_to(gen).as_posix(): _sha256(p) for p in sorted(gen.rglob("*")) if p.is_file()
+    }
+
+
+def _verify(gen: Path, record: dict[str, Any]) -> None:
+    """The generation folder holds exactly the files its commit recorded, byte for byte.
+
+    Every other check accepts a valid file of another model (a booster with the same number
+    of features, say); only the recorded digest tells it was not the one written.
+    """
+    files = record.get("files")
+    if files is None and record.get("version") == 3:
+        log.warning("state %s was saved without checksums (version 3); used unverified", gen)
+        return
+    if not isinstance(files, dict) or not files:
+        raise StateError(f"no checksums recorded for {gen.name}")
+    found = _digests(gen)
+    if found.keys() != files.keys():
+        missing, extra = sorted(files.keys() - found), sorted(found.keys() - files)
+        raise StateError(f"checksum list of {gen.name}: missing {missing}, unexpected {extra}")
+    changed = sorted(k for k, digest in found.items() if files[k] != digest)
+    if changed:
+        raise StateError(f"checksum mismatch in {gen.name}: {', '.join(changed)}")
 
 
 # --------------------------------------------------------------------------- writing
@@ -171,20 +232,32 @@ def _commit(analyzer: MotexFrameAnalyzer) -> None:
     for path in sorted(gen.rglob("*"), reverse=True):
         _fsync_path(path)
     fsync_dir(gen)
+    # the commit in use (loaded or last saved) stays beside the new one: a generation that
+    # fails its checksums later on falls back to it instead of to a fresh preparation
+    previous = analyzer._state_record
+    if previous is not None and (
+        previous.get("generation") == name or not (d / str(previous.get("generation"))).is_dir()
+    ):
+        previous = None
     meta = {
         "version": STATE_VERSION,
         "fingerprint": analyzer.configured.fingerprint(),
         "generation": name,
+        "files": _digests(gen),
         "settings": analyzer.settings.model_dump(mode="json"),
         "hyperparameters": analyzer.surrogate.params.to_dict(),
         "search": analyzer.search,
         "frames": analyzer._frames,
         "saved_at": time.time(),
     }
+    if previous is not None:
+        meta["previous"] = {k: v for k, v in previous.items() if k != "previous"}
     write_atomic(d / "state.json", json.dumps(meta, indent=1).encode())
+    analyzer._state_record = meta
     analyzer._saved_frames = analyzer._frames
     analyzer._saved_mono = time.monotonic()
-    _remove_leftovers(d, keep=name)
+    keep = [name] if previous is None else [name, str(previous["generation"])]
+    _remove_leftovers(d, keep=keep)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -242,14 +315,17 @@ def load(
 ) -> MotexFrameAnalyzer | None:
     """The analyzer saved in ``directory``, or None (nothing there, or nothing usable).
 
-    Every file is checked before use (versions, shapes, ranges, the grid); ``build`` turns
-    the checked parts into an analyzer. State that does not match the settings or fails a
-    check (or that ``build`` cannot use) is logged in one line and moved aside to
-    ``<directory>.bad-<time>`` for inspection, so the caller prepares anew; the service
-    never crash-loops on its own state.
+    Every file is checked before use (its checksum, versions, shapes, ranges, the grid);
+    ``build`` turns the checked parts into an analyzer. When the last commit's generation
+    fails a check, the previous commit's is used (logged, counted in
+    ``state_load_fallbacks``; the refused folder is kept aside). State that does not match
+    the settings, or of which neither generation is usable, is logged in one line and moved
+    aside to ``<directory>.bad-<time>`` for inspection, so the caller prepares anew; the
+    service never crash-loops on its own state.
     """
     if not directory.exists() and not directory.is_symlink():
         return None
+    fallbacks = 0
     try:
         if not directory.is_dir():
             raise StateError("the state path is not a folder")
@@ -257,14 +333,43 @@ def load(
             if any(directory.iterdir()):
                 raise StateError("files but no state.json (an interrupted first save)")
             return None
-        analyzer = build(read_state(settings, model, directory))
+        meta = read_meta(settings, directory)
+        record = meta
+        try:
+            analyzer = build(read_generation(settings, model, directory, meta))
+        except StateMismatchError:
+            raise
+        except Exception as exc:
+            previous = meta.get("previous")
+            if not isinstance(previous, dict):
+                raise
+            _check_record(previous, settings)
+            analyzer = build(read_generation(settings, model, directory, previous))
+            record, fallbacks = previous, 1
+            bad, good = str(meta.get("generation")), str(previous.get("generation"))
+            aside = _set_generation_aside(directory, bad)
+            log.warning(
+                "model %s: saved generation %s unusable (%s); using the previous one, %s "
+                "(%d frames); the refused one is in %s",
+                settings.name,
+                bad,
+                _one_line(exc),
+                good,
+                analyzer._frames,
+                aside,
+            )
     except StateMismatchError as exc:
         _move_aside(directory, f"state was prepared with other settings ({exc})")
         return None
     except Exception as exc:  # corrupt state of any kind: never fatal
-        _move_aside(directory, f"{type(exc).__name__}: {exc}")
+        _move_aside(directory, _one_line(exc))
         return None
-    _remove_leftovers(directory, keep=generation_name(analyzer._generation))
+    analyzer.state_load_fallbacks = fallbacks
+    analyzer._state_record = record
+    keep = [generation_name(analyzer._generation)]
+    if fallbacks == 0 and isinstance(meta.get("previous"), dict):
+        keep.append(str(meta["previous"].get("generation")))
+    _remove_leftovers(directory, keep=keep)
     analyzer._changes = read_changes(directory / CHANGES_FILE)
     log.info(
         "reloaded model %s from %s (%d frames so far)",
@@ -275,20 +380,32 @@ def load(
     return analyzer
 
 
-def read_state(settings: LiveModelSettings, model: StartingModel, directory: Path) -> SavedState:
-    """The committed generation of ``directory``, every part checked; raises
-    :class:`StateError` (or whatever a corrupt file raises) when it cannot be used."""
+def read_meta(settings: LiveModelSettings, directory: Path) -> dict[str, Any]:
+    """``state.json``: a commit record whose version and fingerprint match ``settings``."""
     meta = json.loads((directory / "state.json").read_text())
     if not isinstance(meta, dict):
         raise StateError(f"state.json holds a {type(meta).__name__}, not a mapping")
-    if meta.get("version") != STATE_VERSION:
-        raise StateMismatchError(f"state version {meta.get('version')!r} != {STATE_VERSION}")
-    if meta.get("fingerprint") != settings.fingerprint():
+    _check_record(meta, settings)
+    return meta
+
+
+def _check_record(record: dict[str, Any], settings: LiveModelSettings) -> None:
+    if record.get("version") not in _READABLE_VERSIONS:
+        raise StateMismatchError(f"state version {record.get('version')!r} != {STATE_VERSION}")
+    if record.get("fingerprint") != settings.fingerprint():
         raise StateMismatchError("fingerprint differs")
+
+
+def read_generation(
+    settings: LiveModelSettings, model: StartingModel, directory: Path, meta: dict[str, Any]
+) -> SavedState:
+    """The generation a commit record names, its checksums verified and every part checked;
+    raises :class:`StateError` (or whatever a corrupt file raises) when it cannot be used."""
     name = meta.get("generation")
     if not isinstance(name, str) or not _GENERATION.fullmatch(name):
         raise StateError(f"generation {name!r} is not a generation folder name")
     gen = directory / name
+    _verify(gen, meta)
     saved = meta.get("settings")
     if not isinstance(saved, dict):
         raise StateError("settings missing")
@@ -336,6 +453,7 @@ def read_state(settings: LiveModelSettings, model: StartingModel, directory: Pat
         search=search,
         frames=frames,
         generation=int(name[1:]),
+        record=meta,
     )
 
 

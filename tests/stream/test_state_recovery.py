@@ -215,8 +215,10 @@ def test_leftovers_of_an_interrupted_save_are_cleaned(
     assert restored is not None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert sorted(p.name for p in d.iterdir()) == sorted(["state.json", before])
-    restored.save_state()  # and the next save works (the old layout failed with OSError 39)
-    assert sorted(p.name for p in d.iterdir()) == sorted(["state.json", _meta(d)["generation"]])
+    assert restored.save_state()  # and the next save works (the old layout: OSError 39)
+    # the new generation, and the one it was loaded from kept beside it as the fallback
+    after = sorted(p.name for p in d.iterdir())
+    assert after == sorted(["state.json", _meta(d)["generation"], before])
 
 
 def test_empty_state_without_reference_prepares_on_first_frame(
