@@ -36,9 +36,10 @@ from motex_stream.stream import live_state
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
-from motex_stream.stream.live_intervals import RotatingEnsemble
+from motex_stream.stream.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
+from motex_stream.structure.symmetry import equivalence_classes
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ class MotexFrameAnalyzer:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
         # rebuilds train (and are explained) in a worker thread, swapped in a frame later
-        surrogate.start_background_rebuilds(self._shap.prepare)
+        # (and so are the interval members, on the data the new model is trained on)
+        surrogate.start_background_rebuilds(self._shap.prepare, self._rebuild_members)
         self._frames = 0
         self._saved_frames = 0
         self._generation = 0
@@ -115,13 +117,12 @@ class MotexFrameAnalyzer:
         self.save_interval: float | None = None  # or seconds, whichever comes first
         self._saved_mono = time.monotonic()
         self.state_save_failures = 0  # saves that failed (logged; see live_state.save_state)
-        self.state_load_fallbacks = 0  # 1: loaded from the previous generation (live_state.load)
-        self._state_record: dict[str, Any] | None = None  # the commit in use (state.json)
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run
-        self._ensemble: RotatingEnsemble | None = None  # live interval members (ci_models ≥ 2)
+        self._ensemble: LiveEnsemble | None = None  # live interval members (ci_models ≥ 2)
         self._elements = [model.symbols[i] for i in model.permutable]
+        self._site_cache: list[list[int]] | None = None
         self._atoms = (model.permutable + 1).tolist()
 
     # ----------------------------------------------------------------- preparation
@@ -164,7 +165,6 @@ class MotexFrameAnalyzer:
             trained,
             rounds_per_frame=_frame_rounds(resolved.rounds, trained.params.max_depth),
             max_trees=resolved.max_trees,
-            rebuild_trees=max(1, resolved.max_trees // 3),
             seed=resolved.seed,
         )
         log.info(
@@ -190,11 +190,10 @@ class MotexFrameAnalyzer:
 
     # ----------------------------------------------------------------- persistence
     # (the layout, checks and recovery are motex_stream.stream.live_state's)
-    def save_state(self) -> bool:
-        """Persist everything a restart needs, as one atomic commit; True when it committed
-        (a failure is logged and counted, never raised: see
+    def save_state(self) -> None:
+        """Persist everything a restart needs, as one atomic commit (see
         :func:`motex_stream.stream.live_state.save_state`)."""
-        return live_state.save_state(self)
+        live_state.save_state(self)
 
     def maybe_save(self) -> None:
         """Save after ``save_every`` frames or ``save_interval`` s with new frames; a failure
@@ -281,7 +280,8 @@ class MotexFrameAnalyzer:
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        update = self.surrogate.update(self._features[idx], fits.rwp)
+        self._ensure_ensemble(run)  # before the update: a rebuild it starts builds members
+        update = self.surrogate.update(self._features[idx], fits.rwp, idx)
         timing["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -337,12 +337,42 @@ class MotexFrameAnalyzer:
                 "mae": float(update.mae),
                 "n_trees": float(update.n_trees),
                 "rebuilt": float(update.rebuilt),
+                "generation": float(update.generation),
+                "rebuild_started": float(update.rebuild_started),
                 "fits_per_s": len(idx) / max(timing["fit"], 1e-9),
             },
             n_refit=len(idx),
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
         )
+
+    def _ensure_ensemble(self, run: LiveModelSettings) -> None:
+        """The live interval ensemble for ``ci_models`` ≥ 2 (see
+        :mod:`motex_stream.stream.live_intervals`), made before the frame's surrogate update
+        so that a rebuild that update starts also builds its members (whatever the timing)."""
+        if run.ci_models < 2:
+            self._ensemble = None
+            return
+        ens = self._ensemble
+        rows = min(run.ci_rows, len(self.catalogue))
+        if ens is not None and len(ens.params) == run.ci_models and ens.rows == max(2, rows):
+            return
+        # members resample the catalogue and use the search's points, as offline
+        self._ensemble = LiveEnsemble(
+            self._features,
+            self.catalogue,
+            member_params(self.search, self.surrogate.params, run.ci_models),
+            run.ci_rows,
+            self.settings.seed,
+        )
+
+    def _rebuild_members(
+        self, generation: int, X: np.ndarray, y: np.ndarray, rows: np.ndarray
+    ) -> None:
+        """Build the interval members of a rebuilt surrogate (in its rebuild thread)."""
+        ens = self._ensemble
+        if ens is not None:
+            ens.prepare(generation, X, y, rows)
 
     def _interval_sd(
         self,
@@ -353,34 +383,21 @@ class MotexFrameAnalyzer:
         rwp: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """SD of each live value and its degrees of freedom: the SHAP-mean sampling error,
-        plus the rotating ensemble's spread when ``ci_models`` ≥ 2 (see
-        :mod:`motex_stream.stream.live_intervals`).
+        plus the live ensemble's spread when ``ci_models`` ≥ 2 (members of the current frame,
+        see :mod:`motex_stream.stream.live_intervals`).
 
-        The ensemble's spread is the RMS of ``ci_models`` deviations from the main model, so
-        it carries ``ci_models`` degrees of freedom; the interval then takes Student's t
-        quantile with the Welch–Satterthwaite degrees of freedom, exactly as the offline
+        The ensemble's spread is the SD (ddof 1) of ``ci_models`` members' values, as offline,
+        so it carries ``ci_models − 1`` degrees of freedom; the interval then takes Student's
+        t quantile with the Welch–Satterthwaite degrees of freedom, exactly as the offline
         intervals do (:func:`motex_stream.explain.confidence.welch_df`). The sampling error
         alone counts as exact (normal quantile, ``None``)."""
+        del shap  # the members are explained on their own; kept for the call's shape
         se = sampling_error(contrib)
-        if run.ci_models < 2:
-            return se, None
         ens = self._ensemble
-        if (
-            ens is None
-            or len(ens.members) != run.ci_models
-            or ens.rows != min(run.ci_rows, len(self._explained_masks))
-        ):
-            # the ensemble's rows are drawn from the explained ones: its deviations are taken
-            # from the main model's SHAP, which exists for those rows only
-            ens = self._ensemble = RotatingEnsemble(
-                self._explained_features,
-                self._explained_masks,
-                run.ci_models,
-                run.ci_rows,
-                self.settings.seed,
-            )
-        ens_sd = ens.update(self.surrogate, shap, self._features[idx], rwp)
-        df = welch_df(ens_sd**2, len(ens.members), se**2)
+        if run.ci_models < 2 or ens is None:
+            return se, None
+        ens_sd = ens.update(self.surrogate.generation, self._features[idx], rwp, idx)
+        df = welch_df(ens_sd**2, len(ens.params) - 1, se**2)
         return np.sqrt(se**2 + ens_sd**2), df
 
     def _change(
@@ -413,7 +430,20 @@ class MotexFrameAnalyzer:
         if len(self._described) > 64:
             self._described.clear()
         self._described.add(run)
-        return structure(self.engine)
+        described = structure(self.engine)
+        # symmetry-equivalent sites (1-based atoms), so a view can say "these 12 are one site"
+        described["equivalent"] = [
+            [self._atoms[k] for k in site] for site in self._sites if len(site) > 1
+        ]
+        return described
+
+    @property
+    def _sites(self) -> list[list[int]]:
+        """Equivalent permutable atoms (0-based among them) within the calculator's pair
+        range (:func:`motex_stream.structure.symmetry.equivalence_classes`), computed once."""
+        if self._site_cache is None:
+            self._site_cache = equivalence_classes(self.model, cutoff=self.engine.grid.pair_dmax)
+        return self._site_cache
 
     def from_scratch(self, frame: Frame) -> tuple[np.ndarray, FitResults]:
         """A full offline analysis of one frame (fresh search + model), through the same

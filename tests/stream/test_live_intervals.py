@@ -1,5 +1,6 @@
-"""Live intervals: the rotating surrogate ensemble refreshes one member per frame, widens the
-sampling-error interval, and gives the same numbers for the same frames."""
+"""Live intervals: the ensemble of the serving surrogate is built on the frame that surrogate
+was (re)built on, with the offline recipe, widens the sampling-error interval, and gives the
+same numbers for the same frames."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
+from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.explain.confidence import sampling_error
-from motex_stream.explain.contributions import atom_contributions
+from motex_stream.model.gbdt import Hyperparameters
 from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live_intervals import RotatingEnsemble
+from motex_stream.stream.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.series import two_motif_series
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
@@ -78,38 +79,54 @@ def test_ensemble_widens_the_sampling_error_interval_and_is_deterministic(
             assert c["ci_low"] <= c["value"] <= c["ci_high"]
 
 
-def test_one_member_per_frame_and_a_rebuild_after_the_main_model_is_rebuilt(
+def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
     series, settings, state_dir, tmp_path
 ) -> None:
+    """Issue 20: the members once rotated and warm-started across frames and rebuilds, so on
+    a long series they carried earlier frames (intervals ~4x the offline width). Now the SD
+    of a surrogate generation comes from members built on one frame's fits only: the same SD
+    whichever frames came before, kept until the surrogate is rebuilt, and a build prepared
+    in the rebuild thread is what the swap frame uses (not that frame's data)."""
     analyzer = fresh(settings, state_dir, tmp_path)
-    surrogate = analyzer.surrogate
-    features = analyzer._features
-    ens = RotatingEnsemble(features, analyzer.catalogue, members=3, rows=150, seed=7)
-    assert len(ens.subset) == 150 and len(set(ens.subset)) == 150
-    shap = analyzer._shap.update(surrogate.booster, generation=surrogate.generation)
-    y = surrogate.predict(analyzer.catalogue)
-    sd = ens.update(surrogate, shap, features, y)
-    assert [m.refreshed for m in ens.members] == [0, 0, 0]  # the first frame builds all
-    assert np.all(np.isfinite(sd)) and np.all(sd > 0)
-    ens.update(surrogate, shap, features, y)
-    ens.update(surrogate, shap, features, y)
-    assert sorted(m.refreshed for m in ens.members) == [0, 1, 2]  # one per frame, in turn
-    trees = [m.booster.num_boosted_rounds() for m in ens.members]
-    surrogate.generation += 1  # the main model was rebuilt: the next member starts afresh
-    ens.update(surrogate, shap, features, y)
-    k = 3 % 3
-    assert ens.members[k].generation == surrogate.generation
-    assert ens.members[k].booster.num_boosted_rounds() <= trees[k]
-    # the deviation is taken against the main model's values on the same subset
-    main = atom_contributions(shap[ens.subset], analyzer.catalogue[ens.subset]).value
-    assert ens.members[k].deviation.shape == main.shape
-    assert np.all(np.isfinite(sampling_error(atom_contributions(shap, analyzer.catalogue))))
+    cat, X = analyzer.catalogue, analyzer._features
+    params = member_params(analyzer.search, analyzer.surrogate.params, 3)
+    ids = np.arange(len(cat))
+    frames = [analyzer.surrogate.predict(cat) * (1 + 0.1 * k) for k in range(3)]
+
+    def ensemble() -> LiveEnsemble:
+        return LiveEnsemble(X, cat, params, rows=150, seed=7)
+
+    ens = ensemble()
+    sd0 = ens.update(0, X, frames[0], ids)
+    assert np.all(np.isfinite(sd0)) and np.all(sd0 > 0)
+    # a later frame of the same surrogate: the same SD (no per-frame member history)
+    np.testing.assert_array_equal(ens.update(0, X, frames[1], ids), sd0)
+    # the surrogate is rebuilt on frame 2's fits: the members are built on those alone
+    ens.prepare(1, X, frames[2], ids)
+    sd1 = ens.update(1, X, frames[0], ids)  # the swap frame's data are not used
+    alone = ensemble()
+    np.testing.assert_array_equal(sd1, alone.update(1, X, frames[2], ids))
+    assert not np.array_equal(sd1, sd0)
+    assert ens.values is not None and ens.values.shape == (3, cat.shape[1])
+
+
+def test_members_are_the_offline_ensembles_models() -> None:
+    """The live members use the search's points by CV MAE, best first, in turn, as
+    ``steps.intervals`` does; no search trace: the searched model."""
+    trace = [
+        {**Hyperparameters(max_depth=d, n_estimators=10 * d).to_dict(), "cv_mae": m}
+        for d, m in [(2, 0.3), (3, 0.1), (4, 0.2)]
+    ]
+    depths = [p.max_depth for p in member_params(search_trace(trace), Hyperparameters(), 4)]
+    assert depths == [3, 4, 2, 3]
+    best = Hyperparameters(max_depth=5)
+    assert [p.max_depth for p in member_params([], best, 2)] == [5, 5]
 
 
 def test_an_ensemble_needs_two_members(series, settings, state_dir, tmp_path) -> None:
     analyzer = fresh(settings, state_dir, tmp_path)
     with pytest.raises(ValueError, match="at least 2"):
-        RotatingEnsemble(analyzer._features, analyzer.catalogue, members=1, rows=100, seed=0)
+        LiveEnsemble(analyzer._features, analyzer.catalogue, [Hyperparameters()], 100, 0)
 
 
 def test_live_explains_a_seeded_subsample_above_explain_rows(
