@@ -9,6 +9,10 @@ frame's analysis started and finished and when the frame was received, and answe
   the mean time between their arrivals. When analysing takes longer than frames take to come,
   the backlog grows without bound (policy ``all``) or frames are dropped (``latest``); a
   warning says so, at most once per ``warn_every_s`` per model.
+
+Only for live input: an unpaced replay (``paced=False``) reads its whole run at once by
+design, so frames "arrive every 0.000 s" and no backlog grows beyond the finite run; the
+verdict is logged at DEBUG there, not as a warning.
 """
 
 from __future__ import annotations
@@ -60,8 +64,13 @@ class Headroom:
         busy = sum(b for _, b in q) / len(q)
         return busy <= interval, busy, interval
 
-    def record(self, model: str, received: float, started: float, finished: float) -> float:
-        """Note one analysed frame (monotonic seconds); returns the worker's utilisation."""
+    def record(
+        self, model: str, received: float, started: float, finished: float, paced: bool = True
+    ) -> float:
+        """Note one analysed frame (monotonic seconds); returns the worker's utilisation.
+
+        ``paced``: whether the frame came from input with a pace of its own (a live source, a
+        paced replay); only then is falling behind a warning."""
         if self._first is None:
             self._first = started
         self._busy.append((started, finished))
@@ -72,7 +81,8 @@ class Headroom:
             last = self._warned.get(model)
             if last is None or finished - last >= self.warn_every_s:
                 self._warned[model] = finished
-                log.warning(
+                log.log(
+                    logging.WARNING if paced else logging.DEBUG,
                     "model %s cannot keep up: analysing a frame takes %.3f s, frames arrive "
                     "every %.3f s (%.1f frames/s in, %.1f frames/s possible); the backlog grows",
                     model,

@@ -52,6 +52,7 @@ def sink_name(sink: object) -> str:
     """A sink's label in logs and metrics: its configured ``name``, else its class name."""
     return str(getattr(sink, "name", "") or type(sink).__name__)
 
+
 Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
@@ -221,9 +222,7 @@ class StreamService:
         self.metrics = metrics or StreamMetrics()
         self._headroom = Headroom()  # worker utilisation; warns when a model falls behind
         # every labelled counter at 0 from the first scrape, so alerts see the first failure
-        self.metrics.declare(
-            list(self.analyzers), names, sinks=[sink_name(s) for s in self.sinks]
-        )
+        self.metrics.declare(list(self.analyzers), names, sinks=[sink_name(s) for s in self.sinks])
         for sink in self.sinks:  # sinks with series of their own (the Tiled archive's losses)
             bind = getattr(sink, "bind_metrics", None)
             if callable(bind):
@@ -266,6 +265,8 @@ class StreamService:
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._ages: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._seen_stats: dict[str, dict[str, int]] = {}
+        # an unpaced replay has no arrival rate to keep up with (headroom: no warning then)
+        self._paced = {s.name: bool(getattr(s, "paced", True)) for s in self.sources}
         # source counters are synced by receivers and by each /metrics scrape (so a source
         # dropping only garbage is visible too); the lock keeps a delta from counting twice
         self._stats_lock = threading.Lock()
@@ -711,7 +712,13 @@ class StreamService:
             m.structure_changes.labels(model=model).inc()
         m.frames_processed.labels(model=model).inc()
         m.cpu_utilisation.set(
-            self._headroom.record(model, entry.received_mono, started, time.monotonic())
+            self._headroom.record(
+                model,
+                entry.received_mono,
+                started,
+                time.monotonic(),
+                paced=self._paced.get(entry.source, True),
+            )
         )
         with self._lock:
             self._latencies.append(latency)

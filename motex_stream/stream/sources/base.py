@@ -56,6 +56,8 @@ class FrameSource(Protocol):
     """
 
     name: str
+    # optional ``paced`` (default True): False for a finite input read as fast as the service
+    # takes it (an unpaced replay), which has no arrival rate the analysis must keep up with
 
     def items(self, stop_event: threading.Event) -> Iterator[StreamItem]: ...
 

@@ -59,6 +59,7 @@ class FileSeriesSource:
     ) -> None:
         self.pattern = str(pattern)
         self.interval = interval
+        self.paced = interval is not None  # unpaced: no arrival rate to keep up with
         self.name = name or f"files:{self.pattern}"
         self.stats = SourceStats()
 

@@ -515,6 +515,7 @@ class TiledReplaySource:
         self.uri = uri
         self.run_uid = run_uid
         self.pace = pace
+        self.paced = pace is not None  # unpaced: no arrival rate to keep up with
         self.name = name or f"tiled-replay:{run_uid}"
         self.stats = SourceStats()
         self._key_file = key_file

@@ -1,0 +1,94 @@
+"""An unpaced replay logs no "cannot keep up" warning (issue 22 item 6).
+
+``replay`` without ``--speed`` reads the whole run at once by design: every frame "arrives" at
+the same moment, so the headroom check warned "model ... cannot keep up ... frames arrive every
+0.000 s ... the backlog grows" on every such replay (measured: ``replay --tiled`` of a 12-frame
+run). A live source that outpaces the analysis still warns.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.service import StreamService
+from motex_stream.stream.sources import FileSeriesSource
+from motex_stream.stream.sources.base import SourceStats
+from tests.conftest import KEGGIN
+
+N_FRAMES = 8
+
+
+class SlowAnalyzer:
+    """Takes 30 ms a frame: slower than frames that all come at once."""
+
+    name = "slow"
+
+    @property
+    def fit_r(self) -> np.ndarray:
+        return np.linspace(2.0, 8.0, 10)
+
+    def analyze(self, frame: Frame) -> FrameResult:
+        time.sleep(0.03)
+        return FrameResult(
+            model=self.name,
+            contributions=[{"atom": 1, "element": "W", "value": -0.1, "spread": 0.0}],
+            best={"mask": [1], "rwp": 0.2},
+            timing={"fit": 0.03},
+            model_quality={"mae": 0.01},
+            n_refit=1,
+        )
+
+
+class BurstLiveSource:
+    """A live source (no ``paced`` attribute) whose frames come faster than the analysis."""
+
+    name = "live-burst"
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    def items(self, stop_event: threading.Event) -> Iterator[StreamItem]:
+        r = np.linspace(1.0, 10.0, 50)
+        yield RunStart("live", time.time())
+        for seq in range(1, N_FRAMES + 1):
+            yield Frame("live", seq, time.time(), r, np.cos(r) * seq)
+        yield RunStop("live", time.time())
+
+
+def _keep_up_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "cannot keep up" in r.getMessage()
+    ]
+
+
+def test_unpaced_file_replay_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(N_FRAMES):
+        shutil.copy(KEGGIN / "DanMAX_AlphaKeggin.gr", tmp_path / f"frame_{i:02d}.gr")
+    source = FileSeriesSource(str(tmp_path / "*.gr"))  # no interval: as fast as possible
+    with caplog.at_level(logging.INFO):
+        summary = StreamService({"slow": SlowAnalyzer()}, [source], []).run()
+    assert summary["processed"] == N_FRAMES
+    assert _keep_up_warnings(caplog) == []
+
+
+def test_a_live_source_that_outpaces_the_analysis_still_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO):
+        summary = StreamService({"slow": SlowAnalyzer()}, [BurstLiveSource()], []).run()
+    assert summary["processed"] == N_FRAMES
+    assert len(_keep_up_warnings(caplog)) == 1
