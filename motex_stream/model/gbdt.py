@@ -723,9 +723,10 @@ class IncrementalSurrogate:
 
         ``prepare(booster, generation)`` is called in that thread once the new booster is
         trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`); then
-        ``members(generation, X, y, rows)`` with the frame's data the booster was trained on
-        and the rows' ids given to :meth:`update` (the live interval ensemble rebuilds its
-        members from them). Inline rebuilds call ``members`` too.
+        ``members(generation, X, y, rows)`` with every row of the frame the booster was
+        trained on (its held-out rows too) and the rows' ids given to :meth:`update` (the live
+        interval ensemble is built from them, as the offline one from every fit). Inline
+        rebuilds call ``members`` too.
         """
         self.background = True
         self._prepare = prepare
@@ -749,19 +750,33 @@ class IncrementalSurrogate:
         ).booster
 
     def _background_build(
-        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int, generation: int
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        rows: np.ndarray,
+        fit_idx: np.ndarray,
+        seed: int,
+        generation: int,
     ) -> tuple[xgb.Booster, int]:
-        booster = self._fresh(X, y, seed)
+        booster = self._fresh(X[fit_idx], y[fit_idx], seed)
         if self._prepare is not None:
             self._prepare(booster, generation)
         if self._members is not None:
             self._members(generation, X, y, rows)
         return booster, generation
 
-    def _submit_rebuild(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> None:
+    def _submit_rebuild(
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
+    ) -> None:
         assert self._executor is not None
         self._pending = self._executor.submit(
-            self._background_build, X.copy(), y.copy(), rows.copy(), seed, self.generation + 1
+            self._background_build,
+            X.copy(),
+            y.copy(),
+            rows.copy(),
+            fit_idx,
+            seed,
+            self.generation + 1,
         )
 
     def _swap_pending(self) -> float:
@@ -787,11 +802,14 @@ class IncrementalSurrogate:
     def predict(self, masks_or_X: np.ndarray) -> np.ndarray:
         return self.booster.predict(xgb.DMatrix(_as_features(masks_or_X), nthread=NTHREAD))
 
-    def _rebuild(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int) -> xgb.Booster:
-        """A fresh booster on the current frame alone (:meth:`_fresh`), in line. Only the
-        ``members`` callback runs: the caller's SHAP cache sees ``rebuilt`` and explains the
-        new booster with every core, faster than ``prepare``'s one-core pass."""
-        booster = self._fresh(X, y, seed)
+    def _rebuild(
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
+    ) -> xgb.Booster:
+        """A fresh booster on the current frame's ``fit_idx`` rows (:meth:`_fresh`), in line.
+        Only the ``members`` callback runs (with every row of the frame): the caller's SHAP
+        cache sees ``rebuilt`` and explains the new booster with every core, faster than
+        ``prepare``'s one-core pass."""
+        booster = self._fresh(X[fit_idx], y[fit_idx], seed)
         self.generation += 1
         if self._members is not None:
             self._members(self.generation, X, y, rows)
@@ -824,7 +842,7 @@ class IncrementalSurrogate:
         rebuilt = self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
-            booster = self._rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
+            booster = self._rebuild(X, y, ids, fit_idx, frame_seed)
         else:
             booster = _boost_more(
                 self.booster,
@@ -855,13 +873,13 @@ class IncrementalSurrogate:
         started = False
         if drifted:
             t = time.perf_counter()
-            self.booster = self._rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
+            self.booster = self._rebuild(X, y, ids, fit_idx, frame_seed)
             rebuilt = True
             mae, _ = _metrics(self.booster, X[hold_idx], y[hold_idx])
             timings["drift_rebuild"] = time.perf_counter() - t
         elif self.background and self.n_trees + self.rounds_per_frame > self.max_trees:
             # the next frame would pass the cap: rebuild off the hot path
-            self._submit_rebuild(X[fit_idx], y[fit_idx], ids[fit_idx], frame_seed)
+            self._submit_rebuild(X, y, ids, fit_idx, frame_seed)
             started = True
         timings["total"] = time.perf_counter() - t0
         fit = FrameFit(

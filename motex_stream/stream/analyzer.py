@@ -354,12 +354,11 @@ class MotexFrameAnalyzer:
             self._ensemble = None
             return
         ens = self._ensemble
-        rows = min(run.ci_rows, len(self.catalogue))
-        if ens is not None and len(ens.params) == run.ci_models and ens.rows == max(2, rows):
+        rows = run.ci_rows
+        if ens is not None and len(ens.params) == run.ci_models and ens.rows == rows:
             return
         # members resample the catalogue and use the search's points, as offline
         self._ensemble = LiveEnsemble(
-            self._features,
             self.catalogue,
             member_params(self.search, self.surrogate.params, run.ci_models),
             run.ci_rows,
@@ -370,9 +369,10 @@ class MotexFrameAnalyzer:
         self, generation: int, X: np.ndarray, y: np.ndarray, rows: np.ndarray
     ) -> None:
         """Build the interval members of a rebuilt surrogate (in its rebuild thread)."""
+        del X  # the members build their own features from the catalogue rows
         ens = self._ensemble
         if ens is not None:
-            ens.prepare(generation, X, y, rows)
+            ens.prepare(generation, y, rows)
 
     def _interval_sd(
         self,
@@ -396,7 +396,7 @@ class MotexFrameAnalyzer:
         ens = self._ensemble
         if run.ci_models < 2 or ens is None:
             return se, None
-        ens_sd = ens.update(self.surrogate.generation, self._features[idx], rwp, idx)
+        ens_sd = ens.update(self.surrogate.generation, rwp, idx)
         df = welch_df(ens_sd**2, len(ens.params) - 1, se**2)
         return np.sqrt(se**2 + ens_sd**2), df
 

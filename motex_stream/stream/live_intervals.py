@@ -9,15 +9,18 @@ an m-out-of-n bootstrap of the fits (m = ``ci_rows``) and explained on that resa
 (ddof 1) of their contribution values is the ensemble's part of the interval.
 
 Live, the same ensemble is built **whenever the serving surrogate is (re)built from scratch**,
-on the frame it is built on and with the same recipe (the same member hyperparameters, an
-m-out-of-n bootstrap of the catalogue weighting that frame's fits, explained in sample); its
-SD then serves every frame of that surrogate's life. The surrogate is rebuilt at the tree cap
-(every few frames: the cap holds the searched model plus two frames of warm starts) and, in
-line, on any frame whose data moved away from it (drift), so the SD always comes from one
-frame, the serving model's own, and never from a mixture of older ones. The build runs in the
-rebuild's background thread (:meth:`LiveEnsemble.prepare`, called by the surrogate with the
-data it was rebuilt on) and is adopted on the frame the model is swapped in; on the first
-frame, after a restart and on a drift it is built in line. Per-frame cost: nothing.
+on the frame it is built on, by the same code (:func:`~motex_stream.explain.confidence.
+ensemble_contributions`, with the same members and seed as ``steps.intervals``, over every fit
+of that frame): for a frame whose fits cover the catalogue it *is* the offline ensemble of
+that frame. Its SD then serves every frame of that surrogate's life. The surrogate is
+rebuilt at the tree cap (every few frames: the cap holds the searched model plus two frames
+of warm starts) and, in line, on any frame whose data moved away from it (drift), so the SD
+always comes from one frame, the serving model's own, and never from a mixture of older
+ones. The build runs in the rebuild's background thread (:meth:`LiveEnsemble.prepare`, called
+by the surrogate with the frame it was rebuilt on) and is adopted on the frame the model is
+swapped in; on the first frame, after a restart and on a drift it is built in line.
+Per-frame cost: nothing; per rebuild: ``ci_models`` trainings and SHAP passes on ``ci_rows``
+motifs (the offline ensemble's cost), off the hot path except on drift.
 
 Why not members warm-started frame by frame (as before issue 20): a member that boosts more
 trees on each new frame (i) carries the frames since it was built, and (ii) converges to the
@@ -25,7 +28,11 @@ data like the main model, so the spread of differently tuned members shrinks fra
 (measured: 0.6 of the offline SD after two frames, 0.35 after four, against 1.0 at the
 build); the rotating version, refreshed one member per frame across rebuilds, came out ~4×
 too wide on a long series. Building members afresh each frame would cost ``ci_models`` full
-trainings and SHAP passes per frame.
+trainings and SHAP passes per frame. And why the offline code and seed rather than a
+bootstrap of the live's own: with four members the SD of one atom is itself uncertain by
+~40 %, so two ensembles with different draws label borderline atoms differently (measured:
+52-68 % of the labels the same as offline with equal median widths); the same draws on the
+same fits give the same labels.
 
 ``sd² = sampling_se² + ensemble SD²``, with ``members − 1`` degrees of freedom for the t
 quantile, as offline. What the spread covers: bootstrap of the fits, training seed, the
@@ -41,17 +48,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import xgboost as xgb
 
-from motex_stream.explain.contributions import ShapCache, atom_contributions
+from motex_stream.explain.confidence import ensemble_contributions
 from motex_stream.model.gbdt import Hyperparameters
 
 log = logging.getLogger(__name__)
-
-#: Seed offset of the live members (not the offline ensemble's, not the main model's).
-_SEED_OFFSET = 104729
-#: xgboost threads of a member: the main model's training uses the cores first.
-_NTHREAD = 1
 
 
 def member_params(
@@ -68,83 +69,60 @@ def member_params(
     return [params[b % len(params)] for b in range(int(members))]
 
 
-def _seed(*key: int) -> int:
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0] % 2**31)
-
-
 class LiveEnsemble:
-    """The interval ensemble of the serving surrogate (one SD per atom); see the module doc."""
+    """The interval ensemble of the serving surrogate (one SD per atom); see the module doc.
+
+    ``masks``: the catalogue; ``params``: the members' hyperparameters (:func:`member_params`);
+    ``rows``: motifs per bootstrap resample (``ci_rows``); ``seed``: the analysis seed (the
+    offline ensemble's, so the same fits give the same members).
+    """
 
     def __init__(
-        self,
-        features: np.ndarray,
-        masks: np.ndarray,
-        params: Sequence[Hyperparameters],
-        rows: int,
-        seed: int,
+        self, masks: np.ndarray, params: Sequence[Hyperparameters], rows: int, seed: int
     ) -> None:
         if len(params) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(params)}")
-        self.rows = max(2, min(int(rows), len(masks)))
+        self.rows = int(rows)
         self.seed = int(seed)
         self.params = list(params)
-        self._features = features  # the catalogue's
-        self._masks = np.asarray(masks)
+        # (xgboost parameters, rounds) per member, exactly as steps.intervals builds them
+        self.members = [(p.to_xgb_params(seed=self.seed), p.n_estimators) for p in self.params]
+        self._masks = masks
         self.generation: int | None = None  # the surrogate generation the SD was built for
         self.sd: np.ndarray | None = None
-        self.values: np.ndarray | None = None  # (members, atoms) at the build
+        self.values: np.ndarray | None = None  # (members, atoms) of that build
         self._lock = threading.Lock()
         self._prepared: dict[int, np.ndarray] = {}
 
-    def build(self, generation: int, X: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Contribution values (members, atoms) of the members trained on ``X``/``y`` (a
-        frame's fits of catalogue rows ``ids``), each on the frame's fits weighted by its own
-        m-out-of-n bootstrap of the catalogue and explained on that resample (one thread)."""
-        X = np.asarray(X)
-        y = np.asarray(y, dtype=float)
-        ids = np.asarray(ids)
-        out = np.full((len(self.params), self._masks.shape[1]), np.nan)
-        for k, hp in enumerate(self.params):
-            draw = np.random.default_rng(_seed(self.seed, _SEED_OFFSET, k, generation)).integers(
-                0, len(self._masks), self.rows
-            )
-            weight = np.bincount(draw, minlength=len(self._masks)).astype(float)[ids]
-            keep = weight > 0
-            if keep.sum() < 2:  # a frame that refits none of the resample: unweighted
-                keep, weight = np.ones(len(y), bool), np.ones(len(y))
-            seed = _seed(self.seed, _SEED_OFFSET, 1, k, generation)
-            booster = xgb.train(
-                hp.to_xgb_params(seed=seed, nthread=_NTHREAD),
-                xgb.DMatrix(X[keep], label=y[keep], weight=weight[keep], nthread=_NTHREAD),
-                max(1, int(hp.n_estimators)),
-            )
-            rows = np.sort(draw)
-            cache = ShapCache(np.ascontiguousarray(self._features[rows], dtype=np.float32))
-            cache.prepare(booster, generation)  # one core
-            shap = cache.update(booster, rebuilt=True, generation=generation)
-            out[k] = atom_contributions(shap, self._masks[rows]).value
-        return out
+    def build(self, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Contribution values (members, atoms) of the members trained on one frame's fits
+        ``y`` of catalogue rows ``ids`` (the offline ensemble's code, seed and resamples)."""
+        masks = np.asarray(self._masks[np.asarray(ids)], dtype=bool)
+        return ensemble_contributions(
+            np.asarray(y, float), masks, self.members, self.seed, self.rows
+        )
 
-    def prepare(self, generation: int, X: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
-        """Build the ensemble of a new surrogate (generation ``generation``, trained on
-        ``X``/``y``) ahead, e.g. in the surrogate's rebuild thread; :meth:`update` adopts it on
-        the frame the surrogate is swapped in. Touches nothing the foreground reads."""
-        values = self.build(generation, X, y, ids)
+    def prepare(self, generation: int, y: np.ndarray, ids: np.ndarray) -> None:
+        """Build the ensemble of a new surrogate (generation ``generation``, rebuilt on the
+        frame whose fits are ``y``) ahead, e.g. in the surrogate's rebuild thread;
+        :meth:`update` adopts it on the frame the surrogate is swapped in. Touches nothing the
+        foreground reads."""
+        values = self.build(y, ids)
         with self._lock:
             self._prepared[generation] = values
 
-    def update(self, generation: int, X: np.ndarray, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def update(self, generation: int, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """The ensemble's SD per atom for a frame served by surrogate ``generation``; built
-        from this frame's ``X``/``y`` (catalogue rows ``ids``) when no build of that generation
-        is ready (first frame, restart, drift). Atoms whose contrast is undefined in a
-        member's resample get NaN (their interval is then undefined: ``uncertain``)."""
+        from this frame's fits ``y`` (catalogue rows ``ids``) when no build of that generation
+        is ready (first frame, restart). Atoms whose contrast is undefined in a member's
+        resample get NaN (their interval is then undefined: ``uncertain``)."""
         with self._lock:  # a build for a later generation may already be waiting: keep it
             ready = self._prepared.pop(generation, None)
             for g in [g for g in self._prepared if g < generation]:
                 del self._prepared[g]
         if generation != self.generation or self.sd is None:
             t = time.perf_counter()
-            values = ready if ready is not None else self.build(generation, X, y, ids)
+            values = ready if ready is not None else self.build(y, ids)
             self.values, self.generation = values, generation
             self.sd = np.std(values, axis=0, ddof=1)
             log.debug(

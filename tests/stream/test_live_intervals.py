@@ -9,9 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
+from motex_stream.analysis import steps
 from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.model.gbdt import Hyperparameters
+from motex_stream.explain.contributions import atom_contributions
+from motex_stream.model.gbdt import Hyperparameters, TrainedModel
 from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live_intervals import LiveEnsemble, member_params
@@ -84,30 +86,41 @@ def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
 ) -> None:
     """Issue 20: the members once rotated and warm-started across frames and rebuilds, so on
     a long series they carried earlier frames (intervals ~4x the offline width). Now the SD
-    of a surrogate generation comes from members built on one frame's fits only: the same SD
-    whichever frames came before, kept until the surrogate is rebuilt, and a build prepared
-    in the rebuild thread is what the swap frame uses (not that frame's data)."""
+    of a surrogate generation is the offline ensemble's SD of the one frame that surrogate
+    was built on: ``steps.intervals`` of those fits gives the same numbers, later frames of
+    the same surrogate do not change it, and a build prepared in the rebuild thread is what
+    the swap frame uses (not that frame's data)."""
     analyzer = fresh(settings, state_dir, tmp_path)
-    cat, X = analyzer.catalogue, analyzer._features
+    cat = analyzer.catalogue
     params = member_params(analyzer.search, analyzer.surrogate.params, 3)
     ids = np.arange(len(cat))
     frames = [analyzer.surrogate.predict(cat) * (1 + 0.1 * k) for k in range(3)]
-
-    def ensemble() -> LiveEnsemble:
-        return LiveEnsemble(X, cat, params, rows=150, seed=7)
-
-    ens = ensemble()
-    sd0 = ens.update(0, X, frames[0], ids)
+    ens = LiveEnsemble(cat, params, rows=150, seed=settings.seed)
+    sd0 = ens.update(0, frames[0], ids)
     assert np.all(np.isfinite(sd0)) and np.all(sd0 > 0)
+    trained = TrainedModel(
+        analyzer.surrogate.booster,
+        analyzer.surrogate.params,
+        0.0,
+        0.0,
+        0,
+        0,
+        0,
+        search_history=analyzer.search,
+    )
+    contributions = atom_contributions(analyzer._shap.values, analyzer._explained_masks)
+    offline = steps.intervals(
+        trained, cat, frames[0], contributions, settings.updated(ci_models=3, ci_rows=150)
+    )
+    np.testing.assert_allclose(sd0, offline.ensemble_sd, rtol=1e-12)
     # a later frame of the same surrogate: the same SD (no per-frame member history)
-    np.testing.assert_array_equal(ens.update(0, X, frames[1], ids), sd0)
+    np.testing.assert_array_equal(ens.update(0, frames[1], ids), sd0)
     # the surrogate is rebuilt on frame 2's fits: the members are built on those alone
-    ens.prepare(1, X, frames[2], ids)
-    sd1 = ens.update(1, X, frames[0], ids)  # the swap frame's data are not used
-    alone = ensemble()
-    np.testing.assert_array_equal(sd1, alone.update(1, X, frames[2], ids))
+    ens.prepare(1, frames[2], ids)
+    sd1 = ens.update(1, frames[0], ids)  # the swap frame's data are not used
+    alone = LiveEnsemble(cat, params, rows=150, seed=settings.seed)
+    np.testing.assert_array_equal(sd1, alone.update(1, frames[2], ids))
     assert not np.array_equal(sd1, sd0)
-    assert ens.values is not None and ens.values.shape == (3, cat.shape[1])
 
 
 def test_members_are_the_offline_ensembles_models() -> None:
@@ -126,7 +139,7 @@ def test_members_are_the_offline_ensembles_models() -> None:
 def test_an_ensemble_needs_two_members(series, settings, state_dir, tmp_path) -> None:
     analyzer = fresh(settings, state_dir, tmp_path)
     with pytest.raises(ValueError, match="at least 2"):
-        LiveEnsemble(analyzer._features, analyzer.catalogue, [Hyperparameters()], 100, 0)
+        LiveEnsemble(analyzer.catalogue, [Hyperparameters()], 100, 0)
 
 
 def test_live_explains_a_seeded_subsample_above_explain_rows(
