@@ -151,8 +151,8 @@ class ModelSettings(BaseModel):
         ge=0,
         le=50,
         description="confidence intervals: extra surrogates on bootstrap resamples of the fits "
-        "(searched hyperparameters, no new search); live, a rotating ensemble of as many, one "
-        "refreshed per frame; 0 or 1: sampling error of the SHAP means only",
+        "(searched hyperparameters, no new search); live, the same ensemble, built on the frame "
+        "each surrogate is (re)built on; 0 or 1: sampling error of the SHAP means only",
     )
     ci_rows: int = Field(
         2500,
@@ -337,7 +337,8 @@ class LiveModelSettings(ModelSettings):
         120,
         ge=4,
         le=2000,
-        description="tree cap of the live GBDT; a rebuild keeps a third (bounds per-frame SHAP)",
+        description="tree cap of the live GBDT: reached, the searched model is re-trained on the "
+        "current frame (never squeezed); a cap below its rounds + 2 frames' rounds is raised",
     )
 
     change_frames: int = Field(
