@@ -294,7 +294,7 @@ class MotexFrameAnalyzer:
         timing["explain"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        sd, df = self._interval_sd(run, contrib, shap, idx, fits.rwp)
+        sd, df = self._interval_sd(run, contrib, idx, fits.rwp)
         low, high, label = interval(contrib.value, sd, run.ci_level, df)
         timing["intervals"] = time.perf_counter() - t
 
@@ -378,20 +378,19 @@ class MotexFrameAnalyzer:
         self,
         run: LiveModelSettings,
         contrib: AtomContributions,
-        shap: np.ndarray,
         idx: np.ndarray,
         rwp: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """SD of each live value and its degrees of freedom: the SHAP-mean sampling error,
-        plus the live ensemble's spread when ``ci_models`` ≥ 2 (members of the current frame,
-        see :mod:`motex_stream.stream.live_intervals`).
+        plus the spread of the serving surrogate's ensemble when ``ci_models`` ≥ 2 (the
+        offline ensemble of the frame it was built on, see
+        :mod:`motex_stream.stream.live_intervals`).
 
         The ensemble's spread is the SD (ddof 1) of ``ci_models`` members' values, as offline,
         so it carries ``ci_models − 1`` degrees of freedom; the interval then takes Student's
         t quantile with the Welch–Satterthwaite degrees of freedom, exactly as the offline
         intervals do (:func:`motex_stream.explain.confidence.welch_df`). The sampling error
         alone counts as exact (normal quantile, ``None``)."""
-        del shap  # the members are explained on their own; kept for the call's shape
         se = sampling_error(contrib)
         ens = self._ensemble
         if run.ci_models < 2 or ens is None:
