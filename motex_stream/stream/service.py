@@ -265,6 +265,7 @@ class StreamService:
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._ages: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._seen_stats: dict[str, dict[str, int]] = {}
+        self._resumed_upto: dict[str, int] = {}  # per resumed run: seq published before restart
         # an unpaced replay has no arrival rate to keep up with (headroom: no warning then)
         self._paced = {s.name: bool(getattr(s, "paced", True)) for s in self.sources}
         # source counters are synced by receivers and by each /metrics scrape (so a source
@@ -487,6 +488,7 @@ class StreamService:
         done = min(per_sink, default=top)
         with self._lock:
             self._published_seq[start.uid] = done
+            self._resumed_upto[start.uid] = done
             if any(h > done for h in per_sink):
                 self._sink_held[start.uid] = per_sink
         log.info("run %s resumed after seq %d (sinks hold %s)", start.uid, done, per_sink)
@@ -495,6 +497,17 @@ class StreamService:
         self.metrics.seq_duplicates.labels(source=source).inc()
         with self._lock:
             self._totals["duplicates"] += 1
+            resumed = frame.seq <= self._resumed_upto.get(frame.source, 0)
+        if resumed:  # the documented resume: what was published before the restart is skipped
+            self._ratelog.log(
+                logging.INFO,
+                "resumed",
+                "frame %d of %s was published before the restart (resumed after %d); skipped",
+                frame.seq,
+                frame.source,
+                done,
+            )
+            return
         self._ratelog.warning(
             "published",
             "frame %d of %s was published before (up to %d); dropped",

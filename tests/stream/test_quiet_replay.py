@@ -92,3 +92,22 @@ def test_a_live_source_that_outpaces_the_analysis_still_warns(
         summary = StreamService({"slow": SlowAnalyzer()}, [BurstLiveSource()], []).run()
     assert summary["processed"] == N_FRAMES
     assert len(_keep_up_warnings(caplog)) == 1
+
+
+def test_a_documented_resume_logs_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rerunning a replay after a kill skips what was published, at INFO: that is the
+    documented resume, not a fault. Before: "frame 1 ... was published before; dropped" was
+    a WARNING on every resume."""
+    for i in range(4):
+        shutil.copy(KEGGIN / "DanMAX_AlphaKeggin.gr", tmp_path / f"frame_{i:02d}.gr")
+    source = FileSeriesSource(str(tmp_path / "*.gr"))
+    with caplog.at_level(logging.INFO):
+        summary = StreamService(
+            {"slow": SlowAnalyzer()}, [source], [], resume_after={source.pattern: 2}
+        ).run()
+    assert summary["processed"] == 2 and summary["duplicates"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+    assert any("published before the restart" in r.getMessage() for r in caplog.records)
