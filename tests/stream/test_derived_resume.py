@@ -270,3 +270,17 @@ def test_the_verdict_is_archived_on_an_atom_axis_a_stock_client_selects(
     assert ds.contributions.where(ds.element == "W", drop=True).sizes["atom"] == 3
     table = ds[["contributions", "ci_low", "ci_high", "label"]].isel(time=-1).to_dataframe()
     assert list(table.index) == atoms and list(table["label"]) == labels
+
+
+def test_the_archive_reports_its_losses_on_the_service_metrics(tiled: tuple[str, str]) -> None:
+    """The Tiled archive's own series are on the service's registry (what /metrics serves)
+    from start-up, at 0: an alert on ``increase()`` sees the first lost event."""
+    uri, key = tiled
+    sink = BlueskyRunSink([tiled_writer(uri, api_key=key)])
+    service = StreamService({"toy": ToyAnalyzer()}, [ListSource([])], [sink])
+    registry = service.metrics.registry
+    for stream in ("primary", "changes"):
+        labels = {"stream": stream}
+        assert registry.get_sample_value("motex_archive_events_lost_total", labels) == 0
+    assert registry.get_sample_value("motex_archive_events_pending") == 0
+    sink.close()

@@ -51,6 +51,7 @@ from motex_stream.stream.publishers.bluesky_run import (
 from motex_stream.stream.publishers.tiled_reopen import (
     NewRun,
     ReopenedRun,
+    StoredRun,
     read_stored_run,
 )
 
@@ -137,6 +138,7 @@ class _Run:
     fed: set[str] = field(default_factory=set)  # descriptor uids the writer has
     pending: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
     lost: dict[str, list[int]] = field(default_factory=dict)  # stream -> seq_nums
+    written: dict[str, set[int]] = field(default_factory=dict)  # stream -> seq_nums stored
     opened: bool = False  # a writer was opened once: from then on, a stored copy is ours
     stopped: bool = False
 
@@ -335,6 +337,7 @@ class TiledArchive:
     def _open(self, run: _Run) -> Callable[[str, dict[str, Any]], Any]:
         """A writer for ``run`` as Tiled holds it now, given the start and the descriptors."""
         stored = read_stored_run(self.client, run.uid)
+        self._check_held(run, stored)
         writer: Callable[[str, dict[str, Any]], Any]
         if stored is None:
             writer = NewRun(self.client, batch_size=self.batch_size)
@@ -360,6 +363,16 @@ class TiledArchive:
         run.opened = True
         return writer
 
+    def _check_held(self, run: _Run, stored: StoredRun | None) -> None:
+        """Events this archive wrote that Tiled no longer holds (it lost them: restored from
+        an older backup, a temporary catalog) are lost too, and named like the others."""
+        for stream, seqs in run.written.items():
+            held = stored.streams.get(stream) if stored is not None else None
+            gone = sorted(seqs - (held.held if held is not None else set()))
+            for seq in gone:
+                self._lose_seq(run, stream, seq, "Tiled held it but no longer does")
+            seqs.difference_update(gone)
+
     def _try(self, run: _Run, name: str, doc: dict[str, Any]) -> Exception | None:
         """Write one document (opening the run's writer first if need be); on failure the
         writer is discarded with whatever half state it holds."""
@@ -371,6 +384,9 @@ class TiledArchive:
             run.writer(name, self._final_stop(run, doc) if name == "stop" else doc)
             if name == "descriptor":
                 run.fed.add(doc["uid"])
+            elif name == "event":
+                stream = run.stream_of(str(doc["descriptor"]))
+                run.written.setdefault(stream, set()).add(int(doc["seq_num"]))
             elif name == "stop":
                 run.stopped = True
                 if isinstance(run.writer, ReopenedRun) and run.writer.skipped:
@@ -421,7 +437,9 @@ class TiledArchive:
             self.metrics.events_pending.set(self._pending_events)
 
     def _lose(self, run: _Run, doc: Mapping[str, Any], why: str) -> None:
-        stream, seq = run.stream_of(str(doc["descriptor"])), int(doc["seq_num"])
+        self._lose_seq(run, run.stream_of(str(doc["descriptor"])), int(doc["seq_num"]), why)
+
+    def _lose_seq(self, run: _Run, stream: str, seq: int, why: str) -> None:
         run.lost.setdefault(stream, []).append(seq)
         self.lost_events += 1
         self.metrics.events_lost.labels(stream=stream).inc()
