@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", "motex_stream.stream.watch", "live terminal view of a published stream"),
         ("dashboard", "motex_stream.stream.dashboard", "live web page of a published stream"),
         ("demo", "motex_stream.stream.demo", "simulated beamline → service → watch, end to end"),
+        ("agent", "motex_stream.stream.loop.cli", "closed loop: suggest plans to a Queue Server"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(module=module)
