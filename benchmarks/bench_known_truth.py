@@ -38,7 +38,7 @@ import numpy as np
 from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine
-from motex_stream.explain.refine import descend
+from motex_stream.explain.refine import checked_labels, descend
 from motex_stream.pdf.debye import debye_pdf
 from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.pdf.settings import PDFSettings
@@ -346,6 +346,10 @@ def run_case(case: Case, seed: int, catalogue: int, folder: Path) -> dict[str, o
         "labels_interval": errors(interval_label),
         "labels_direct": errors(ref.direct_label),
         "labels_final": errors(res.intervals.label),
+        # the stricter rule: a remove also needs the toggle to resolve it
+        "labels_strict": errors(
+            checked_labels(interval_label, ref.direct_label, remove_needs_direct=True)
+        ),
         "seconds": res.timings["total"],
         "refine_seconds": res.timings["refine"],
     }
@@ -355,12 +359,12 @@ def table(rows: list[dict]) -> str:
     head = (
         "| case | data | seed | k/N | Rwp truth / central / refined (truth local opt.) "
         "| central top-k (AUC) | SHAP top-k (AUC) | refined: true / extra "
-        "| interval labels: false keep, truth removed | final labels "
-        "|\n|---|---|---|---|---|---|---|---|---|---|"
+        "| interval labels: false keep, truth removed | checked labels | strict "
+        "|\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     out = [head]
     for r in rows:
-        li, lf = r["labels_interval"], r["labels_final"]
+        li, lf, ls = r["labels_interval"], r["labels_final"], r["labels_strict"]
         out.append(
             f"| {r['case']} | {r['calculator']} | {r['seed']} | {r['k']}/{r['n_atoms']} | "
             f"{r['rwp_truth']:.4f} / {r['rwp_central']:.4f} / {r['rwp_refined']:.4f} "
@@ -370,7 +374,23 @@ def table(rows: list[dict]) -> str:
             f"{r['refined_recovered']} / {r['refined_extra']}"
             f"{' (≡ truth)' if r['refined_equivalent'] and r['refined_extra'] else ''} | "
             f"{li['false_keep']}/{li['keep']}, {li['truth_removed']}/{r['k']} | "
-            f"{lf['false_keep']}/{lf['keep']}, {lf['truth_removed']}/{r['k']} |"
+            f"{lf['false_keep']}/{lf['keep']}, {lf['truth_removed']}/{r['k']} | "
+            f"{ls['false_keep']}/{ls['keep']}, {ls['truth_removed']}/{r['k']} |"
+        )
+    return "\n".join(out)
+
+
+def summary(rows: list[dict]) -> str:
+    """Pooled label error rates over the rows (issue 21's targets: ≤ 10 % each)."""
+    out = []
+    for key in ("labels_interval", "labels_final", "labels_strict", "labels_direct"):
+        keep = sum(r[key]["keep"] for r in rows)
+        fk = sum(r[key]["false_keep"] for r in rows)
+        tr = sum(r[key]["truth_removed"] for r in rows)
+        k = sum(r["k"] for r in rows)
+        out.append(
+            f"{key}: false keep {fk}/{keep} ({100 * fk / max(keep, 1):.0f} %), "
+            f"truth removed {tr}/{k} ({100 * tr / k:.0f} %)"
         )
     return "\n".join(out)
 
@@ -399,6 +419,7 @@ def main() -> None:
                 rows.append(run_case(case, seed, args.catalogue, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
+    print(summary(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
