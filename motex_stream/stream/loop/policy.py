@@ -27,11 +27,12 @@ class _Strict(BaseModel):
 class PlanTemplate(_Strict):
     """The plan the agent suggests, as the Queue Server names it (its allowed-plans list).
 
-    ``md`` is merged under the agent's own metadata (``motex_change`` etc.), never over it.
+    ``args``/``kwargs`` are the plan's own (``count`` takes a *list* of detectors, hence
+    ``[["det"]]``). ``md`` is merged under the agent's own ``motex_*`` metadata, never over it.
     """
 
     name: str = "count"
-    args: list[Any] = Field(default_factory=lambda: ["det"])
+    args: list[Any] = Field(default_factory=lambda: [["det"]])
     kwargs: dict[str, Any] = Field(default_factory=lambda: {"num": 10})
     md: dict[str, Any] = Field(default_factory=dict)
 
