@@ -111,3 +111,57 @@ def test_a_documented_resume_logs_no_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
     assert any("published before the restart" in r.getMessage() for r in caplog.records)
+
+
+def test_a_resumed_run_resent_by_the_transport_logs_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a restart the source takes the run up from the journal; an event published
+    before the restart and sent again is skipped at INFO (the documented resume: a transport
+    that replays). A duplicate of an event of this session still warns."""
+    from motex_stream.stream.journal import RunJournal
+    from motex_stream.stream.sources.base import DocumentAssembler
+
+    run, desc = "run-1", "desc-1"
+    r = np.linspace(1.0, 10.0, 50)
+
+    def event(seq: int) -> dict[str, object]:
+        return {
+            "uid": f"ev-{seq}-{time.monotonic_ns()}",
+            "descriptor": desc,
+            "seq_num": seq,
+            "time": time.time(),
+            "data": {"pdf_gr": np.cos(r) * seq},
+        }
+
+    journal = RunJournal(tmp_path / "journal")
+    first = DocumentAssembler(source_name="beamline", journal=journal)
+    first.process("start", {"uid": run, "time": time.time()})
+    first.process(
+        "descriptor",
+        {
+            "uid": desc,
+            "run_start": run,
+            "name": "primary",
+            "data_keys": {"pdf_gr": {"dtype": "array", "shape": [50]}},
+            "configuration": {"det": {"data": {"pdf_r": r}}},
+        },
+    )
+    for seq in (1, 2, 3):
+        first.process("event", event(seq))
+    journal.record_published(run, "m", 3)
+    assert journal.flush()
+
+    second = DocumentAssembler(source_name="beamline")
+    (start,) = second.resume(RunJournal(tmp_path / "journal"))
+    assert start.resumed_after == 3
+    with caplog.at_level(logging.INFO):
+        assert second.process("event", event(3)) == []  # re-sent after the restart
+        assert len(second.process("event", event(4))) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert second.stats.duplicates == 1
+    with caplog.at_level(logging.INFO):
+        second.process("event", event(4))  # a duplicate within this session
+    assert any(
+        r.levelno == logging.WARNING and "seen before" in r.getMessage() for r in caplog.records
+    )

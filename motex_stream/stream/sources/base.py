@@ -177,6 +177,7 @@ class _Descriptor:
     wanted: bool  # right stream name and carries the G data key
     r: np.ndarray | None  # grid from the configuration, if it is there
     seqs: SeqTracker = field(default_factory=SeqTracker)
+    resumed_after: int = 0  # a run taken up after a restart: seq_nums published before it
 
 
 def _find_config_grid(descriptor: Mapping[str, Any], r_key: str) -> np.ndarray | None:
@@ -433,6 +434,7 @@ class DocumentAssembler:
             wanted=wanted,
             r=r,
             seqs=SeqTracker(self.reorder_window, watermark),
+            resumed_after=watermark,
         )
         self._descriptors[str(doc["uid"])] = descriptor
         self._descriptor_bytes += 0 if r is None else r.nbytes
@@ -500,9 +502,12 @@ class DocumentAssembler:
         kind, gaps = descriptor.seqs.classify(seq)
         if kind == "duplicate":
             self.stats.add("duplicates")
-            self._log.warning(
-                "duplicate",
-                "%s: run %s: seq_num %d seen before; duplicate dropped",
+            resent = seq <= descriptor.resumed_after  # the documented resume, not a fault
+            self._log.log(
+                logging.INFO if resent else logging.WARNING,
+                "resent" if resent else "duplicate",
+                "%s: run %s: seq_num %d seen before; duplicate dropped"
+                + (" (published before the restart)" if resent else ""),
                 self.source_name,
                 descriptor.run_uid,
                 seq,
