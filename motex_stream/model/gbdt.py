@@ -610,13 +610,14 @@ class FrameFit:
     generation: int = 0
 
 
-#: Warm-start frames a rebuilt surrogate must have room for below the tree cap: a cap lower
-#: than the searched tree count plus this many frames' rounds is raised (see the class doc).
+#: Warm-start frames a freshly built surrogate must have room for below the tree cap: a cap
+#: lower than its tree count plus this many frames' rounds is raised (see the class doc).
 MIN_WARM_FRAMES = 2
 
 
-def effective_tree_cap(max_trees: int, params: Hyperparameters, rounds_per_frame: int) -> int:
-    """The tree cap actually enforced: ``max_trees``, raised to the searched round count plus
+def effective_tree_cap(max_trees: int, base_trees: int, rounds_per_frame: int) -> int:
+    """The tree cap actually enforced: ``max_trees``, raised to the serving model's tree count
+    when it was built (``base_trees``: the searched model, early-stopped) plus
     :data:`MIN_WARM_FRAMES` frames' rounds when it is lower.
 
     Why raise it rather than fit the model under it: a rebuild re-trains the *searched* model
@@ -624,9 +625,11 @@ def effective_tree_cap(max_trees: int, params: Hyperparameters, rounds_per_frame
     one; squeezing it into fewer trees with a larger learning rate is another, worse model
     (issue 20: the 12 Keggin W lost their ``keep`` labels). The cap exists to bound the
     per-frame SHAP cost and to make the surrogate forget old frames, and the searched count
-    is already bounded by the SHAP budget (:func:`rounds_for_budget`).
+    is already bounded by the SHAP budget (:func:`rounds_for_budget`). A cap below the
+    searched model therefore means "rebuild every :data:`MIN_WARM_FRAMES` + 1 frames": the
+    fewer warm-start trees a model carries, the closer it stays to a fresh fit of the frame.
     """
-    floor = int(params.n_estimators) + MIN_WARM_FRAMES * int(rounds_per_frame)
+    floor = int(base_trees) + MIN_WARM_FRAMES * int(rounds_per_frame)
     return max(int(max_trees), floor)
 
 
@@ -647,8 +650,8 @@ class IncrementalSurrogate:
     quality as the one ``analyze`` would train, or the live answer is not the offline one.
 
     The cap enforced is :func:`effective_tree_cap`: ``max_trees``, raised when it could not
-    hold the searched model plus :data:`MIN_WARM_FRAMES` frames of warm-start trees (a lower
-    cap would rebuild on every frame). ``rounds_per_frame=None`` picks 10 trees per frame,
+    hold the serving model as built plus :data:`MIN_WARM_FRAMES` frames of warm-start trees
+    (a lower cap would rebuild on every frame). ``rounds_per_frame=None`` picks 10 trees per frame,
     fewer for deep trees, so that explaining one frame's new trees fits
     :data:`FRAME_SHAP_BUDGET` (depth ≤ 4: 10, depth 5: 4, deeper: 1).
 
@@ -695,6 +698,8 @@ class IncrementalSurrogate:
             raise ValueError("max_trees must be ≥ rounds_per_frame")
         self.booster: xgb.Booster = base.booster
         self.params = base.params
+        #: trees of the serving model when it was built fresh (sets the enforced cap)
+        self.base_trees = int(base.booster.num_boosted_rounds())
         self.rounds_per_frame = int(rounds_per_frame)
         self.configured_max_trees = int(max_trees)
         self.holdout_fraction = float(holdout_fraction)
@@ -712,7 +717,7 @@ class IncrementalSurrogate:
     @property
     def max_trees(self) -> int:
         """The tree cap enforced (:func:`effective_tree_cap` of the configured one)."""
-        return effective_tree_cap(self.configured_max_trees, self.params, self.rounds_per_frame)
+        return effective_tree_cap(self.configured_max_trees, self.base_trees, self.rounds_per_frame)
 
     def start_background_rebuilds(
         self,
@@ -787,6 +792,7 @@ class IncrementalSurrogate:
         waited = time.perf_counter() - t
         self._pending = None
         self.booster = booster
+        self.base_trees = int(booster.num_boosted_rounds())
         self.generation = generation
         log.info(
             "surrogate rebuilt in the background, swapped in at frame %d with %d trees",
@@ -810,6 +816,7 @@ class IncrementalSurrogate:
         cache sees ``rebuilt`` and explains the new booster with every core, faster than
         ``prepare``'s one-core pass."""
         booster = self._fresh(X[fit_idx], y[fit_idx], seed)
+        self.base_trees = int(booster.num_boosted_rounds())
         self.generation += 1
         if self._members is not None:
             self._members(self.generation, X, y, rows)
@@ -915,6 +922,7 @@ class IncrementalSurrogate:
             "seed": self.seed,
             "frame": self.frame,
             "generation": self.generation,
+            "base_trees": self.base_trees,
         }
         (d / _STATE_FILE).write_text(json.dumps(state, indent=2))
         return d
@@ -948,4 +956,6 @@ class IncrementalSurrogate:
         )
         s.frame = int(state["frame"])
         s.generation = int(state["generation"])
+        # states saved before base_trees existed: the searched round count bounds it
+        s.base_trees = int(state.get("base_trees", s.params.n_estimators))
         return s
