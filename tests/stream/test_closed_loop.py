@@ -303,7 +303,7 @@ def test_crossover_puts_exactly_one_suggestion_in_the_queue(loop_run: LoopRun) -
     # nothing started the queue: the RE Manager still holds the item
     assert "awaiting operator" in loop_run.live_log
     # a later change inside min_interval_s is reported as rate limited, not queued
-    assert loop_run.live_log.count("rate_limited") == len(changes) - 1
+    assert loop_run.live_log.count("): rate_limited") == len(changes) - 1
     print(f"closed loop timings: {loop_run.timings}, service {loop_run.service_seconds:.1f} s")
 
 
