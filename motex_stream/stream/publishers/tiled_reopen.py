@@ -11,8 +11,9 @@ How: what the run already holds is read back from Tiled, the source of truth (th
 batches, so a local "last seq written" proves nothing). Per stream that is the ``seq_num``
 column of its ``internal`` table; the stock writer appends that table *after* the array rows of
 the same events, so a row in the table means the whole event is stored. The documents then go
-through the stock ``RunNormalizer`` and a stock ``_RunWriter`` whose node clients are
-pre-populated with the stored nodes instead of created, so events are appended by the stock
+through the stock ``RunNormalizer`` and the stock ``_RunWriter`` code (with the atom axis of
+:func:`motex_writer_class`) whose node clients are pre-populated with the stored nodes instead
+of created, so events are appended by the stock
 code, in the stock layout (arrays ``patch``-extended, table rows appended), and the stop is
 written and the streams closed by it too. Events whose ``seq_num`` the stream already holds are
 dropped, so nothing is stored twice.
