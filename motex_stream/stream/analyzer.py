@@ -117,6 +117,8 @@ class MotexFrameAnalyzer:
         self.save_interval: float | None = None  # or seconds, whichever comes first
         self._saved_mono = time.monotonic()
         self.state_save_failures = 0  # saves that failed (logged; see live_state.save_state)
+        self.state_load_fallbacks = 0  # 1: loaded from the previous generation (live_state.load)
+        self._state_record: dict[str, Any] | None = None  # the commit in use (state.json)
         self._run_settings: dict[str, LiveModelSettings] = {}
         self._described: set[str] = set()  # runs whose message carried the model (live views)
         self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run
@@ -190,10 +192,11 @@ class MotexFrameAnalyzer:
 
     # ----------------------------------------------------------------- persistence
     # (the layout, checks and recovery are motex_stream.stream.live_state's)
-    def save_state(self) -> None:
-        """Persist everything a restart needs, as one atomic commit (see
+    def save_state(self) -> bool:
+        """Persist everything a restart needs, as one atomic commit; True when it committed
+        (a failure is logged and counted, never raised: see
         :func:`motex_stream.stream.live_state.save_state`)."""
-        live_state.save_state(self)
+        return live_state.save_state(self)
 
     def maybe_save(self) -> None:
         """Save after ``save_every`` frames or ``save_interval`` s with new frames; a failure
