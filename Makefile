@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-loop test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/motex-stream demo
+
+# the closed loop (docs/closed-loop.md): redis + Queue Server + service + agent; needs redis-server
+demo-loop: $(STAMP)
+	$(BIN)/python services/demo_loop.py
 
 test: $(STAMP)
 	$(BIN)/ruff check motex_stream tests benchmarks services
