@@ -346,3 +346,49 @@ def test_dead_queue_server_is_counted_logged_and_never_stalls(loop_run: LoopRun)
     events = [d["data"] for n, d in loop_run.dead_report if n == "event"]
     asks = [e for e in events if e.get("outcome") == "error"]
     assert len(asks) == n_changes
+
+
+# ------------------------------------------------------------------ policy, without services
+
+
+def test_example_config_loads_with_safe_defaults() -> None:
+    """services/agent/agent.toml is valid and says: live, human in the loop, limited."""
+    from motex_stream.stream.loop.policy import load_config
+
+    config = load_config(ROOT / "services" / "agent" / "agent.toml")
+    assert config.policy.auto_start is False
+    assert config.policy.min_interval_s > 0 and config.policy.max_queued >= 1
+    assert config.queue_server.user_group == "motex_agent"
+
+
+def test_a_misspelt_safety_key_is_an_error(tmp_path: Path) -> None:
+    """``autostart`` (for ``auto_start``) must not silently leave the default in force."""
+    from pydantic import ValidationError
+
+    from motex_stream.stream.loop.policy import load_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text("[policy]\nautostart = true\n")
+    with pytest.raises(ValidationError, match="autostart"):
+        load_config(path)
+
+
+def test_persistent_uncertainty_and_model_error_fire_once_per_streak() -> None:
+    """Optional triggers: ``persist_frames`` frames in a row fire one suggestion; the streak
+    must break before the next one."""
+    from motex_stream.stream.loop.agent import MotexChangeAgent
+    from motex_stream.stream.loop.policy import Policy
+
+    agent = MotexChangeAgent(Policy(uncertain_fraction=0.5, max_mae=0.1, persist_frames=2))
+
+    def message(seq: int, uncertain: int, mae: float) -> dict[str, Any]:
+        labels = ["uncertain"] * uncertain + ["keep"] * (4 - uncertain)
+        contributions = [{"atom": i + 1, "label": lab} for i, lab in enumerate(labels)]
+        return {"seq": seq, "contributions": contributions, "model_quality": {"mae": mae}}
+
+    stream = [(1, 2, 0.2), (2, 3, 0.2), (3, 4, 0.2), (4, 0, 0.0), (5, 2, 0.0), (6, 2, 0.0)]
+    agent.ingest([message(*m) for m in stream])
+    suggested = agent.suggest()
+    fired = [(s["trigger"], s["seq"]) for s in suggested]
+    assert fired == [("uncertainty", 2), ("model_error", 2), ("uncertainty", 6)]
+    assert [best[0] for best in agent.get_best_points()] == [s["_id"] for s in suggested]
