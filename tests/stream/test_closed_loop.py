@@ -98,7 +98,7 @@ class _Capture(logging.Handler):
 def _agent_toml(path: Path, name: str, sub: str, qs: str, user: str, extra: str = "") -> Path:
     path.write_text(
         f'name = "{name}"\nsubscribe = "{sub}"\n\n'
-        f'[queue_server]\nzmq_control_addr = "{qs}"\ntimeout_s = 2.0\n'
+        f'[queue_server]\nzmq_control_addr = "{qs}"\ntimeout_s = 5.0\n'
         f'user = "{user}"\nuser_group = "motex_agent"\n\n'
         "[policy]\nmin_interval_s = 600\nmax_queued = 2\n"
         f'{extra}\n[policy.plan]\nname = "count"\nargs = [["det"]]\nkwargs = {{num = 5}}\n'

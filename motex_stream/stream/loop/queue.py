@@ -70,10 +70,34 @@ class QueueClient:
             item = BInst(suggestion.name)
         else:
             item = BPlan(suggestion.name, *suggestion.args, **suggestion.kwargs, md=suggestion.md)
-        response = self._call("item_add", "item_add", item, pos=suggestion.position)
+        try:
+            response = self._call("item_add", "item_add", item, pos=suggestion.position)
+        except QueueServerError as exc:
+            # A busy manager can add the item and answer after our timeout: look before
+            # calling it an error, so the report does not say "not queued" for a queued item.
+            found = self._find(suggestion.md.get("motex_suggestion_id"))
+            if found is None:
+                raise
+            log.warning("item_add answered late (%s) but item %s is in the queue", exc, found)
+            return found
         uid = str((response.get("item") or {}).get("item_uid", ""))
         log.info("queued %s %s as item %s", suggestion.kind, suggestion.name, uid)
         return uid
+
+    def _find(self, suggestion_id: Any) -> str | None:
+        """The ``item_uid`` of the queued item carrying ``suggestion_id``; None if none or the
+        server does not answer (then the outcome stays an error: we could not confirm it)."""
+        if not suggestion_id:
+            return None
+        try:
+            queue = self._call("queue_get", "queue_get")
+        except QueueServerError:
+            return None
+        for item in queue.get("items", []):
+            md = (item.get("kwargs") or {}).get("md") or {}
+            if md.get("motex_suggestion_id") == suggestion_id:
+                return str(item.get("item_uid", ""))
+        return None
 
     def start_queue(self) -> None:
         """Start the queue (only when the policy says ``auto_start``)."""
