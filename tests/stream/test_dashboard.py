@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -363,3 +364,126 @@ def test_demo_dashboard_moves_to_a_free_port_when_its_own_is_taken(capsys) -> No
         finally:
             sink.close()
     assert f"dashboard: {sink.server.url}" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- hostile input (issue 19)
+
+
+def crafted_messages() -> dict[str, dict]:
+    """Messages the dashboard's earlier check accepted and the published schema rejects."""
+
+    def with_entry(**entry: object) -> dict:
+        m = message(1)
+        m["contributions"] = [dict(c) for c in m["contributions"]]
+        m["contributions"][0].update(entry)
+        return m
+
+    return {
+        # each closes the attribute it was written into, then adds an image whose load fails
+        "label-markup": with_entry(label='"><img src=x onerror=window.__pwned="label">'),
+        "value-markup": with_entry(value='"><img src=x onerror=window.__pwned="value">'),
+        "unknown-entry-key": with_entry(note="<script>window.__pwned=3</script>"),
+        "value-nan": with_entry(value=float("nan")),
+        "model-markup": {**message(1), "model": "<b>x</b>"},
+    }
+
+
+def test_messages_the_schema_rejects_are_dropped_and_counted_over_real_zmq() -> None:
+    """Sent on the subscribed address (a real ZMQ socket): each crafted message is dropped
+    and counted, the subscriber stays up, and the good message after them is shown."""
+    stop = threading.Event()
+    servers: list[DashboardServer] = []
+    crafted = crafted_messages()
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        thread = threading.Thread(
+            target=serve_subscription,
+            args=(publisher.address,),
+            kwargs={"port": 0, "stop_event": stop, "on_start": servers.append},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            assert publisher.wait_for_subscribers(1, timeout=10)
+            for m in crafted.values():  # NaN too: Python's json writes and reads it
+                publisher._send(str(m["model"]), json.dumps(m).encode())
+            publisher.send_message(message(2))
+            server = servers[0]
+            wait_for(lambda: server.state.messages >= 1 and server.rejected == len(crafted))
+            time.sleep(0.2)
+            assert server.state.messages == 1 and server.rejected == len(crafted)
+            snap = json.loads(get(server, "/api/snapshot")[2])
+            assert snap["rejected"] == len(crafted)
+            assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [2]
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+def test_schema_used_is_the_published_one() -> None:
+    """The dashboard checks with the schema in docs/schema/, byte for byte (packaged copy)."""
+    from pathlib import Path
+
+    from motex_stream.stream.dashboard.schema import SCHEMA_FILE, schema_text
+
+    published = Path(__file__).parents[2] / "docs" / "schema" / SCHEMA_FILE
+    assert schema_text() == published.read_text(encoding="utf-8")
+
+
+def headers_of(server: DashboardServer, path: str) -> tuple[int, dict[str, str]]:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stream = sock.makefile("rb")
+        status = int(stream.readline().split()[1])
+        headers: dict[str, str] = {}
+        while (line := stream.readline().rstrip(b"\r\n")) != b"":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+
+def test_every_response_carries_the_security_headers() -> None:
+    with DashboardServer(port=0) as server:
+        server.add(message(1, fit={"r": [1.0], "g": [0.5], "g_calc": [0.4]}))
+        paths = {
+            "/": 200,
+            "/static/app.js": 200,
+            "/static/app.css": 200,
+            "/api/snapshot": 200,
+            "/api/fit?model=keggin&seq=1": 200,
+            "/api/fit?model=keggin": 400,
+            "/healthz": 200,
+            "/nothing": 404,
+            "/events": 200,
+        }
+        for path, want in paths.items():
+            status, headers = headers_of(server, path)
+            assert status == want, path
+            csp = {
+                d.split()[0]: d.split()[1:]
+                for d in headers["content-security-policy"].split(";")
+                if d.strip()
+            }
+            assert csp["script-src"] == ["'self'"], path  # no inline script, no eval
+            assert csp["default-src"] == ["'none'"], path  # objects, frames, ...: none
+            assert csp["frame-ancestors"] == ["'none'"] and csp["base-uri"] == ["'none'"]
+            assert headers["x-content-type-options"] == "nosniff", path
+            assert headers["x-frame-options"] == "DENY", path
+            assert headers["referrer-policy"] == "no-referrer", path
+        # and the page needs nothing the policy forbids: no inline script or handler
+        page = get(server, "/")[2].decode()
+        for tag in re.findall(r"<script\b[^>]*>", page):
+            assert " src=" in tag, tag
+        for body in re.findall(r"<script\b[^>]*>(.*?)</script>", page, re.S):
+            assert not body.strip(), "an inline script"
+        assert not re.search(r"\son[a-z]+\s*=", page), "an inline event handler"
+
+
+def test_state_keeps_which_frames_a_rebuilt_surrogate_served_first() -> None:
+    state = DashboardState()
+    rebuilt = message(2)
+    rebuilt["model_quality"] = {**rebuilt["model_quality"], "rebuilt": True, "generation": 1}
+    first = state.add(message(1), arrived=1.0)["frame"]
+    second = state.add(rebuilt, arrived=2.0)["frame"]
+    assert (first["rebuilt"], second["rebuilt"], second["generation"]) == (False, True, 1)
+    assert [f["rebuilt"] for f in state.snapshot()["models"]["keggin"]["frames"]] == [False, True]

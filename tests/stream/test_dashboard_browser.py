@@ -9,6 +9,7 @@ compared with it. Screenshots go to ``test-artefacts/`` (see ``browser.py``).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -498,3 +499,151 @@ def change_marks(driver) -> dict:
         };
         """
     )
+
+
+def test_crafted_strings_never_run_in_the_page():
+    """Hostile messages on the subscribed address (real ZMQ) never run script in Chromium.
+
+    Markup in a label or a value (the injection issue 19 found: both went into innerHTML)
+    is refused by the server's schema check; markup in an element symbol, which the schema
+    allows (any string), reaches the page and is shown as text. The page itself runs under
+    its Content-Security-Policy without a single violation (plotly.js included: heatmap,
+    3-D view, fit and trends are drawn).
+    """
+    from tests.stream.test_dashboard import crafted_messages, message
+
+    require_browser()
+    evil_element = "<img src=x onerror=\"window.__pwned='element'\">"
+    shown = message(1)  # the model's first message: it names the elements
+    shown["contributions"] = [dict(c) for c in shown["contributions"]]
+    shown["contributions"][0]["element"] = evil_element
+    shown["structure"] = {
+        "elements": [evil_element, "W", "O", "O", "W"],
+        "xyz": [[0, 0, 0], [2, 0, 0], [1, 1, 0], [1, -1, 0], [0, 2, 0]],
+        "permutable": [1, 2, 5],
+        "bonded": [[1], [2], [1, 2], [2], [5]],
+    }
+    shown["fit"] = {"r": [1.0, 2.0, 3.0], "g": [0.5, 0.25, 0.1], "g_calc": [0.4, 0.2, 0.1]}
+    crafted = crafted_messages()
+    port = free_port()
+    stop = threading.Event()
+    servers: list[DashboardServer] = []
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        thread = threading.Thread(
+            target=serve_subscription,
+            args=(publisher.address,),
+            kwargs={"port": port, "stop_event": stop, "on_start": servers.append},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            with chromium() as driver:
+                # collect CSP violations from the very start of the page
+                driver.execute_cdp_cmd(
+                    "Page.addScriptToEvaluateOnNewDocument",
+                    {
+                        "source": "window.__csp = []; document.addEventListener("
+                        "'securitypolicyviolation', (e) => window.__csp.push("
+                        "e.violatedDirective + ' ' + e.blockedURI));"
+                    },
+                )
+                assert publisher.wait_for_subscribers(1, timeout=10)
+                driver.get(f"http://127.0.0.1:{port}/")
+                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
+                publisher.send_message(shown)
+                publisher.send_message(message(2))
+                wait_until(lambda: page_state(driver)["columns"] == 2, what="two good frames")
+                for m in crafted.values():
+                    publisher._send(str(m["model"]), json.dumps(m).encode())
+                publisher.send_message(message(3))
+                # until the frame after the hostile ones is drawn, or a handler ran
+                state = wait_until(
+                    lambda: (
+                        driver.execute_script("return window.__pwned !== undefined")
+                        or ((s := page_state(driver))["columns"] == 3 and s)
+                    ),
+                    what="the frame after the hostile messages",
+                )
+                assert driver.execute_script("return window.__pwned === undefined"), (
+                    "injected markup ran: " + str(driver.execute_script("return window.__pwned"))
+                )
+                assert state["columns"] == 3
+                wait_until(
+                    lambda: driver.execute_script(
+                        "const d = document.querySelector('section.model .model3d');"
+                        "return d && d.data && d.data.length > 0"
+                    ),
+                    what="the 3-D view drawn",
+                )
+                time.sleep(1.0)  # an onerror would fire as soon as the broken image fails
+                screenshot(driver, "dashboard-hostile-strings")
+                result = driver.execute_script(
+                    """
+                    const table = document.querySelector('.ranking tbody');
+                    return {
+                        pwned: window.__pwned === undefined ? null : String(window.__pwned),
+                        images: document.querySelectorAll('main img').length,
+                        atoms: Array.from(table.querySelectorAll('td.atom'))
+                            .map((td) => td.textContent),
+                        csp: window.__csp,
+                    };
+                    """
+                )
+                assert result["pwned"] is None, result
+                assert result["images"] == 0, result
+                assert evil_element + "1" in result["atoms"], result  # shown as text
+                assert result["csp"] == [], result["csp"]
+                assert servers[0].rejected == len(crafted)
+                assert state["status"] == "live"
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+def test_rebuilds_are_marked_on_the_heatmap():
+    """A frame whose model_quality says ``rebuilt`` gets a dashed line and a hover marker on
+    the heatmap: values on either side of it come from different surrogates."""
+    from tests.stream.test_dashboard import message
+
+    require_browser()
+    port = free_port()
+    stop = threading.Event()
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        thread = threading.Thread(
+            target=serve_subscription,
+            args=(publisher.address,),
+            kwargs={"port": port, "stop_event": stop},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            with chromium() as driver:
+                assert publisher.wait_for_subscribers(1, timeout=10)
+                driver.get(f"http://127.0.0.1:{port}/")
+                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
+                for seq in (1, 2, 3, 4):
+                    m = message(seq)
+                    m["model_quality"] = {
+                        **m["model_quality"],
+                        "rebuilt": seq == 3,
+                        "generation": int(seq >= 3),
+                    }
+                    publisher.send_message(m)
+                marks = wait_until(
+                    lambda: driver.execute_script(
+                        """
+                        const heat = document.querySelector('section.model .heatmap');
+                        if (!heat || !heat.data || heat.data[0].x.length < 4) return null;
+                        const t = heat.data.find((d) => d.name === 'rebuilds');
+                        return {lines: (heat.layout.shapes || []).filter(
+                                    (s) => s.name === 'rebuild').map((s) => s.x0),
+                                markers: t.x, hover: t.text};
+                        """
+                    ),
+                    what="four frames drawn",
+                )
+                assert marks["lines"] == [3] and marks["markers"] == [3]
+                assert "surrogate rebuilt at frame 3 (generation 1)" in marks["hover"][0]
+        finally:
+            stop.set()
+            thread.join(10)

@@ -11,6 +11,12 @@ Routes: ``/`` the page; ``/static/*`` its script, style and Plotly (from the ``p
 wheel); ``/api/snapshot`` the whole :class:`~.state.DashboardState` as JSON; ``/events`` the
 SSE stream (a ``snapshot`` event, then one ``frame`` event per message); ``/api/fit?model=
 NAME&seq=N`` an older frame's fit curve (the snapshot holds only the latest); ``/healthz``.
+
+What it shows comes from the network: every message is checked against the published schema
+before it reaches the state or a browser (:mod:`.schema`; failures are dropped and counted),
+the page writes strings only as text, and every response carries a Content-Security-Policy
+that allows no inline script (:data:`SECURITY_HEADERS`), so a crafted string cannot run code in
+the operator's browser even if it got through.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from motex_stream.stream.dashboard.schema import problem
 from motex_stream.stream.dashboard.state import DashboardState
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.messages import PublishedFrame, to_message
@@ -39,6 +46,34 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 HEARTBEAT_S = 5.0  # an SSE comment this often lets both ends notice a dead connection
 CLIENT_QUEUE = 2000  # events a slow browser may fall behind before it is dropped
+
+#: Sent with every response. The page's script and style are files of this server; no inline
+#: script, no other origin, no framing (clickjacking), no referrer to other sites. Inline
+#: *styles* stay allowed: plotly.js adds its own <style> rules, and a style cannot run code.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+#: rejected messages logged one by one before the log only notes every hundredth
+REJECTS_LOGGED = 10
 
 _STATIC = {
     "app.js": "application/javascript; charset=utf-8",
@@ -116,6 +151,8 @@ class DashboardServer:
         self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, source: str = ""
     ) -> None:
         self.state = DashboardState()
+        self.rejected = 0  # messages dropped: not as the schema publishes them
+        self._rejected_lock = threading.Lock()
         self.source = source  # shown on the page: what the dashboard listens to
         self._clients = _Clients()
         self._closing = threading.Event()
@@ -136,10 +173,38 @@ class DashboardServer:
         log.info("dashboard on %s", self.url)
         return self
 
-    def add(self, message: Mapping[str, Any]) -> None:
-        """Fold one message into the state and push it to every connected browser."""
-        event = self.state.add(message)
-        self._clients.broadcast(sse("frame", _json(event)))
+    def add(self, message: Mapping[str, Any]) -> bool:
+        """Fold one message into the state and push it to every connected browser.
+
+        A message that is not a v1 message as the published schema defines it is dropped,
+        counted in :attr:`rejected` and logged (returns False): the subscribed address is
+        open to the network, and neither the page nor the subscriber may depend on what a
+        stranger sends there.
+        """
+        why = problem(message)
+        if why is None:
+            try:
+                body = _json(self.state.add(message))
+            except Exception as exc:  # allowed by the schema, still unusable: never fatal
+                why = f"{type(exc).__name__}: {exc}"
+        if why is not None:
+            self._reject(message, why)
+            return False
+        self._clients.broadcast(sse("frame", body))
+        return True
+
+    def _reject(self, message: Any, why: str) -> None:
+        with self._rejected_lock:
+            self.rejected += 1
+            n = self.rejected
+        if n <= REJECTS_LOGGED or n % 100 == 0:
+            model = message.get("model") if isinstance(message, Mapping) else None
+            log.warning(
+                "dashboard: dropping message %d not matching the schema (model %.64r): %s",
+                n,
+                model,
+                why,
+            )
 
     def close(self) -> None:
         self._closing.set()
@@ -162,7 +227,7 @@ class DashboardServer:
     # -- HTTP -------------------------------------------------------------------------------
 
     def _info(self) -> dict[str, Any]:
-        return {"source": self.source, "now": time.time()}
+        return {"source": self.source, "now": time.time(), "rejected": self.rejected}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -172,6 +237,12 @@ class DashboardServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("dashboard %s: " + format, self.address_string(), *args)
+
+            def end_headers(self) -> None:
+                """Every response (pages, data, errors) carries the security headers."""
+                for name, value in SECURITY_HEADERS:
+                    self.send_header(name, value)
+                super().end_headers()
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]

@@ -55,6 +55,9 @@ def frame_record(message: Mapping[str, Any], arrived: float) -> dict[str, Any]:
         "rwp": best.get("rwp"),
         "mae": quality.get("mae"),
         "n_trees": quality.get("n_trees"),
+        # a surrogate rebuilt from scratch serves from this frame on (the page marks it)
+        "rebuilt": bool(quality.get("rebuilt")),
+        "generation": quality.get("generation"),
         "fit": message.get("fit"),
     }
 

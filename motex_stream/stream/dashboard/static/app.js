@@ -11,6 +11,7 @@ const DIVERGING = [[0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"],
 const ELEMENT_COLOUR = { W: "#2f6fb0", O: "#d23c3c", Mo: "#6a9c46", P: "#e08a1e", Ga: "#7c5cb0" };
 const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover" };
 const CHANGE_COLOUR = "#7b2cbf";  // structure-change markers (heatmap and trends)
+const REBUILD_COLOUR = "#6b7280";  // surrogate-rebuild markers (heatmap)
 const LABEL_TEXT = { keep: "keep", remove: "remove", uncertain: "uncertain" };
 
 const models = {};  // name -> model state
@@ -41,9 +42,6 @@ function changeText(m, c) {
   return `structure change at frame ${c.frame} (reported with frame ${c.reported})` +
     `<br>gained: ${names(c.atoms_gained)}<br>lost: ${names(c.atoms_lost)}` +
     `<br>confidence ${fmt(c.confidence, 3)}`;
-}
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
 // ------------------------------------------------------------------ state
@@ -157,6 +155,9 @@ window.motexPlotlyReady = () => {
   stats.plotlyReady = performance.now();
   for (const m of Object.values(models)) schedule(m);
 };
+// the page's Content-Security-Policy allows no inline handler: listen here, not in onload=""
+const plotlyTag = document.getElementById("plotly-js");
+if (plotlyTag) plotlyTag.addEventListener("load", () => window.motexPlotlyReady());
 if (plotlyReady()) stats.plotlyReady = performance.now();  // loaded before this script ran
 
 function render(m, plotted) {
@@ -196,6 +197,15 @@ function renderHeatmap(m, i, top) {
     type: "line", name: "change", xref: "x", yref: "paper", x0: c.frame, x1: c.frame, y0: 0, y1: 1,
     line: { color: CHANGE_COLOUR, width: 3 },
   }));
+  // a dashed line where a rebuilt surrogate took over: values on either side come from
+  // different models, so a step there may be the model's, not the sample's
+  const rebuilds = m.frames.filter((f) => f.rebuilt);
+  for (const f of rebuilds) {
+    shapes.push({
+      type: "line", name: "rebuild", xref: "x", yref: "paper", x0: f.seq, x1: f.seq, y0: 0, y1: 1,
+      line: { color: REBUILD_COLOUR, width: 1, dash: "dash" },
+    });
+  }
   if (!m.follow) {
     shapes.push({
       type: "line", name: "selected", xref: "x", yref: "paper", x0: m.frames[i].seq,
@@ -213,6 +223,13 @@ function renderHeatmap(m, i, top) {
     y: m.changes.map(() => y[0]), text: m.changes.map((c) => changeText(m, c)),
     hovertemplate: "%{text}<extra></extra>", showlegend: false,
     marker: { symbol: "triangle-down", size: 14, color: CHANGE_COLOUR },
+  }, {
+    type: "scatter", mode: "markers", name: "rebuilds", x: rebuilds.map((f) => f.seq),
+    y: rebuilds.map(() => y[y.length - 1]), hovertemplate: "%{text}<extra></extra>",
+    text: rebuilds.map((f) => `surrogate rebuilt at frame ${f.seq}` +
+      (f.generation !== null && f.generation !== undefined ? ` (generation ${f.generation})` : "") +
+      "<br>values from here on come from the new model"),
+    showlegend: false, marker: { symbol: "triangle-up", size: 11, color: REBUILD_COLOUR },
   }];
   const layout = {
     title: { text: "Atom contribution values", font: { size: 14 } },
@@ -249,28 +266,53 @@ function renderRanking(m, f, top) {
     }
   }
   const pos = (v) => Math.max(0, Math.min(100, 50 + (50 * v) / span));
+  // built with DOM calls, every string as text: labels, values and element names come from
+  // the network, and innerHTML would run markup hidden in them (issue 19)
   const rows = order.map((a, rank) => {
     const v = f.values[a], s = f.spread[a];
     const lo = f.ci_low ? f.ci_low[a] : null, hi = f.ci_high ? f.ci_high[a] : null;
-    const lab = (f.labels && f.labels[a]) || "";
+    const raw = (f.labels && f.labels[a]) || "";
+    const lab = Object.prototype.hasOwnProperty.call(LABEL_TEXT, raw) ? raw : "";
     const kept = v !== null && v < m.threshold;
     const colour = v !== null && v < 0 ? "#2166ac" : "#b2182b";
     const x0 = v === null ? 50 : Math.min(50, pos(v)), x1 = v === null ? 50 : Math.max(50, pos(v));
-    const whisker = lo !== null && hi !== null && lo !== undefined && hi !== undefined
-      ? `<div class="whisker" style="left:${pos(lo)}%;width:${Math.max(pos(hi) - pos(lo), 0.5)}%"></div>`
-      : "";
-    const interval = whisker ? `${fmt(lo)} … ${fmt(hi)}` : "—";
-    return `<tr class="${kept ? "kept" : "removed"} label-${lab || "none"}" data-atom="${m.atoms[a]}"` +
-      ` data-value="${v}" data-label="${lab}" data-ci-low="${lo}" data-ci-high="${hi}">` +
-      `<td>${rank + 1}</td><td class="atom">${escapeHtml(label(m, a))}</td>` +
-      `<td class="value">${fmt(v)}</td><td class="interval">${interval}</td>` +
-      `<td class="spread">${fmt(s)}</td>` +
-      `<td class="bar" title="value and its interval"><div class="axis"></div>` +
-      `<div class="barfill" style="left:${x0}%;width:${x1 - x0}%;background:${colour}"></div>${whisker}</td>` +
-      `<td class="label"><span class="badge ${lab}">${LABEL_TEXT[lab] || "—"}</span></td>` +
-      `<td class="state">${kept ? "kept" : "removed"}</td></tr>`;
+    const hasInterval = lo !== null && hi !== null && lo !== undefined && hi !== undefined;
+    const tr = document.createElement("tr");
+    tr.classList.add(kept ? "kept" : "removed", "label-" + (lab || "none"));
+    Object.assign(tr.dataset, {
+      atom: String(m.atoms[a]), value: String(v), label: lab, ciLow: String(lo), ciHigh: String(hi),
+    });
+    const cell = (cls, text) => {
+      const td = document.createElement("td");
+      if (cls) td.className = cls;
+      if (text !== undefined) td.textContent = text;
+      tr.appendChild(td);
+      return td;
+    };
+    const box = (cls, left, width, background) => {
+      const div = document.createElement("div");
+      div.className = cls;
+      if (left !== undefined) { div.style.left = left + "%"; div.style.width = width + "%"; }
+      if (background) div.style.background = background;
+      return div;
+    };
+    cell("", String(rank + 1));
+    cell("atom", label(m, a));
+    cell("value", fmt(v));
+    cell("interval", hasInterval ? `${fmt(lo)} … ${fmt(hi)}` : "—");
+    cell("spread", fmt(s));
+    const bar = cell("bar");
+    bar.title = "value and its interval";
+    bar.append(box("axis"), box("barfill", x0, x1 - x0, colour));
+    if (hasInterval) bar.appendChild(box("whisker", pos(lo), Math.max(pos(hi) - pos(lo), 0.5)));
+    const badge = document.createElement("span");
+    badge.className = "badge" + (lab ? " " + lab : "");
+    badge.textContent = LABEL_TEXT[lab] || "—";
+    cell("label").appendChild(badge);
+    cell("state", kept ? "kept" : "removed");
+    return tr;
   });
-  m.el.querySelector(".ranking tbody").innerHTML = rows.join("");
+  m.el.querySelector(".ranking tbody").replaceChildren(...rows);
 }
 
 function render3d(m, f, top) {
