@@ -78,7 +78,8 @@ class LoopRun:
     queue_items: list[dict[str, Any]]
     live_log: str
     dry_log: str
-    dead: Any  # the in-process AgentLoop
+    dead: Any  # the in-process AgentLoop on a dead Queue Server
+    refused: Any  # the in-process AgentLoop asking for a plan its user group may not add
     dead_report: list[tuple[str, dict[str, Any]]]
     dead_log: list[logging.LogRecord]
     tiled_uri: str
@@ -211,6 +212,26 @@ def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Ite
         stop_dead = threading.Event()
         dead_thread = threading.Thread(target=dead.run, args=(stop_dead,), daemon=True)
         dead_thread.start()
+        # a fourth asks the live server for `scan`, which group motex_agent may not add
+        refused_cfg = AgentConfig.model_validate(
+            {
+                "name": "refused",
+                "subscribe": pub,
+                "queue_server": {
+                    "zmq_control_addr": qs,
+                    "timeout_s": 5.0,
+                    "user": "refused",
+                    "user_group": "motex_agent",
+                },
+                "policy": {
+                    "min_interval_s": 600,
+                    "plan": {"name": "scan", "args": [["det"], "motor", -1, 1, 3]},
+                },
+            }
+        )
+        refused = AgentLoop(refused_cfg, ReportRun(None, {}))
+        refused_thread = threading.Thread(target=refused.run, args=(stop_dead,), daemon=True)
+        refused_thread.start()
 
         # 4. the analysis: prepared on frame 1, then every frame through a live service
         series = two_motif_series(
@@ -226,7 +247,7 @@ def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Ite
         assert opened.is_set(), "the RE Manager environment did not open"
         timings["qserver_ready"] = time.monotonic() - t0
         publisher = ZmqPublisher(pub)
-        assert publisher.wait_for_subscribers(3, timeout=60), "agents did not subscribe"
+        assert publisher.wait_for_subscribers(4, timeout=60), "agents did not subscribe"
         out = tmp / "out.jsonl"
         service = StreamService(
             {analyzer.name: analyzer},
@@ -247,6 +268,7 @@ def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Ite
         time.sleep(0.5)
         stop_dead.set()
         dead_thread.join(timeout=15)
+        refused_thread.join(timeout=15)
         for proc in (live, dry):
             _stop(proc)
         rm = REManagerAPI(zmq_control_addr=qs, timeout_recv=5)
@@ -260,6 +282,7 @@ def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Ite
             live_log=(tmp / "live.log").read_text(),
             dry_log=(tmp / "dry.log").read_text(),
             dead=dead,
+            refused=refused,
             dead_report=dead_report,
             dead_log=capture.records,
             tiled_uri=str(tiled_server.uri),
@@ -346,6 +369,19 @@ def test_dead_queue_server_is_counted_logged_and_never_stalls(loop_run: LoopRun)
     events = [d["data"] for n, d in loop_run.dead_report if n == "event"]
     asks = [e for e in events if e.get("outcome") == "error"]
     assert len(asks) == n_changes
+
+
+@pytest.mark.slow
+def test_the_server_refuses_a_plan_outside_the_agent_group(loop_run: LoopRun) -> None:
+    """Server-side safety: group motex_agent may add only `count`; an agent configured for
+    `scan` gets a refusal, reported and counted as an error, and nothing is queued."""
+    refused = loop_run.refused
+    assert not [i for i in loop_run.queue_items if i.get("user") == "refused"]
+    outcomes = [(o, r["detail"]) for o, r in refused.outcomes]
+    assert outcomes and outcomes[0][0] == "error", outcomes
+    assert "scan" in outcomes[0][1], outcomes
+    assert refused.queue_errors == 1
+    assert refused.agent.frames == N_CROSS
 
 
 # ------------------------------------------------------------------ policy, without services
