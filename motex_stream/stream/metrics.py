@@ -199,6 +199,20 @@ class StreamMetrics:
             ["model"],
             registry=r,
         )
+        self.state_save_failures = Counter(
+            "motex_state_save_failures",
+            "Model state saves that failed (full disk, read-only mount: logged; the last good "
+            "save stays in use)",
+            ["model"],
+            registry=r,
+        )
+        self.state_load_fallbacks = Counter(
+            "motex_state_load_fallbacks",
+            "Saved state generations refused at load (checksum or check failed) for the "
+            "previous one",
+            ["model"],
+            registry=r,
+        )
         self.model_mae = Gauge(
             "motex_model_mae",
             "GBDT mean absolute error on held-out refits",

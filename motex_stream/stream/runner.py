@@ -162,6 +162,7 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
 
     metrics = metrics or StreamMetrics()
     analyzers = analyzers_from_config(config, metrics)
+    metrics.on_scrape(_state_counts(analyzers, metrics))
     sources = [make_source(s) for s in config.sources]
     sinks = make_sinks(config)
     for sink, entry in zip(sinks, config.sinks, strict=True):
@@ -178,6 +179,33 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
         metrics=metrics,
         default_model=config.models[0].name,
     )
+
+
+def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) -> Callable[[], None]:
+    """A scrape hook that carries each model's failed state saves and refused generations
+    (counted by the analyzer, see :mod:`motex_stream.stream.live_state`) into /metrics."""
+    seen: dict[str, tuple[MotexFrameAnalyzer, int, int]] = {}  # model: (analyzer, saves, loads)
+    lock = threading.Lock()
+
+    def sync() -> None:
+        with lock:
+            for name, lazy in analyzers.items():
+                inner = lazy.inner
+                if inner is None:
+                    continue
+                last = seen.get(name)
+                saves, loads = (0, 0) if last is None or last[0] is not inner else last[1:]
+                if inner.state_save_failures > saves:
+                    metrics.state_save_failures.labels(model=name).inc(
+                        inner.state_save_failures - saves
+                    )
+                if inner.state_load_fallbacks > loads:
+                    metrics.state_load_fallbacks.labels(model=name).inc(
+                        inner.state_load_fallbacks - loads
+                    )
+                seen[name] = (inner, inner.state_save_failures, inner.state_load_fallbacks)
+
+    return sync
 
 
 def serve_until_signalled(service: StreamService, server: MetricsServer | None = None) -> dict:

@@ -192,3 +192,22 @@ def test_replay_with_state_dir_saves_at_its_clean_end(series, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     # fewer frames than the save interval (20): only the save at the end can hold them
     assert _meta(state / NAME)["frames"] == series.n_frames
+
+
+def test_a_fallback_is_counted_in_metrics(  # type: ignore[no-untyped-def]
+    two_generations: Path, settings: LiveModelSettings, tmp_path: Path
+) -> None:
+    """The service's /metrics counts a refused generation (the hook build_service adds)."""
+    from prometheus_client import generate_latest
+
+    from motex_stream.stream.metrics import StreamMetrics
+    from motex_stream.stream.runner import LazyAnalyzer, _state_counts
+
+    root, d = _copy(two_generations, tmp_path)
+    _valid_but_wrong_booster(d / _meta(d)["generation"])
+    lazy = LazyAnalyzer(settings, root)
+    metrics = StreamMetrics()
+    metrics.on_scrape(_state_counts({NAME: lazy}, metrics))
+    for _ in range(2):  # counted once, however often scraped
+        scraped = generate_latest(metrics.registry).decode()
+    assert f'motex_state_load_fallbacks_total{{model="{NAME}"}} 1.0' in scraped

@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.stream.analyzer import MotexFrameAnalyzer
-from motex_stream.stream.runner import LazyAnalyzer, serve_until_signalled
+from motex_stream.stream.metrics import StreamMetrics
+from motex_stream.stream.runner import LazyAnalyzer, _state_counts, serve_until_signalled
 from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.memory_source import SeriesSource
@@ -117,7 +119,9 @@ def test_full_disk_never_fails_a_frame_or_the_exit(  # type: ignore[no-untyped-d
     lazy = LazyAnalyzer(settings, root, save_every=1)
     assert lazy.inner is not None
     source = SeriesSource(series.frame, series.r, N_FRAMES, uid=f"full-{uuid.uuid4().hex}")
-    service = StreamService({NAME: lazy}, [source], [], restart_sources=False)
+    metrics = StreamMetrics()
+    metrics.on_scrape(_state_counts({NAME: lazy}, metrics))  # as build_service registers it
+    service = StreamService({NAME: lazy}, [source], [], restart_sources=False, metrics=metrics)
     with caplog.at_level(logging.INFO):
         summary = serve_until_signalled(service)  # the frames, then the save on the way out
 
@@ -129,6 +133,8 @@ def test_full_disk_never_fails_a_frame_or_the_exit(  # type: ignore[no-untyped-d
     assert len(failures) == N_FRAMES + 1
     for record in failures:
         assert record.exc_info is None and "\n" not in record.getMessage()
+    scraped = generate_latest(metrics.registry).decode()
+    assert f'motex_state_save_failures_total{{model="{NAME}"}} {N_FRAMES + 1}.0' in scraped
     # the last good commit is untouched and no partial generation is left on the disk
     assert (d / "state.json").read_text() == committed
     left = sorted(p.name for p in d.iterdir() if p.name != "changes.json")
