@@ -380,6 +380,9 @@ def test_the_server_refuses_a_plan_outside_the_agent_group(loop_run: LoopRun) ->
     outcomes = [(o, r["detail"]) for o, r in refused.outcomes]
     assert outcomes and outcomes[0][0] == "error", outcomes
     assert "scan" in outcomes[0][1], outcomes
+    assert refused.registry.get_sample_value("motex_agent_queue_errors_total") == 1
+    # the in-process agents share one log capture: the refusal is logged as one, by name
+    assert any("Queue Server refused" in r.getMessage() for r in loop_run.dead_log)
     assert refused.queue_errors == 1
     assert refused.agent.frames == N_CROSS
 

@@ -269,7 +269,8 @@ class AgentLoop:
             except QueueServerError as exc:
                 self.queue_errors += 1
                 self.metrics["queue_errors"].inc()
-                log.error("Queue Server unavailable, suggestion %s not queued: %s", s["_id"], exc)
+                what = "refused" if exc.refused else "unavailable"
+                log.error("Queue Server %s, suggestion %s not queued: %s", what, s["_id"], exc)
                 self._outcome("error", s, detail=str(exc))
             except Exception as exc:  # a client bug must not kill the submit thread
                 self.queue_errors += 1

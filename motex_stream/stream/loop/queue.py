@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 
 
 class QueueServerError(RuntimeError):
-    """A request to the RE Manager failed: unreachable, timed out, or refused."""
+    """A request to the RE Manager failed: unreachable, timed out, or refused.
+
+    ``refused``: the server answered no (e.g. a plan outside the agent's user group), as
+    opposed to not answering; the log says which, since the operator's fix differs.
+    """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,9 @@ class QueueClient:
         try:
             return getattr(self._api, method)(*args, **kwargs)
         except Exception as exc:  # the API raises its own CommTimeoutError, RequestFailedError…
+            refused = type(exc).__name__ == "RequestFailedError"
             raise QueueServerError(
-                f"{what} failed at {self.settings.zmq_control_addr}: {exc}"
+                f"{what} failed at {self.settings.zmq_control_addr}: {exc}", refused=refused
             ) from exc
 
     def our_waiting_items(self) -> int:
