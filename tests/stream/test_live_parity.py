@@ -1,0 +1,156 @@
+"""Issue 20: a live frame's answer is the offline ``analyze`` of that frame, across rebuilds,
+and symmetry-equivalent atoms get values that agree within their intervals, offline and live.
+
+The live analyzer warm-starts its surrogate, rebuilds it at the tree cap (in the background)
+or on drift (in line), and keeps a live interval ensemble; none of it may change the answer.
+Reference: ``run_analysis`` of the frame written as a ``.gr`` file, with the same catalogue,
+settings and seed (the offline-only refinement by direct fits off, as live has none).
+The numbers on a longer series are in docs/results.md (benchmarks/bench_live_parity.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.settings import LiveModelSettings, ModelSettings
+from motex_stream.analysis.steps import default_pdf_settings
+from motex_stream.pdf.realspace import realspace_pdf
+from motex_stream.stream.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.frames import Frame
+from motex_stream.stream.series import two_motif_series
+from motex_stream.structure.starting_model import load_starting_model
+from motex_stream.structure.symmetry import equivalence_classes
+from tests.symmetric_models import c60, cuboctahedron, keggin_unit
+
+SMALL: dict[str, Any] = {
+    "catalogue_size": 600,
+    "refit": 600,
+    "rounds": 10,
+    "max_trees": 40,  # below the searched model: raised to it + 2 frames, never squeezed
+    "search_calls": 4,
+    "cv_folds": 2,
+    "ci_models": 4,
+    "ci_rows": 600,
+}
+
+
+def offline_settings(live: LiveModelSettings) -> ModelSettings:
+    shared = {k: v for k, v in live.model_dump().items() if k in ModelSettings.model_fields}
+    if "refine_fits" in ModelSettings.model_fields:
+        shared["refine_fits"] = 0  # offline-only step (issue 21), no live counterpart
+    return ModelSettings(**shared)
+
+
+def offline(path: Path, r: np.ndarray, g: np.ndarray, settings: ModelSettings):  # type: ignore[no-untyped-def]
+    path.write_text("".join(f"{a:.6f} {b:.10g}\n" for a, b in zip(r, g, strict=True)))
+    return run_analysis(path, settings)
+
+
+def live_arrays(contributions: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    value = np.array([c["value"] for c in contributions], dtype=float)
+    half = np.array([(c["ci_high"] - c["ci_low"]) / 2 for c in contributions], dtype=float)
+    return value, half, [c["label"] for c in contributions]
+
+
+@pytest.mark.slow
+def test_live_frames_give_the_offline_answer_across_rebuilds(tmp_path: Path) -> None:
+    """Frames 1-4 of a crossover (x_B 0.05, 0.27, 0.73, 0.95): the crossover frames drift
+    and are rebuilt in line, the cap rebuilds every third frame. Every frame: Pearson ≥ 0.95
+    against offline, every live value within 1.5 combined half-widths of the offline one
+    (|Δ| ≤ 1.5 √(hw_live² + hw_offline²); the largest of 25 atoms × 4 frames was 1.01), and no
+    atom keep on one side and remove on the other.
+    (Label *equality* is not asserted: at this catalogue size offline does not reproduce its
+    own labels with another seed, 52 % on the benchmark; docs/results.md.) Before: the
+    prepared model was squeezed on frame 1 (max_trees 40 → 13 trees at a 3× learning rate),
+    the crossover frame was answered by the stale model (Pearson -0.16 on the benchmark),
+    and the rotating members carried earlier frames."""
+    series = two_motif_series(tmp_path / "s", n_frames=4, noise=0.01, crossover=1.5, width=0.5)
+    live = LiveModelSettings(name="parity", starting_model=str(series.model_path), **SMALL)
+    analyzer = MotexFrameAnalyzer.prepare(
+        live, Frame("ref", 1, 0.0, series.r, series.frame(0)), tmp_path / "state"
+    )
+    rebuilt = []
+    try:
+        for i in range(series.n_frames):
+            g = series.frame(i)
+            res = analyzer.analyze(Frame("run", i + 1, float(i), series.r, g))
+            off = offline(tmp_path / f"f{i}.gr", series.r, g, offline_settings(live))
+            value, half, labels = live_arrays(res.contributions)
+            ref = off.contributions.value
+            pearson = np.corrcoef(value, ref)[0, 1]
+            assert pearson >= 0.95, (i + 1, pearson)
+            half_off = (off.intervals.high - off.intervals.low) / 2
+            z = np.abs(value - ref) / np.sqrt(half**2 + half_off**2)
+            assert z.max() <= 1.5, (i + 1, z.max())  # the max of 25 atoms (measured 1.01)
+            pairs = set(zip(labels, off.intervals.label, strict=True))
+            assert not pairs & {("keep", "remove"), ("remove", "keep")}, (i + 1, pairs)
+            rebuilt.append(res.model_quality["rebuilt"])
+            assert res.model_quality["n_trees"] <= analyzer.surrogate.max_trees
+    finally:
+        analyzer.surrogate.close()
+    assert any(rebuilt), "no rebuild in the series: the test would not test one"
+
+
+def symmetric_frames(model_path: Path, element: str, n: int) -> tuple[np.ndarray, list]:
+    """The full model's own PDF (every atom belongs) with 1 % seeded noise, ``n`` frames."""
+    model = load_starting_model(model_path, [element], 2.5)
+    r = np.round(np.arange(100, 1501) * 0.01, 10)
+    r_calc, g = realspace_pdf(list(model.symbols), model.positions, default_pdf_settings(r))
+    g = np.interp(r, r_calc, g)
+    frames = []
+    for k in range(n):
+        noise = np.random.default_rng((7, k)).standard_normal(g.size)
+        frames.append(g + 0.01 * np.abs(g).max() * noise)
+    return r, frames
+
+
+def assert_sites_agree(
+    sites: list[list[int]], value: np.ndarray, half: np.ndarray, labels: list[str], where: str
+) -> None:
+    """Equivalent atoms: the spread of their values is within their intervals (max − min ≤
+    the median interval width of the site), and no site is both keep and remove."""
+    for site in (s for s in sites if len(s) > 1):
+        v, h = value[site], half[site]
+        assert np.ptp(v) <= 2 * np.median(h), (where, site, v, h)
+        assert not {"keep", "remove"} <= {labels[k] for k in site}, (where, site, labels)
+
+
+@pytest.mark.parametrize(
+    ("writer", "element"),
+    [
+        pytest.param(cuboctahedron, "W", marks=pytest.mark.slow),
+        pytest.param(keggin_unit, "W", marks=pytest.mark.slow),
+        pytest.param(c60, "C", marks=pytest.mark.slow),
+    ],
+)
+def test_symmetric_atoms_agree_within_their_intervals(writer, element, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20 (make demo: after a rebuild one W13 vertex sat at -0.18, the 11 others at
+    -0.08…-0.12, labelled differently, frozen there by later warm starts). Offline and live,
+    with a rebuild on every live frame (the drift reference forced to 0), the sites of
+    equal sorted distance lists agree within their intervals."""
+    path = writer(tmp_path)
+    r, frames = symmetric_frames(path, element, 3)
+    live = LiveModelSettings(name="symmetric", starting_model=str(path), permute=[element], **SMALL)
+    analyzer = MotexFrameAnalyzer.prepare(live, Frame("ref", 1, 0.0, r, frames[0]), None)
+    try:
+        model = load_starting_model(path, [element], 2.5)
+        sites = equivalence_classes(model, cutoff=analyzer.engine.grid.pair_dmax)
+        assert max(len(s) for s in sites) >= 4
+        off = offline(tmp_path / "f.gr", r, frames[0], offline_settings(live))
+        half = (off.intervals.high - off.intervals.low) / 2
+        assert_sites_agree(sites, off.contributions.value, half, off.intervals.label, "offline")
+        analyzer.surrogate.reference_mae = 0.0  # every frame drifts: rebuilt in line
+        for k, g in enumerate(frames):
+            res = analyzer.analyze(Frame("run", k + 1, float(k), r, g))
+            assert res.model_quality["rebuilt"]
+            if k == 0:
+                described = [[a - 1 for a in s] for s in res.structure["equivalent"]]
+                assert described == [s for s in sites if len(s) > 1]
+            assert_sites_agree(sites, *live_arrays(res.contributions), f"live frame {k + 1}")
+    finally:
+        analyzer.surrogate.close()
