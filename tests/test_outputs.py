@@ -335,6 +335,7 @@ def test_refinement_outputs(result: AnalysisResult, tmp_path: Path) -> None:
     assert summary["atoms_kept"] == list(range(1, n + 1, 2)) and summary["rwp"] == 0.3
     assert summary["n_fits"] == 25 and summary["converged"] is True
     assert summary["direct_label_counts"] == {"keep": 12, "remove": 12, "uncertain": 0}
+    assert summary["withdrawn"] == []  # the fixture's intervals: none was confident before
     atom = report["atoms"][1]["refinement"]
     assert atom == {
         "in_motif": False,
@@ -350,6 +351,17 @@ def test_refinement_outputs(result: AnalysisResult, tmp_path: Path) -> None:
     symbols, _ = result.model.motif_positions(mask)  # the catalogue's bonding rule
     assert int(xyz[0]) == len(symbols) and "rwp=0.300000" in xyz[1]
     assert "refined_motif.xyz" in report["files"]
+    # a confident interval label the toggles contradicted is reported as withdrawn
+    from motex_stream.explain.confidence import ContributionIntervals
+
+    z = np.zeros(n)
+    after = ["uncertain"] + ["keep"] * (n - 1)
+    ci = ContributionIntervals(z - 1, z - 0.5, after, 0.9, 0, z, z)
+    before = replace(ref, interval_label=["keep"] * n)
+    out2 = write_outputs(
+        tmp_path / "w", replace(result, refinement=before, intervals=ci), plots=False
+    )
+    assert json.loads(out2["report.json"].read_text())["refinement"]["withdrawn"] == [1]
     # without a refinement: no file, empty columns, null summary
     plain = json.loads(
         (tmp_path / "p").mkdir()

@@ -399,6 +399,20 @@ def explain_summary(result: AnalysisResult) -> dict[str, Any]:
     }
 
 
+def withdrawn_atoms(result: AnalysisResult) -> list[int]:
+    """Atom numbers whose confident interval label the refinement's toggles withdrew."""
+    ref, ci = result.refinement, result.intervals
+    if ref is None or ci is None or ref.interval_label is None:
+        return []
+    before, after = ref.interval_label, ci.label
+    numbers = result.atom_numbers()
+    return [
+        int(numbers[i])
+        for i, (b, a) in enumerate(zip(before, after, strict=True))
+        if b != "uncertain" and a == "uncertain"
+    ]
+
+
 def refinement_summary(result: AnalysisResult) -> dict[str, Any] | None:
     """The motif refined by direct fits: atoms, Rwp, the descent of every start, the fits."""
     ref = result.refinement
@@ -418,6 +432,9 @@ def refinement_summary(result: AnalysisResult) -> dict[str, Any] | None:
         "direct_label_counts": {
             k: ref.direct_label.count(k) for k in ("keep", "remove", "uncertain")
         },
+        # atoms whose confident interval label the resolved toggles contradicted (now
+        # uncertain): where the surrogate and the direct fits disagree
+        "withdrawn": withdrawn_atoms(result),
         "starts": [
             {
                 "name": r.name,
@@ -760,6 +777,52 @@ def plot_fit_best(path: Path, result: AnalysisResult) -> Path:
     return path
 
 
+def draw_plots(
+    out_dir: Path, result: AnalysisResult, top_k: int | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every PNG into ``out_dir``: (written by file name, error by file name).
+
+    Separate from the numerical files so that a caller (the ``analyze`` command) can give the
+    user the answer first and draw afterwards: matplotlib and shap cost seconds to import and
+    draw, and none of it changes a number.
+    """
+    out_dir = Path(out_dir)
+    k = top_k if top_k is not None and top_k > 0 else _default_top_k(result)
+    written: dict[str, Path] = {}
+    errors: dict[str, str] = {}
+    plotters: list[tuple[str, Callable[[Path, AnalysisResult], Path]]] = [
+        ("shap_summary.png", plot_shap_summary),
+        ("rwp_vs_size.png", plot_rwp_vs_size),
+        ("contributions.png", lambda p, res: plot_contributions(p, res, k)),
+        ("fit_best.png", plot_fit_best),
+    ]
+    for name, plotter in plotters:
+        try:
+            written[name] = plotter(out_dir / name, result)
+        except Exception as exc:  # a plot must never cost the user the numerical results
+            log.exception("could not draw %s", name)
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    return written, errors
+
+
+def refresh_report(
+    out_dir: Path,
+    result: AnalysisResult,
+    added: dict[str, Path] | None = None,
+    plot_errors: dict[str, str] | None = None,
+) -> Path:
+    """Rewrite ``report.json``'s file list, plot errors and timings after later work (plots
+    drawn after the answer, the command's wall-clock timings); every other field is kept."""
+    path = Path(out_dir) / "report.json"
+    report = json.loads(path.read_text())
+    report["files"] = sorted({*report.get("files", []), *(added or {})})
+    if plot_errors:
+        report["plot_errors"] = plot_errors
+    report["timings"] = json_safe(result.timings)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return path
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -791,18 +854,8 @@ def write_outputs(
 
     plot_errors: dict[str, str] = {}
     if plots:
-        plotters: list[tuple[str, Callable[[Path, AnalysisResult], Path]]] = [
-            ("shap_summary.png", plot_shap_summary),
-            ("rwp_vs_size.png", plot_rwp_vs_size),
-            ("contributions.png", lambda p, res: plot_contributions(p, res, k)),
-            ("fit_best.png", plot_fit_best),
-        ]
-        for name, plotter in plotters:
-            try:
-                written[name] = plotter(out_dir / name, result)
-            except Exception as exc:  # a plot must never cost the user the numerical results
-                log.exception("could not draw %s", name)
-                plot_errors[name] = f"{type(exc).__name__}: {exc}"
+        drawn, plot_errors = draw_plots(out_dir, result, k)
+        written.update(drawn)
 
     report = build_report(result, k)
     report["files"] = sorted([*written, "report.json"])
