@@ -191,7 +191,7 @@ def save_state(analyzer: MotexFrameAnalyzer) -> bool:
         return False
     before = analyzer._generation
     try:
-        _commit(analyzer)
+        keep = _commit(analyzer)
     except Exception as exc:  # any writer's failure: the frame and the exit must not see it
         analyzer.state_save_failures += 1
         if analyzer._generation != before:  # its folder was started: remove what is there
@@ -207,14 +207,20 @@ def save_state(analyzer: MotexFrameAnalyzer) -> bool:
             _one_line(exc),
         )
         return False
+    try:  # after the commit: a failure here must not undo it, the next save tries again
+        _remove_leftovers(analyzer.state_dir, keep=keep)
+    except OSError as exc:
+        log.warning(
+            "model %s: leftovers in %s stay for now: %s", analyzer.name, analyzer.state_dir, exc
+        )
     return True
 
 
-def _commit(analyzer: MotexFrameAnalyzer) -> None:
+def _commit(analyzer: MotexFrameAnalyzer) -> list[str]:
     """Write a fresh generation folder, each file fsync'ed, then replace ``state.json``,
     which names that folder, atomically (write, fsync, rename). A kill at any point leaves
     the previous commit intact; the leftovers of an interrupted save are removed on the next
-    load or save."""
+    load or save. Returns the generation folders the commit uses (new, previous)."""
     assert analyzer.state_dir is not None
     d = analyzer.state_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -256,8 +262,7 @@ def _commit(analyzer: MotexFrameAnalyzer) -> None:
     analyzer._state_record = meta
     analyzer._saved_frames = analyzer._frames
     analyzer._saved_mono = time.monotonic()
-    keep = [name] if previous is None else [name, str(previous["generation"])]
-    _remove_leftovers(d, keep=keep)
+    return [name] if previous is None else [name, str(previous["generation"])]
 
 
 def _one_line(exc: BaseException) -> str:
