@@ -1,0 +1,246 @@
+"""Issue 23: what the user waits for — `fit` file handling and `analyze` wall time.
+
+`fit` (109725.xyz, DanMAX data, isotropic): marginal rate (M2 - M1) / (t(M2) - t(M1)), so
+fixed costs (imports, engine preparation) cancel, for
+  - the engine alone (``steps.fit_masks`` on masks in memory),
+  - CSV in → fit → CSV out with this tree's numpy readers/writers (``fit_command``),
+  - the same with the former ``csv``-module reader and ``%.10g`` writer, kept here only as
+    the baseline,
+all timed in this process on the same masks, alternately, best of ``--repeats``; plus the
+``motex-stream fit`` command itself (subprocess, CSV and .npz input), marginal over M1/M2.
+
+`analyze` (README command, ``--catalogue``): the wall clock of the command as a subprocess
+against the ``total`` it prints, for this tree and for ``--baseline-ref`` (a git ref, run from
+a ``git archive`` of it, same interpreter), and whether the two runs' contributions.csv are
+byte-identical. ``--analyze 0`` skips it.
+
+Prints the load (``os.getloadavg``) at each measurement: on a shared machine absolute times
+are inflated, the ratios less so.
+Usage: python benchmarks/bench_user_wait.py [--m1 10000] [--m2 100000] [--analyze 10000]
+       [--baseline-ref 6db11bb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+
+from motex_stream.analysis import steps
+from motex_stream.analysis.fit_command import read_mask_table, write_fits
+from motex_stream.analysis.settings import ModelSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "motex_stream" / "data" / "keggin"
+GR = DATA / "DanMAX_AlphaKeggin.gr"
+MODEL = DATA / "109725.xyz"
+PDF_FLAGS = ["--rmin", "1.6", "--rmax", "10", "--qdamp", "0.05", "--qbroad", "0.01"]
+PDF_FLAGS += ["--biso", "0.4"]
+#: the installed command's entry point (main() with no argv: times from process creation)
+CLI = "import sys; from motex_stream.cli import main; sys.exit(main())"
+
+
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+# ------------------------------------------------------------------ the former file handling
+
+
+def old_read(path: Path, n: int) -> tuple[list[str], np.ndarray]:
+    """The reader `fit` used before issue 23: csv.DictReader, int(float()) per cell."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [f"w{i}" for i in range(1, n + 1)]
+        has_id = "id" in (reader.fieldnames or [])
+        rows, ids = [], []
+        for row in reader:
+            rows.append([int(float(row[c])) for c in cols])
+            ids.append(str(row["id"]) if has_id else str(len(ids)))
+    return ids, np.array(rows, dtype=bool)
+
+
+def old_write(path: Path, ids: list[str], masks: np.ndarray, fits: object) -> None:
+    """The writer `fit` used before issue 23: csv.writer, %.10g per number."""
+    n = masks.shape[1]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["id", "n_kept", "rwp", "scale", "zoom1", "zoom2", "zoom3"]
+            + [f"w{j}" for j in range(1, n + 1)]
+        )
+        for i in range(len(masks)):
+            w.writerow(
+                [
+                    ids[i],
+                    int(masks[i].sum()),
+                    f"{fits.rwp[i]:.10g}",  # type: ignore[attr-defined]
+                    f"{fits.scale[i]:.10g}",  # type: ignore[attr-defined]
+                    *(f"{z:.10g}" for z in fits.zoom[i]),  # type: ignore[attr-defined]
+                    *masks[i].astype(int).tolist(),
+                ]
+            )
+
+
+# ------------------------------------------------------------------ fit
+
+
+def write_mask_csv(path: Path, masks: np.ndarray) -> None:
+    bits = np.full((len(masks), 2 * masks.shape[1]), ord(","), dtype=np.uint8)
+    bits[:, 0::2] = masks.astype(np.uint8) + ord("0")
+    bits[:, -1] = ord("\n")
+    header = ",".join(f"w{i}" for i in range(1, masks.shape[1] + 1)) + "\n"
+    path.write_bytes(header.encode() + bits.tobytes())
+
+
+def bench_fit(args: argparse.Namespace, tmp: Path) -> None:
+    settings = ModelSettings(
+        starting_model=str(MODEL), permute=["W"], threshold=2.5, rmin=1.6, rmax=10.0,
+        qdamp=0.05, qbroad=0.01, biso=0.4,
+    )  # fmt: skip
+    data = steps.load_fit_data(GR, settings)
+    model = steps.load_model(data.settings)
+    engine = steps.prepare_engine(model, data.settings, data.r)
+    zoom = data.settings.zoom
+    rng = np.random.default_rng(0)
+    all_masks = rng.random((args.m2, model.n_permutable)) < 0.5
+    files = {}
+    for m in (args.m1, args.m2):
+        files[m] = tmp / f"masks{m}.csv"
+        write_mask_csv(files[m], all_masks[:m])
+        np.savez(tmp / f"masks{m}.npz", masks_packed=np.packbits(all_masks[:m], axis=1),
+                 n_permutable=model.n_permutable)  # fmt: skip
+    steps.fit_masks(engine, all_masks[:2000], data.g, zoom)  # warm up (compile, BLAS)
+
+    def engine_only(m: int) -> None:
+        steps.fit_masks(engine, all_masks[:m], data.g, zoom)
+
+    def new_io(m: int) -> None:
+        ids, masks = read_mask_table(files[m], model.n_permutable)
+        f = steps.fit_masks(engine, masks, data.g, zoom)
+        write_fits(tmp / "new.csv", ids, masks, f.rwp, f.scale, f.zoom)
+
+    def old_io(m: int) -> None:
+        ids, masks = old_read(files[m], model.n_permutable)
+        f = steps.fit_masks(engine, masks, data.g, zoom)
+        old_write(tmp / "old.csv", ids, masks, f)
+
+    ways: dict[str, Callable[[int], None]] = {
+        "engine alone (masks in memory)": engine_only,
+        "CSV in/out, numpy (this tree)": new_io,
+        "CSV in/out, csv module (before)": old_io,
+    }
+    best: dict[tuple[str, int], float] = {}
+    print(f"fit, in process, {load()}")
+    for _ in range(args.repeats):  # alternate, so every way sees the same neighbours
+        for name, fn in ways.items():
+            for m in (args.m1, args.m2):
+                time.sleep(0.3)
+                t = time.perf_counter()
+                fn(m)
+                dt = time.perf_counter() - t
+                best[name, m] = min(best.get((name, m), np.inf), dt)
+    rates = {
+        name: (args.m2 - args.m1) / (best[name, args.m2] - best[name, args.m1]) for name in ways
+    }
+    base = rates["CSV in/out, csv module (before)"]
+    eng = rates["engine alone (masks in memory)"]
+    print(f"{'':34s} {'t(M1) s':>8s} {'t(M2) s':>8s} {'marginal fits/s':>16s} "
+          f"{'vs before':>10s} {'vs engine':>10s}")  # fmt: skip
+    for name in ways:
+        r = rates[name]
+        print(f"{name:34s} {best[name, args.m1]:8.2f} {best[name, args.m2]:8.2f} "
+              f"{r:16,.0f} {r / base:9.2f}× {r / eng:9.2f}×")  # fmt: skip
+    print(f"(M1 = {args.m1:,}, M2 = {args.m2:,} masks; best of {args.repeats}; {load()})")
+
+    # the command itself, as the user runs it
+    print(f"\n`motex-stream fit` command (subprocess), {load()}")
+    cmd = [sys.executable, "-c", CLI, "fit", str(GR), "--model", str(MODEL),
+           *PDF_FLAGS]  # fmt: skip
+    subprocess.run([*cmd, "--masks", str(files[args.m1]), "--out", str(tmp / "cmd.csv")],
+                   check=True, capture_output=True)  # fmt: skip  (warm: numba cache, page cache)
+    for ext in ("csv", "npz"):
+        walls: dict[int, float] = {}
+        for _ in range(args.repeats):
+            for m in (args.m1, args.m2):
+                t = time.perf_counter()
+                subprocess.run([*cmd, "--masks", str(tmp / f"masks{m}.{ext}"), "--out",
+                                str(tmp / "cmd.csv")], check=True, capture_output=True)  # fmt: skip
+                walls[m] = min(walls.get(m, np.inf), time.perf_counter() - t)
+        rate = (args.m2 - args.m1) / (walls[args.m2] - walls[args.m1])
+        print(f"  {ext} in: wall {walls[args.m1]:.2f} s ({args.m1:,}), {walls[args.m2]:.2f} s "
+              f"({args.m2:,}): marginal {rate:,.0f} fits/s ({rate / eng:.2f}× the engine's "
+              f"in-process rate above); {load()}")  # fmt: skip
+
+
+# ------------------------------------------------------------------ analyze
+
+
+def run_analyze(pythonpath: Path, out: Path, catalogue: int) -> tuple[float, float, str]:
+    """(measured wall s, printed total s, stdout) of the README command."""
+    cmd = [sys.executable, "-c", CLI, "analyze", str(GR), "--model", str(MODEL),
+           "--permute", "W", "--threshold", "2.5", *PDF_FLAGS, "--catalogue", str(catalogue),
+           "--seed", "0", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=out.parent)
+    wall = time.perf_counter() - t
+    printed = float(re.search(r"total ([0-9.]+) s", proc.stdout).group(1))  # type: ignore[union-attr]
+    return wall, printed, proc.stdout
+
+
+def bench_analyze(args: argparse.Namespace, tmp: Path) -> None:
+    base_tree = tmp / "baseline"
+    base_tree.mkdir()
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref],
+                          check=True, capture_output=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(base_tree, filter="data")
+    rows = []
+    for name, tree in ((f"before ({args.baseline_ref})", base_tree), ("this tree", ROOT)):
+        out = tmp / f"analyze-{len(rows)}"
+        ld = load()
+        wall, printed, stdout = run_analyze(tree, out, args.analyze)
+        answer = None
+        m = re.search(r"\(after the answer; wall ([0-9.]+) s\)", stdout)
+        if m:  # this tree prints the answer before drawing; its total is the wait for it
+            answer = printed
+        rows.append((name, wall, printed, answer, ld, (out / "contributions.csv").read_bytes()))
+    print(f"\n`motex-stream analyze` (README command, --catalogue {args.analyze:,}), subprocess")
+    print(f"{'':22s} {'wall s':>7s} {'printed total s':>16s} {'wall - printed':>15s}  load")
+    for name, wall, printed, _, ld, _ in rows:
+        print(f"{name:22s} {wall:7.1f} {printed:16.1f} {wall - printed:15.1f}  {ld}")
+    print(f"wall ratio this tree / before: {rows[1][1] / rows[0][1]:.2f}; contributions.csv "
+          f"byte-identical: {rows[0][5] == rows[1][5]}")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--m1", type=int, default=10_000)
+    ap.add_argument("--m2", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--analyze", type=int, default=10_000, help="catalogue; 0: skip analyze")
+    ap.add_argument("--baseline-ref", default="6db11bb", help="git ref of the 'before' tree")
+    ap.add_argument("--skip-fit", action="store_true")
+    args = ap.parse_args()
+    print(f"{os.cpu_count()} CPUs; {load()}")
+    with tempfile.TemporaryDirectory() as d:
+        if not args.skip_fit:
+            bench_fit(args, Path(d))
+        if args.analyze:
+            bench_analyze(args, Path(d))
+
+
+if __name__ == "__main__":
+    main()
