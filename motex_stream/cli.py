@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--masks",
         required=True,
         type=Path,
-        help="CSV with columns w1..wN (1 = kept), optionally id (carried to the output)",
+        help="CSV with columns w1..wN (1 = kept), optionally id (carried to the output); "
+        "or .npy (M×N 0/1), or .npz with masks (or masks_packed + n_permutable, as "
+        "analyze's fits.npz) and optionally id",
     )
     p.add_argument(
         "--out",
