@@ -88,7 +88,7 @@ def _read_mask_array(path: Path, n_permutable: int) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{path}: no masks")
     masks = arr.astype(bool)
     if ids is None:
-        ids = np.arange(len(masks)).astype("S")
+        ids = row_ids(len(masks))
     elif len(ids) != len(masks):
         raise ValueError(f"{path}: {len(ids)} ids for {len(masks)} masks")
     return ids, masks
@@ -103,6 +103,9 @@ def _parse_fast(
         return None
     buf = np.frombuffer(raw, dtype=np.uint8)
     body_start = header_end + 1
+    fixed = _parse_fixed_width(buf[body_start:], fieldnames, cols)
+    if fixed is not None:
+        return fixed
     nl = np.flatnonzero(buf[body_start:] == _NL) + body_start
     if len(buf) > body_start and buf[-1] != _NL:  # no newline after the last row
         nl = np.append(nl, len(buf))
@@ -137,8 +140,54 @@ def _parse_fast(
         j = fieldnames.index(ID_COLUMN)
         ids = _gather_fields(buf, bounds[:, j] + 1, bounds[:, j + 1])
     else:
-        ids = np.arange(len(masks)).astype("S")
+        ids = row_ids(len(masks))
     return ids, masks
+
+
+def _parse_fixed_width(
+    body: np.ndarray, fieldnames: list[str], cols: list[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The commonest file (every row the same width, e.g. plain w1..wN bits) as one reshape:
+    a (M, width) byte matrix whose bit columns are read in place. None: rows differ."""
+    if ID_COLUMN in fieldnames or len(body) == 0:
+        return None
+    width = int(np.argmax(body == _NL)) + 1
+    if body[width - 1] != _NL or len(body) % width:
+        return None
+    mat = body.reshape(-1, width)
+    if not np.all(mat[:, -1] == _NL):
+        return None
+    line = mat[0, : width - 1]
+    if line[-1] == _CR:
+        line = line[:-1]
+    commas = np.flatnonzero(line == _COMMA)
+    if len(commas) != len(fieldnames) - 1:
+        return None
+    bounds = np.concatenate(([-1], commas, [len(line)]))
+    at = np.array([fieldnames.index(c) for c in cols])
+    if not np.all(bounds[at + 1] - bounds[at] == 2):  # single-character bits
+        return None
+    # every row has its commas exactly where the first row has them, and no others
+    if not (
+        np.all(mat[:, commas] == _COMMA)
+        and np.all(np.count_nonzero(mat == _COMMA, axis=1) == len(commas))
+        and np.all(mat[:, len(line)] == mat[0, len(line)])  # "\r" or "\n" alike
+    ):
+        return None
+    chars = mat[:, bounds[at] + 1]
+    if not np.all((chars == ord("0")) | (chars == ord("1"))):
+        return None
+    masks = chars == ord("1")
+    return row_ids(len(masks)), masks
+
+
+def row_ids(m: int) -> np.ndarray:
+    """b"0", b"1", ... b"m-1" as an ``S`` array, without formatting each in Python."""
+    return (
+        np.ascontiguousarray(_format_ints(np.arange(m), left=True))
+        .view(f"S{max(len(str(max(m - 1, 0))), 1)}")
+        .ravel()
+    )
 
 
 def _gather_fields(buf: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -198,11 +247,12 @@ def _format_floats(x: np.ndarray, digits: int = DIGITS) -> np.ndarray:
     w = 1 + 1 + 1 + (digits - 1) + 1 + 1 + 3
     out = np.zeros((m, w), dtype=np.uint8)
     out[:, 0] = np.where(x < 0, ord("-"), 0)
-    pw = 10 ** np.arange(digits - 1, -1, -1, dtype=np.int64)
-    d = (scaled[:, None] // pw) % 10 + ord("0")
-    out[:, 1] = d[:, 0]
+    q = scaled.copy()
+    for k in range(digits - 1, 0, -1):  # last digit first; scalar divisors are fast
+        out[:, 2 + k] = q % 10 + ord("0")
+        q //= 10
+    out[:, 1] = q + ord("0")
     out[:, 2] = ord(".")
-    out[:, 3 : 3 + digits - 1] = d[:, 1:]
     k = 3 + digits - 1
     out[:, k] = ord("e")
     out[:, k + 1] = np.where(exp < 0, ord("-"), ord("+"))
@@ -215,6 +265,28 @@ def _format_floats(x: np.ndarray, digits: int = DIGITS) -> np.ndarray:
             text = f"{float(x[i]):.{digits}g}"
             out[i] = 0
             out[i, : len(text)] = np.frombuffer(text.encode(), dtype=np.uint8)
+    return out
+
+
+def _format_ints(a: np.ndarray, left: bool = False) -> np.ndarray:
+    """Non-negative integers as (M, W) uint8 digits, NUL-padded (on the left; ``left``:
+    digits moved to the start, as an ``S`` array needs), vectorised."""
+    a = np.asarray(a, dtype=np.int64).ravel()
+    width = max(len(str(int(a.max(initial=0)))), 1)
+    out = np.zeros((len(a), width), dtype=np.uint8)
+    q = a.copy()
+    for k in range(width - 1, -1, -1):
+        out[:, k] = q % 10 + ord("0")
+        q //= 10
+    n_digits = np.ones(len(a), dtype=np.int64)
+    for k in range(1, width):
+        n_digits += a >= 10**k
+    lead = width - n_digits
+    out[np.arange(width)[None, :] < lead[:, None]] = 0
+    if left:
+        idx = np.arange(width)[None, :] + lead[:, None]
+        rows = np.arange(len(a))[:, None]
+        out = np.where(idx < width, out[rows, np.minimum(idx, width - 1)], 0).astype(np.uint8)
     return out
 
 
@@ -232,20 +304,26 @@ def format_fit_rows(
     zoom: np.ndarray,
 ) -> bytes:
     """The body of fits.csv (no header): ``id,n_kept,rwp,scale,zoom1..3,w1..wN`` per row,
-    built as one byte matrix whose NUL padding is dropped at the end."""
+    built in one preallocated byte matrix whose NUL padding is dropped at the end."""
     m, n = masks.shape
-    parts: list[np.ndarray] = []
-    comma = np.full((m, 1), _COMMA, dtype=np.uint8)
-    parts += [_as_bytes_matrix(np.asarray(ids).astype("S")), comma]
-    parts += [_as_bytes_matrix(masks.sum(axis=1).astype("S")), comma]
-    for col in (rwp, scale, *np.asarray(zoom, dtype=float).reshape(m, 3).T):
-        parts += [_format_floats(col), comma]
-    bits = np.full((m, 2 * n), _COMMA, dtype=np.uint8)
-    bits[:, 0::2] = masks.astype(np.uint8) + ord("0")
-    bits[:, -1] = _NL
-    parts.append(bits)
-    mat = np.concatenate(parts, axis=1).ravel()
-    return mat[mat != 0].tobytes()
+    fields = [
+        _as_bytes_matrix(np.asarray(ids).astype("S")),
+        _format_ints(masks.sum(axis=1)),
+        *(_format_floats(c) for c in (rwp, scale, *np.asarray(zoom, float).reshape(m, 3).T)),
+    ]
+    width = sum(f.shape[1] + 1 for f in fields) + 2 * n
+    mat = np.zeros((m, width), dtype=np.uint8)
+    at = 0
+    for f in fields:
+        mat[:, at : at + f.shape[1]] = f
+        mat[:, at + f.shape[1]] = _COMMA
+        at += f.shape[1] + 1
+    mat[:, at::2] = masks.view(np.uint8) if masks.dtype == bool else masks.astype(np.uint8)
+    mat[:, at::2] += ord("0")
+    mat[:, at + 1 :: 2] = _COMMA
+    mat[:, -1] = _NL
+    flat = mat.ravel()
+    return flat[flat != 0].tobytes()
 
 
 def write_fits(
