@@ -126,8 +126,8 @@ def assert_sites_agree(
         pytest.param(cuboctahedron, "W", 600, marks=pytest.mark.slow),
         pytest.param(keggin_unit, "W", 600, marks=pytest.mark.slow),
         # 60 atoms: with 600 motifs the trees never split on some atoms (value 0, interval 0);
-        # with 3000 the *offline* answer already fails: 60 values within ±0.002 whose spread
-        # is ~6x the median half-width (the paper used 384,260 motifs for C60). Left to the
+        # with 3000 the *offline* answer already fails: its 60 values spread over 0.008, ~6x
+        # their median half-width 0.0014 (the paper used 384,260 motifs for C60). Left to the
         # science steps (issue 21); the live path is held to the same property above.
         pytest.param(
             c60,
