@@ -243,6 +243,25 @@ def configure_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: commands whose process ends as soon as their work is done (see :func:`quick_exit`)
+QUICK_EXIT = ("analyze", "fit")
+
+
+def quick_exit(rc: int) -> None:
+    """End the process now, skipping interpreter teardown.
+
+    Everything is written, flushed and closed by then; what remains is the interpreter
+    unloading xgboost, numba, scipy and matplotlib, which took 0.8 s after ``analyze``'s
+    last line on a loaded 2-core machine: time the user waits for nothing, and which no
+    printed total could include. Only for the installed command (a caller of ``main`` keeps
+    its process), and not with ``--dask`` (its client closes itself at exit).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(rc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command. As the installed command (``argv`` None) times count from process
     creation; called in-process with ``argv``, from this call."""
@@ -267,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if hasattr(args, "func"):
-            return int(args.func(args) or 0)
+            rc = int(args.func(args) or 0)
+            if argv is None and args.command in QUICK_EXIT and not getattr(args, "dask", None):
+                quick_exit(rc)
+            return rc
         import importlib
 
         return int(importlib.import_module(args.module).run_from_args(args) or 0)

@@ -145,3 +145,28 @@ def test_analyze_total_is_the_wall_time_and_plots_come_after(
     assert timings["wall"] <= elapsed
     assert timings["wall"] >= timings["wall_to_answer"] + timings["plots"] - 1e-9
     assert "shap_summary.png" in report["files"] and (out / "shap_summary.png").exists()
+
+
+def test_installed_fit_command_exits_quickly_with_everything_written(tmp_path, keggin_gr):
+    """The command ends with os._exit after its work (no interpreter teardown): its exit
+    status, its stdout/stderr and its whole output file must still arrive."""
+    import subprocess
+    import sys
+
+    masks = np.random.default_rng(5).random((3000, 24)) < 0.5
+    np.save(tmp_path / "m.npy", masks)
+    code = "import sys; from motex_stream.cli import main; sys.exit(main())"
+    args = ["fit", str(keggin_gr), "--model", str(KEGGIN / "109725.xyz"), "--qmax", "20",
+            "--masks", str(tmp_path / "m.npy")]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args, "--out", str(tmp_path / "f.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _ids, back = fc.read_mask_table(tmp_path / "f.csv", 24)
+    np.testing.assert_array_equal(back, masks)
+    bad = subprocess.run(
+        [sys.executable, "-c", code, *args, "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "is a folder" in bad.stderr
