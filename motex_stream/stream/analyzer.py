@@ -277,7 +277,7 @@ class MotexFrameAnalyzer:
         timing["regrid"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        idx = self._refit_indices(run.refit, frame.seq)
+        idx = self._refit_indices(run.refit_count, frame.seq)
         masks = self.catalogue[idx]
         fits = steps.fit_masks(self.engine, masks, g, run.zoom)
         timing["fit"] = time.perf_counter() - t
