@@ -6,12 +6,15 @@ test publishes on a real socket. The browser tests are in ``test_dashboard_brows
 
 from __future__ import annotations
 
+import gzip
 import http.client
+import io
 import json
 import re
 import socket
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from motex_stream.cli import main as cli_main
 from motex_stream.fitting.results import rwp
 from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription
+from motex_stream.stream.dashboard.server import accepts_gzip
 from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.liveview import FIT_POINTS, best_fit, decimation, structure
@@ -487,3 +491,69 @@ def test_state_keeps_which_frames_a_rebuilt_surrogate_served_first() -> None:
     second = state.add(rebuilt, arrived=2.0)["frame"]
     assert (first["rebuilt"], second["rebuilt"], second["generation"]) == (False, True, 1)
     assert [f["rebuilt"] for f in state.snapshot()["models"]["keggin"]["frames"]] == [False, True]
+
+
+def fetch(server: DashboardServer, path: str, encoding: str | None) -> tuple[dict, bytes]:
+    """One GET over a real socket with the given ``Accept-Encoding``: headers, raw body."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": encoding} if encoding else {})
+        resp = conn.getresponse()
+        assert resp.status == 200, path
+        return {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_files_json_and_events_are_gzipped_for_a_client_that_accepts_it() -> None:
+    """Over an SSH tunnel plotly.js (4.8 MB) was sent as is (issue 22, item 7)."""
+    with DashboardServer(port=0) as server:
+        curve = {"r": list(np.linspace(1, 10, 200)), "g": [0.5] * 200, "g_calc": [0.4] * 200}
+        for seq in range(1, 30):
+            server.add(message(seq, fit=curve))
+        sizes = {}
+        for path in ("/", "/static/app.js", "/static/plotly.min.js", "/api/snapshot",
+                     "/api/fit?model=keggin&seq=3"):  # fmt: skip
+            plain_headers, plain = fetch(server, path, None)
+            headers, packed = fetch(server, path, "gzip, deflate, br")
+            assert "content-encoding" not in plain_headers, path
+            assert headers["content-encoding"] == "gzip", path
+            assert headers["vary"] == plain_headers["vary"] == "Accept-Encoding", path
+            assert int(headers["content-length"]) == len(packed), path
+            unpacked = gzip.decompress(packed)
+            if path != "/api/snapshot":  # the snapshot carries the server's clock
+                assert unpacked == plain, path
+            assert len(packed) < len(plain) / 2, (path, len(packed), len(plain))
+            sizes[path] = (len(plain), len(packed))
+        assert sizes["/static/plotly.min.js"][0] > 4_000_000
+        assert sizes["/static/plotly.min.js"][1] < 2_000_000
+        # a client that refuses gzip (q=0) or names only another coding gets the bytes as is
+        for refusal in ("gzip;q=0", "identity", "br"):
+            headers, body = fetch(server, "/static/app.js", refusal)
+            assert "content-encoding" not in headers and body.startswith(b"//"), refusal
+
+        # the event stream: one gzip stream, flushed per event, so each arrives at once
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+            stream = sock.makefile("rb")
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += stream.readline()
+            assert b"Content-Encoding: gzip" in head
+            inflate = zlib.decompressobj(31)
+            text = b""
+            while b"event: snapshot" not in text or not text.endswith(b"\n\n"):
+                text += inflate.decompress(stream.read1(65536))
+            wait_for(lambda: server.clients == 1)
+            server.add(message(30))
+            while b"event: frame" not in text:
+                text += inflate.decompress(stream.read1(65536))
+            name, event = read_event(io.BytesIO(text.split(b"\n\n", 1)[1]))
+            assert name == "frame" and event["frame"]["seq"] == 30
+
+
+def test_accept_encoding_is_read_as_http_defines_it() -> None:
+    assert accepts_gzip("gzip") and accepts_gzip("deflate, GZIP;q=0.5") and accepts_gzip("*")
+    assert not accepts_gzip(None) and not accepts_gzip("") and not accepts_gzip("br")
+    assert not accepts_gzip("gzip;q=0") and not accepts_gzip("*, gzip;q=0")
+    assert not accepts_gzip("gzip;q=bad") and accepts_gzip("identity, x-gzip")
