@@ -168,8 +168,11 @@ def bench_fit(args: argparse.Namespace, tmp: Path) -> None:
     print(f"\n`motex-stream fit` command (subprocess), {load()}")
     cmd = [sys.executable, "-c", CLI, "fit", str(GR), "--model", str(MODEL),
            *PDF_FLAGS]  # fmt: skip
-    subprocess.run([*cmd, "--masks", str(files[args.m1]), "--out", str(tmp / "cmd.csv")],
-                   check=True, capture_output=True)  # fmt: skip  (warm: numba cache, page cache)
+    subprocess.run(
+        [*cmd, "--masks", str(files[args.m1]), "--out", str(tmp / "cmd.csv")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip  (warm: numba cache, page cache)
     for ext in ("csv", "npz"):
         walls: dict[int, float] = {}
         for _ in range(args.repeats):
