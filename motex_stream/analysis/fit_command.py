@@ -348,6 +348,8 @@ def write_fits(
 
 
 def run_fit_command(args: argparse.Namespace) -> int:
+    """Read the masks, fit them, write fits.csv. The science modules are imported here, not
+    at module import, so reading this module (and ``--help``) stays cheap."""
     from motex_stream.analysis import steps
     from motex_stream.analysis.settings import ModelSettings
     from motex_stream.cli_flags import settings_from_args
