@@ -117,7 +117,7 @@ def page_state(driver) -> dict:
         const fit = sec.querySelector('.fit');
         const rows = Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
             atom: +tr.dataset.atom, value: tr.querySelector('.value').textContent,
-            state: tr.querySelector('.state').textContent}));
+            label: tr.dataset.label, badge: tr.querySelector('.badge').textContent}));
         const traces = (div) => (div.data || []);
         return {
             columns: heat.data ? heat.data[0].x.length : 0,
@@ -203,14 +203,15 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
             ).T
             np.testing.assert_allclose(np.array(state["z"], dtype=float), published, rtol=1e-12)
             last = {c["atom"]: c["value"] for c in messages[-1]["contributions"]}
+            labels = {c["atom"]: c["label"] for c in messages[-1]["contributions"]}
             assert [r["atom"] for r in state["rows"]] == sorted(last, key=last.get)
             for row in state["rows"]:
                 assert float(row["value"]) == pytest.approx(last[row["atom"]], abs=6e-5)
-                assert row["state"] == ("kept" if last[row["atom"]] < 0 else "removed")
+                assert row["label"] == row["badge"] == labels[row["atom"]]
             # the 3-D view holds every atom of the model, the fit plot every point sent
             assert state["atoms3d"] == len(messages[0]["structure"]["elements"]) == 65
             assert state["fitPoints"] == len(messages[-1]["fit"]["r"]) > 100
-            assert state["fitTraces"] == ["G(r) data", "best motif", "difference"]
+            assert state["fitTraces"] == ["G(r) data", "best catalogue motif", "difference"]
             # the last frame's motif is B (atoms 13-25): the most wanted atoms are B's
             assert all(r["atom"] > 12 for r in state["rows"][:5])
             assert state["stats"]["firstRender"] is not None
@@ -240,7 +241,7 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
         dashboard.close()
 
 
-def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, state_dir):
+def test_scrolling_back_recolours_every_view(series, settings, state_dir):
     address = f"tcp://127.0.0.1:{free_port()}"
     dashboard = Dashboard(address)
     recorder = Recorder(address)
@@ -263,35 +264,22 @@ def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, 
             )
             view = wait_until(lambda: selected(driver, 2), what="frame 2 selected")
             values = {c["atom"]: c["value"] for c in messages[1]["contributions"]}
+            labels = {c["atom"]: c["label"] for c in messages[1]["contributions"]}
             assert view["line"] == 2  # the heatmap marks the frame shown
             fit = wait_until(lambda: fit_of(driver, 2), what="frame 2's fit curve")
             np.testing.assert_allclose(fit["g"], messages[1]["fit"]["g"], rtol=1e-12)
             np.testing.assert_allclose(fit["g_calc"], messages[1]["fit"]["g_calc"], rtol=1e-12)
             assert view["follow"] is False
             assert [r["atom"] for r in view["rows"]] == sorted(values, key=values.get)
-            np.testing.assert_allclose(view["colours"], [values[a] for a in view["perm"]])
-            for atom, text in zip(view["perm"], view["hover"], strict=True):
-                shown = float(text.split("value ")[1].split(" ")[0])  # hover: "W #5<br>value …"
+            # the table and the 3-D view show frame 2's labels: one trace (colour) per label
+            assert {r["atom"]: r["label"] for r in view["rows"]} == labels
+            assert sorted(view["perm"]) == sorted(values)
+            for atom, lab, text in zip(view["perm"], view["labels"], view["hover"], strict=True):
+                assert lab == labels[atom]
+                # hover: "W #5<br>contribution -0.0123 ± 0.0045 ΔRwp<br>label keep"
+                shown = float(text.split("contribution ")[1].split(" ")[0])
                 assert shown == pytest.approx(values[atom], abs=6e-5, rel=1e-2)
-            assert view["hover"][0].startswith(f"W #{view['perm'][0]}<br>value ")
-
-            # a threshold keeps exactly the atoms below it, in the table and in 3-D
-            cut = float(np.median(list(values.values())))
-            driver.execute_script(
-                """const t = document.querySelector('.threshold');
-                   t.value = arguments[0]; t.dispatchEvent(new Event('input'));""",
-                cut,
-            )
-            want = sum(v < cut for v in values.values())
-            view = wait_until(
-                lambda: (
-                    (v := selected(driver, 2))
-                    and sum(r["state"] == "kept" for r in v["rows"]) == want
-                    and v
-                ),
-                what="the threshold applied",
-            )
-            assert view["symbols"].count("circle") == want
+                assert text.endswith(f"<br>label {labels[atom]}")
             screenshot(driver, "dashboard-scrolled-back")
 
             # back to live: the latest frame again
@@ -306,23 +294,24 @@ def test_scrolling_back_and_the_threshold_recolour_every_view(series, settings, 
 
 
 def selected(driver, seq: int) -> dict | None:
-    """The frame the page shows, if it is ``seq``: table, 3-D colours and hover texts."""
+    """The frame the page shows, if it is ``seq``: table, 3-D label traces and hover texts."""
     view = driver.execute_script(
         """
         const sec = document.querySelector('section.model');
         const m = window.motex.models[sec.dataset.model];
         const heat = sec.querySelector('.heatmap'), m3d = sec.querySelector('.model3d');
-        const perm = m3d.data.find((t) => t.name === 'permutable atoms');
+        const perm = m3d.data.filter((t) => t.meta === 'permutable');
         const shapes = (heat.layout.shapes || []).filter((sh) => sh.name === 'selected');
         const title = m3d.layout.title.text;  // the 3-D view is drawn after the 2-D plots
         return {
             seq: +sec.dataset.selectedSeq, follow: m.follow,
-            seq3d: +title.split('frame ')[1].split(' ')[0],
+            seq3d: parseInt(title.split('frame ')[1], 10),
             line: shapes.length ? shapes[0].x0 : null,
             rows: Array.from(sec.querySelectorAll('.ranking tbody tr')).map((tr) => ({
-                atom: +tr.dataset.atom, state: tr.querySelector('.state').textContent})),
-            perm: perm.text.map((t) => +t.split('#')[1].split('<')[0]),
-            colours: perm.marker.color, symbols: perm.marker.symbol, hover: perm.text,
+                atom: +tr.dataset.atom, label: tr.dataset.label})),
+            perm: perm.flatMap((t) => t.text.map((h) => +h.split('#')[1].split('<')[0])),
+            labels: perm.flatMap((t) => t.text.map(() => t.name)),
+            hover: perm.flatMap((t) => t.text),
         };
         """
     )
@@ -647,3 +636,155 @@ def test_rebuilds_are_marked_on_the_heatmap():
         finally:
             stop.set()
             thread.join(10)
+
+
+def labelled_message(seq: int) -> dict:
+    """A message with one atom of each label, a starting model and a fit curve."""
+    from motex_stream.stream.analyzer_protocol import FrameResult
+    from motex_stream.stream.messages import build_message
+
+    entries = [
+        {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01, "ci_low": -0.03,
+         "ci_high": -0.01, "label": "keep"},
+        {"atom": 2, "element": "W", "value": 0.001, "spread": 0.01, "ci_low": -0.004,
+         "ci_high": 0.006, "label": "uncertain"},
+        {"atom": 5, "element": "W", "value": 0.03, "spread": 0.01, "ci_low": 0.02,
+         "ci_high": 0.04, "label": "remove"},
+    ]  # fmt: skip
+    r = np.linspace(1, 10, 200)
+    result = FrameResult(
+        model="keggin",
+        contributions=entries,
+        # the best catalogue motif keeps atoms 2 and 5: the labels say otherwise, and the
+        # page must not call them kept for it
+        best={"mask": [0, 1, 1], "rwp": 0.3, "scale": 1.0, "zoom": 1.0},
+        timing={"fit": 0.1},
+        model_quality={"mae": 0.004, "n_trees": 10.0, "rebuilt": 0.0},
+        n_refit=100,
+        fit={"r": r.tolist(), "g": np.sin(r).tolist(), "g_calc": (0.9 * np.sin(r)).tolist()},
+        structure={
+            "elements": ["W", "W", "O", "O", "W"],
+            "xyz": [[0, 0, 0], [2, 0, 0], [1, 1, 0], [1, -1, 0], [0, 2, 0]],
+            "permutable": [1, 2, 5],
+            "bonded": [[1], [2], [1, 2], [2], [5]],
+        },
+    )
+    return build_message(
+        result, Frame("run-a", seq, 1.7e9 + seq, r, np.sin(r)), received_at=10.0, published_at=10.2
+    )
+
+
+def test_kept_means_the_label_everywhere_and_no_axis_text_overlaps():
+    """One vocabulary (issue 22, item 7): the page called three things "kept" (the best
+    motif's mask, value < a threshold, the label). Now the label is the only one: the table,
+    the 3-D view's legend and colours say keep/uncertain/remove, the best motif's mask is only
+    named as the best catalogue motif, the colour bar has its unit, and no two texts of a plot
+    (axis titles, tick labels, legends, colour bars) overlap."""
+    require_browser()
+    port = free_port()
+    stop = threading.Event()
+    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
+        thread = threading.Thread(
+            target=serve_subscription,
+            args=(publisher.address,),
+            kwargs={"port": port, "stop_event": stop},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            with chromium() as driver:
+                assert publisher.wait_for_subscribers(1, timeout=10)
+                driver.get(f"http://127.0.0.1:{port}/")
+                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
+                for seq in (1, 2, 3):
+                    publisher.send_message(labelled_message(seq))
+                wait_until(
+                    lambda: driver.execute_script(
+                        "const d = document.querySelector('section.model .model3d');"
+                        "return d && d.data && d.data.length > 2"
+                    ),
+                    what="every plot drawn",
+                )
+                page = settled(driver)
+                screenshot(driver, "dashboard-vocabulary")
+        finally:
+            stop.set()
+            thread.join(10)
+    # "kept" and "removed" are gone: the label's words are the page's only vocabulary
+    words = set(page["text"].lower().replace("(", " ").replace(")", " ").split())
+    assert not words & {"kept", "removed", "kept:", "removed:"}, page["text"]
+    assert page["badges"] == ["keep", "uncertain", "remove"]
+    assert "label" in page["header"] and "" not in page["header"]
+    assert page["legend3d"] == ["other atoms", "keep", "uncertain", "remove"]
+    assert page["hover3d"] == [
+        ["keep", ["W #1<br>contribution -0.0200 ± 0.0100 ΔRwp<br>label keep"]],
+        ["uncertain", ["W #2<br>contribution 0.0010 ± 0.0100 ΔRwp<br>label uncertain"]],
+        ["remove", ["W #5<br>contribution 0.0300 ± 0.0100 ΔRwp<br>label remove"]],
+    ]
+    # the best-motif mask appears only as the best catalogue motif
+    assert page["fitLegend"] == ["G(r) data", "best catalogue motif", "difference"]
+    assert "best catalogue motif (red): 2 of 3 atoms" in page["fitTitle"]
+    assert page["colourbar"] == ["contribution(ΔRwp)"]  # two lines: <br> leaves no space
+    assert page["overlaps"] == [], page
+    # the time axis's tick labels lie below the lowest panel (they crossed the middle one)
+    assert page["trendTicks"], page
+    assert min(page["trendTicks"]) >= page["trendBottom"] - 1, (
+        page["trendTicks"],
+        page["trendBottom"],
+    )
+
+
+def settled(driver) -> dict:
+    """The page's words and text boxes, once its plots stop moving (automargin relayouts
+    after the first draw): read until two readings agree, at most 5 s."""
+    last: dict | None = None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        page = driver.execute_script(
+            """
+                const sec = document.querySelector('section.model');
+                const texts = (sel) => Array.from(sec.querySelectorAll(sel))
+                    .map((e) => e.textContent.trim());
+                const trends = sec.querySelector('.trends');
+                const y3 = trends._fullLayout.yaxis3;
+                const top = trends.getBoundingClientRect().top;
+                return {
+                    text: document.body.innerText,
+                    legend3d: texts('.model3d .legendtext'),
+                    fitLegend: texts('.fit .legendtext'),
+                    fitTitle: texts('.fit .gtitle, .fit .gtitle-subtitle').join(' | '),
+                    badges: texts('.ranking .badge'),
+                    header: texts('.ranking th'),
+                    colourbar: texts('.heatmap .cbtitle'),
+                    hover3d: sec.querySelector('.model3d').data
+                        .filter((t) => t.meta === 'permutable' && t.x.length)
+                        .map((t) => [t.name, t.text]),
+                    trendTicks: Array.from(trends.querySelectorAll('.xtick text'))
+                        .map((t) => t.getBoundingClientRect().top - top),
+                    trendBottom: y3._offset + y3._length,
+                    overlaps: ['heatmap', 'fit', 'trends', 'model3d'].flatMap((name) => {
+                        const div = sec.querySelector('.' + name);
+                        const boxes = Array.from(div.querySelectorAll(
+                            '.gtitle, .gtitle-subtitle, .xtitle, .ytitle, .y2title, .y3title, ' +
+                        '.xtick text, ' +
+                            '.ytick text, .y2tick text, .y3tick text, .legendtext, ' +
+                            '.cbtitle, .cbaxis text'))
+                            .map((e) => [e.textContent, e.getBoundingClientRect()])
+                            .filter(([t, r]) => t.trim() && r.width > 0 && r.height > 0);
+                        const out = [];
+                        boxes.forEach(([ta, a], i) => boxes.slice(i + 1).forEach(([tb, b]) => {
+                            const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+                            const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+                            if (w > 1 && h > 1) out.push(name + ': ' + ta + ' / ' + tb);
+                        }));
+                        return out;
+                    }),
+                };
+                """
+        )
+        if page == last:
+            break
+        last = page
+        time.sleep(0.2)
+    assert last is not None
+    return last

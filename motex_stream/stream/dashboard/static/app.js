@@ -13,6 +13,24 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hov
 const CHANGE_COLOUR = "#7b2cbf";  // structure-change markers (heatmap and trends)
 const REBUILD_COLOUR = "#6b7280";  // surrogate-rebuild markers (heatmap)
 const LABEL_TEXT = { keep: "keep", remove: "remove", uncertain: "uncertain" };
+// One vocabulary on the page (issue 22): whether an atom is kept is its label from the
+// service (keep: interval below 0; remove: above; uncertain: it contains 0), in the table, the
+// 3-D view and every legend. The best catalogue motif's mask is only named as that motif.
+const LABEL_STYLE = {  // the badge colours of app.css; a symbol too, for colour-blind readers
+  keep: { colour: "#2166ac", symbol: "circle" },
+  remove: { colour: "#b2182b", symbol: "circle-open" },
+  uncertain: { colour: "#e0a400", symbol: "diamond" },
+  "": { colour: "#9aa3b5", symbol: "square-open" },
+};
+const LABEL_ORDER = ["keep", "uncertain", "remove", ""];
+function labelOf(f, k) {  // the published label of column k, or "" (none, or not one of the three)
+  const raw = f.labels ? f.labels[k] : null;
+  return typeof raw === "string" && Object.prototype.hasOwnProperty.call(LABEL_TEXT, raw) ? raw : "";
+}
+// Contribution values are on the Rwp scale (docs/method.md §6: for an atom whose effect is
+// additive, half the change of Rwp when it is kept); Rwp itself is a dimensionless fraction.
+const VALUE_UNIT = "ΔRwp";
+const AXIS_FONT = { size: 11 };
 
 const models = {};  // name -> model state
 const stats = { firstData: null, firstPlots: null, firstRender: null, snapshotAt: null, plotlyReady: null, latency: [], renders: 0, reconnects: 0 };
@@ -55,17 +73,12 @@ function newModel(name) {
   if (waiting) waiting.remove();
   const m = {
     name, el, atoms: [], elements: [], run: "", runs: 0, frames: [], structure: null, changes: [],
-    timeline: [], messages: 0, gaps: 0, follow: true, selected: -1, threshold: 0,
+    timeline: [], messages: 0, gaps: 0, follow: true, selected: -1,
     pending: [],  // published_at of frames not yet on screen (latency statistics)
   };
   const slider = el.querySelector(".frame-slider");
   slider.addEventListener("input", () => { m.follow = false; m.selected = +slider.value; schedule(m); });
   el.querySelector(".follow").addEventListener("click", () => { m.follow = true; schedule(m); });
-  el.querySelector(".threshold").addEventListener("input", (e) => {
-    const v = parseFloat(e.target.value);
-    m.threshold = isFinite(v) ? v : 0;
-    schedule(m);
-  });
   models[name] = m;
   return m;
 }
@@ -185,7 +198,7 @@ function render(m, plotted) {
       if (stats.firstPlots === null) stats.firstPlots = performance.now();
       return new Promise((resolve) => setTimeout(resolve, 0));
     })
-    .then(() => render3d(m, m.frames[current(m)] || f, symmetricRange(m)));
+    .then(() => render3d(m, m.frames[current(m)] || f));
 }
 
 function renderHeatmap(m, i, top) {
@@ -215,8 +228,9 @@ function renderHeatmap(m, i, top) {
   const labelsAt = m.atoms.map((_, a) => m.frames.map((f) => (f.labels && f.labels[a]) || "—"));
   const data = [{
     type: "heatmap", x, y, z, zmin: -top, zmax: top, zmid: 0, colorscale: DIVERGING,
-    colorbar: { title: { text: "value" }, thickness: 12 }, customdata: labelsAt,
-    hovertemplate: "%{y}, frame %{x}<br>value %{z:.4g} (%{customdata})<extra></extra>",
+    colorbar: { title: { text: `contribution<br>(${VALUE_UNIT})`, side: "right" }, thickness: 12 },
+    customdata: labelsAt,
+    hovertemplate: `%{y}, frame %{x}<br>contribution %{z:.4g} ${VALUE_UNIT}<br>label %{customdata}<extra></extra>`,
   }, {
     // hover targets of the change lines (shapes have no hover): a marker on the top row
     type: "scatter", mode: "markers", name: "changes", x: m.changes.map((c) => c.frame),
@@ -233,8 +247,9 @@ function renderHeatmap(m, i, top) {
   }];
   const layout = {
     title: { text: "Atom contribution values", font: { size: 14 } },
-    margin: { l: 60, r: 10, t: 30, b: 40 }, xaxis: { title: { text: "frame (seq)" } },
-    yaxis: { autorange: "reversed", type: "category" }, shapes, uirevision: m.run,
+    margin: { l: 10, r: 10, t: 30, b: 10 }, font: AXIS_FONT,
+    xaxis: { title: { text: "frame (seq)" }, automargin: true },
+    yaxis: { autorange: "reversed", type: "category", automargin: true }, shapes, uirevision: m.run,
   };
   const div = m.el.querySelector(".heatmap");
   const p = Plotly.react(div, data, layout, PLOT_CONFIG);
@@ -271,14 +286,12 @@ function renderRanking(m, f, top) {
   const rows = order.map((a, rank) => {
     const v = f.values[a], s = f.spread[a];
     const lo = f.ci_low ? f.ci_low[a] : null, hi = f.ci_high ? f.ci_high[a] : null;
-    const raw = (f.labels && f.labels[a]) || "";
-    const lab = Object.prototype.hasOwnProperty.call(LABEL_TEXT, raw) ? raw : "";
-    const kept = v !== null && v < m.threshold;
+    const lab = labelOf(f, a);
     const colour = v !== null && v < 0 ? "#2166ac" : "#b2182b";
     const x0 = v === null ? 50 : Math.min(50, pos(v)), x1 = v === null ? 50 : Math.max(50, pos(v));
     const hasInterval = lo !== null && hi !== null && lo !== undefined && hi !== undefined;
     const tr = document.createElement("tr");
-    tr.classList.add(kept ? "kept" : "removed", "label-" + (lab || "none"));
+    tr.classList.add("label-" + (lab || "none"));
     Object.assign(tr.dataset, {
       atom: String(m.atoms[a]), value: String(v), label: lab, ciLow: String(lo), ciHigh: String(hi),
     });
@@ -309,13 +322,12 @@ function renderRanking(m, f, top) {
     badge.className = "badge" + (lab ? " " + lab : "");
     badge.textContent = LABEL_TEXT[lab] || "—";
     cell("label").appendChild(badge);
-    cell("state", kept ? "kept" : "removed");
     return tr;
   });
   m.el.querySelector(".ranking tbody").replaceChildren(...rows);
 }
 
-function render3d(m, f, top) {
+function render3d(m, f) {
   const div = m.el.querySelector(".model3d");
   const s = m.structure;
   if (!s) {
@@ -326,43 +338,50 @@ function render3d(m, f, top) {
   }
   const col = {};  // atom number -> column in the values
   m.atoms.forEach((a, k) => { col[a] = k; });
-  const keptAtom = (n) => { const v = f.values[col[n]]; return v !== null && v !== undefined && v < m.threshold; };
+  const labelAt = (n) => (col[n] === undefined ? "" : labelOf(f, col[n]));
   const perm = [], dep = [];
   s.elements.forEach((_, k) => ((col[k + 1] !== undefined) ? perm : dep).push(k));
   const xyz = (idx, c) => idx.map((k) => s.xyz[k][c]);
-  const permValues = perm.map((k) => f.values[col[k + 1]]);
-  const permText = perm.map((k, j) => {
-    const v = permValues[j], sp = f.spread[col[k + 1]];
-    const lab = f.labels ? f.labels[col[k + 1]] : null;
-    return `${s.elements[k]} #${k + 1}<br>value ${fmt(v)} ± ${fmt(sp)}<br>${keptAtom(k + 1) ? "kept" : "removed"}` +
-      (lab ? ` · ${lab}` : "");
+  // the permutable atoms, one trace per label: the colours and the legend are the table's
+  const byLabel = LABEL_ORDER.map((lab) => {
+    const idx = perm.filter((k) => labelAt(k + 1) === lab);
+    const style = LABEL_STYLE[lab];
+    return {
+      type: "scatter3d", mode: "markers", name: LABEL_TEXT[lab] || "no label", meta: "permutable",
+      x: xyz(idx, 0), y: xyz(idx, 1), z: xyz(idx, 2), hovertemplate: "%{text}<extra></extra>",
+      text: idx.map((k) => {
+        const c = col[k + 1];
+        return `${s.elements[k]} #${k + 1}<br>contribution ${fmt(f.values[c])} ± ${fmt(f.spread[c])} ${VALUE_UNIT}` +
+          `<br>label ${LABEL_TEXT[lab] || "none"}`;
+      }),
+      marker: { size: 8, color: style.colour, symbol: style.symbol, line: { color: style.colour, width: 2 } },
+      // every label keeps its trace, empty or not: a change in the number of traces makes
+      // Plotly rebuild the WebGL scene, seconds per frame with software rendering
+      showlegend: idx.length > 0,
+    };
   });
-  const depKept = dep.map((k) => s.bonded[k].some(keptAtom));
-  const depText = dep.map((k, j) => `${s.elements[k]} #${k + 1} (goes with ${s.bonded[k].map((n) => s.elements[n - 1] + n).join(", ") || "none"})` +
-    `<br>${depKept[j] ? "kept" : "removed"}`);
+  const depText = dep.map((k) => `${s.elements[k]} #${k + 1}, goes with ` +
+    (s.bonded[k].map((n) => `${s.elements[n - 1]}${n} (${LABEL_TEXT[labelAt(n)] || "no label"})`).join(", ") || "none"));
   const bx = [], by = [], bz = [];
   dep.forEach((k) => s.bonded[k].forEach((n) => {
     for (const [arr, c] of [[bx, 0], [by, 1], [bz, 2]]) arr.push(s.xyz[k][c], s.xyz[n - 1][c], null);
   }));
+  const hidden = { showticklabels: false, title: { text: "" }, showspikes: false };
   const data = [
     { type: "scatter3d", mode: "lines", name: "bonds", x: bx, y: by, z: bz, hoverinfo: "skip",
       line: { color: "#c3c8d2", width: 2 }, showlegend: false },
-    { type: "scatter3d", mode: "markers", name: "dependent atoms", x: xyz(dep, 0), y: xyz(dep, 1), z: xyz(dep, 2),
+    { type: "scatter3d", mode: "markers", name: "other atoms", x: xyz(dep, 0), y: xyz(dep, 1), z: xyz(dep, 2),
       text: depText, hovertemplate: "%{text}<extra></extra>", opacity: 0.35,
-      marker: { size: 4, color: dep.map((k) => ELEMENT_COLOUR[s.elements[k]] || "#888"),
-        symbol: depKept.map((k) => (k ? "circle" : "circle-open")) } },
-    { type: "scatter3d", mode: "markers", name: "permutable atoms", x: xyz(perm, 0), y: xyz(perm, 1), z: xyz(perm, 2),
-      text: permText, hovertemplate: "%{text}<extra></extra>",
-      marker: { size: 9, color: permValues.map((v) => (v === null ? 0 : v)), cmin: -top, cmax: top, cmid: 0,
-        colorscale: DIVERGING,  // open (removed) markers are drawn in their value colour too
-        symbol: perm.map((k) => (keptAtom(k + 1) ? "circle" : "circle-open")),
-        colorbar: { title: { text: "value" }, thickness: 12 } } },
+      marker: { size: 3, color: dep.map((k) => ELEMENT_COLOUR[s.elements[k]] || "#888") } },
+    ...byLabel,
   ];
+  // no tick labels: coordinates say nothing here, and in a turned view they ran into each other
   const layout = {
-    title: { text: `Starting model, frame ${f.seq} (filled: kept, open: removed)`, font: { size: 13 } },
-    margin: { l: 0, r: 0, t: 30, b: 0 }, showlegend: false, uirevision: "keep-camera",
-    scene: { aspectmode: "data", camera: { eye: { x: 1.7, y: 1.7, z: 1.1 } }, xaxis: { title: { text: "x (Å)" } }, yaxis: { title: { text: "y (Å)" } },
-      zaxis: { title: { text: "z (Å)" } } },
+    title: { text: `Starting model, frame ${f.seq}: atoms by label`, font: { size: 13 } },
+    margin: { l: 0, r: 0, t: 30, b: 0 }, showlegend: true, uirevision: "keep-camera",
+    legend: { title: { text: "label" }, x: 1, xanchor: "right", y: 1, bgcolor: "rgba(255,255,255,0.8)" },
+    scene: { aspectmode: "data", camera: { eye: { x: 1.7, y: 1.7, z: 1.1 } },
+      xaxis: hidden, yaxis: hidden, zaxis: hidden },
   };
   div.dataset.atoms = perm.length + dep.length;
   return Plotly.react(div, data, layout, PLOT_CONFIG);
@@ -379,7 +398,7 @@ function renderFit(m, f) {
       .catch(() => {});
   }
   if (!fit) {
-    return Plotly.react(div, [], { title: { text: `No fit curve kept for frame ${f.seq}`, font: { size: 13 } } }, PLOT_CONFIG);
+    return Plotly.react(div, [], { title: { text: `No fit curve stored for frame ${f.seq}`, font: { size: 13 } } }, PLOT_CONFIG);
   }
   const diff = fit.g.map((g, k) => (g === null || fit.g_calc[k] === null ? null : g - fit.g_calc[k]));
   const finite = (a) => a.filter((v) => v !== null);
@@ -387,16 +406,22 @@ function renderFit(m, f) {
   const offset = low - Math.max(...finite(diff), 0) - 0.1 * (Math.max(...finite(fit.g)) - low);
   const data = [
     { type: "scatter", mode: "markers", name: "G(r) data", x: fit.r, y: fit.g, marker: { size: 3, color: "#1d2330" } },
-    { type: "scatter", mode: "lines", name: "best motif", x: fit.r, y: fit.g_calc, line: { color: "#d23c3c", width: 1.5 } },
+    { type: "scatter", mode: "lines", name: "best catalogue motif", x: fit.r, y: fit.g_calc, line: { color: "#d23c3c", width: 1.5 } },
     { type: "scatter", mode: "lines", name: "difference", x: fit.r, y: diff.map((d) => (d === null ? null : d + offset)),
       line: { color: "#1b7f3b", width: 1 } },
   ];
-  const kept = f.mask.reduce((a, b) => a + b, 0);
+  // the best-fitting motif of the catalogue (its mask), named as that: not the atoms' labels
+  const size = f.mask.reduce((a, b) => a + b, 0);
   const layout = {
-    title: { text: `G(r) · frame ${f.seq} · Rwp ${fmt(f.rwp)} · ${kept}/${f.mask.length} kept`,
-      font: { size: 13 }, x: 0.01, xanchor: "left" },
-    margin: { l: 50, r: 10, t: 40, b: 40 }, legend: { orientation: "h", y: -0.2 },
-    xaxis: { title: { text: "r (Å)" } }, yaxis: { title: { text: "G (Å⁻²)" } }, uirevision: m.run,
+    // a title and a subtitle: one long line ran under the plot's tool bar
+    title: { text: `G(r) · frame ${f.seq} · Rwp ${fmt(f.rwp)}`, font: { size: 13 }, x: 0.01, xanchor: "left",
+      subtitle: { text: `best catalogue motif (red): ${size} of ${f.mask.length} atoms`, font: { size: 12 } } },
+    margin: { l: 10, r: 10, t: 55, b: 10 }, font: AXIS_FONT,
+    // the legend inside, top right, where G(r) has decayed: below the plot it ran into the
+    // r axis title, above it into the title
+    legend: { x: 1, xanchor: "right", y: 1, yanchor: "top", bgcolor: "rgba(255,255,255,0.75)" },
+    xaxis: { title: { text: "r (Å)" }, automargin: true },
+    yaxis: { title: { text: "G (Å⁻²)" }, automargin: true }, uirevision: m.run,
   };
   div.dataset.points = fit.r.length;
   return Plotly.react(div, data, layout, PLOT_CONFIG);
@@ -435,12 +460,14 @@ function renderTrends(m) {
     type: "line", name: "change", xref: "x", yref: "paper", x0: new Date(c.at * 1000),
     x1: new Date(c.at * 1000), y0: 0, y1: 1, line: { color: CHANGE_COLOUR, width: 2 },
   }));
+  // one time axis, under the lowest panel (anchored to the top one, its tick labels were
+  // drawn across the middle panel); gaps between the panels leave room for their tick labels
   const layout = {
-    margin: { l: 60, r: 10, t: 10, b: 30 }, showlegend: false,
-    xaxis: { type: "date" },
-    yaxis: { domain: [0.7, 1], title: { text: "MAE" } },
-    yaxis2: { domain: [0.36, 0.64], title: { text: "latency (s)" } },
-    yaxis3: { domain: [0, 0.3], title: { text: "frames/s" } },
+    margin: { l: 10, r: 10, t: 10, b: 10 }, showlegend: false, font: AXIS_FONT,
+    xaxis: { type: "date", anchor: "y3", automargin: true },
+    yaxis: { domain: [0.72, 1], title: { text: "model MAE" }, automargin: true },
+    yaxis2: { domain: [0.38, 0.64], title: { text: "latency (s)" }, automargin: true },
+    yaxis3: { domain: [0.04, 0.3], title: { text: "frames/s" }, automargin: true },
     shapes, uirevision: m.name,
   };
   return Plotly.react(m.el.querySelector(".trends"), data, layout, PLOT_CONFIG);
