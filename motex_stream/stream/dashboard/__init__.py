@@ -2,9 +2,10 @@
 
 At the beamline the question is "which atoms do the data want right now, how did that change
 over the run, and can I trust it?", asked by people glancing at a screen. The page answers it
-per model: a heatmap of atom contribution values against frame, the starting model in 3-D
-coloured by the values, the latest G(r) with the best motif's fit, the atoms ranked with their
-spread, and the model error, latency and frame rate against time. It updates as frames
+per model: a heatmap of atom contribution values (ΔRwp) against frame, the starting model in
+3-D coloured by each atom's label (keep/uncertain/remove: the page's one meaning of "kept"),
+the latest G(r) with the best catalogue motif's fit, the atoms ranked with their interval and
+label, and the model error, latency and frame rate against time. It updates as frames
 arrive, keeps working through a service restart, and can scroll back through the run.
 
 The server (:mod:`.server`) subscribes like ``watch`` does, or runs inside the service
