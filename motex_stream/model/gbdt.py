@@ -551,9 +551,13 @@ def _boost_more(
 ) -> xgb.Booster:
     """Warm start: exactly ``rounds`` more trees on (X, y); ``booster`` itself is not modified."""
     dfit = xgb.DMatrix(X, label=y, nthread=NTHREAD)
-    return xgb.train(
-        params.to_xgb_params(seed=seed), dfit, num_boost_round=rounds, xgb_model=booster
-    )
+    # seed_per_iteration: a booster loaded for continued training does not reseed xgboost's
+    # process-wide random engine, so row/column sampling of the new trees would depend on
+    # what trained before in this process (two analyzers prepared alike gave different
+    # frame-1 values). Reseeding each round from (seed, round) makes them a function of the
+    # inputs alone.
+    xgb_params = {**params.to_xgb_params(seed=seed), "seed_per_iteration": True}
+    return xgb.train(xgb_params, dfit, num_boost_round=rounds, xgb_model=booster)
 
 
 def continue_training(
