@@ -9,6 +9,7 @@ exactly what a SIGKILL leaves (the SIGKILLed processes themselves: ``test_restar
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def test_resume_fills_a_store_that_lags_and_skips_what_each_sink_holds(
 
 
 def test_reopened_run_drops_held_events_and_overwrites_orphan_array_rows(
-    tiled: tuple[str, str],
+    tiled: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Tiled holds more than the restarted process thinks (frames 2-3 come again), and the kill
     fell between frame 4's array rows and its table row: nothing twice, arrays aligned."""
@@ -111,10 +112,14 @@ def test_reopened_run_drops_held_events_and_overwrites_orphan_array_rows(
         stream[name].patch(np.full((1, 4), 99.0), offset=(3,), extend=True)
 
     resumed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
-    resumed.on_run_start(RunStart(raw, 1.7e9))
-    for seq in (2, 3, 4, 5):
-        resumed.publish(published(toy, raw, seq))
-    resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+    with caplog.at_level(logging.INFO, logger="motex_stream"):
+        resumed.on_run_start(RunStart(raw, 1.7e9))
+        for seq in (2, 3, 4, 5):
+            resumed.publish(published(toy, raw, seq))
+        resumed.on_run_stop(RunStop(raw, 1.7e9 + 10))
+    # resuming is normal operation: said once at INFO, no WARNING (issue 22 item 6)
+    assert any("reopened" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
     run = derived(uri, key, raw)
     assert list(run["primary"]["seq_num"].read()) == [1, 2, 3, 4, 5]

@@ -345,13 +345,14 @@ class TiledArchive:
             stop = stored.node.metadata.get("stop") or {}
             early = str(stop.get("reason", "")).startswith(STOPPED_EARLY)
             if stored.finished and not early and not run.opened:
-                log.warning("derived run %s is already in Tiled; not written again", run.uid)
+                # a rerun of an archived run (documented resume): information, not a warning
+                log.info("derived run %s is already in Tiled; not written again", run.uid)
                 run.opened = True
                 return _Discard()
             writer = ReopenedRun(self.client, stored, batch_size=self.batch_size)
             if not run.opened:
                 held = {k: len(v.seqs) for k, v in stored.streams.items()}
-                log.warning(
+                log.info(  # resuming after a restart is normal operation (issue 22 item 6)
                     "derived run %s is in Tiled without a stop: reopened, it holds %s",
                     run.uid,
                     held or "no events",
