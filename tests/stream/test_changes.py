@@ -248,10 +248,11 @@ def test_two_motif_crossover_is_reported_once_near_the_crossover(
     assert [c["label"] for c in first] == ["keep"] * 12 + ["remove"] * 13
     last_labels = [c["label"] for c in last]
     assert last_labels[:12] == ["remove"] * 12
-    # the W13 cluster: never remove, most keep (offline-width intervals leave 2 of 13
-    # uncertain here; offline analyze of this frame: 13 keep, but 9 of the 12 Keggin W
-    # uncertain where live says remove)
-    assert "remove" not in last_labels[12:] and last_labels[12:].count("keep") >= 10
+    # the W13 cluster: never remove, a majority keep (offline-width intervals leave some of
+    # the 13 uncertain here: 2 with the warm start drawing from xgboost's unseeded engine, 5
+    # since every warm-start round is seeded (deterministic); offline analyze of this frame:
+    # 13 keep, but 9 of the 12 Keggin W uncertain where live says remove; issue 20 notes)
+    assert "remove" not in last_labels[12:] and last_labels[12:].count("keep") >= 7
 
 
 @pytest.mark.slow
@@ -287,8 +288,17 @@ def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepar
     changes += [(f.seq, after.analyze(f).change) for f in frames(stop, N_CROSS)]
     after.surrogate.close()
     reported = [(seq, c) for seq, c in changes if c]
-    assert len(reported) == 1, reported
-    change = reported[0][1]
+    # one change loses motif A (the restart neither hides it nor reports it twice); as
+    # without a restart, a later change may only complete motif B (a borderline W13 atom
+    # settling into keep; measured: W24 at frame 20), never lose or add anything else
+    losing = [(seq, c) for seq, c in reported if c["atoms_lost"]]
+    assert len(losing) == 1, reported
+    for _, later in reported:
+        if later is not losing[0][1]:
+            assert later["frame"] > losing[0][1]["frame"], reported
+            assert set(later["atoms_gained"]) <= set(range(13, 26)), reported
+    assert len(reported) <= 2, reported
+    change = losing[0][1]
     assert abs(change["frame"] - (CROSSOVER + 1)) <= 2, change
     assert change["atoms_lost"] == list(range(1, 13))
     # the interval ensemble is rebuilt at the restart, so a borderline motif-B atom may settle
