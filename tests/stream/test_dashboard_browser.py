@@ -759,8 +759,11 @@ def settled(driver) -> dict:
                     hover3d: sec.querySelector('.model3d').data
                         .filter((t) => t.meta === 'permutable' && t.x.length)
                         .map((t) => [t.name, t.text]),
+                    // a tick plotly has hidden has an all-zero box (top 0): only drawn ticks count
                     trendTicks: Array.from(trends.querySelectorAll('.xtick text'))
-                        .map((t) => t.getBoundingClientRect().top - top),
+                        .map((t) => [t.textContent.trim(), t.getBoundingClientRect()])
+                        .filter(([t, r]) => t && r.width > 0 && r.height > 0)
+                        .map(([t, r]) => r.top - top),
                     trendBottom: y3._offset + y3._length,
                     overlaps: ['heatmap', 'fit', 'trends', 'model3d'].flatMap((name) => {
                         const div = sec.querySelector('.' + name);
