@@ -150,6 +150,27 @@ def test_compose_services():
             assert str(port).startswith("127.0.0.1:"), port
 
 
+def test_compose_agent_is_opt_in_dry_run_and_reachable():
+    """The agent joins the stack only with ``--profile loop``, follows the service over the
+    compose network, touches no queue until a person turns dry-run off, and Prometheus can
+    reach its counters (loopback inside a container would hide them)."""
+    from motex_stream.stream.loop.policy import load_config as load_agent_config
+
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+    agent = compose["services"]["motex-agent"]
+    assert agent["profiles"] == ["loop"]
+    assert agent["command"][:1] == ["agent"] and "ports" not in agent
+    config = load_agent_config(DEPLOY / "compose" / "agent.toml")
+    assert config.policy.dry_run and not config.policy.auto_start
+    assert config.subscribe == "tcp://motex-stream:5578"
+    prom = yaml.safe_load((DEPLOY / "compose" / "prometheus-compose.yml").read_text())
+    targets = {
+        t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
+    assert f"motex-agent:{config.metrics_port}" in targets and config.metrics_host == "0.0.0.0"
+    assert '".[loop]"' in (DEPLOY / "compose" / "Dockerfile").read_text()
+
+
 def test_prometheus_scrapes_metrics_port():
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = [

@@ -63,8 +63,8 @@ from typing import Any
 
 import numpy as np
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 
 SCHEMA = "motex-stream/contributions/v1"
 

@@ -34,11 +34,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
 from motex_stream.stream.frames import validate_frame as _validate_frame
 from motex_stream.stream.headroom import Headroom
 from motex_stream.stream.journal import RunJournal
+from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers import Sink

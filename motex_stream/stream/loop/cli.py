@@ -62,7 +62,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(config.metrics_port, "127.0.0.1", registry=loop.registry)
+        start_http_server(config.metrics_port, config.metrics_host, registry=loop.registry)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:

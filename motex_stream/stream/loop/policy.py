@@ -95,13 +95,16 @@ class AgentConfig(_Strict):
     """The whole ``motex-stream agent --config FILE``.
 
     ``subscribe``: the service's ZMQ PUB address; ``models``: topics to follow (empty: all).
-    ``name`` identifies the agent in queue metadata and reports.
+    ``name`` identifies the agent in queue metadata and reports. ``metrics_port`` serves the
+    ``motex_agent_*`` counters on ``metrics_host``.
     """
 
     name: str = "motex-agent"
     subscribe: str = "tcp://127.0.0.1:5578"
     models: list[str] = Field(default_factory=list)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # loopback unless a container network must reach it (deploy/compose/agent.toml)
+    metrics_host: str = "127.0.0.1"
     queue_server: QueueServerSettings = Field(default_factory=QueueServerSettings)
     policy: Policy = Field(default_factory=Policy)
     report: ReportSettings = Field(default_factory=ReportSettings)

@@ -31,9 +31,9 @@ from typing import Any
 import event_model
 
 from motex_stream import __version__
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.config import BlueskySinkConfig, read_api_key
 from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import SCHEMA, AnalysisIdentity, PublishedFrame
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,12 @@ DEFAULT_R_KEY = "pdf_r"
 DEFAULT_STREAM = "primary"
 _KNOWN_NAMES = frozenset(n.name for n in event_model.DocumentNames)
 _MAX_SEQ_JUMP = 1_000_000  # a seq_num further ahead than this is garbage, not a gap
+
+
+class SourceConfigError(ValueError):
+    """A configured source cannot be built (e.g. its optional dependency is missing)."""
+
+
 # Bounds on what the network can make the assembler remember (issue 19): a run has a handful of
 # streams (primary, baseline, monitors); a service follows a few runs at a time.
 DEFAULT_MAX_DESCRIPTORS_PER_RUN = 8

@@ -121,8 +121,8 @@ def check_tiled_run(uri: str, run: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from motex_stream.stream.commands.runner import LazyAnalyzer, format_summary, use_dask
     from motex_stream.stream.publishers.jsonl import JsonlSink, published_seqs
-    from motex_stream.stream.runner import LazyAnalyzer, format_summary, use_dask
     from motex_stream.stream.service import StreamService
     from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.analysis.steps import UNIFORM_STEP
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
 from motex_stream.stream.service import StreamService
@@ -183,7 +183,7 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
 
 def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) -> Callable[[], None]:
     """A scrape hook that carries each model's failed state saves and refused generations
-    (counted by the analyzer, see :mod:`motex_stream.stream.live_state`) into /metrics."""
+    (counted by the analyzer, see :mod:`motex_stream.stream.live.live_state`) into /metrics."""
     seen: dict[str, tuple[MotexFrameAnalyzer, int, int]] = {}  # model: (analyzer, saves, loads)
     lock = threading.Lock()
 

@@ -1,7 +1,7 @@
 """`motex-stream demo`: a whole beamline on one machine, end to end, in about a minute.
 
 An in-process Tiled server, a Bluesky RunEngine with a simulated PDF detector playing a time
-series whose motif changes (α-Keggin → W13 cluster, see :mod:`motex_stream.stream.series`),
+series whose motif changes (α-Keggin → W13 cluster, see :mod:`motex_stream.stream.sim.series`),
 the live service subscribed to Tiled, and the watch view on the service's ZMQ stream. At the
 end: a summary, a heatmap of contribution values vs frame, and the results as JSON Lines.
 """
@@ -74,7 +74,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def _start_watch(address: str, n_frames: int, show: bool) -> threading.Thread:
-    from motex_stream.stream.watch import watch
+    from motex_stream.stream.commands.watch import watch
 
     def target() -> None:
         sink: Any = None if show else io.StringIO()
@@ -114,12 +114,12 @@ def run_demo(
     from tiled.server import SimpleTiledServer
 
     from motex_stream.analysis.settings import LiveModelSettings
+    from motex_stream.stream.commands.runner import LazyAnalyzer, format_summary
     from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-    from motex_stream.stream.runner import LazyAnalyzer, format_summary
-    from motex_stream.stream.series import two_motif_series
     from motex_stream.stream.service import StreamService
-    from motex_stream.stream.simulate import make_pdf_detector, make_run_engine, run_series
+    from motex_stream.stream.sim.series import two_motif_series
+    from motex_stream.stream.sim.simulate import make_pdf_detector, make_run_engine, run_series
     from motex_stream.stream.sources.tiled_source import TiledLiveSource, attach_tiled_writer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def run_demo(
 def _summarise(
     out: Path, series: Any, messages: list[dict[str, Any]], stats: dict, uid: str, line: str
 ) -> dict[str, Any]:
-    from motex_stream.stream.plots import contribution_heatmap
+    from motex_stream.stream.sim.plots import contribution_heatmap
 
     n_a = len(series.motif_a)
     values = np.array([[c["value"] for c in m["contributions"]] for m in messages])

@@ -32,7 +32,7 @@ class FrameResult:
     # (decimated), and {"elements", "xyz", "permutable", "bonded"} of the model once per run
     fit: dict[str, Any] | None = None
     structure: dict[str, Any] | None = None
-    # a persistent change of the keep set confirmed by this frame (see stream/changes.py):
+    # a persistent change of the keep set confirmed by this frame (see stream/live/changes.py):
     # {"frame", "atoms_gained", "atoms_lost", "confidence"}; None: no change
     change: dict[str, Any] | None = None
 

@@ -1,6 +1,6 @@
 """The live analyzer's saved state: write it as one atomic commit, read it back checked.
 
-Kept apart from :mod:`motex_stream.stream.analyzer` so that what is on disk (layout, checks,
+Kept apart from :mod:`motex_stream.stream.live.analyzer` so that what is on disk (layout, checks,
 recovery from a bad state) can be reasoned about, and changed, without touching the per-frame
 science. A state folder holds ``state.json`` (the commit record), one generation folder
 ``gNNNNNN/`` (catalogue, fit grid, surrogate) named by it, and ``changes.json`` (the change
@@ -28,12 +28,12 @@ import numpy as np
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
 from motex_stream.model.gbdt import IncrementalSurrogate, features
-from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.journal import fsync_dir, write_atomic
+from motex_stream.stream.live.changes import KeepSetChangeDetector
 from motex_stream.structure.starting_model import StartingModel
 
 if TYPE_CHECKING:  # the analyzer imports this module; only its type is needed here
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
+    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 
 log = logging.getLogger(__name__)
 

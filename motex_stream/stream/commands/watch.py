@@ -242,7 +242,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``motex-stream watch ADDR`` (or ``python -m motex_stream.stream.watch``)."""
+    """Entry point: ``motex-stream watch ADDR`` (or
+    ``python -m motex_stream.stream.commands.watch``)."""
     parser = argparse.ArgumentParser(prog="motex-stream watch", description=__doc__)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

@@ -65,7 +65,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.info("metrics on %s (health: /healthz, /readyz)", server.url)
     try:
         # the analysis stack (numba, xgboost, shap: seconds to import) only now
-        from motex_stream.stream.runner import build_service, format_summary, serve_until_signalled
+        from motex_stream.stream.commands.runner import (
+            build_service,
+            format_summary,
+            serve_until_signalled,
+        )
 
         dashboard = dashboard_sink(config.service)
         try:

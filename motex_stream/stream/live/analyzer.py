@@ -32,12 +32,12 @@ from motex_stream.model.gbdt import (
     rounds_for_budget,
 )
 from motex_stream.pdf.batched import PreparedModel
-from motex_stream.stream import live_state
-from motex_stream.stream.analyzer_protocol import FrameResult
-from motex_stream.stream.changes import KeepSetChangeDetector
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
-from motex_stream.stream.live_intervals import LiveEnsemble, member_params
-from motex_stream.stream.liveview import best_fit, structure
+from motex_stream.stream.live import live_state
+from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.changes import KeepSetChangeDetector
+from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
+from motex_stream.stream.live.liveview import best_fit, structure
 from motex_stream.structure.starting_model import StartingModel
 from motex_stream.structure.symmetry import equivalence_classes
 
@@ -191,11 +191,11 @@ class MotexFrameAnalyzer:
         return analyzer
 
     # ----------------------------------------------------------------- persistence
-    # (the layout, checks and recovery are motex_stream.stream.live_state's)
+    # (the layout, checks and recovery are motex_stream.stream.live.live_state's)
     def save_state(self) -> bool:
         """Persist everything a restart needs, as one atomic commit; True when it committed
         (a failure is logged and counted, never raised: see
-        :func:`motex_stream.stream.live_state.save_state`)."""
+        :func:`motex_stream.stream.live.live_state.save_state`)."""
         return live_state.save_state(self)
 
     def maybe_save(self) -> None:
@@ -216,7 +216,7 @@ class MotexFrameAnalyzer:
         cls, settings: LiveModelSettings, model: StartingModel, directory: Path
     ) -> MotexFrameAnalyzer | None:
         """The analyzer saved in ``directory``, or None (nothing there, or nothing usable:
-        then it is moved aside, see :func:`motex_stream.stream.live_state.load`)."""
+        then it is moved aside, see :func:`motex_stream.stream.live.live_state.load`)."""
 
         def build(saved: live_state.SavedState) -> MotexFrameAnalyzer:
             surrogate = saved.surrogate
@@ -351,7 +351,7 @@ class MotexFrameAnalyzer:
 
     def _ensure_ensemble(self, run: LiveModelSettings) -> None:
         """The live interval ensemble for ``ci_models`` ≥ 2 (see
-        :mod:`motex_stream.stream.live_intervals`), made before the frame's surrogate update
+        :mod:`motex_stream.stream.live.live_intervals`), made before the frame's surrogate update
         so that a rebuild that update starts also builds its members (whatever the timing)."""
         if run.ci_models < 2:
             self._ensemble = None
@@ -387,7 +387,7 @@ class MotexFrameAnalyzer:
         """SD of each live value and its degrees of freedom: the SHAP-mean sampling error,
         plus the spread of the serving surrogate's ensemble when ``ci_models`` ≥ 2 (the
         offline ensemble of the frame it was built on, see
-        :mod:`motex_stream.stream.live_intervals`).
+        :mod:`motex_stream.stream.live.live_intervals`).
 
         The ensemble's spread is the SD (ddof 1) of ``ci_models`` members' values, as offline,
         so it carries ``ci_models − 1`` degrees of freedom; the interval then takes Student's

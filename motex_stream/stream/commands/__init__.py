@@ -1,0 +1,2 @@
+"""The stream's commands: ``serve``, ``replay``, ``demo`` and ``watch``, and ``runner``, which
+assembles the service they run."""
