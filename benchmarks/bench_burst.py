@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
 

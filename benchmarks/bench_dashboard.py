@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from motex_stream.stream.analyzer_protocol import FrameResult  # noqa: E402
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription  # noqa: E402
 from motex_stream.stream.frames import Frame  # noqa: E402
+from motex_stream.stream.live.analyzer_protocol import FrameResult  # noqa: E402
 from motex_stream.stream.messages import build_message  # noqa: E402
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher  # noqa: E402
 from tests.stream.browser import chromium, wait_until  # noqa: E402

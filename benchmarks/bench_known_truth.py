@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motex_stream.analysis.pipeline import run_analysis
+from motex_stream.analysis.pipeline import AnalysisResult, run_analysis
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine
 from motex_stream.explain.refine import checked_labels, descend
@@ -78,31 +78,65 @@ class Case:
         return list(self.images) or [self.truth]
 
 
-def lattice(basis: np.ndarray, a: float, n: int) -> np.ndarray:
-    """Cartesian sites of a cubic lattice with fractional ``basis``, cells −n..n."""
+def lattice(basis: np.ndarray, a: float, n: int, cell: np.ndarray | None = None) -> np.ndarray:
+    """Cartesian sites of a lattice with fractional ``basis``, cells −n..n; ``cell`` (rows:
+    the cell vectors in units of ``a``) defaults to the cube."""
     r = np.arange(-n, n + 1)
     cells = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-    return ((cells[:, None, :] + basis[None]) * a).reshape(-1, 3)
+    vectors = np.eye(3) if cell is None else np.asarray(cell, dtype=float)
+    return (((cells[:, None, :] + basis[None]) @ vectors) * a).reshape(-1, 3)
+
+
+def cube_operations() -> list[np.ndarray]:
+    """The 48 orthogonal operations of the cube (axis permutations times sign flips)."""
+    from itertools import permutations, product
+
+    out = []
+    for perm in permutations(range(3)):
+        for signs in product((1.0, -1.0), repeat=3):
+            m = np.zeros((3, 3))
+            m[np.arange(3), perm] = signs
+            out.append(m)
+    return out
+
+
+def hexagonal_operations() -> list[np.ndarray]:
+    """Rotations by 60° steps about z, each with and without z → −z and x → −x or y → −y:
+    a superset of the operations that map an hcp cluster cut around a site onto itself
+    (:func:`point_images` keeps the ones that do)."""
+    out = []
+    for k in range(6):
+        c, s = np.cos(k * np.pi / 3), np.sin(k * np.pi / 3)
+        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        for mz in (1.0, -1.0):
+            for mirror in (np.eye(3), np.diag([-1.0, 1.0, 1.0]), np.diag([1.0, -1.0, 1.0])):
+                out.append(rot @ np.diag([1.0, 1.0, mz]) @ mirror)
+    return out
+
+
+def point_images(
+    positions: np.ndarray, truth: np.ndarray, operations: list[np.ndarray]
+) -> tuple[np.ndarray, ...]:
+    """The distinct images of ``truth`` under the ``operations`` (about the origin) that map
+    the permutable atoms at ``positions`` onto themselves: motifs the PDF cannot tell apart."""
+    out: list[np.ndarray] = []
+    for op in operations:
+        moved = positions @ op.T
+        d = np.linalg.norm(moved[:, None] - positions[None], axis=2)
+        idx = d.argmin(axis=1)
+        if d[np.arange(len(idx)), idx].max() > 1e-6:
+            continue
+        image = np.zeros(len(truth), dtype=bool)
+        image[idx[truth]] = True
+        if not any(np.array_equal(image, o) for o in out):
+            out.append(image)
+    return tuple(out)
 
 
 def cubic_images(positions: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]:
     """The distinct images of ``truth`` under the 48 operations of the cube about the origin
     that map the cluster onto itself (the cluster is cut around a lattice site at 0)."""
-    from itertools import permutations, product
-
-    out: list[np.ndarray] = []
-    for perm in permutations(range(3)):
-        for signs in product((1.0, -1.0), repeat=3):
-            moved = positions[:, perm] * np.array(signs)
-            d = np.linalg.norm(moved[:, None] - positions[None], axis=2)
-            idx = d.argmin(axis=1)
-            if d[np.arange(len(idx)), idx].max() > 1e-6:
-                continue
-            image = np.zeros(len(truth), dtype=bool)
-            image[idx[truth]] = True
-            if not any(np.array_equal(image, o) for o in out):
-                out.append(image)
-    return tuple(out)
+    return point_images(positions, truth, cube_operations())
 
 
 def nearest(points: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
@@ -121,13 +155,16 @@ def cluster_case(
     centre_frac: np.ndarray,
     note: str,
     perturbation: Perturbation,
+    cell: np.ndarray | None = None,
+    operations: list[np.ndarray] | None = None,
 ) -> Case:
     """A one-element cluster of the ``n_model`` sites nearest the origin, the truth the
     ``n_truth`` of them nearest ``centre_frac·a`` (off the model's centre)."""
-    sites = lattice(basis, a, 4)
+    sites = lattice(basis, a, 4, cell)
     model = sites[nearest(sites, np.zeros(3), n_model)]
     truth = np.zeros(n_model, dtype=bool)
     truth[nearest(model, np.asarray(centre_frac) * a, n_truth)] = True
+    ops = cube_operations() if operations is None else operations
     return Case(
         name,
         (element,) * n_model,
@@ -137,12 +174,65 @@ def cluster_case(
         truth,
         perturbation,
         note,
-        cubic_images(model, truth),
+        point_images(model, truth, ops),
     )
 
 
 FCC = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
 BCC = np.array([[0, 0, 0], [0.5, 0.5, 0.5]])
+#: hcp: a site at the origin and one at (2/3, 1/3, 1/2) of the hexagonal cell (c/a ideal)
+HCP = np.array([[0, 0, 0], [2 / 3, 1 / 3, 0.5]])
+HEX_CELL = np.array([[1.0, 0.0, 0.0], [-0.5, np.sqrt(3) / 2, 0.0], [0.0, 0.0, np.sqrt(8 / 3)]])
+
+
+def two_motifs_case(perturbation: Perturbation) -> Case:
+    """Two 13-atom fcc cuboctahedra side by side (centred on the sites at ±a along x, a
+    second-neighbour gap between them) in the 87-atom fcc Ni cluster: the truth is not one
+    compact cut, and the model's central atom lies between the two motifs, in neither."""
+    sites = lattice(FCC, 3.52, 4)
+    model = sites[nearest(sites, np.zeros(3), 87)]
+    truth = np.zeros(len(model), dtype=bool)
+    for sign in (1.0, -1.0):
+        truth[nearest(model, np.array([sign * 3.52, 0.0, 0.0]), 13)] = True
+    return Case(
+        "fcc Ni, two 13-atom motifs side by side in 87",
+        ("Ni",) * len(model),
+        model,
+        ("Ni",),
+        2.5,
+        truth,
+        perturbation,
+        "two cuboctahedra flanking the centre; 0.02 Å jitter, 0.5 % noise",
+        point_images(model, truth, cube_operations()),
+    )
+
+
+def oxide_case(perturbation: Perturbation) -> Case:
+    """A rock-salt MgO cluster (Mg permutable, O kept when bonded to a kept Mg, bond 2.3 Å;
+    two elements): the truth is the Mg13 cuboctahedron around the Mg site at (a/2, a/2, 0),
+    off the centre, with the O bonded to it."""
+    a = 4.212
+    mg = lattice(FCC, a, 3)
+    o = lattice(FCC + np.array([0.5, 0.0, 0.0]), a, 3)
+    pos = np.concatenate([mg, o])
+    symbols = np.array(["Mg"] * len(mg) + ["O"] * len(o))
+    keep = nearest(pos, np.zeros(3), 123)  # the 123 ions nearest the central Mg (55 Mg)
+    keep = keep[np.argsort(symbols[keep] != "Mg", kind="stable")]  # Mg first, as in file order
+    pos, symbols = pos[keep], symbols[keep]
+    mg_pos = pos[symbols == "Mg"]
+    truth = np.zeros(len(mg_pos), dtype=bool)
+    truth[nearest(mg_pos, np.array([0.5, 0.5, 0.0]) * a, 13)] = True
+    return Case(
+        "MgO rock salt, Mg13 + O of 55 Mg, off-centre",
+        tuple(str(x) for x in symbols),
+        pos,
+        ("Mg",),
+        2.3,
+        truth,
+        perturbation,
+        "oxide cut, two elements; 0.5 % strain, Biso 0.6 (fit 0.4), 2 % noise",
+        point_images(mg_pos, truth, cube_operations()),
+    )
 
 
 def keggin_case(perturbation: Perturbation) -> Case:
@@ -212,7 +302,29 @@ def family() -> list[Case]:
             "surface motif centred on an outer site; Qmax 18 in the data (fit: 20)",
             Perturbation(qmax=18.0),
         ),
+        *quick_family(),
+        two_motifs_case(Perturbation(strain=0.0, jitter=0.02, biso=0.4, noise=0.005)),
         keggin_case(Perturbation(strain=0.005, jitter=0.02, noise=0.01)),
+    ]
+
+
+def quick_family() -> list[Case]:
+    """The cheap members (few atoms), run by ``--quick`` and the test."""
+    return [
+        cluster_case(
+            "hcp Co, 19 of 57, off-centre",
+            "Co",
+            HCP,
+            2.507,
+            57,
+            19,
+            np.array([0.9, 0.5, 0.8]),
+            "hcp cut off the centre; Biso 0.6 (fit 0.4), 0.5 % noise",
+            Perturbation(strain=0.0, jitter=0.0, biso=0.6, noise=0.005),
+            cell=HEX_CELL,
+            operations=hexagonal_operations(),
+        ),
+        oxide_case(Perturbation(strain=0.005, jitter=0.0, biso=0.6, noise=0.02)),
     ]
 
 
@@ -264,20 +376,46 @@ def label_errors(labels: list[str], truth: np.ndarray) -> dict[str, object]:
     }
 
 
-def run_case(case: Case, seed: int, catalogue: int, folder: Path) -> dict[str, object]:
-    xyz, gr = write_case(case, folder, seed)
+@dataclass(frozen=True)
+class Budget:
+    """What one analysis of a case may spend (counts, never a clock)."""
+
+    catalogue: int = 3000
+    search_calls: int = 3
+    cv_folds: int = 3
+    refine_fits: int = 300_000
+
+
+#: ``--quick`` and the test: small catalogue, short search, smaller refinement budget.
+QUICK = Budget(catalogue=1000, search_calls=2, cv_folds=2, refine_fits=100_000)
+
+
+def analyse_case(
+    case: Case, seed: int, budget: Budget, folder: Path, data_seed: int | None = None
+) -> tuple[AnalysisResult, Path, ModelSettings]:
+    """Simulate the data (seeded by ``data_seed``, default ``seed``) and run the whole
+    ``analyze`` pipeline on them with analysis seed ``seed``."""
+    xyz, gr = write_case(case, folder, seed if data_seed is None else data_seed)
     settings = ModelSettings(
         starting_model=xyz,
         permute=case.permute,
         threshold=case.threshold,
         qmin=0.7,
         qmax=20.0,
-        catalogue_size=catalogue,
-        search_calls=4,
-        cv_folds=3,
+        catalogue_size=budget.catalogue,
+        search_calls=budget.search_calls,
+        cv_folds=budget.cv_folds,
+        refine_fits=budget.refine_fits,
         seed=seed,
     )
-    res = run_analysis(gr, settings)
+    return run_analysis(gr, settings), gr, settings
+
+
+def run_case(
+    case: Case, seed: int, budget: Budget, folder: Path, data_seed: int | None = None
+) -> dict[str, object]:
+    """One analysis of ``case`` and the table's row (see the module doc)."""
+    res, gr, settings = analyse_case(case, seed, budget, folder, data_seed)
     truth = case.truth
     truths = case.all_truths()
     k = int(truth.sum())
@@ -336,6 +474,9 @@ def run_case(case: Case, seed: int, catalogue: int, folder: Path) -> dict[str, o
         "shap_overlap": overlap(shap_top),
         "shap_auc": max(auc(-res.contributions.value, t) for t in truths),
         "refined_recovered": int((ref.mask & ref_truth).sum()),
+        # the truth itself (an image of it), or a motif of the truth's size and Rwp
+        "refined_exact": bool(any(np.array_equal(ref.mask, t) for t in truths))
+        or bool(ref.mask.sum() == k and abs(ref.rwp - float(rwp[0])) < 1e-6),
         # a motif the fit cannot tell from the truth (equal Rwp, e.g. an image under a
         # symmetry the cubic images miss): the data's answer is the truth's
         "refined_equivalent": bool(ref.mask.sum() == k and abs(ref.rwp - float(rwp[0])) < 1e-6),
@@ -397,15 +538,19 @@ def summary(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the cheap cases, small budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--catalogue", type=int, default=4000)
+    ap.add_argument("--catalogue", type=int, help="motifs per analysis (default: the budget's)")
     ap.add_argument("--cases", type=int, nargs="*", help="indices into the family (default all)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument(
-        "--calculators", nargs="+", default=["debye", "realspace"], help="data simulated by"
+        "--calculators", nargs="+", default=["realspace"], help="data simulated by (or debye)"
     )
     args = ap.parse_args()
-    cases = family()
+    cases = quick_family() if args.quick else family()
+    budget = QUICK if args.quick else Budget()
+    if args.catalogue:
+        budget = replace(budget, catalogue=args.catalogue)
     chosen = [cases[i] for i in args.cases] if args.cases else cases
     chosen = [
         replace(c, perturbation=replace(c.perturbation, calculator=calc))
@@ -416,7 +561,7 @@ def main() -> None:
     for case in chosen:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
-                rows.append(run_case(case, seed, args.catalogue, Path(tmp)))
+                rows.append(run_case(case, seed, budget, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     print(summary(rows))

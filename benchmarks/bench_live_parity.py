@@ -44,9 +44,9 @@ from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.settings import LiveModelSettings, ModelSettings
 from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.realspace import realspace_pdf
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.series import TwoMotifSeries, _cuboctahedron, two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import TwoMotifSeries, _cuboctahedron, two_motif_series
 from motex_stream.structure.starting_model import load_starting_model
 
 SEPARATION = 40.0

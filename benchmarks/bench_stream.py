@@ -35,11 +35,11 @@ import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.fitting.grfile import read_gr
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.plots import latency_error_plot
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.service import StreamService
+from motex_stream.stream.sim.plots import latency_error_plot
 from motex_stream.stream.sources.memory_source import SeriesSource
 
 DATA = Path(__file__).resolve().parents[1] / "motex_stream" / "data" / "keggin"

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.series import TwoMotifSeries, two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import TwoMotifSeries, two_motif_series
 
 log = logging.getLogger("changes_two_motif")
 

@@ -1,6 +1,6 @@
 """The dashboard screenshots in docs/ and the README, taken from the demo series.
 
-The demo's two-motif series (α-Keggin unit → W13 cluster, :mod:`motex_stream.stream.series`)
+The demo's two-motif series (α-Keggin unit → W13 cluster, :mod:`motex_stream.stream.sim.series`)
 runs through the real service with the demo's settings; ``motex-stream dashboard`` (as
 ``serve_subscription``) follows its ZMQ stream and headless Chromium photographs the page
 while frames arrive, at the end, scrolled back to the first frames, and zoomed in on the
@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from motex_stream.analysis.settings import LiveModelSettings  # noqa: E402
-from motex_stream.stream.analyzer import MotexFrameAnalyzer  # noqa: E402
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription  # noqa: E402
 from motex_stream.stream.frames import Frame  # noqa: E402
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer  # noqa: E402
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher  # noqa: E402
-from motex_stream.stream.series import two_motif_series  # noqa: E402
 from motex_stream.stream.service import StreamService  # noqa: E402
+from motex_stream.stream.sim.series import two_motif_series  # noqa: E402
 from motex_stream.stream.sources.memory_source import SeriesSource  # noqa: E402
 from tests.stream.browser import chromium, wait_until  # noqa: E402
 

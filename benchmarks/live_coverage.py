@@ -26,8 +26,8 @@ from bench_stream import DATA, drifting_frames
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.fitting.grfile import read_gr
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 
 
 def run(settings: LiveModelSettings, state: Path, copy: Path, frame, r, n: int):  # type: ignore[no-untyped-def]

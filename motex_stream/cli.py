@@ -204,11 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     for name, module, help_text in (
-        ("serve", "motex_stream.stream.cli_serve", "run the streaming service from a config"),
-        ("replay", "motex_stream.stream.cli_replay", "replay an archived run or .gr series"),
-        ("watch", "motex_stream.stream.watch", "live terminal view of a published stream"),
+        ("serve", "motex_stream.stream.commands.serve", "run the streaming service from a config"),
+        ("replay", "motex_stream.stream.commands.replay", "replay an archived run or .gr series"),
+        ("watch", "motex_stream.stream.commands.watch", "live terminal view of a published stream"),
         ("dashboard", "motex_stream.stream.dashboard", "live web page of a published stream"),
-        ("demo", "motex_stream.stream.demo", "simulated beamline → service → watch, end to end"),
+        (
+            "demo",
+            "motex_stream.stream.commands.demo",
+            "simulated beamline → service → watch, end to end",
+        ),
         ("agent", "motex_stream.stream.loop.cli", "closed loop: suggest plans to a Queue Server"),
     ):
         p = sub.add_parser(name, help=help_text)

@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     from bluesky_queueserver_api.zmq import REManagerAPI
 
     from motex_stream.analysis.settings import LiveModelSettings
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.frames import Frame
+    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-    from motex_stream.stream.series import two_motif_series
     from motex_stream.stream.service import StreamService
+    from motex_stream.stream.sim.series import two_motif_series
     from motex_stream.stream.sources.memory_source import SeriesSource
 
     procs: list[subprocess.Popen[bytes]] = []

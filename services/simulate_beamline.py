@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Play a simulated time-resolved PDF experiment through a Bluesky RunEngine.
 
-The RunEngine counts a simulated ophyd PDF detector (``motex_stream.stream.simulate``); every
+The RunEngine counts a simulated ophyd PDF detector (``motex_stream.stream.sim.simulate``); every
 document goes, msgpack-encoded, to the 0MQ proxy's IN address under prefix ``raw``, exactly as
 a beamline's RunEngine would publish it, and optionally into a Tiled server (TiledWriter,
 one event per write so live subscribers see each frame).
 
 Frames (``--series``):
 
-* ``two-motif`` (default when ``motex_stream.stream.series`` is available): the A→B mixing
+* ``two-motif`` (default when ``motex_stream.stream.sim.series`` is available): the A→B mixing
   series; its starting model is written to ``--workdir`` and a matching ``[[models]]`` entry
   is printed, because frames of this series only make sense against that model.
 * ``danmax``: the bundled DanMAX α-Keggin G(r), interpolated onto r = 0.5..15 Å (step 0.01)
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motex_stream.stream.simulate import make_pdf_detector, make_run_engine, run_series
+from motex_stream.stream.sim.simulate import make_pdf_detector, make_run_engine, run_series
 from motex_stream.stream.sources.zmq_source import make_publisher
 
 log = logging.getLogger("simulate_beamline")
@@ -41,7 +41,7 @@ R_GRID = np.round(np.arange(50, 1501) * 0.01, 10)  # 0.5 .. 15.0 Å, step 0.01
 HERE = Path(__file__).resolve().parent
 
 try:
-    from motex_stream.stream.series import two_motif_series
+    from motex_stream.stream.sim.series import two_motif_series
 except ImportError:  # an older checkout without the mixing series
     two_motif_series = None
 
@@ -66,7 +66,7 @@ def two_motif_frames(
 ) -> Callable[[int], np.ndarray]:
     """Frame i of the A→B mixing series; writes its starting model into ``workdir``."""
     if two_motif_series is None:
-        raise SystemExit("motex_stream.stream.series is not available: use --series danmax")
+        raise SystemExit("motex_stream.stream.sim.series is not available: use --series danmax")
     series = two_motif_series(workdir, n_frames=n_frames, noise=noise, seed=seed, r=R_GRID)
     print(
         "two-motif series: analyse it with this model (add it to the config, then restart):\n\n"

@@ -1,10 +1,18 @@
-"""Shared fixtures: bundled data paths and the golden DiffPy-CMI references."""
+"""Shared fixtures: bundled data paths, the golden DiffPy-CMI references, and the expensive
+things several test modules need (the prepared 109725 engine, one Dask cluster).
+
+Each expensive fixture is made once per session (pytest scope) and handed out read-only or
+restored after each test, so that sharing it saves time without letting one test's leftovers
+change another test's numbers.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,3 +68,49 @@ def prepared_109725(golden_fits, model_109725):
     curves, _ = golden_fits
     r = curves["r"]
     return prepare_model(model_109725, default_pdf_settings(r), r)
+
+
+#: the session cluster's size: two worker processes of one thread each (one thread: two chunks
+#: fitted at once in one process race on the process-wide BLAS thread limit)
+DASK_WORKERS = 2
+
+
+@pytest.fixture(scope="session")
+def _dask_session_client() -> Iterator[Any]:
+    """One real ``LocalCluster`` (2 worker processes on 127.0.0.1) for the whole session.
+
+    Starting one costs seconds on 2 cores, and each worker process imports the package and
+    compiles its kernels on its first task; every Dask test module used to start its own.
+    """
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=DASK_WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture
+def dask_client(_dask_session_client: Any) -> Iterator[Any]:
+    """The session's Dask client, at full strength before and after each test.
+
+    A test may kill a worker (the nanny starts a fresh process): the next test waits for the
+    cluster to be whole again, so no test sees another's damage. The process-wide default
+    address (``scale_out.set_default``) is reset as well.
+    """
+    from motex_stream.analysis import scale_out
+
+    _dask_session_client.wait_for_workers(DASK_WORKERS, timeout=120)
+    try:
+        yield _dask_session_client
+    finally:
+        scale_out.set_default(None)
+        _dask_session_client.wait_for_workers(DASK_WORKERS, timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motex_stream.stream.series import _cuboctahedron
+from motex_stream.stream.sim.series import _cuboctahedron
 from motex_stream.structure.starting_model import load_starting_model
 
 

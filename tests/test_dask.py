@@ -136,7 +136,7 @@ def test_analyze_with_dask_flag_equals_local(client, tmp_path, keggin_gr):
 
 def test_service_config_dask_key(client, tmp_path, prepared_109725, reference_rwp, golden_fits):
     """``[service] dask = ADDRESS`` reaches every later catalogue fit of the service."""
-    from motex_stream.stream.runner import use_dask
+    from motex_stream.stream.commands.runner import use_dask
     from tests.stream.test_config import MINIMAL, write
 
     address = client.scheduler.address

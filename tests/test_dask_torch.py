@@ -1,14 +1,14 @@
-"""``engine = "torch"`` reaches the Dask workers: the catalogue fits run there with the torch
-engine the prepared engine records, not with numpy (issue 13).
+"""``engine = "torch"`` reaches the Dask workers: the catalogue fits run there on the torch
+backend the prepared model carries (its ``backend`` field), not with numpy (issue 13).
 
-Before the fix the scattered copy of the engine dropped ``engine_cache`` (and with it the
-recorded fitting engine, :mod:`motex_stream.fitting.backend`), and the task always called
-the numpy engines, so an ``analyze --engine torch --dask ADDRESS`` silently fitted with numpy
-on the workers.
+Before the fix the scattered copy of the prepared model dropped ``engine_cache`` (and with it
+the recorded backend), and the task always called the numpy engines, so an
+``analyze --engine torch --dask ADDRESS`` silently fitted with numpy on the workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -21,6 +21,7 @@ from motex_stream.analysis import scale_out, steps  # noqa: E402
 from motex_stream.analysis.settings import ModelSettings  # noqa: E402
 from motex_stream.catalogue import random_catalogue  # noqa: E402
 from motex_stream.fitting import torch_engine  # noqa: E402
+from motex_stream.pdf.batched import Backend  # noqa: E402
 from tests.conftest import KEGGIN  # noqa: E402
 
 RWP_TOL = 1e-5
@@ -92,9 +93,7 @@ def test_chunk_without_torch_falls_back_to_numpy(engines, golden_fits, monkeypat
     numpy_rwp = steps.fit_masks(engines["numpy"], masks, g, "isotropic").rwp
     monkeypatch.setattr(torch_engine, "torch", None)
     with caplog.at_level(logging.WARNING, logger=scale_out.log.name):
-        rwp, _, _ = scale_out.fit_chunk(
-            engines["torch"], packed, 24, g, "isotropic", backend=("torch", "cpu")
-        )
+        rwp, _, _ = scale_out.fit_chunk(engines["torch"], packed, 24, g, "isotropic")
     np.testing.assert_array_equal(rwp, numpy_rwp)
     assert any("torch" in r.getMessage() and "numpy" in r.getMessage() for r in caplog.records)
 
@@ -107,8 +106,7 @@ def test_chunk_cuda_missing_falls_back_to_cpu_torch(engines, golden_fits, monkey
     cpu_rwp = steps.fit_masks(engines["torch"], masks, g, "isotropic").rwp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger=scale_out.log.name):
-        rwp, _, _ = scale_out.fit_chunk(
-            engines["torch"], packed, 24, g, "isotropic", backend=("torch", "cuda")
-        )
+        on_cuda = dataclasses.replace(engines["torch"], backend=Backend("torch", "cuda"))
+        rwp, _, _ = scale_out.fit_chunk(on_cuda, packed, 24, g, "isotropic")
     np.testing.assert_allclose(rwp, cpu_rwp, rtol=0, atol=1e-12)
     assert any("cuda" in r.getMessage() for r in caplog.records)

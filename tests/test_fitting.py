@@ -95,12 +95,18 @@ def test_grouped_anisotropic_fits_match_the_per_pair_loop(
     assert np.median(np.abs(grouped.zoom - per_pair.zoom)) < 1e-4
 
 
-def test_recorded_backend_defaults_to_numpy_and_returns_what_was_recorded(prepared_109725):
+def test_backend_is_a_field_that_survives_the_copy_shipped_to_dask(prepared_109725):
+    """The numeric backend is a typed field of the prepared model (numpy unless the settings
+    say otherwise), so the copy scattered to Dask workers (caches dropped, pickled) still
+    names torch: the defect of issue 13 was a backend kept in a cache the copy dropped."""
     import dataclasses
+    import pickle
 
-    from motex_stream.fitting.backend import DEFAULT_BACKEND, record_backend, recorded_backend
+    from motex_stream.analysis.scale_out import _shippable
+    from motex_stream.pdf.batched import Backend
 
-    engine = dataclasses.replace(prepared_109725, engine_cache={})  # the session's stays as is
-    assert recorded_backend(engine) == DEFAULT_BACKEND == ("numpy", "auto")
-    record_backend(engine, "torch", "cpu")
-    assert recorded_backend(engine) == ("torch", "cpu")
+    assert prepared_109725.backend == Backend("numpy", "auto")
+    on_torch = dataclasses.replace(prepared_109725, backend=Backend("torch", "cpu"))
+    shipped = pickle.loads(pickle.dumps(_shippable(on_torch)))
+    assert shipped.backend == Backend("torch", "cpu")
+    assert shipped.engine_cache == {}

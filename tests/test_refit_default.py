@@ -12,7 +12,7 @@ import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.cli import build_parser
-from motex_stream.stream.cli_replay import replay_settings
+from motex_stream.stream.commands.replay import replay_settings
 from motex_stream.stream.config import ConfigError, load_config
 from tests.conftest import KEGGIN
 
@@ -70,7 +70,7 @@ def test_unset_refit_follows_a_changed_catalogue() -> None:
 
 def test_demo_catalogue_flag_alone_refits_the_whole_catalogue() -> None:
     """``demo --catalogue 2000`` failed on the demo's own --refit default (4000)."""
-    from motex_stream.stream import demo
+    from motex_stream.stream.commands import demo
 
     args = build_parser().parse_args(["demo", "--catalogue", "2000"])
     demo.check_arguments(args)  # no "--refit must be between 1 and --catalogue"

@@ -16,8 +16,8 @@ from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.settings import LiveModelSettings, ModelSettings
 from motex_stream.cli import main
 from motex_stream.fitting.grfile import read_gr
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from tests.conftest import KEGGIN
 
 XYZ = KEGGIN / "109725.xyz"

@@ -109,7 +109,7 @@ def test_cli_flags_are_generated_from_the_settings_model(command: str) -> None:
     for name, info in model.model_fields.items():
         action = actions.get(name)
         if action is None:
-            from motex_stream.stream.cli_replay import REPLAY_EXCLUDES
+            from motex_stream.stream.commands.replay import REPLAY_EXCLUDES
 
             offline_only = command == "replay" and name in REPLAY_EXCLUDES
             assert command == "fit" or offline_only, f"{command} has no flag for {name}"

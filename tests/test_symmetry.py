@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from motex_stream.stream.series import write_two_motif_model
+from motex_stream.stream.sim.series import write_two_motif_model
 from motex_stream.structure.starting_model import load_starting_model
 from motex_stream.structure.symmetry import equivalence_classes
 from tests.symmetric_models import c60, cuboctahedron, keggin_unit

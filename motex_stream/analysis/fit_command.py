@@ -365,8 +365,8 @@ def run_fit_command(args: argparse.Namespace) -> int:
 
         fits = reference_fit(model, masks, data.g, data.r, data.pdf, calculator="debye")
     else:
-        engine = steps.prepare_engine(model, data.settings, data.r)
-        fits = steps.fit_masks(engine, masks, data.g, data.settings.zoom, progress=True)
+        prepared = steps.prepare_engine(model, data.settings, data.r)
+        fits = steps.fit_masks(prepared, masks, data.g, data.settings.zoom, progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_fits(args.out, ids, masks, fits.rwp, fits.scale, fits.zoom)
     return 0

@@ -58,11 +58,11 @@ def run_analysis(
     timings["catalogue"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    engine = steps.prepare_engine(model, data.settings, data.r)
+    prepared = steps.prepare_engine(model, data.settings, data.r)
     timings["prepare_engine"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fits = steps.fit_masks(engine, masks, data.g, resolved.zoom, progress, dask=dask)
+    fits = steps.fit_masks(prepared, masks, data.g, resolved.zoom, progress, dask=dask)
     timings["fit"] = time.perf_counter() - t
     log.info(
         "fitted %d motifs in %.2f s (%.0f fits/s)",
@@ -88,16 +88,16 @@ def run_analysis(
     timings["intervals"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    intervals = steps.refine_intervals(trained, engine, data.g, intervals, resolved)
+    intervals = steps.refine_intervals(trained, prepared, data.g, intervals, resolved)
     timings["adaptive"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    intervals = steps.confirm_keep(engine, data.g, intervals, resolved)
+    intervals = steps.confirm_keep(prepared, data.g, intervals, resolved)
     timings["confirm"] = time.perf_counter() - t
 
     t = time.perf_counter()
     refinement = steps.refine_motif(
-        engine,
+        prepared,
         data.g,
         masks,
         fits.rwp,
@@ -140,9 +140,9 @@ def run_analysis(
         versions=library_versions(),
         extra={
             "engine": {
-                "rank": engine.basis.rank,
-                "pair_classes": engine.n_classes,
-                "pairs": len(engine.pairs.d0),
+                "rank": prepared.basis.rank,
+                "pair_classes": prepared.n_classes,
+                "pairs": len(prepared.pairs.d0),
             },
             # motifs the surrogate learnt from (all, or a seeded subsample of train_rows):
             # its search and fit on ``train``, its test_mae on ``test``

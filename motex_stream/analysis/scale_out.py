@@ -7,23 +7,23 @@ An execution choice, not a result-changing setting: it is never part of the fing
 
 How the work is cut and shipped:
 
-* the prepared engine (basis, pair classes, kernels) is scattered **once**, broadcast to every
+* the prepared model (basis, pair classes, kernels) is scattered **once**, broadcast to every
   worker; each task names it by its future, so no task carries the tables. Derived tables the
-  fitting engines build on first use are cached on the worker's copy, so each worker builds
+  fitting code builds on first use are cached on the worker's copy, so each worker builds
   them once;
 * the catalogue is cut into the same chunks as the local path (:data:`steps.FIT_CHUNK`
   motifs), bit-packed for the wire (a :class:`~motex_stream.catalogue.PackedMasks` catalogue
   ships its own packed rows, never unpacked here); every chunk is one task;
-* each chunk is the same deterministic function of (engine, masks, g) as locally, so the
-  results equal the local run's for the same seed;
-* the fitting engine is the one :func:`~motex_stream.analysis.steps.prepare_engine` recorded
-  (:func:`motex_stream.fitting.backend.recorded_backend`: numpy or torch, and the torch
-  device). The shipped copy carries no caches, so the choice travels with every task
-  (:func:`fit_chunk`'s ``backend``), and each worker resolves it on its own hardware: a
-  worker without torch fits with numpy, one without a CUDA device with CPU torch, each with a
-  warning in its log;
+* each chunk goes through the same dispatch as locally
+  (:func:`motex_stream.fitting.dispatch.fit`), a deterministic function of (prepared model,
+  masks, g), so the results equal the local run's for the same seed;
+* the numeric backend is the prepared model's ``backend`` field (numpy or torch, and the torch
+  device, set by :func:`~motex_stream.analysis.steps.prepare_engine`); a field, not a cache
+  entry, so it travels with the shipped copy, and each worker resolves it on its own
+  hardware (:func:`worker_backend`): a worker without torch fits with numpy, one without a
+  CUDA device with CPU torch, each with a warning in its log;
 * a worker lost mid-job loses only its running tasks: the scheduler re-runs them elsewhere
-  (and re-sends the engine to a worker that joins), so the job finishes. Exceptions raised
+  (and re-sends the prepared model to a worker that joins), so the job finishes. Exceptions raised
   by the fit itself are retried :data:`RETRIES` times, then reported.
 """
 
@@ -39,8 +39,9 @@ import numpy as np
 
 from motex_stream.catalogue.packed import PackedMasks, as_packed
 from motex_stream.catalogue.storage import unpack_masks
-from motex_stream.fitting.backend import DEFAULT_BACKEND, recorded_backend
+from motex_stream.fitting import dispatch
 from motex_stream.fitting.results import FitResults
+from motex_stream.pdf.batched import Backend
 
 if TYPE_CHECKING:
     from motex_stream.pdf.batched import PreparedModel
@@ -90,83 +91,65 @@ def client_for(cluster: Any) -> Any:
         return client
 
 
-def worker_backend(backend: tuple[str, str]) -> tuple[str, str]:
-    """The (engine, device) this process can honour for the requested ``backend``.
+def worker_backend(backend: Backend) -> Backend:
+    """The backend this process can honour for the requested ``backend``.
 
     Why a fallback rather than an error: a cluster is shared hardware, and one worker without
-    the ``gpu`` extra or without a CUDA device must not fail a job whose every engine gives
+    the ``gpu`` extra or without a CUDA device must not fail a job whose every backend gives
     the same fits (torch agrees with numpy within 1e-5 in Rwp). The fallback is logged by the
     worker, so a mixed cluster is visible in its logs.
     """
-    engine, device = backend
-    if engine != "torch":
-        return "numpy", device
+    if backend.name != "torch":
+        return Backend("numpy", backend.device)
     from motex_stream.fitting import torch_engine
 
     if not torch_engine.torch_available():
-        log.warning("engine torch asked for, but torch is not installed here: fitting with numpy")
-        return "numpy", device
+        log.warning("backend torch asked for, but torch is not installed here: fitting with numpy")
+        return Backend("numpy", backend.device)
     try:
-        return "torch", torch_engine.resolve_device(device)
+        return Backend("torch", torch_engine.resolve_device(backend.device))
     except RuntimeError as exc:
-        log.warning("engine torch on %s: %s; fitting with CPU torch", device, exc)
-        return "torch", "cpu"
+        log.warning("backend torch on %s: %s; fitting with CPU torch", backend.device, exc)
+        return Backend("torch", "cpu")
 
 
 def fit_chunk(
-    engine: PreparedModel,
-    packed: np.ndarray,
-    n_bits: int,
-    g: np.ndarray,
-    zoom: str,
-    backend: tuple[str, str] = DEFAULT_BACKEND,
+    prepared: PreparedModel, packed: np.ndarray, n_bits: int, g: np.ndarray, zoom: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One task: fit one bit-packed chunk of masks on the worker's copy of the engine, with
-    the fitting engine ``backend`` = (engine, device) as far as this worker can
-    (:func:`worker_backend`)."""
-    from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
-    from motex_stream.fitting.isotropic import fit_isotropic
-
+    """One task: fit one bit-packed chunk of masks on the worker's copy of the prepared model,
+    on its backend as far as this worker can (:func:`worker_backend`), through the same
+    dispatch as the local path (:func:`motex_stream.fitting.dispatch.fit`)."""
     masks = unpack_masks(packed, n_bits)
-    name, device = worker_backend(backend)
-    if name == "torch":
-        from motex_stream.fitting import torch_engine
-
-        res = torch_engine.fit_torch(engine, masks, g, zoom, device)
-    elif zoom == "anisotropic":
-        prep_tables(engine)
-        res = fit_anisotropic(engine, masks, g)
-    else:
-        res = fit_isotropic(engine, masks, g)
+    res = dispatch.fit(prepared, masks, g, zoom, worker_backend(prepared.backend))
     return res.rwp, res.scale, res.zoom
 
 
-def _engine_future(client: Any, engine: PreparedModel) -> Any:
-    """The engine scattered to every worker, once per (client, engine)."""
-    key = f"motex-engine-{id(engine):x}"
-    cache: dict = engine.engine_cache.setdefault("dask_futures", {})  # type: ignore[assignment]
+def _prepared_future(client: Any, prepared: PreparedModel) -> Any:
+    """The prepared model scattered to every worker, once per (client, prepared model)."""
+    key = f"motex-prepared-{id(prepared):x}"
+    cache: dict = prepared.engine_cache.setdefault("dask_futures", {})  # type: ignore[assignment]
     fut = cache.get(id(client))
     if fut is not None and fut.status == "finished":
         return fut
     # the scattered copy must not carry the futures dict (it is local to this process)
     cache.pop(id(client), None)
-    shipped = _shippable(engine)
-    fut = client.scatter(shipped, broadcast=True, hash=False)
-    log.info("scattered engine %s to %d workers", key, len(client.scheduler_info()["workers"]))
+    fut = client.scatter(_shippable(prepared), broadcast=True, hash=False)
+    log.info("scattered %s to %d workers", key, len(client.scheduler_info()["workers"]))
     cache[id(client)] = fut
     return fut
 
 
-def _shippable(engine: PreparedModel) -> PreparedModel:
-    """A copy of the engine without process-local caches (futures, derived tables)."""
+def _shippable(prepared: PreparedModel) -> PreparedModel:
+    """A copy of the prepared model without process-local caches (futures, derived tables);
+    its fields, the backend among them, travel."""
     import dataclasses
 
-    return dataclasses.replace(engine, _kernel_cache={}, engine_cache={})
+    return dataclasses.replace(prepared, _kernel_cache={}, engine_cache={})
 
 
 def fit_masks_dask(
     cluster: Any,
-    engine: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray | PackedMasks,
     g: np.ndarray,
     zoom: str,
@@ -176,17 +159,15 @@ def fit_masks_dask(
     """Fit ``masks`` in chunks of ``chunk`` on the Dask cluster ``cluster`` (address or Client).
 
     ``on_chunk(n_fitted)`` is called as each chunk arrives (progress bars, tests). The
-    workers fit with the engine ``engine`` records (:func:`recorded_backend`; numpy if none).
+    workers fit on ``prepared.backend`` (:func:`fit_chunk`).
     """
-    if zoom not in ("isotropic", "anisotropic"):
-        raise ValueError(f"unknown zoom mode {zoom!r}")
+    dispatch.check_zoom(zoom)
     distributed = require_distributed()
     client = client_for(cluster)
     catalogue = as_packed(masks)
     g = np.ascontiguousarray(g, dtype=float)
     n_bits = catalogue.n_permutable
-    backend = recorded_backend(engine)
-    eng = _engine_future(client, engine)
+    shipped = _prepared_future(client, prepared)
     g_fut = client.scatter(g, broadcast=True, hash=False)
     starts = list(range(0, len(catalogue), chunk))
     job = uuid.uuid4().hex[:12]
@@ -195,12 +176,11 @@ def fit_masks_dask(
         packed = np.ascontiguousarray(catalogue.packed[start : start + chunk])
         fut = client.submit(
             fit_chunk,
-            eng,
+            shipped,
             packed,
             n_bits,
             g_fut,
             zoom,
-            backend,
             key=f"motex-fit-{zoom}-{job}-{i}",
             retries=RETRIES,
             pure=False,

@@ -1,13 +1,13 @@
 """The science steps of ML-MotEx, each defined once and called by every path.
 
 ``analyze`` (:func:`motex_stream.analysis.pipeline.run_analysis`), ``fit``, and the live
-service's preparation and per-frame work (:mod:`motex_stream.stream.analyzer`) all go through
+service's preparation and per-frame work (:mod:`motex_stream.stream.live.analyzer`) all go through
 these functions, so the offline and the live answer to the same question cannot drift apart:
 
 1. :func:`fit_data` / :func:`load_fit_data`: the G(r) on the fit grid, checked, with the Q
    range resolved from the settings, else the data header, else the fallback;
 2. :func:`load_model` and :func:`make_catalogue`: the starting model and its motifs;
-3. :func:`prepare_engine`: the batched PDF engine on the fit grid;
+3. :func:`prepare_engine`: the prepared model (batched PDF tables) on the fit grid;
 4. :func:`fit_masks`: Rwp (and scale, zoom) of every motif;
 5. :func:`train_surrogate`: the XGBoost model of Rwp, hyperparameters searched by count;
 6. :func:`explain`: SHAP values and atom contribution values (on a seeded subsample of a
@@ -50,10 +50,8 @@ from motex_stream.explain.refine import (
     independent_points,
 )
 from motex_stream.explain.refine import refine_motif as _descend_from
-from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
-from motex_stream.fitting.backend import record_backend, recorded_backend
+from motex_stream.fitting import dispatch
 from motex_stream.fitting.grfile import read_gr
-from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.gbdt import (
     Hyperparameters,
@@ -62,7 +60,7 @@ from motex_stream.model.gbdt import (
     train,
     training_features,
 )
-from motex_stream.pdf.batched import PreparedModel, prepare_model
+from motex_stream.pdf.batched import Backend, PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import StartingModel, load_starting_model
 
@@ -225,26 +223,29 @@ def make_catalogue(model: StartingModel, settings: ModelSettings) -> PackedMasks
 
 
 def prepare_engine(model: StartingModel, settings: ModelSettings, r: np.ndarray) -> PreparedModel:
-    """The batched pair-class engine of ``model`` on fit grid ``r`` (Q range resolved).
+    """The prepared model of ``model`` on fit grid ``r`` (Q range resolved): the batched
+    pair-class tables every fit reads.
 
-    The engine remembers which fitting engine (``settings.engine``, ``settings.device``)
-    :func:`fit_masks` runs on it, so every caller of ``fit_masks`` honours the setting.
+    Its ``backend`` is the numeric backend of the settings (``settings.engine``,
+    ``settings.device``), so every later :func:`fit_masks` of it, here or on a Dask worker,
+    honours the setting.
     """
-    engine = prepare_model(model, pdf_settings(settings, r), r)
-    record_backend(engine, settings.engine, settings.device)
-    return engine
+    prepared = prepare_model(model, pdf_settings(settings, r), r)
+    prepared.backend = Backend(settings.engine, settings.device)
+    return prepared
 
 
 def fit_masks(
-    engine: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray | PackedMasks,
     g: np.ndarray,
     zoom: str,
     progress: bool = False,
     dask: object | None = None,
 ) -> FitResults:
-    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory), with the fitting
-    engine :func:`prepare_engine` recorded (torch: chunks of its ``CALL_CHUNK``).
+    """Fit every mask to ``g`` in chunks of :data:`FIT_CHUNK` (flat memory) on the prepared
+    model's backend (torch: chunks of its ``CALL_CHUNK``), through the one dispatch
+    :func:`motex_stream.fitting.dispatch.fit` that the Dask tasks use too.
 
     ``dask``: a Dask scheduler address or ``distributed.Client`` to run the chunks on (default:
     the process-wide one set by ``--dask`` / ``[service] dask``, see
@@ -252,40 +253,25 @@ def fit_masks(
     """
     from motex_stream.analysis import scale_out
 
+    dispatch.check_zoom(zoom)
     cluster = dask if dask is not None else scale_out.default()
     if cluster is not None:
         with tqdm(
             total=len(masks), desc=f"fitting ({zoom}, dask)", unit="fit", disable=not progress
         ) as bar:
             return scale_out.fit_masks_dask(
-                cluster, engine, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
+                cluster, prepared, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
             )
-    backend, device = recorded_backend(engine)
-    chunk = FIT_CHUNK
-    if zoom not in ("isotropic", "anisotropic"):
-        raise ValueError(f"unknown zoom mode {zoom!r}")
-    if backend == "torch":
-        from motex_stream.fitting import torch_engine
-
-        chunk = torch_engine.CALL_CHUNK
-
-        def fit(prep: PreparedModel, m: np.ndarray, g: np.ndarray) -> FitResults:
-            return torch_engine.fit_torch(prep, m, g, zoom, device)
-
-    elif zoom == "anisotropic":
-        prep_tables(engine)
-        fit = fit_anisotropic
-    else:
-        fit = fit_isotropic
+    chunk = dispatch.call_chunk(prepared.backend, FIT_CHUNK)
     n = len(masks)
     if n <= chunk:
-        return fit(engine, masks[:], g)
+        return dispatch.fit(prepared, masks[:], g, zoom)
     # results written into arrays of the final size: joining per-chunk parts would hold the
     # parts and the joined arrays at once (40 bytes a motif twice; 400 MB extra at 10^7)
     out = FitResults(np.empty(n), np.empty(n), np.empty((n, 3)), mode=zoom)
     with tqdm(total=n, desc=f"fitting ({zoom})", unit="fit", disable=not progress) as bar:
         for start in range(0, n, chunk):
-            part = fit(engine, masks[start : start + chunk], g)
+            part = dispatch.fit(prepared, masks[start : start + chunk], g, zoom)
             stop = start + len(part)
             out.rwp[start:stop], out.scale[start:stop], out.zoom[start:stop] = (
                 part.rwp,
@@ -424,7 +410,7 @@ _ADAPTIVE_SEED_OFFSET = 15_485_863
 
 def refine_intervals(
     trained: TrainedModel,
-    engine: PreparedModel,
+    prepared: PreparedModel,
     g: np.ndarray,
     first: ContributionIntervals,
     settings: ModelSettings,
@@ -445,7 +431,7 @@ def refine_intervals(
         return first
     seed = (settings.seed + _ADAPTIVE_SEED_OFFSET) % 2**32
     masks = adaptive_catalogue(first.label, settings.adaptive_motifs, seed)
-    fits = fit_masks(engine, masks, g, settings.zoom)
+    fits = fit_masks(prepared, masks, g, settings.zoom)
     second = train(
         training_features(masks), fits.rwp, params=trained.params, search=False, seed=seed
     )
@@ -459,7 +445,7 @@ _CONFIRM_SEED_OFFSET = 32_452_843
 
 
 def confirmation(
-    engine: PreparedModel, g: np.ndarray, labels: list[str], settings: ModelSettings
+    prepared: PreparedModel, g: np.ndarray, labels: list[str], settings: ModelSettings
 ) -> KeepConfirmation | None:
     """Confirming pass over the ``keep`` atoms of ``labels`` (``settings.confirm_contexts``
     contexts; None when that is 0 or no atom is ``keep``): each keep atom is added to and
@@ -469,14 +455,14 @@ def confirmation(
     Why: a contribution value is an average over random, mostly half-built motifs, where a
     fragment of the motif can stand in for the real thing; the fits around the motif actually
     found do not have that bias (:mod:`motex_stream.explain.confirmation`). Offline
-    (:func:`confirm_keep`) and live (per frame, :mod:`motex_stream.stream.analyzer`) call this
+    (:func:`confirm_keep`) and live (per frame, :mod:`motex_stream.stream.live.analyzer`) call this
     same step.
     """
     if settings.confirm_contexts == 0 or KEEP not in labels:
         return None
     return keep_confirmation(
         labels,
-        lambda masks: fit_masks(engine, masks, g, settings.zoom).rwp,
+        lambda masks: fit_masks(prepared, masks, g, settings.zoom).rwp,
         settings.confirm_contexts,
         settings.ci_level,
         (settings.seed + _CONFIRM_SEED_OFFSET) % 2**32,
@@ -484,7 +470,7 @@ def confirmation(
 
 
 def confirm_keep(
-    engine: PreparedModel,
+    prepared: PreparedModel,
     g: np.ndarray,
     ci: ContributionIntervals,
     settings: ModelSettings,
@@ -492,7 +478,7 @@ def confirm_keep(
     """``ci`` with the keep atoms the confirming pass (:func:`confirmation`) does not
     confirm labelled ``uncertain``, and the pass's measurement attached; unchanged when the
     pass is off or there is no keep atom."""
-    conf = confirmation(engine, g, ci.label, settings)
+    conf = confirmation(prepared, g, ci.label, settings)
     return ci if conf is None else apply_confirmation(ci, conf)
 
 
@@ -538,7 +524,7 @@ def refinement_starts(
 
 
 def refine_motif(
-    engine: PreparedModel,
+    prepared: PreparedModel,
     g: np.ndarray,
     masks: np.ndarray | PackedMasks,
     rwp: np.ndarray,
@@ -551,7 +537,7 @@ def refine_motif(
     ``settings.refine_starts`` best compact cuts of the permutable atoms at ``positions``
     (when given) and :func:`refinement_starts` (:mod:`motex_stream.explain.refine`).
 
-    The fits go through :func:`fit_masks` on the prepared engine, so the refined motif obeys
+    The fits go through :func:`fit_masks` on the prepared model, so the refined motif obeys
     the same bonding rule as every catalogue motif (dependent atoms follow the kept
     permutable atoms). Deterministic: the kicks are seeded by ``settings.seed``, the budget
     counts fits."""
@@ -559,7 +545,7 @@ def refine_motif(
         return None
 
     def fit(m: np.ndarray) -> np.ndarray:
-        return fit_masks(engine, m, g, settings.zoom).rwp
+        return fit_masks(prepared, m, g, settings.zoom).rwp
 
     cuts, spent = (
         ([], 0) if positions is None else compact_starts(positions, fit, settings.refine_starts)

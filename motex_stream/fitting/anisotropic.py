@@ -328,7 +328,7 @@ def _fit_all(
 
 
 def fit_anisotropic(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint | None = None,
@@ -344,13 +344,13 @@ def fit_anisotropic(
     former method, the benchmark's in-run baseline)."""
     restraint = restraint or ZoomRestraint()
     masks = np.atleast_2d(np.asarray(masks, dtype=bool))
-    tables = tables or prep_tables(prep)
-    start = fit_isotropic(prep, masks, g, restraint, restrained_axes=3)
-    b, g2 = prep.project_data(g)
-    kept = prep.model.kept_atoms(masks)
-    pp = prep.pairs
+    tables = tables or prep_tables(prepared)
+    start = fit_isotropic(prepared, masks, g, restraint, restrained_axes=3)
+    b, g2 = prepared.project_data(g)
+    kept = prepared.model.kept_atoms(masks)
+    pp = prepared.pairs
     pair_class, class_delta2, class_kind = (
-        vector_classes(prep)
+        vector_classes(prepared)
         if group_pairs
         else (np.arange(len(pp.kind)), pp.delta2, pp.kind.astype(np.int64))
     )
@@ -385,7 +385,7 @@ def fit_anisotropic(
     res = res_in_basis + (g2 - float(b @ b))
     rwp = np.sqrt(np.clip(res, 0.0, None) / g2)
     log.debug("anisotropic: %d alternative-basin refinements for %d motifs", n_alt.sum(), len(z))
-    return FitResults(rwp=rwp, scale=physical_scale(prep, masks, s), zoom=z, mode="anisotropic")
+    return FitResults(rwp=rwp, scale=physical_scale(prepared, masks, s), zoom=z, mode="anisotropic")
 
 
 #: Squared Cartesian components (Å²) closer than this are one pair vector: far below what
@@ -394,7 +394,7 @@ VECTOR_TOLERANCE = 1e-6
 _CLASSES_KEY = "anisotropic_vector_classes"
 
 
-def vector_classes(prep: PreparedModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def vector_classes(prepared: PreparedModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs that every zoom moves alike: the same kind (elements, Uiso) and the same squared
     Cartesian components. Returns each pair's class, and each class's squared components (the
     mean of its pairs') and kind; built once per prepared model.
@@ -404,9 +404,9 @@ def vector_classes(prep: PreparedModel) -> tuple[np.ndarray, np.ndarray, np.ndar
     classes, with weight = how many of the class's pairs it keeps. Crystalline supercells
     repeat few vectors: Ga2O3 2×2×2 has 25,862 pairs in 1,773 classes, 10 × 109725 53,875 in
     3,544 (1,964 classes for the 4,210 pairs of one 109725)."""
-    cached = prep.engine_cache.get(_CLASSES_KEY)
+    cached = prepared.engine_cache.get(_CLASSES_KEY)
     if cached is None:
-        pp = prep.pairs
+        pp = prepared.pairs
         key = np.column_stack(
             [pp.kind.astype(np.int64), np.rint(pp.delta2 / VECTOR_TOLERANCE).astype(np.int64)]
         )
@@ -418,14 +418,14 @@ def vector_classes(prep: PreparedModel) -> tuple[np.ndarray, np.ndarray, np.ndar
             [np.bincount(pair_class, weights=pp.delta2[:, a], minlength=n) / size for a in range(3)]
         )
         cached = (pair_class, delta2, pp.kind[first].astype(np.int64))
-        prep.engine_cache[_CLASSES_KEY] = cached
+        prepared.engine_cache[_CLASSES_KEY] = cached
     return cached  # type: ignore[return-value]
 
 
-def prep_tables(prep: PreparedModel) -> DistanceTables:
+def prep_tables(prepared: PreparedModel) -> DistanceTables:
     """Distance tables, built once per prepared model and cached on it."""
-    cached = getattr(prep, "_distance_tables", None)
+    cached = getattr(prepared, "_distance_tables", None)
     if cached is None:
-        cached = distance_tables(prep)
-        object.__setattr__(prep, "_distance_tables", cached)
+        cached = distance_tables(prepared)
+        object.__setattr__(prepared, "_distance_tables", cached)
     return cached

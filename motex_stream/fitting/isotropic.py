@@ -52,13 +52,13 @@ def _lagrange_matrix(x_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
     return vander @ np.linalg.inv(vander_nodes)
 
 
-def physical_scale(prep: PreparedModel, masks: np.ndarray, scale_c: np.ndarray) -> np.ndarray:
+def physical_scale(prepared: PreparedModel, masks: np.ndarray, scale_c: np.ndarray) -> np.ndarray:
     """Convert the scale fitted against un-normalised kernels to DiffPy's ``mc``.
 
     DiffPy divides G by N<f(0)>² = (Σf)²/N over the motif's atoms; the kernels do not.
     """
-    kept = prep.model.kept_atoms(masks).astype(float)
-    f0 = np.array([xray_f0(s) for s in prep.model.symbols])
+    kept = prepared.model.kept_atoms(masks).astype(float)
+    f0 = np.array([xray_f0(s) for s in prepared.model.symbols])
     n = kept.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(n > 0, (kept @ f0) ** 2 / np.maximum(n, 1), 0.0)
@@ -66,7 +66,7 @@ def physical_scale(prep: PreparedModel, masks: np.ndarray, scale_c: np.ndarray) 
 
 
 def grid_chi2(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     class_kept: np.ndarray,
     beta: np.ndarray,
     g2: float,
@@ -74,10 +74,10 @@ def grid_chi2(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Approximate χ² on the zoom grid, the exact numerators g·G_z and the interpolated
     norms ‖G_z‖² (each (m, Z))."""
-    zooms = prep.zooms
+    zooms = prepared.zooms
     nodes = np.unique(np.round(np.linspace(0, len(zooms) - 1, DEN_NODES)).astype(int))
     num = class_kept @ beta  # (m, Z)
-    kernels = prep.kernels_at(nodes).astype(class_kept.dtype, copy=False)
+    kernels = prepared.kernels_at(nodes).astype(class_kept.dtype, copy=False)
     e = (class_kept @ kernels).reshape(len(class_kept), len(nodes), -1)
     den = np.einsum("mnr,mnr->mn", e, e) @ _lagrange_matrix(zooms[nodes], zooms).T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -85,7 +85,7 @@ def grid_chi2(
     return chi2, num, den
 
 
-def _exact_den(prep: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) -> np.ndarray:
+def _exact_den(prepared: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """Exact ‖G_z‖² at grid zoom ``centre[i]`` for each motif i.
 
     Rows are sorted by zoom index once so that each group is one contiguous GEMM.
@@ -96,14 +96,14 @@ def _exact_den(prep: PreparedModel, class_kept: np.ndarray, centre: np.ndarray) 
     bounds = np.flatnonzero(np.diff(sorted_centre)) + 1
     out = np.empty(len(centre), dtype=np.float64)
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(centre)], strict=True):
-        kernels = prep.kernels_at(np.array([sorted_centre[lo]]))
+        kernels = prepared.kernels_at(np.array([sorted_centre[lo]]))
         e = sorted_kept[lo:hi] @ kernels.astype(class_kept.dtype, copy=False)
         out[order[lo:hi]] = np.einsum("mr,mr->m", e, e)
     return out
 
 
 def fit_isotropic_numpy(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint | None = None,
@@ -121,23 +121,23 @@ def fit_isotropic_numpy(
     (measured on the Ga2O3 2×2×2)."""
     restraint = restraint or ZoomRestraint()
     masks = np.atleast_2d(np.asarray(masks, dtype=bool))
-    b, g2 = prep.project_data(g)
-    kernels = prep.class_kernels.astype(dtype, copy=False)
+    b, g2 = prepared.project_data(g)
+    kernels = prepared.class_kernels.astype(dtype, copy=False)
     beta = (kernels @ b.astype(dtype)).T.astype(dtype)  # (classes, Z)
-    zooms = prep.zooms
+    zooms = prepared.zooms
     penalty = restrained_axes * restraint.penalty(zooms)
     n_zoom = len(zooms)
     rwp = np.empty(len(masks))
     scale_c = np.empty(len(masks))
     zoom = np.empty(len(masks))
     for start in range(0, len(masks), chunk):
-        ck = prep.class_kept(masks[start : start + chunk]).astype(dtype, copy=False)
-        chi2, num, den_approx = grid_chi2(prep, ck, beta, g2, penalty)
+        ck = prepared.class_kept(masks[start : start + chunk]).astype(dtype, copy=False)
+        chi2, num, den_approx = grid_chi2(prepared, ck, beta, g2, penalty)
         centre = np.clip(np.argmin(chi2, axis=1), 1, n_zoom - 2)
         rows = np.arange(len(ck))
         # the interpolation error of ‖G_z‖² varies slowly from one grid zoom to the next, so
         # the exact norm at the bracket's centre corrects the whole bracket
-        correction = _exact_den(prep, ck, centre) - den_approx[rows, centre]
+        correction = _exact_den(prepared, ck, centre) - den_approx[rows, centre]
         for _ in range(6):  # walk each 3-point bracket until its middle is the minimum
             idx3 = centre[:, None] + np.array([-1, 0, 1])
             den3 = den_approx[rows[:, None], idx3] + correction[:, None]
@@ -151,7 +151,7 @@ def fit_isotropic_numpy(
                 break
             centre[todo] += step[todo]
             correction[todo] = (
-                _exact_den(prep, ck[todo], centre[todo]) - den_approx[todo, centre[todo]]
+                _exact_den(prepared, ck[todo], centre[todo]) - den_approx[todo, centre[todo]]
             )
         # parabola through the bracket (grid is uniform): vertex offset in units of the step
         c_m, c_0, c_p = chi3[:, 0], chi3[:, 1], chi3[:, 2]
@@ -173,7 +173,7 @@ def fit_isotropic_numpy(
         zoom[sl] = zooms[centre] + off * step_z
     return FitResults(
         rwp=rwp,
-        scale=physical_scale(prep, masks, scale_c),
+        scale=physical_scale(prepared, masks, scale_c),
         zoom=np.repeat(zoom[:, None], 3, axis=1),
         mode="isotropic",
     )
@@ -245,27 +245,27 @@ def _class_space(kernels: np.ndarray, tol: float = CLASS_RANK_TOL) -> tuple[np.n
     return basis, np.ascontiguousarray(coords)
 
 
-def _engine_tables(prep: PreparedModel) -> _EngineTables:
-    cached = prep.engine_cache.get("isotropic")
+def _engine_tables(prepared: PreparedModel) -> _EngineTables:
+    cached = prepared.engine_cache.get("isotropic")
     if isinstance(cached, _EngineTables):
         return cached
     from motex_stream.pdf.batched import _keep_sets
 
-    atom_set, membership = _keep_sets(prep.model)
-    if not np.array_equal(membership, prep.keepsets):
+    atom_set, membership = _keep_sets(prepared.model)
+    if not np.array_equal(membership, prepared.keepsets):
         raise ValueError("prepared keep sets do not match the starting model")
-    f0 = np.array([xray_f0(s) for s in prep.model.symbols])
+    f0 = np.array([xray_f0(s) for s in prepared.model.symbols])
     n_sets = len(membership)
     kept = atom_set >= 0
     # one BLAS thread: the tables do not depend on the thread count, and OpenBLAS's threads
     # spin-wait for cores other processes hold on a loaded machine
     with _blas_controller().limit(limits=1, user_api="blas"):
-        basis, coords = _class_space(prep.class_kernels)
+        basis, coords = _class_space(prepared.class_kernels)
     tables = _EngineTables(
         set_ptr=np.r_[0, np.cumsum(membership.sum(axis=1))].astype(np.int64),
         set_atoms=np.concatenate([np.flatnonzero(row) for row in membership]).astype(np.int64),
-        class_a=np.ascontiguousarray(prep.class_sets[:, 0], dtype=np.int64),
-        class_b=np.ascontiguousarray(prep.class_sets[:, 1], dtype=np.int64),
+        class_a=np.ascontiguousarray(prepared.class_sets[:, 0], dtype=np.int64),
+        class_b=np.ascontiguousarray(prepared.class_sets[:, 1], dtype=np.int64),
         set_count=np.bincount(atom_set[kept], minlength=n_sets).astype(np.float64),
         set_f0=np.bincount(atom_set[kept], weights=f0[kept], minlength=n_sets),
         basis_tiles=tuple(
@@ -274,7 +274,7 @@ def _engine_tables(prep: PreparedModel) -> _EngineTables:
         ),
         coords=coords,
     )
-    prep.engine_cache["isotropic"] = tables
+    prepared.engine_cache["isotropic"] = tables
     return tables
 
 
@@ -506,19 +506,19 @@ def _run_chunks(sh: _Shared, pieces: list[slice], out: tuple[np.ndarray, ...]) -
 
 
 def _data_weights(
-    prep: PreparedModel, g: np.ndarray, restraint: ZoomRestraint, restrained_axes: int
+    prepared: PreparedModel, g: np.ndarray, restraint: ZoomRestraint, restrained_axes: int
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, float]:
     """Numerator maps of every grid zoom and node maps (one GEMM operand), the number of
     nodes, the norm interpolation, the penalty
     and ‖g‖² for one observed G. The last one is kept: callers fit one frame's catalogue in
     several calls (chunks), all against the same G."""
     key = (np.asarray(g, dtype=float).tobytes(), restraint, restrained_axes)
-    cached = prep.engine_cache.get("isotropic_data")
+    cached = prepared.engine_cache.get("isotropic_data")
     if isinstance(cached, tuple) and cached[0] == key:
         return cached[1]  # type: ignore[no-any-return]
-    tables = _engine_tables(prep)
-    b, g2 = prep.project_data(g)
-    zooms = prep.zooms
+    tables = _engine_tables(prepared)
+    b, g2 = prepared.project_data(g)
+    zooms = prepared.zooms
     n_zoom = len(zooms)
     nvec = np.einsum("r,zrk->zk", b, tables.coords)  # g·G_z = nvec[z] @ y
     nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
@@ -527,12 +527,12 @@ def _data_weights(
     lag = np.ascontiguousarray(_lagrange_matrix(zooms[nodes], zooms))
     penalty = np.ascontiguousarray(restrained_axes * restraint.penalty(zooms), dtype=np.float64)
     value = (maps_t, len(nodes), lag, penalty, g2)
-    prep.engine_cache["isotropic_data"] = (key, value)
+    prepared.engine_cache["isotropic_data"] = (key, value)
     return value
 
 
 def fit_isotropic(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint | None = None,
@@ -542,20 +542,20 @@ def fit_isotropic(
     """Best scale and one zoom per motif; Rwp over the data points (penalty excluded)."""
     restraint = restraint or ZoomRestraint()
     masks = np.atleast_2d(np.asarray(masks))
-    if masks.shape[1] != prep.model.n_permutable:
+    if masks.shape[1] != prepared.model.n_permutable:
         raise ValueError(
-            f"masks have {masks.shape[1]} bits but the model has {prep.model.n_permutable} "
+            f"masks have {masks.shape[1]} bits but the model has {prepared.model.n_permutable} "
             "permutable atoms"
         )
     masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
-    tables = _engine_tables(prep)
-    maps_t, n_nodes, lag, penalty, g2 = _data_weights(prep, g, restraint, restrained_axes)
+    tables = _engine_tables(prepared)
+    maps_t, n_nodes, lag, penalty, g2 = _data_weights(prepared, g, restraint, restrained_axes)
     m_all = len(masks)
     rwp = np.empty(m_all)
     scale_c = np.empty(m_all)
     zoom = np.empty(m_all)
     norm = np.empty(m_all)
-    shared = _Shared(tables, masks, maps_t, n_nodes, lag, penalty, g2, prep.zooms)
+    shared = _Shared(tables, masks, maps_t, n_nodes, lag, penalty, g2, prepared.zooms)
     out = (rwp, scale_c, zoom, norm)
     # One worker per core, each with serial kernels and a single-threaded BLAS: no two thread
     # pools (numba's and OpenBLAS's, both spin-waiting) take turns on the cores.

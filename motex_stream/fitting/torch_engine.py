@@ -114,7 +114,7 @@ def _kind(device: str) -> str:
 
 @dataclass(frozen=True)
 class _Tables:
-    """The prepared model's tables on one device and dtype (built once, cached on ``prep``)."""
+    """The prepared model's tables on one device and dtype (built once, cached on ``prepared``)."""
 
     device: str
     dtype: Any
@@ -140,52 +140,52 @@ def _lagrange_matrix(x_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
     )
 
 
-def _atom_sets(prep: PreparedModel) -> tuple[np.ndarray, np.ndarray]:
+def _atom_sets(prepared: PreparedModel) -> tuple[np.ndarray, np.ndarray]:
     """(n_perm, n_atoms) keep rule of every atom and the keep-set id of each atom (-1: none).
 
     A permutable atom is kept with its own bit, a dependent one with any of its bonded bits;
-    each such rule is one row of ``prep.keepsets``.
+    each such rule is one row of ``prepared.keepsets``.
     """
-    model = prep.model
+    model = prepared.model
     rules = np.zeros((model.n_permutable, model.n_atoms), dtype=bool)
     rules[np.arange(model.n_permutable), model.permutable] = True
     if len(model.dependent):
         rules[:, model.dependent] = model.bonded.T
-    index = {row.tobytes(): s for s, row in enumerate(prep.keepsets.astype(bool))}
+    index = {row.tobytes(): s for s, row in enumerate(prepared.keepsets.astype(bool))}
     atom_set = np.array(
         [index.get(col.tobytes(), -1) if col.any() else -1 for col in rules.T], dtype=np.int64
     )
     return rules, atom_set
 
 
-def _tables(prep: PreparedModel, device: str, dtype: Any) -> _Tables:
+def _tables(prepared: PreparedModel, device: str, dtype: Any) -> _Tables:
     key = ("torch", device, str(dtype))
-    cached = prep.engine_cache.get(str(key))
+    cached = prepared.engine_cache.get(str(key))
     if isinstance(cached, _Tables):
         return cached
     t = _require_torch()
-    zooms = np.asarray(prep.zooms, dtype=float)
+    zooms = np.asarray(prepared.zooms, dtype=float)
     n_zoom = len(zooms)
     nodes = np.unique(np.round(np.linspace(0, n_zoom - 1, DEN_NODES)).astype(int))
-    rules, atom_set = _atom_sets(prep)
+    rules, atom_set = _atom_sets(prepared)
     kept = atom_set >= 0
-    f0 = np.array([xray_f0(s) for s in prep.model.symbols])
-    n_sets = len(prep.keepsets)
+    f0 = np.array([xray_f0(s) for s in prepared.model.symbols])
+    n_sets = len(prepared.keepsets)
 
     def put(a: np.ndarray, dt: Any = dtype) -> Any:
         return t.as_tensor(np.ascontiguousarray(a), device=device).to(dt)
 
-    kernels = put(prep.class_kernels)  # float32 values, summed in ``dtype``
+    kernels = put(prepared.class_kernels)  # float32 values, summed in ``dtype``
     tables = _Tables(
         device=device,
         dtype=dtype,
-        keepsets_t=put(prep.keepsets.T.astype(np.float32)),
-        class_a=put(prep.class_sets[:, 0], t.long),
-        class_b=put(prep.class_sets[:, 1], t.long),
+        keepsets_t=put(prepared.keepsets.T.astype(np.float32)),
+        class_a=put(prepared.class_sets[:, 0], t.long),
+        class_b=put(prepared.class_sets[:, 1], t.long),
         kernels=kernels,
         node_kernels=kernels[t.as_tensor(nodes, device=device)]
         .permute(1, 0, 2)
-        .reshape(prep.n_classes, -1)
+        .reshape(prepared.n_classes, -1)
         .contiguous(),
         lag_t=put(_lagrange_matrix(zooms[nodes], zooms).T, t.float64),
         zooms=put(zooms, t.float64),
@@ -193,15 +193,15 @@ def _tables(prep: PreparedModel, device: str, dtype: Any) -> _Tables:
         set_f0=put(np.bincount(atom_set[kept], weights=f0[kept], minlength=n_sets), t.float64),
         atoms_t=put(rules.astype(np.float32)),
     )
-    prep.engine_cache[str(key)] = tables
+    prepared.engine_cache[str(key)] = tables
     return tables
 
 
-def _check_masks(prep: PreparedModel, masks: np.ndarray) -> np.ndarray:
+def _check_masks(prepared: PreparedModel, masks: np.ndarray) -> np.ndarray:
     masks = np.atleast_2d(np.asarray(masks))
-    if masks.ndim != 2 or masks.shape[1] != prep.model.n_permutable:
+    if masks.ndim != 2 or masks.shape[1] != prepared.model.n_permutable:
         raise ValueError(
-            f"masks have {masks.shape[-1]} bits but the model has {prep.model.n_permutable} "
+            f"masks have {masks.shape[-1]} bits but the model has {prepared.model.n_permutable} "
             "permutable atoms"
         )
     return np.ascontiguousarray(masks != 0, dtype=np.uint8)
@@ -233,13 +233,13 @@ class _IsoData:
 
 
 def _iso_data(
-    prep: PreparedModel, tb: _Tables, g: np.ndarray, restraint: ZoomRestraint, axes: int
+    prepared: PreparedModel, tb: _Tables, g: np.ndarray, restraint: ZoomRestraint, axes: int
 ) -> _IsoData:
-    b, g2 = prep.project_data(g)
+    b, g2 = prepared.project_data(g)
     t = torch
     b_dev = t.as_tensor(b, device=tb.device).to(tb.dtype)
     beta_t = (tb.kernels @ b_dev).T.contiguous()  # (classes, Z)
-    penalty = t.as_tensor(axes * restraint.penalty(prep.zooms), device=tb.device).to(t.float64)
+    penalty = t.as_tensor(axes * restraint.penalty(prepared.zooms), device=tb.device).to(t.float64)
     return _IsoData(beta_t, penalty, float(g2))
 
 
@@ -310,9 +310,9 @@ def _iso_chunk(tb: _Tables, data: _IsoData, masks_dev: Any) -> tuple[Any, Any, A
     return rwp, scale_c, zoom, _norm(tb, sk)
 
 
-def _iso_chunk_size(prep: PreparedModel, device: str) -> int:
+def _iso_chunk_size(prepared: PreparedModel, device: str) -> int:
     kind = _kind(device)
-    return min(ISO_CHUNK[kind], max(64, ELEMENT_BUDGET[kind] // max(1, prep.n_classes)))
+    return min(ISO_CHUNK[kind], max(64, ELEMENT_BUDGET[kind] // max(1, prepared.n_classes)))
 
 
 def _run_chunks(one: Callable[[int, int], None], m: int, chunk: int, device: str) -> None:
@@ -355,7 +355,7 @@ def _device_and_dtype(device: str, dtype: Any, default: str) -> tuple[str, Any]:
 
 
 def _iso_arrays(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint,
@@ -365,8 +365,8 @@ def _iso_arrays(
     chunk: int,
 ) -> np.ndarray:
     """(4, M): Rwp, scale against the un-normalised kernels, zoom, DiffPy's normalisation."""
-    tb = _tables(prep, device, dtype)
-    data = _iso_data(prep, tb, g, restraint, restrained_axes)
+    tb = _tables(prepared, device, dtype)
+    data = _iso_data(prepared, tb, g, restraint, restrained_axes)
     out = np.empty((4, len(masks)))
 
     def one(lo: int, hi: int) -> None:
@@ -378,7 +378,7 @@ def _iso_arrays(
 
 
 def fit_isotropic_torch(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint | None = None,
@@ -395,14 +395,14 @@ def fit_isotropic_torch(
     squares and the search are float64 always)."""
     dev, dt = _device_and_dtype(device, dtype, "float64")
     rwp, scale_c, zoom, norm = _iso_arrays(
-        prep,
-        _check_masks(prep, masks),
+        prepared,
+        _check_masks(prepared, masks),
         g,
         restraint or ZoomRestraint(),
         restrained_axes,
         dev,
         dt,
-        chunk or _iso_chunk_size(prep, dev),
+        chunk or _iso_chunk_size(prepared, dev),
     )
     return FitResults(
         rwp=rwp,
@@ -434,13 +434,13 @@ class _PairTables:
     n_d: int
 
 
-def _pair_tables(prep: PreparedModel, device: str, dtype: Any) -> _PairTables:
+def _pair_tables(prepared: PreparedModel, device: str, dtype: Any) -> _PairTables:
     key = str(("torch-pairs", device, str(dtype)))
-    cached = prep.engine_cache.get(key)
+    cached = prepared.engine_cache.get(key)
     if isinstance(cached, _PairTables):
         return cached
     t = _require_torch()
-    dt = prep_tables(prep)
+    dt = prep_tables(prepared)
     _, n_d, rank = dt.values.shape
 
     def with_diff(a: np.ndarray) -> Any:
@@ -449,8 +449,8 @@ def _pair_tables(prep: PreparedModel, device: str, dtype: Any) -> _PairTables:
         diff[:, :-1] = a[:, 1:] - a[:, :-1]  # lerp as numba's: a[i] + u·(a[i+1] - a[i])
         return t.cat([a.reshape(-1, rank), diff.reshape(-1, rank)]).contiguous()
 
-    pp = prep.pairs
-    pair_class, class_delta2, class_kind = vector_classes(prep)  # the numba engine's classes
+    pp = prepared.pairs
+    pair_class, class_delta2, class_kind = vector_classes(prepared)  # the numba engine's classes
     tables = _PairTables(
         delta2=t.as_tensor(class_delta2, device=device).to(t.float64),
         pa=t.as_tensor(pp.a, device=device).long(),
@@ -466,7 +466,7 @@ def _pair_tables(prep: PreparedModel, device: str, dtype: Any) -> _PairTables:
         d_max=float(dt.d_max),
         n_d=int(n_d),
     )
-    prep.engine_cache[key] = tables
+    prepared.engine_cache[key] = tables
     return tables
 
 
@@ -687,7 +687,7 @@ def _aniso_chunk(
 
 
 def fit_anisotropic_torch(
-    prep: PreparedModel,
+    prepared: PreparedModel,
     masks: np.ndarray,
     g: np.ndarray,
     restraint: ZoomRestraint | None = None,
@@ -710,18 +710,18 @@ def fit_anisotropic_torch(
     t = _require_torch()
     dev, dt = _device_and_dtype(device, dtype, "float32")
     restraint = restraint or ZoomRestraint()
-    masks = _check_masks(prep, masks)
+    masks = _check_masks(prepared, masks)
     # every motif starts from its isotropic optimum, all three axes restrained
     _, _, zoom0, norm = _iso_arrays(
-        prep, masks, g, restraint, 3, dev, t.float64, chunk or _iso_chunk_size(prep, dev)
+        prepared, masks, g, restraint, 3, dev, t.float64, chunk or _iso_chunk_size(prepared, dev)
     )
     z_start = np.repeat(zoom0[:, None], 3, axis=1)
-    tb = _tables(prep, dev, dt)
-    pt = _pair_tables(prep, dev, dt)
-    b_np, g2 = prep.project_data(g)
+    tb = _tables(prepared, dev, dt)
+    pt = _pair_tables(prepared, dev, dt)
+    b_np, g2 = prepared.project_data(g)
     b = t.as_tensor(b_np, device=dev).to(t.float64)
     if chunk is None:  # every pair kept by every motif at worst
-        per_motif = max(1, len(prep.pairs.a))
+        per_motif = max(1, len(prepared.pairs.a))
         chunk = min(ANISO_CHUNK[_kind(dev)], max(64, ELEMENT_BUDGET[_kind(dev)] // per_motif))
     m_all = len(masks)
     z = np.empty((m_all, 3))
@@ -752,11 +752,11 @@ def fit_anisotropic_torch(
 
 
 def fit_torch(
-    prep: PreparedModel, masks: np.ndarray, g: np.ndarray, zoom: str, device: str = "auto"
+    prepared: PreparedModel, masks: np.ndarray, g: np.ndarray, zoom: str, device: str = "auto"
 ) -> FitResults:
     """The torch engine's fit for zoom mode ``zoom`` (what ``steps.fit_masks`` dispatches to)."""
     if zoom == "anisotropic":
-        return fit_anisotropic_torch(prep, masks, g, device=device)
+        return fit_anisotropic_torch(prepared, masks, g, device=device)
     if zoom == "isotropic":
-        return fit_isotropic_torch(prep, masks, g, device=device)
+        return fit_isotropic_torch(prepared, masks, g, device=device)
     raise ValueError(f"unknown zoom mode {zoom!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numba
 import numpy as np
@@ -197,6 +198,20 @@ class PairSet:
     pair_class: np.ndarray  # class id of each pair
 
 
+@dataclass(frozen=True)
+class Backend:
+    """The numeric backend a prepared model's fits run on: ``numpy`` (the compiled CPU
+    kernels) or ``torch`` (the gpu extra), and the torch device (``auto``, ``cpu``, ``cuda``...).
+
+    Why a field of :class:`PreparedModel` and not a setting passed beside it: the settings are
+    read once, at preparation, and every later fit of that model (locally, or a chunk on a Dask
+    worker, which only ever sees the shipped copy) must run on the same backend.
+    """
+
+    name: Literal["numpy", "torch"] = "numpy"
+    device: str = "auto"
+
+
 @dataclass
 class PreparedModel:
     """Everything the batched fits need for one starting model, settings and data grid."""
@@ -215,6 +230,8 @@ class PreparedModel:
     _kernel_cache: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
     #: derived tables of the compiled fitting engines (built on first use, per model)
     engine_cache: dict[str, object] = field(default_factory=dict, repr=False)
+    #: what its fits run on (:func:`motex_stream.fitting.dispatch.fit`); travels with every copy
+    backend: Backend = Backend()
 
     def kernels_at(self, zoom_indices: np.ndarray) -> np.ndarray:
         """(n_classes, len(idx)·R) kernels of several grid zooms side by side, for one GEMM."""

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from motex_stream.stream.simulate import PDFDetector, make_pdf_detector, make_run_engine
+from motex_stream.stream.sim.simulate import PDFDetector, make_pdf_detector, make_run_engine
 
 logger = logging.getLogger(__name__)
 

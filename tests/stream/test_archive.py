@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
+from motex_stream.stream.commands.runner import LazyAnalyzer
 from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
 from motex_stream.stream.publishers.jsonl import read_jsonl
-from motex_stream.stream.runner import LazyAnalyzer
-from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.simulate import make_pdf_detector, run_series
+from motex_stream.stream.sim.series import two_motif_series
+from motex_stream.stream.sim.simulate import make_pdf_detector, run_series
 from motex_stream.structure.starting_model import load_starting_model
 from tests.stream.conftest import free_port, wait_for_port
 

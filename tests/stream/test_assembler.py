@@ -10,7 +10,7 @@ import pytest
 from bluesky import RunEngine
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
-from motex_stream.stream.simulate import make_pdf_detector, run_series
+from motex_stream.stream.sim.simulate import make_pdf_detector, run_series
 from motex_stream.stream.sources.base import DocumentAssembler, FrameSource
 
 Docs = list[tuple[str, dict]]

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
@@ -140,7 +140,7 @@ def test_sigterm_with_a_source_backlog_counts_every_frame(zmq_proxy) -> None:  #
     import signal
     import uuid
 
-    from motex_stream.stream.runner import serve_until_signalled
+    from motex_stream.stream.commands.runner import serve_until_signalled
     from motex_stream.stream.sources.zmq_source import ZmqSource
     from tests.stream.test_adversarial import TIMEOUT, Live, run_documents
     from tests.stream.test_service import RecordingSink, ToyAnalyzer, analyzers

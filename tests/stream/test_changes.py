@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from motex_stream.explain.confidence import interval
-from motex_stream.stream.changes import KeepSetChangeDetector
+from motex_stream.stream.live.changes import KeepSetChangeDetector
 
 
 def frame(values: np.ndarray, sd: float | np.ndarray = 0.002) -> list[dict]:
@@ -161,7 +161,7 @@ NOISE = 0.01  # Gaussian noise, 1 % of max |G| per point
 
 @pytest.fixture(scope="module")
 def crossing(tmp_path_factory):
-    from motex_stream.stream.series import two_motif_series
+    from motex_stream.stream.sim.series import two_motif_series
 
     return two_motif_series(
         tmp_path_factory.mktemp("cross"), n_frames=N_CROSS, noise=NOISE, crossover=CROSSOVER
@@ -170,7 +170,7 @@ def crossing(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stationary(tmp_path_factory):
-    from motex_stream.stream.series import two_motif_series
+    from motex_stream.stream.sim.series import two_motif_series
 
     return two_motif_series(
         tmp_path_factory.mktemp("stationary"), n_frames=N_STATIONARY, noise=NOISE, hold=0.0, seed=1
@@ -198,7 +198,7 @@ def serve(series, settings, state_dir, tmp_path) -> tuple[list[dict], float]:
     import shutil
     import threading
 
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
+    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
     from motex_stream.stream.service import StreamService
     from motex_stream.stream.sources.memory_source import SeriesSource
@@ -263,8 +263,8 @@ def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepar
     restarted analyzer adopted motif B silently as its baseline: no change at all."""
     import shutil
 
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.frames import Frame
+    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 
     state = tmp_path / "state"
     shutil.copytree(prepared, state)

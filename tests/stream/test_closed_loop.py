@@ -111,14 +111,14 @@ def _agent_toml(path: Path, name: str, sub: str, qs: str, user: str, extra: str 
 def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Iterator[LoopRun]:
     from bluesky_queueserver_api.zmq import REManagerAPI
 
-    from motex_stream.stream.analyzer import MotexFrameAnalyzer
+    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.loop.agent import AgentLoop
     from motex_stream.stream.loop.policy import AgentConfig
     from motex_stream.stream.loop.report import ReportRun
     from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-    from motex_stream.stream.series import two_motif_series
     from motex_stream.stream.service import StreamService
+    from motex_stream.stream.sim.series import two_motif_series
     from motex_stream.stream.sources.memory_source import SeriesSource
     from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 

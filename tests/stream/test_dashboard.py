@@ -23,15 +23,15 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.cli import main as cli_main
 from motex_stream.fitting.results import rwp
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription
 from motex_stream.stream.dashboard.server import accepts_gzip
 from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.liveview import FIT_POINTS, best_fit, decimation, structure
+from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.liveview import FIT_POINTS, best_fit, decimation, structure
 from motex_stream.stream.messages import build_message, decode, encode
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.sim.series import two_motif_series
 
 
 def message(seq: int, source: str = "run-a", values=(-0.2, 0.1, 0.05), **more) -> dict:
@@ -295,7 +295,7 @@ def test_cli_lists_dashboard_and_refuses_a_bad_port(capsys) -> None:
 
 
 def test_service_serves_its_own_dashboard_when_configured(tmp_path) -> None:
-    from motex_stream.stream.cli_serve import dashboard_sink
+    from motex_stream.stream.commands.serve import dashboard_sink
     from motex_stream.stream.config import ServiceConfig
     from motex_stream.stream.messages import PublishedFrame
     from tests.stream.conftest import free_port
@@ -358,7 +358,7 @@ def test_the_documented_command_serves_the_stream(tmp_path) -> None:
 
 
 def test_demo_dashboard_moves_to_a_free_port_when_its_own_is_taken(capsys) -> None:
-    from motex_stream.stream.demo import _dashboard
+    from motex_stream.stream.commands.demo import _dashboard
 
     with DashboardServer(port=0) as taken:
         sink = _dashboard(taken.port)

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
-from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
+from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sources.memory_source import SeriesSource
 from tests.stream.browser import chromium, require_browser, screenshot, wait_until
 from tests.stream.conftest import free_port
@@ -640,7 +640,7 @@ def test_rebuilds_are_marked_on_the_heatmap():
 
 def labelled_message(seq: int) -> dict:
     """A message with one atom of each label, a starting model and a fit curve."""
-    from motex_stream.stream.analyzer_protocol import FrameResult
+    from motex_stream.stream.live.analyzer_protocol import FrameResult
     from motex_stream.stream.messages import build_message
 
     entries = [

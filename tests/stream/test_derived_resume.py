@@ -168,7 +168,7 @@ class SwitchingAnalyzer(ToyAnalyzer):
 
     def __init__(self) -> None:
         super().__init__()
-        from motex_stream.stream.changes import KeepSetChangeDetector
+        from motex_stream.stream.live.changes import KeepSetChangeDetector
 
         self.detector = KeepSetChangeDetector(persist=3)
         self.rng = np.random.default_rng(0)

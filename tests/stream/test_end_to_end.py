@@ -16,13 +16,13 @@ import pytest
 from scipy.stats import spearmanr
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
-from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.simulate import make_pdf_detector, run_series
+from motex_stream.stream.sim.series import two_motif_series
+from motex_stream.stream.sim.simulate import make_pdf_detector, run_series
 from motex_stream.stream.sources.memory_source import SeriesSource
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
@@ -213,7 +213,7 @@ def test_bad_frames_never_kill_the_analysis(series, analyzer):
 
 def test_demo_runs_end_to_end_through_tiled(tmp_path):
     """`motex-stream demo`: in-process Tiled + RunEngine + service + watch (the README job)."""
-    from motex_stream.stream.demo import run_demo
+    from motex_stream.stream.commands.demo import run_demo
 
     summary = run_demo(
         tmp_path, n_frames=10, delay=0.05, catalogue=1500, refit=1500, show_watch=False

@@ -14,10 +14,10 @@ from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.explain.contributions import atom_contributions
 from motex_stream.model.gbdt import Hyperparameters, TrainedModel
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live_intervals import LiveEnsemble, member_params
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
+from motex_stream.stream.sim.series import two_motif_series
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 

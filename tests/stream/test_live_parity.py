@@ -20,9 +20,9 @@ from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.settings import LiveModelSettings, ModelSettings
 from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.realspace import realspace_pdf
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.structure.starting_model import load_starting_model
 from motex_stream.structure.symmetry import equivalence_classes
 from tests.symmetric_models import c60, cuboctahedron, keggin_unit

@@ -27,8 +27,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.zmq_source import ZmqSource, make_publisher

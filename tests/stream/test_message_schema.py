@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zmq
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import SCHEMA, build_message, encode, validate_message
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import (
     SCHEMA,
     build_message,

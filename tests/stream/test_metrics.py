@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import zmq
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.config import parse_config
 from motex_stream.stream.frames import Frame, RunStart, RunStop
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import (
     SCHEMA,
     PublishedFrame,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motex_stream.stream.analyzer_protocol import FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources import FileSeriesSource
 from motex_stream.stream.sources.base import SourceStats

@@ -23,7 +23,7 @@ import zmq
 from bluesky import RunEngine
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sim.simulate import PDFDetector, run_series
 from motex_stream.stream.sources.base import DocumentAssembler, SeqTracker
 from motex_stream.stream.sources.zmq_source import ZmqSource, make_publisher, msgpack_serializer
 from tests.stream.collector import Collector

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from motex_stream.stream.publishers.jsonl import read_jsonl
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sources.zmq_source import make_publisher
 
 log = logging.getLogger(__name__)

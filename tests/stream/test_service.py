@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from motex_stream.stream.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem, regrid
+from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl

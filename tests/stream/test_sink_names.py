@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from motex_stream.stream.commands.runner import build_service
 from motex_stream.stream.config import ConfigError, parse_config
 from motex_stream.stream.metrics import start_metrics_server
-from motex_stream.stream.runner import build_service
 from tests.conftest import KEGGIN
 
 

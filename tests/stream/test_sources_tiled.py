@@ -12,7 +12,7 @@ import pytest
 from bluesky import RunEngine
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
-from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sim.simulate import PDFDetector, run_series
 from motex_stream.stream.sources.tiled_source import (
     TiledLiveSource,
     TiledReplaySource,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop
-from motex_stream.stream.simulate import PDFDetector, run_series
+from motex_stream.stream.sim.simulate import PDFDetector, run_series
 from motex_stream.stream.sources.wire import UnsafePayloadError
 from motex_stream.stream.sources.zmq_source import (
     ZmqSource,

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import two_motif_series
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 NAME = "two-motifs"
@@ -200,8 +200,8 @@ def test_a_fallback_is_counted_in_metrics(  # type: ignore[no-untyped-def]
     """The service's /metrics counts a refused generation (the hook build_service adds)."""
     from prometheus_client import generate_latest
 
+    from motex_stream.stream.commands.runner import LazyAnalyzer, _state_counts
     from motex_stream.stream.metrics import StreamMetrics
-    from motex_stream.stream.runner import LazyAnalyzer, _state_counts
 
     root, d = _copy(two_generations, tmp_path)
     _valid_but_wrong_booster(d / _meta(d)["generation"])

@@ -22,11 +22,11 @@ import pytest
 from prometheus_client import generate_latest
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.commands.runner import LazyAnalyzer, _state_counts, serve_until_signalled
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.metrics import StreamMetrics
-from motex_stream.stream.runner import LazyAnalyzer, _state_counts, serve_until_signalled
-from motex_stream.stream.series import two_motif_series
 from motex_stream.stream.service import StreamService
+from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sources.memory_source import SeriesSource
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 

@@ -22,10 +22,10 @@ import xgboost as xgb
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.commands.runner import LazyAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.runner import LazyAnalyzer
-from motex_stream.stream.series import two_motif_series
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import two_motif_series
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 NAME = "two-motifs"

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from motex_stream.stream.analyzer_protocol import FrameResult
+from motex_stream.stream.commands.watch import SPARK, WatchState, main, render, sparkline, watch
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import build_message
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-from motex_stream.stream.watch import SPARK, WatchState, main, render, sparkline, watch
 
 
 def message(seq: int, change: dict | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Live settings and a prepared state for the two-motif series, shared by the live tests.
 
-Every live test that runs the analyzer on :func:`motex_stream.stream.series.two_motif_series`
+Every live test that runs the analyzer on :func:`motex_stream.stream.sim.series.two_motif_series`
 prepares on frame 1 (pure motif A, as every such series starts) with settings that differ only
 in size; one definition keeps them from drifting apart.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.series import TwoMotifSeries
+from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.sim.series import TwoMotifSeries
 
 
 def live_settings(series: TwoMotifSeries, **changes: Any) -> LiveModelSettings:
