@@ -25,6 +25,7 @@ from typing import Any
 from bluesky_adaptive.protocols import CanRegisterSuggestions, Optimizer
 from prometheus_client import CollectorRegistry, Counter
 
+from motex_stream.stream.dashboard.schema import problem
 from motex_stream.stream.loop.policy import AgentConfig, Policy
 from motex_stream.stream.loop.queue import QueueClient, QueueServerError, Suggestion
 from motex_stream.stream.loop.report import ReportRun
@@ -144,6 +145,11 @@ def agent_metrics(registry: CollectorRegistry) -> dict[str, Counter]:
         "queue_errors": Counter(
             "motex_agent_queue_errors", "failed Queue Server requests", registry=registry
         ),
+        "rejected": Counter(
+            "motex_agent_rejected",
+            "received messages dropped: not as the service publishes them (JSON Schema)",
+            registry=registry,
+        ),
     }
 
 
@@ -175,12 +181,23 @@ class AgentLoop:
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=16)
         self.outcomes: list[tuple[str, dict[str, Any]]] = []
         self.queue_errors = 0
+        self.rejected = 0  # messages dropped by the schema check
         self._submitter: threading.Thread | None = None
 
     # -- frame side -------------------------------------------------------------------------
 
     def handle(self, message: Mapping[str, Any]) -> None:
-        """One published frame: ingest, and decide on whatever it triggered (never blocks)."""
+        """One published frame: ingest, and decide on whatever it triggered (never blocks).
+
+        Why the full schema check: the agent's input is a ZMQ address anyone on the beamline
+        network can publish to, and its output reaches the experiment's queue. A message that
+        is not exactly what the service publishes (a string frame number, a missing field, NaN)
+        is dropped and counted before it can trigger anything or raise in the frame loop.
+        """
+        why = problem(message)
+        if why is not None:
+            self.reject(why)
+            return
         self.agent.ingest([message])
         self.metrics["frames"].inc()
         for s in self.agent.suggest():
@@ -194,6 +211,12 @@ class AgentLoop:
                 s["reason"],
             )
             self._decide(s)
+
+    def reject(self, why: str) -> None:
+        """Count and log one dropped input (unparseable, oversized or unlike the schema)."""
+        self.rejected += 1
+        self.metrics["rejected"].inc()
+        log.warning("agent %s: dropped a message unlike the service's: %s", self.config.name, why)
 
     def _decide(self, s: dict[str, Any]) -> None:
         now = self._clock()
@@ -320,7 +343,9 @@ class AgentLoop:
 
         self.start()
         try:
-            with Subscriber(self.config.subscribe, self.config.models) as sub:
+            with Subscriber(
+                self.config.subscribe, self.config.models, on_invalid=self.reject
+            ) as sub:
                 log.info("agent %s following %s", self.config.name, self.config.subscribe)
                 if ready is not None:
                     ready.set()

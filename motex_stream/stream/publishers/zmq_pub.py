@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from threading import Event
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,9 @@ from motex_stream.stream.messages import PublishedFrame, decode, encode, to_json
 log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "tcp://127.0.0.1:5578"
+#: A received message larger than this is dropped unparsed: a published frame is kilobytes
+#: (a 10k-atom model with its fit curve stays under 2 MB), so 16 MiB only stops abuse.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Ends every topic; not allowed in model names (``[A-Za-z0-9_.-]``), so no name prefixes another.
 TOPIC_TERMINATOR = " "
 
@@ -132,8 +135,10 @@ class Subscriber:
 
     ``topics`` are model names, matched exactly (each is subscribed with its terminator);
     empty means every model.
-    Messages that fail :func:`~motex_stream.stream.messages.validate_message` are logged and
-    skipped: a consumer must survive a newer or broken publisher.
+    Messages that fail :func:`~motex_stream.stream.messages.validate_message`, do not parse
+    (nesting too deep for the parser included) or exceed ``max_message_bytes`` are logged,
+    counted in ``invalid``, passed to ``on_invalid`` (a consumer's own counter) and skipped: a
+    consumer must survive a newer, broken or hostile publisher.
     """
 
     def __init__(
@@ -142,7 +147,11 @@ class Subscriber:
         topics: Iterable[str] = (),
         *,
         context: zmq.Context | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_invalid: Callable[[str], None] | None = None,
     ) -> None:
+        self._max_bytes = max_message_bytes
+        self._on_invalid = on_invalid
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
@@ -161,16 +170,22 @@ class Subscriber:
                 return None
             parts = self._socket.recv_multipart()
             if len(parts) != 2:
-                self.invalid += 1
-                log.warning("ignoring a %d-part ZMQ message (expected [topic, json])", len(parts))
-                continue
-            try:
-                return model_of_topic(parts[0]), decode(parts[1])
-            except (ValueError, UnicodeDecodeError) as exc:
-                self.invalid += 1
-                log.warning("ignoring an invalid message: %s", exc)
+                self._invalid(f"a {len(parts)}-part ZMQ message (expected [topic, json])")
+            elif len(parts[1]) > self._max_bytes:
+                self._invalid(f"{len(parts[1])} bytes > max_message_bytes {self._max_bytes}")
+            else:
+                try:
+                    return model_of_topic(parts[0]), decode(parts[1])
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    self._invalid(f"an invalid message: {str(exc)[:200]}")
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _invalid(self, why: str) -> None:
+        self.invalid += 1
+        log.warning("ignoring %s", why)
+        if self._on_invalid is not None:
+            self._on_invalid(why)
 
     def close(self) -> None:
         if not self._socket.closed:
