@@ -523,16 +523,13 @@ def write_contributions_xyz(path: Path, result: AnalysisResult) -> Path:
     return path
 
 
-def write_refined_motif_xyz(path: Path, result: AnalysisResult) -> Path:
-    """Plain XYZ of the motif refined by direct fits (permutable + their bonded dependents,
-    by the same bonding rule as the catalogue's motifs)."""
-    ref = result.refinement
-    assert ref is not None
-    symbols, positions = result.model.motif_positions(ref.mask)
+def _write_motif_xyz(path: Path, result: AnalysisResult, mask: np.ndarray, title: str) -> Path:
+    """Plain XYZ of the atoms ``mask`` keeps (permutable + their bonded dependents, by the
+    catalogue's bonding rule), the comment line ``title`` and the starting model's name."""
+    symbols, positions = result.model.motif_positions(mask)
     lines = [
         str(len(symbols)),
-        f"refined motif rwp={ref.rwp:.6f} fits={ref.n_fits} "
-        f"from {Path(result.model.source).name or 'starting model'}",
+        f"{title} from {Path(result.model.source).name or 'starting model'}",
     ]
     lines += [
         f"{s:<2s} {x:14.6f} {y:14.6f} {z:14.6f}"
@@ -540,23 +537,22 @@ def write_refined_motif_xyz(path: Path, result: AnalysisResult) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_refined_motif_xyz(path: Path, result: AnalysisResult) -> Path:
+    """The motif refined by direct fits, as plain XYZ."""
+    ref = result.refinement
+    assert ref is not None
+    return _write_motif_xyz(
+        path, result, ref.mask, f"refined motif rwp={ref.rwp:.6f} fits={ref.n_fits}"
+    )
 
 
 def write_best_motif_xyz(path: Path, result: AnalysisResult) -> Path:
-    """Plain XYZ of the atoms the best motif keeps (permutable + their bonded dependents)."""
+    """The best catalogue motif, as plain XYZ."""
     b = result.best
-    symbols, positions = result.model.motif_positions(result.masks[b])
-    lines = [
-        str(len(symbols)),
-        f"best motif id={b} rwp={float(result.fits.rwp[b]):.6f} "
-        f"from {Path(result.model.source).name or 'starting model'}",
-    ]
-    lines += [
-        f"{s:<2s} {x:14.6f} {y:14.6f} {z:14.6f}"
-        for s, (x, y, z) in zip(symbols, positions, strict=True)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    title = f"best motif id={b} rwp={float(result.fits.rwp[b]):.6f}"
+    return _write_motif_xyz(path, result, result.masks[b], title)
 
 
 def _rgb255(rgb: Sequence[float]) -> str:
