@@ -18,12 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from bluesky import RunEngine
 
 from motex_stream.stream.sim.simulate import PDFDetector, make_pdf_detector, make_run_engine
+
+if TYPE_CHECKING:
+    from tests.stream.two_motifs import PreparedState
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +175,32 @@ def tiled_base_uri(tiled_server: object) -> str:
     """The server URI without the key (sources must take the key from the environment)."""
     uri = str(tiled_server.uri)  # type: ignore[attr-defined]
     return uri.split("?", 1)[0]
+
+
+# ---------------------------------------------------------------- prepared live models
+# Preparing a live model (catalogue fit, hyperparameter search, GBDT) is the most expensive
+# setup of the stream tests; modules that prepare the same model on the same frame share one
+# preparation per session, and each test works on its own copy (two_motifs.PreparedState).
+
+
+@pytest.fixture(scope="session")
+def small_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedState]:
+    """300 motifs prepared on a 6-frame ramp: the saved-state tests (recovery, checksums,
+    full disk). Fewer frames are the same frames: ``dataclasses.replace(series, n_frames=4)``."""
+    from motex_stream.stream.sim.series import two_motif_series
+    from tests.stream.two_motifs import shared_state, small_settings
+
+    series = two_motif_series(tmp_path_factory.mktemp("small-series"), n_frames=6)
+    yield from shared_state(series, small_settings(series), tmp_path_factory.mktemp("small-state"))
+
+
+@pytest.fixture(scope="session")
+def crossing_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedState]:
+    """The default live model (2,000 motifs) prepared on the crossover series: change
+    detection and the closed loop."""
+    from tests.stream.two_motifs import crossing_series, live_settings, shared_state
+
+    series = crossing_series(tmp_path_factory.mktemp("crossing-series"))
+    yield from shared_state(
+        series, live_settings(series), tmp_path_factory.mktemp("crossing-state")
+    )

@@ -10,6 +10,7 @@ real CLI) saves its progress when it ends cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -23,8 +24,8 @@ import pytest
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
-from motex_stream.stream.sim.series import two_motif_series
-from tests.stream.two_motifs import live_settings, prepare_on_first_frame
+from motex_stream.stream.sim.series import TwoMotifSeries
+from tests.stream.two_motifs import PreparedState
 
 NAME = "two-motifs"
 EXE = str(Path(sys.executable).with_name("motex-stream"))
@@ -37,27 +38,23 @@ GENERATION_FILES = [
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):  # type: ignore[no-untyped-def]
-    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=4)
+def series(small_state: PreparedState) -> TwoMotifSeries:
+    return dataclasses.replace(small_state.series, n_frames=4)  # the same frames
 
 
 @pytest.fixture(scope="module")
-def settings(series) -> LiveModelSettings:  # type: ignore[no-untyped-def]
-    return live_settings(
-        series,
-        name=NAME,
-        catalogue_size=300,
-        refit=300,
-        rounds=5,
-        max_trees=60,
-        search_calls=3,
-    )
+def settings(small_state: PreparedState) -> LiveModelSettings:
+    assert small_state.settings.name == NAME
+    return small_state.settings
 
 
 @pytest.fixture(scope="module")
-def two_generations(tmp_path_factory, series, settings) -> Path:  # type: ignore[no-untyped-def]
-    """Prepared (generation 1), then two frames analysed and saved (generation 2)."""
-    root = prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
+def two_generations(  # type: ignore[no-untyped-def]
+    tmp_path_factory, small_state: PreparedState, series, settings
+) -> Path:
+    """Prepared (generation 1: a copy of the session's preparation), then two frames
+    analysed and saved (generation 2)."""
+    root = small_state.copy(tmp_path_factory.mktemp("state") / "root")
     analyzer = MotexFrameAnalyzer.restore(settings, root)
     assert analyzer is not None
     for seq in (1, 2):

@@ -10,6 +10,7 @@ path ``serve`` takes, which saves once more on the way out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,9 +27,9 @@ from motex_stream.stream.commands.runner import LazyAnalyzer, _state_counts, ser
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sim.series import two_motif_series
+from motex_stream.stream.sim.series import TwoMotifSeries
 from motex_stream.stream.sources.memory_source import SeriesSource
-from tests.stream.two_motifs import live_settings, prepare_on_first_frame
+from tests.stream.two_motifs import PreparedState
 
 NAME = "two-motifs"
 PAGE = 4096
@@ -36,26 +37,20 @@ N_FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):  # type: ignore[no-untyped-def]
-    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=N_FRAMES)
+def series(small_state: PreparedState) -> TwoMotifSeries:
+    return dataclasses.replace(small_state.series, n_frames=N_FRAMES)  # the same frames
 
 
 @pytest.fixture(scope="module")
-def settings(series) -> LiveModelSettings:  # type: ignore[no-untyped-def]
-    return live_settings(
-        series,
-        name=NAME,
-        catalogue_size=300,
-        refit=300,
-        rounds=5,
-        max_trees=60,
-        search_calls=3,
-    )
+def settings(small_state: PreparedState) -> LiveModelSettings:
+    assert small_state.settings.name == NAME
+    return small_state.settings
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, series, settings) -> Path:  # type: ignore[no-untyped-def]
-    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
+def prepared(small_state: PreparedState) -> Path:
+    """The session's one 300-motif preparation (read-only: each case copies it first)."""
+    return small_state.directory
 
 
 @pytest.fixture

@@ -25,33 +25,27 @@ from motex_stream.catalogue import Catalogue
 from motex_stream.stream.commands.runner import LazyAnalyzer
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
-from motex_stream.stream.sim.series import two_motif_series
-from tests.stream.two_motifs import live_settings, prepare_on_first_frame
+from motex_stream.stream.sim.series import TwoMotifSeries
+from tests.stream.two_motifs import PreparedState
 
 NAME = "two-motifs"
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):  # type: ignore[no-untyped-def]
-    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=6)
+def series(small_state: PreparedState) -> TwoMotifSeries:
+    return small_state.series
 
 
 @pytest.fixture(scope="module")
-def settings(series) -> LiveModelSettings:  # type: ignore[no-untyped-def]
-    return live_settings(
-        series,
-        name=NAME,
-        catalogue_size=300,
-        refit=300,
-        rounds=5,
-        max_trees=60,
-        search_calls=3,
-    )
+def settings(small_state: PreparedState) -> LiveModelSettings:
+    assert small_state.settings.name == NAME
+    return small_state.settings
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, series, settings) -> Path:  # type: ignore[no-untyped-def]
-    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
+def prepared(small_state: PreparedState) -> Path:
+    """The session's one 300-motif preparation (read-only: every case copies it first)."""
+    return small_state.directory
 
 
 def _meta(d: Path) -> dict:
