@@ -23,8 +23,9 @@ import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.stream.commands.runner import LazyAnalyzer
-from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
 from motex_stream.stream.publishers.jsonl import read_jsonl
+from motex_stream.stream.publishers.tiled_archive import tiled_writer
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sim.simulate import make_pdf_detector, run_series

@@ -20,7 +20,9 @@ import pytest
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop
 from motex_stream.stream.messages import PublishedFrame
-from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, SinkWriteError, tiled_writer
+from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
+from motex_stream.stream.publishers.derived_run import SinkWriteError
+from motex_stream.stream.publishers.tiled_archive import tiled_writer
 from tests.stream.conftest import free_port, wait_for_port
 from tests.stream.test_service import ToyAnalyzer
 

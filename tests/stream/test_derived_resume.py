@@ -19,8 +19,9 @@ import pytest
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.messages import PublishedFrame
-from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+from motex_stream.stream.publishers.tiled_archive import tiled_writer
 from motex_stream.stream.service import StreamService
 from tests.stream.test_service import ListSource, ToyAnalyzer
 

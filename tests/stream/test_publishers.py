@@ -29,10 +29,10 @@ from motex_stream.stream.messages import (
 from motex_stream.stream.publishers import Sink, make_sinks
 from motex_stream.stream.publishers.bluesky_run import (
     BlueskyRunSink,
-    SinkWriteError,
     derived_run_uid,
     zmq_publisher,
 )
+from motex_stream.stream.publishers.derived_run import SinkWriteError
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher, subscribe
 

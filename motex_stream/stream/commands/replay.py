@@ -146,7 +146,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         sinks.append(ZmqPublisher(args.publish))
     if args.archive:
         from motex_stream.stream.config import read_api_key
-        from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink, tiled_writer
+        from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
+        from motex_stream.stream.publishers.tiled_archive import tiled_writer
 
         sinks.append(BlueskyRunSink([tiled_writer(args.archive, api_key=read_api_key())]))
     # a finite source that fails is not restarted forever: the replay ends and says so

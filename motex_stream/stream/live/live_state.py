@@ -21,19 +21,17 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
 from motex_stream.model.gbdt import IncrementalSurrogate, features
+from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.live.changes import KeepSetChangeDetector
 from motex_stream.structure.starting_model import StartingModel
-
-if TYPE_CHECKING:  # the analyzer imports this module; only its type is needed here
-    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +43,36 @@ _GENERATION = re.compile(r"g\d{6}")
 
 #: The change detectors' state in the state folder, written after every frame (small JSON).
 CHANGES_FILE = "changes.json"
+
+
+class Persistent(Protocol):
+    """What of an analyzer is saved and loaded here, and the bookkeeping of its saves.
+
+    The analyzer (:class:`~motex_stream.stream.live.analyzer.MotexFrameAnalyzer`) imports this
+    module, so this module names only the members it reads and writes, never the class.
+    """
+
+    name: str
+    settings: LiveModelSettings  # resolved (the Q range of the reference data)
+    configured: LiveModelSettings  # as configured: its fingerprint decides reuse
+    engine: PreparedModel
+    catalogue: np.ndarray
+    surrogate: IncrementalSurrogate
+    search: list[dict[str, Any]]
+    state_dir: Path | None
+    save_every: int | None
+    save_interval: float | None
+    state_save_failures: int
+    state_load_fallbacks: int
+    _frames: int
+    _generation: int
+    _saved_frames: int
+    _saved_mono: float
+    _state_record: dict[str, Any] | None
+    _changes: dict[str, KeepSetChangeDetector]
+
+
+_A = TypeVar("_A", bound=Persistent)
 
 
 class StateError(ValueError):
@@ -177,7 +205,7 @@ def _verify(gen: Path, record: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- writing
-def save_state(analyzer: MotexFrameAnalyzer) -> bool:
+def save_state(analyzer: Persistent) -> bool:
     """Persist everything a restart needs, as one atomic commit; True when it committed.
 
     A save that fails (a full disk, a read-only mount, xgboost's writer raising its own
@@ -216,7 +244,7 @@ def save_state(analyzer: MotexFrameAnalyzer) -> bool:
     return True
 
 
-def _commit(analyzer: MotexFrameAnalyzer) -> list[str]:
+def _commit(analyzer: Persistent) -> list[str]:
     """Write a fresh generation folder, each file fsync'ed, then replace ``state.json``,
     which names that folder, atomically (write, fsync, rename). A kill at any point leaves
     the previous commit intact; the leftovers of an interrupted save are removed on the next
@@ -278,7 +306,7 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def maybe_save(analyzer: MotexFrameAnalyzer) -> None:
+def maybe_save(analyzer: Persistent) -> None:
     """Save after ``save_every`` frames or ``save_interval`` s with new frames, whichever
     comes first; a failure is logged and counted, never raised (the frame is still
     published)."""
@@ -297,7 +325,7 @@ def maybe_save(analyzer: MotexFrameAnalyzer) -> None:
         analyzer._saved_mono = time.monotonic()
 
 
-def save_changes(analyzer: MotexFrameAnalyzer) -> None:
+def save_changes(analyzer: Persistent) -> None:
     """Persist every run's change detector, so a change in progress survives a restart;
     a failure is logged, never raised (the frame is still published)."""
     if analyzer.state_dir is None:
@@ -316,8 +344,8 @@ def load(
     settings: LiveModelSettings,
     model: StartingModel,
     directory: Path,
-    build: Callable[[SavedState], MotexFrameAnalyzer],
-) -> MotexFrameAnalyzer | None:
+    build: Callable[[SavedState], _A],
+) -> _A | None:
     """The analyzer saved in ``directory``, or None (nothing there, or nothing usable).
 
     Every file is checked before use (its checksum, versions, shapes, ranges, the grid);

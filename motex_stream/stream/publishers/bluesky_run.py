@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,29 +35,24 @@ from motex_stream.stream.config import BlueskySinkConfig, read_api_key
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import SCHEMA, AnalysisIdentity, PublishedFrame
+from motex_stream.stream.publishers.derived_run import (
+    CHANGES_STREAM,
+    PRIMARY_STREAM,
+    STOPPED_EARLY,
+    DocumentCallback,
+    SinkWriteError,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
-DocumentCallback = Callable[[str, dict[str, Any]], Any]
-
 ANALYSIS_STAGE = "motex"
-#: The derived run's stream of analysed frames (one event per frame).
-PRIMARY_STREAM = "primary"
-#: The derived run's stream of detected keep-set changes (one event per change).
-CHANGES_STREAM = "changes"
 PLAN_NAME = "motex_analysis"
 #: Width of the stored per-atom labels (keep / remove / uncertain fit with room to spare).
 LABEL_CHARS = 16
 #: Fixed namespace for derived uids; changing it would re-key every stored derived run.
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "motex-stream/derived-run")
 _EXIT_STATUSES = ("success", "abort", "fail")
-#: The reason of the stop a clean shutdown gives a derived run whose raw run goes on: such a
-#: run is reopened like one a kill left without a stop, should the raw run be taken up again.
-STOPPED_EARLY = "motex-stream stopped before the raw run ended"
-
-
-class SinkWriteError(RuntimeError):
-    """One or more document callbacks failed; the message names each failure in one line."""
 
 
 def derived_run_uid(
@@ -120,6 +115,8 @@ class BlueskyRunSink:
         if sink.address:
             callbacks.append(zmq_publisher(sink.address, prefix=sink.prefix.encode()))
         if sink.tiled_uri:
+            from motex_stream.stream.publishers.tiled_archive import tiled_writer
+
             callbacks.append(tiled_writer(sink.tiled_uri, api_key=read_api_key(sink.api_key_file)))
         return cls(callbacks)
 
@@ -213,7 +210,7 @@ class BlueskyRunSink:
                 try:
                     closer()
                 except Exception as exc:
-                    self._failures.append(f"closing {_name(cb)}: {_one_line(exc)}")
+                    self._failures.append(f"closing {_name(cb)}: {one_line(exc)}")
         self._raise_failures()
 
     # -- internals -----------------------------------------------------------------------
@@ -335,7 +332,7 @@ class BlueskyRunSink:
                 cb(name, dict(doc))
             except Exception as exc:
                 log.debug("document callback %r failed on a %s document", cb, name, exc_info=True)
-                self._failures.append(f"{_name(cb)} failed on a {name} document: {_one_line(exc)}")
+                self._failures.append(f"{_name(cb)} failed on a {name} document: {one_line(exc)}")
 
     def _raise_failures(self) -> None:
         failures, self._failures = self._failures, []
@@ -441,11 +438,6 @@ def _name(cb: Any) -> str:
     return type(cb).__name__ if not hasattr(cb, "__name__") else str(cb.__name__)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
-
 def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
     """Bluesky's own 0MQ Publisher (connects to a 0MQ proxy's in-address), msgpack-encoded.
 
@@ -456,13 +448,3 @@ def zmq_publisher(address: str, prefix: bytes = b"an") -> DocumentCallback:
     from motex_stream.stream.sources.zmq_source import make_publisher
 
     return make_publisher(address, prefix=prefix)
-
-
-def tiled_writer(uri: str, api_key: str | None = None) -> DocumentCallback:
-    """The derived run into Tiled by the stock writer code, one event at a time (visible at
-    once), whole events only, buffered through outages (:mod:`.tiled_archive`)."""
-    from tiled.client import from_uri
-
-    from motex_stream.stream.publishers.tiled_archive import TiledArchive
-
-    return TiledArchive(from_uri(uri, api_key=api_key))

@@ -42,11 +42,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from motex_stream.stream.publishers.bluesky_run import (
+from motex_stream.stream.publishers.derived_run import (
+    CHANGES_STREAM,
     PRIMARY_STREAM,
     STOPPED_EARLY,
     SinkWriteError,
-    _one_line,
+    one_line,
 )
 from motex_stream.stream.publishers.tiled_reopen import (
     NewRun,
@@ -88,7 +89,7 @@ def archive_metrics(registry: CollectorRegistry) -> ArchiveMetrics:
             ["stream"],
             registry=registry,
         )
-        for stream in (PRIMARY_STREAM, "changes"):
+        for stream in (PRIMARY_STREAM, CHANGES_STREAM):
             lost.labels(stream=stream)
         pending = Gauge(
             "motex_archive_events_pending",
@@ -296,7 +297,7 @@ class TiledArchive:
             return
         del self._runs[uid]
         self._skipped_runs.add(uid)
-        raise SinkWriteError(f"derived run {uid} cannot be written: {_one_line(exc)}") from exc
+        raise SinkWriteError(f"derived run {uid} cannot be written: {one_line(exc)}") from exc
 
     def _on_document(self, name: str, doc: dict[str, Any]) -> None:
         run_uid = self._run_uid(name, doc)
@@ -416,10 +417,10 @@ class TiledArchive:
         if not queue:
             self._dequeue(run)
         if name == "event":
-            self._lose(run, doc, f"Tiled refused it: {_one_line(exc)}")
+            self._lose(run, doc, f"Tiled refused it: {one_line(exc)}")
         else:
             self._failures.append(
-                f"derived run {run.uid}: a {name} document could not be written: {_one_line(exc)}"
+                f"derived run {run.uid}: a {name} document could not be written: {one_line(exc)}"
             )
 
     def _enqueue(self, run: _Run, name: str, doc: dict[str, Any]) -> None:
@@ -475,7 +476,7 @@ class TiledArchive:
             log.warning(
                 "Tiled does not answer (%s): derived-run documents wait (up to %d events) "
                 "and are written when it answers again",
-                _one_line(exc),
+                one_line(exc),
                 self.max_pending,
             )
         self._down = True
@@ -487,7 +488,7 @@ class TiledArchive:
         try:
             response = context.http_client.get(context.api_uri, timeout=_PROBE_TIMEOUT)
         except Exception as exc:
-            log.debug("Tiled probe failed: %s", _one_line(exc))
+            log.debug("Tiled probe failed: %s", one_line(exc))
             return False
         return bool(response.status_code < 500)
 
@@ -526,3 +527,11 @@ class TiledArchive:
         failures, self._failures = self._failures, []
         if failures:
             raise SinkWriteError("; ".join(failures))
+
+
+def tiled_writer(uri: str, api_key: str | None = None) -> TiledArchive:
+    """The derived run into Tiled by the stock writer code, one event at a time (visible at
+    once), whole events only, buffered through outages (:class:`TiledArchive`)."""
+    from tiled.client import from_uri
+
+    return TiledArchive(from_uri(uri, api_key=api_key))
