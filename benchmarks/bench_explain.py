@@ -23,7 +23,10 @@ from motex_stream.catalogue import random_catalogue
 from motex_stream.explain import ShapCache, atom_contributions, shap_values
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
-from motex_stream.model import Hyperparameters, IncrementalSurrogate, features, train
+from motex_stream.model.features import features
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.incremental import IncrementalSurrogate
+from motex_stream.model.training import train
 from motex_stream.pdf.batched import prepare_model
 from motex_stream.structure import load_starting_model
 

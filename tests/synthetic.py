@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from motex_stream.model.gbdt import Hyperparameters
+from motex_stream.model.hyperparameters import Hyperparameters
 
 #: Small fixed surrogate hyperparameters for the synthetic problem: no search, fast, and
 #: deep enough to learn which atoms matter (the model and explain tests share them).

@@ -10,8 +10,10 @@ import pytest
 import xgboost as xgb
 
 from motex_stream.explain import ShapCache, leafshap, shap_values
-from motex_stream.model import Hyperparameters, IncrementalSurrogate, features, train
-from motex_stream.model.gbdt import _split
+from motex_stream.model.features import features
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.incremental import IncrementalSurrogate
+from motex_stream.model.training import seeded_split, train
 from tests.synthetic import random_masks, synthetic_rwp
 
 N_ATOMS = 24
@@ -125,7 +127,7 @@ def test_drift_rebuilds_in_line_so_the_drifted_frame_gets_its_own_model(base) ->
         assert fits[0].rebuilt and not fits[0].rebuild_started
         assert "drift_rebuild" in fits[0].timings and sur.generation == 2
         m, y = frames[1]
-        fit_idx, _ = _split(len(y), sur.holdout_fraction, sur.seed + 1)
+        fit_idx, _ = seeded_split(len(y), sur.holdout_fraction, sur.seed + 1)
         X = features(m)
         own = train(
             X[fit_idx],
@@ -160,7 +162,7 @@ def test_a_rebuild_retrains_the_searched_model_unsqueezed() -> None:
         if fit.rebuilt:
             break
     assert fit.rebuilt, "the tree cap forced no rebuild"
-    fit_idx, _ = _split(len(y), sur.holdout_fraction, sur.seed + fit.frame)
+    fit_idx, _ = seeded_split(len(y), sur.holdout_fraction, sur.seed + fit.frame)
     X = features(m)
     offline = train(
         X[fit_idx],

@@ -17,12 +17,9 @@ from motex_stream.explain import (
     shap_summary_plot,
     shap_values,
 )
-from motex_stream.model import (
-    IncrementalSurrogate,
-    TrainedModel,
-    features,
-    train,
-)
+from motex_stream.model.features import features
+from motex_stream.model.incremental import IncrementalSurrogate
+from motex_stream.model.training import TrainedModel, train
 from tests.synthetic import FIXED_PARAMS as PARAMS
 from tests.synthetic import random_masks, synthetic_rwp
 

@@ -16,7 +16,8 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.settings import EXPLAIN_ROWS, ModelSettings
 from motex_stream.catalogue import random_catalogue
 from motex_stream.explain.confidence import sampling_error
-from motex_stream.model.gbdt import features, train
+from motex_stream.model.features import features
+from motex_stream.model.training import train
 from tests.conftest import KEGGIN
 
 N_MOTIFS = 20_000

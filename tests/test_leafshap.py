@@ -9,7 +9,10 @@ import xgboost as xgb
 
 from motex_stream.explain import ShapCache, atom_contributions, shap_values
 from motex_stream.explain.leafshap import leaf_tables, tree_shap
-from motex_stream.model import Hyperparameters, IncrementalSurrogate, features, train
+from motex_stream.model.features import features
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.incremental import IncrementalSurrogate
+from motex_stream.model.training import train
 from tests.synthetic import random_masks, synthetic_rwp
 
 N_ATOMS = 24

@@ -8,17 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motex_stream.model import (
-    SEARCH_SPACE,
-    IncrementalSurrogate,
-    TrainedModel,
-    continue_training,
-    features,
-    load_model,
-    save_model,
-    search_hyperparameters,
-    train,
-)
+from motex_stream.model.features import features
+from motex_stream.model.incremental import IncrementalSurrogate, continue_training
+from motex_stream.model.search import SEARCH_SPACE, search_hyperparameters
+from motex_stream.model.training import TrainedModel, load_model, save_model, train
 from tests.synthetic import FIXED_PARAMS as FIXED
 from tests.synthetic import random_masks, synthetic_rwp
 

@@ -15,13 +15,9 @@ import xgboost as xgb
 from motex_stream.analysis import steps
 from motex_stream.analysis.settings import TRAIN_ROWS, ModelSettings
 from motex_stream.catalogue import random_catalogue
-from motex_stream.model.gbdt import (
-    Hyperparameters,
-    _quantised,
-    features,
-    train,
-    training_features,
-)
+from motex_stream.model.features import features, quantised, training_features
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.training import train
 from tests.conftest import KEGGIN
 
 N_MOTIFS = 6_000
@@ -57,7 +53,7 @@ def test_quantised_matrix_grows_the_same_trees_as_a_float_dmatrix(fitted) -> Non
     masks, rwp = fitted
     params = Hyperparameters(max_depth=6, subsample=0.7, colsample_bytree=0.8).to_xgb_params(seed=3)
     old = xgb.train(params, xgb.DMatrix(features(masks), label=rwp), 60)
-    new = xgb.train(params, _quantised(training_features(masks), rwp), 60)
+    new = xgb.train(params, quantised(training_features(masks), rwp), 60)
     assert old.save_raw() == new.save_raw()
 
 

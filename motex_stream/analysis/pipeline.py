@@ -16,7 +16,7 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.result import AnalysisResult
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.fitting.reference_fit import motif_pdf
-from motex_stream.model.gbdt import features
+from motex_stream.model.features import features
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)

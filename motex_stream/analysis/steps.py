@@ -53,13 +53,9 @@ from motex_stream.explain.refine import refine_motif as _descend_from
 from motex_stream.fitting import dispatch
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.results import FitResults
-from motex_stream.model.gbdt import (
-    Hyperparameters,
-    TrainedModel,
-    features,
-    train,
-    training_features,
-)
+from motex_stream.model.features import features, training_features
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.training import TrainedModel, train
 from motex_stream.pdf.batched import Backend, PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import StartingModel, load_starting_model

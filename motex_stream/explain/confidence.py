@@ -46,7 +46,7 @@ from motex_stream.explain.contributions import (
     atom_contributions,
     shap_values,
 )
-from motex_stream.model.gbdt import features
+from motex_stream.model.features import features
 
 KEEP = "keep"
 REMOVE = "remove"

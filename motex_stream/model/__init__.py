@@ -1,37 +1,10 @@
-"""XGBoost surrogate of Rwp(mask): search, training, persistence and live warm-start updates."""
+"""XGBoost surrogate of Rwp(mask), one module per job.
 
-from motex_stream.model.gbdt import (
-    DEFAULT_SHAP_BUDGET,
-    FRAME_SHAP_BUDGET,
-    SEARCH_SPACE,
-    FrameFit,
-    Hyperparameters,
-    IncrementalSurrogate,
-    TrainedModel,
-    continue_training,
-    features,
-    load_model,
-    rounds_for_budget,
-    save_model,
-    search_hyperparameters,
-    train,
-    tree_shap_cost,
-)
+* :mod:`~motex_stream.model.features`: the feature matrix of masks (numpy only);
+* :mod:`~motex_stream.model.hyperparameters`: the tuned settings and the SHAP cost budget;
+* :mod:`~motex_stream.model.search`: Bayesian search of the hyperparameters by CV;
+* :mod:`~motex_stream.model.training`: the paper's training protocol and persistence;
+* :mod:`~motex_stream.model.incremental`: the live service's warm-started surrogate.
 
-__all__ = [
-    "DEFAULT_SHAP_BUDGET",
-    "FRAME_SHAP_BUDGET",
-    "SEARCH_SPACE",
-    "FrameFit",
-    "Hyperparameters",
-    "IncrementalSurrogate",
-    "TrainedModel",
-    "continue_training",
-    "features",
-    "load_model",
-    "rounds_for_budget",
-    "save_model",
-    "search_hyperparameters",
-    "train",
-    "tree_shap_cost",
-]
+Nothing is imported here, so reading features does not import xgboost or scikit-optimize.
+"""

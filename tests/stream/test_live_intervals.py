@@ -13,7 +13,8 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.explain.contributions import atom_contributions
-from motex_stream.model.gbdt import Hyperparameters, TrainedModel
+from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.training import TrainedModel
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params

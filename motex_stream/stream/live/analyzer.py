@@ -25,12 +25,9 @@ from motex_stream.explain.confidence import interval, sampling_error, welch_df
 from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
 from motex_stream.fitting.results import FitResults
-from motex_stream.model.gbdt import (
-    FRAME_SHAP_BUDGET,
-    IncrementalSurrogate,
-    features,
-    rounds_for_budget,
-)
+from motex_stream.model.features import features
+from motex_stream.model.hyperparameters import FRAME_SHAP_BUDGET, rounds_for_budget
+from motex_stream.model.incremental import IncrementalSurrogate
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
 from motex_stream.stream.live import live_state

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from motex_stream.explain.confidence import ensemble_contributions
-from motex_stream.model.gbdt import Hyperparameters
+from motex_stream.model.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
-from motex_stream.model.gbdt import IncrementalSurrogate, features
+from motex_stream.model.features import features
+from motex_stream.model.incremental import IncrementalSurrogate
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.live.changes import KeepSetChangeDetector
