@@ -38,10 +38,14 @@ def run_analysis(
     progress: bool = False,
     model: StartingModel | None = None,
     dask: object | None = None,
+    search: list[dict] | None = None,
 ) -> AnalysisResult:
     """The whole ML-MotEx pipeline on one data set and one starting model.
 
     ``dask``: a Dask scheduler address (or Client) to fit the catalogue on; same result.
+    ``search``: hyperparameters already searched (a ``search_trace``, e.g. a live model's):
+    no new search, its best point trained (:func:`steps.train_surrogate`), so the answer
+    differs from a live frame's only where their data do, not by the search's noise.
     A catalogue larger than ``settings.explain_rows`` is explained on a seeded subsample of
     that many motifs (:func:`steps.explain`): the result's SHAP values and features are
     those rows', and the intervals carry the subsample's standard error.
@@ -72,7 +76,7 @@ def run_analysis(
     )
 
     t = time.perf_counter()
-    trained = steps.train_surrogate(masks, fits.rwp, resolved)
+    trained = steps.train_surrogate(masks, fits.rwp, resolved, search=search)
     timings["train"] = time.perf_counter() - t
     timings.update({f"train_{k}": v for k, v in trained.timings.items() if k != "total"})
 
@@ -132,6 +136,7 @@ def run_analysis(
             "data": str(data_path),
             "n_points": len(data.r),
             "deterministic": not search_capped,
+            "search_given": search is not None,
             "hyperparameters": trained.params.to_dict(),
             "n_trees": trained.booster.num_boosted_rounds(),
             "search_trace": search_trace(trained.search_history),

@@ -23,8 +23,10 @@ these functions, so the offline and the live answer to the same question cannot 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -278,13 +280,26 @@ def fit_masks(
     return out
 
 
-def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings) -> TrainedModel:
+def train_surrogate(
+    masks: np.ndarray,
+    rwp: np.ndarray,
+    settings: ModelSettings,
+    search: Sequence[dict[str, Any]] | None = None,
+) -> TrainedModel:
     """The GBDT of Rwp on the mask features, hyperparameters searched by count (seeded).
 
     A catalogue larger than ``settings.train_rows`` trains it on a seeded subsample of that
     many motifs (:func:`train_sample`): only those rows' features are ever built, so the
     memory of training does not grow with the catalogue. ``trained.n_train + n_test`` says
     how many motifs it saw.
+
+    ``search``: a search already made (its points with ``cv_mae``, as
+    :func:`~motex_stream.analysis.pipeline.search_trace` records them). Its best point is
+    trained with no new search, by the same split, early stopping and seed, and the trace is
+    carried as the model's search history, so :func:`intervals` picks the same members. Why:
+    a live surrogate rebuilt on a frame trains with its serving search (a new search costs
+    ~50× the training), and ``analyze`` given that search is then the same model, so a
+    comparison of the two answers isolates the search's own noise (issue 20).
     """
     rwp = np.asarray(rwp, dtype=float)
     if not np.isfinite(rwp).all():
@@ -297,6 +312,17 @@ def train_surrogate(masks: np.ndarray, rwp: np.ndarray, settings: ModelSettings)
             "training the surrogate on %d of %d motifs (seeded subsample)", len(picked), len(rwp)
         )
         masks, rwp = masks[picked], rwp[picked]
+    if search:
+        best = min(search, key=lambda h: h.get("cv_mae", np.inf))
+        trained = train(
+            training_features(masks),
+            rwp,
+            params=Hyperparameters.from_dict(best),
+            search=False,
+            seed=settings.seed,
+        )
+        trained.search_history = [dict(h) for h in search]
+        return trained
     return train(
         training_features(masks),
         rwp,

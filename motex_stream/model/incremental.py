@@ -217,6 +217,11 @@ class IncrementalSurrogate:
         self._members: Callable[[int, np.ndarray, np.ndarray, np.ndarray], object] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[tuple[xgb.Booster, int]] | None = None
+        #: ``trainer(rows, y)``: the model a rebuild swaps in, trained on every row of the
+        #: frame (``rows``: the ids given to :meth:`update`); None: :meth:`_fresh` on the
+        #: frame's warm-start split. The live analyzer sets it to ``analyze``'s model of the
+        #: frame, so a rebuilt frame's answer is the offline one (issue 20).
+        self.trainer: Callable[[np.ndarray, np.ndarray], TrainedModel] | None = None
 
     @property
     def max_trees(self) -> int:
@@ -258,6 +263,14 @@ class IncrementalSurrogate:
             X, y, params=self.params, search=False, seed=seed, test_fraction=0.0, nthread=1
         ).booster
 
+    def _rebuilt_booster(
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
+    ) -> xgb.Booster:
+        """The booster of a rebuild on this frame: :attr:`trainer`'s, else :meth:`_fresh`."""
+        if self.trainer is not None:
+            return self.trainer(rows, y).booster
+        return self._fresh(X[fit_idx], y[fit_idx], seed)
+
     def _background_build(
         self,
         X: np.ndarray,
@@ -267,7 +280,7 @@ class IncrementalSurrogate:
         seed: int,
         generation: int,
     ) -> tuple[xgb.Booster, int]:
-        booster = self._fresh(X[fit_idx], y[fit_idx], seed)
+        booster = self._rebuilt_booster(X, y, rows, fit_idx, seed)
         if self._prepare is not None:
             self._prepare(booster, generation)
         if self._members is not None:
@@ -319,7 +332,7 @@ class IncrementalSurrogate:
         Only the ``members`` callback runs (with every row of the frame): the caller's SHAP
         cache sees ``rebuilt`` and explains the new booster with every core, faster than
         ``prepare``'s one-core pass."""
-        booster = self._fresh(X[fit_idx], y[fit_idx], seed)
+        booster = self._rebuilt_booster(X, y, rows, fit_idx, seed)
         self.base_trees = int(booster.num_boosted_rounds())
         self.generation += 1
         if self._members is not None:
