@@ -3,31 +3,36 @@
 Baselines, all timed in the same process on the same catalogue: the reference method itself
 (exact per-cluster PDF + scipy least squares, `motex_stream.fitting.reference_fit`, what
 ML-MotEx does with DiffPy-CMI) on a small sample, and the former numpy isotropic engine
-(`fit_isotropic_numpy`) beside the compiled one. The numpy and compiled isotropic engines are
-timed alternately (0.5 s apart: OpenBLAS's idle threads spin after a threaded call), best of
-``--repeats`` each, so a neighbour's load hits both alike; CPU
-seconds (all threads) are printed too, since they are what a shared machine cannot inflate.
-Also prints the largest Rwp difference between the two isotropic engines.
+(`fit_isotropic_numpy`, kept in tests/reference_isotropic.py) beside the compiled one. The
+numpy and compiled isotropic engines are timed alternately (0.5 s apart: OpenBLAS's idle
+threads spin after a threaded call), best of ``--repeats`` each, so a neighbour's load hits
+both alike; CPU seconds (all threads) are printed too, since they are what a shared machine
+cannot inflate. Also prints the largest Rwp difference between the two isotropic engines.
 Usage: python benchmarks/bench_engine.py [--catalogue 10000] [--baseline 20] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from motex_stream.analysis.steps import default_pdf_settings
-from motex_stream.catalogue import random_catalogue
-from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables
-from motex_stream.fitting.grfile import read_gr
-from motex_stream.fitting.isotropic import fit_isotropic, fit_isotropic_numpy
-from motex_stream.fitting.reference_fit import reference_fit
-from motex_stream.pdf.batched import prepare_model
-from motex_stream.structure import load_starting_model
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from motex_stream.analysis.steps import default_pdf_settings  # noqa: E402
+from motex_stream.catalogue import random_catalogue  # noqa: E402
+from motex_stream.fitting.anisotropic import fit_anisotropic, prep_tables  # noqa: E402
+from motex_stream.fitting.grfile import read_gr  # noqa: E402
+from motex_stream.fitting.isotropic import fit_isotropic  # noqa: E402
+from motex_stream.fitting.reference_fit import reference_fit  # noqa: E402
+from motex_stream.pdf.batched import prepare_model  # noqa: E402
+from motex_stream.structure import load_starting_model  # noqa: E402
+from tests.reference_isotropic import fit_isotropic_numpy  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "motex_stream" / "data" / "keggin"
 

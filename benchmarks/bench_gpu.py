@@ -44,6 +44,16 @@ FIRST_CHUNK = 256  # chunks grow from here to the engine's own size: a slow cell
 Fit = Callable[[PreparedModel, np.ndarray, np.ndarray], FitResults]
 
 
+def device_name(device: str) -> str:
+    """A human-readable name of the torch device, for the table's header."""
+    import torch
+
+    dev = te.resolve_device(device)
+    if dev.startswith("cuda"):
+        return f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}"
+    return f"cpu ({te.CPU_WORKERS} fitting threads, 1 torch thread each)"
+
+
 def run_cell(
     fit: Fit, prep: PreparedModel, masks: np.ndarray, g: np.ndarray, chunk: int, budget: float
 ) -> tuple[int, float, np.ndarray]:
@@ -114,7 +124,7 @@ def main() -> None:
 
     print(f"host: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
-    print(f"torch {torch.__version__}, device {te.device_name(device)}, "
+    print(f"torch {torch.__version__}, device {device_name(device)}, "
           f"dtype {args.dtype or DEFAULT_DTYPES}; budget {budget:g} s per cell")  # fmt: skip
     print(f"model 109725 ({model.n_permutable} W), {prep.n_classes} pair classes, "
           f"{len(prep.pairs.a)} pairs, rank {prep.basis.rank}, {len(data.r)} points")  # fmt: skip

@@ -23,13 +23,14 @@ from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.isotropic import fit_isotropic
 from motex_stream.pdf.batched import prepare_model
 from motex_stream.structure import load_starting_model
+from tests import reference_isotropic
 from tests.conftest import KEGGIN
 
 
 def fit_isotropic_numpy(*args, **kwargs):  # type: ignore[no-untyped-def]
     """The former engine in exact (fp64) arithmetic, with one BLAS thread."""
     with threadpool_limits(1, user_api="blas"):
-        return iso.fit_isotropic_numpy(*args, dtype=np.float64, **kwargs)
+        return reference_isotropic.fit_isotropic_numpy(*args, dtype=np.float64, **kwargs)
 
 
 def _agree(new, old, rwp_tol: float = 5e-7) -> None:

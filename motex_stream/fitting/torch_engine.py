@@ -15,7 +15,7 @@ What is computed is the numpy engines' answer, step for step, from the same prep
 * isotropic (:func:`fit_isotropic_torch`): numerators g·G_z on the zoom grid, norms ‖G_z‖²
   interpolated from a few node zooms, the grid minimum, the exact norm at the bracket centre,
   the same bracket walk (at most :data:`MAX_MOVES` moves, the last one not re-refined) and the
-  same parabola, as ``fit_isotropic_numpy`` does it;
+  same parabola, as the former numpy engine (``tests/reference_isotropic.py``) does it;
 * anisotropic (:func:`fit_anisotropic_torch`): each motif starts from its isotropic optimum
   (three restrained axes) and runs the same Levenberg-Marquardt iteration as the numba
   ``_lm`` (same damping, up to 8 tries per iteration, same stopping rule), then the same
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from motex_stream.fitting.anisotropic import ALT_SCREEN, prep_tables, vector_classes
-from motex_stream.fitting.isotropic import DEN_NODES, MAX_MOVES
+from motex_stream.fitting.isotropic import DEN_NODES, MAX_MOVES, lagrange_matrix
 from motex_stream.fitting.restraint import ZoomRestraint
 from motex_stream.fitting.results import FitResults
 from motex_stream.pdf.batched import PreparedModel
@@ -96,15 +96,6 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def device_name(device: str = "auto") -> str:
-    """A human-readable name of the device (benchmark tables, logs)."""
-    t = _require_torch()
-    dev = resolve_device(device)
-    if dev.startswith("cuda"):
-        return f"{dev}: {t.cuda.get_device_name(t.device(dev))}"
-    return f"cpu ({CPU_WORKERS} fitting threads, 1 torch thread each)"
-
-
 def _kind(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
@@ -128,16 +119,6 @@ class _Tables:
     set_count: Any  # (n_sets,) atoms kept with each keep set
     set_f0: Any  # (n_sets,) Σ f(0) of those atoms
     atoms_t: Any  # (n_perm, n_atoms) 0/1: which mask bits keep each atom
-
-
-def _lagrange_matrix(x_nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(len(x), len(nodes)) weights of polynomial interpolation through the nodes (the same
-    construction as the numpy engine's, so the interpolated norms agree)."""
-    t = (x - x.mean()) / (np.ptp(x) / 2 or 1.0)
-    tn = (x_nodes - x.mean()) / (np.ptp(x) / 2 or 1.0)
-    return np.vander(t, len(tn), increasing=True) @ np.linalg.inv(
-        np.vander(tn, len(tn), increasing=True)
-    )
 
 
 def _atom_sets(prepared: PreparedModel) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +168,7 @@ def _tables(prepared: PreparedModel, device: str, dtype: Any) -> _Tables:
         .permute(1, 0, 2)
         .reshape(prepared.n_classes, -1)
         .contiguous(),
-        lag_t=put(_lagrange_matrix(zooms[nodes], zooms).T, t.float64),
+        lag_t=put(lagrange_matrix(zooms[nodes], zooms).T, t.float64),
         zooms=put(zooms, t.float64),
         set_count=put(np.bincount(atom_set[kept], minlength=n_sets), t.float64),
         set_f0=put(np.bincount(atom_set[kept], weights=f0[kept], minlength=n_sets), t.float64),
