@@ -340,6 +340,15 @@ class LiveModelSettings(ModelSettings):
         description="tree cap of the live GBDT: reached, the searched model is re-trained on the "
         "current frame (never squeezed); a cap below its rounds + 2 frames' rounds is raised",
     )
+    rebuild_every: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="rebuild the live GBDT at least every this many frames, tree cap or not: a "
+        "rebuilt frame's answer is analyze's of that frame given the live search (1: every "
+        "frame, at a training, a full SHAP pass and the interval ensemble per frame); 0: at "
+        "the tree cap and on drift only",
+    )
 
     change_frames: int = Field(
         3,
@@ -376,6 +385,7 @@ class LiveModelSettings(ModelSettings):
             "refit",
             "rounds",
             "max_trees",
+            "rebuild_every",
             "change_frames",
         }
 

@@ -346,10 +346,18 @@ class IncrementalSurrogate:
         """The hyperparameters a rebuild trains with: the searched ones, unchanged."""
         return Hyperparameters.from_dict(self.params.to_dict())
 
-    def update(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None) -> FrameFit:
+    def update(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        rows: np.ndarray | None = None,
+        *,
+        rebuild: bool = False,
+    ) -> FrameFit:
         """Fold one frame's (features or masks, Rwp) into the surrogate; see the class doc.
         ``rows``: ids of the rows (e.g. catalogue indices) for the ``members`` callback;
-        default ``0..len(y)-1``."""
+        default ``0..len(y)-1``. ``rebuild``: rebuild on this frame, in line, whatever the
+        cap (the live analyzer's ``rebuild_every``)."""
         t0 = time.perf_counter()
         X = as_features(X)
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -363,7 +371,7 @@ class IncrementalSurrogate:
         if self._pending is not None:
             timings["rebuild_wait"] = self._swap_pending()
             swapped = True
-        rebuilt = self.n_trees + self.rounds_per_frame > self.max_trees
+        rebuilt = rebuild or self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
             booster = self._rebuild(X, y, ids, fit_idx, frame_seed)
