@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from motex_stream.analysis.validation_errors import format_errors
+from motex_stream.validation_errors import format_errors
 
 
 def flag_name(name: str, info: FieldInfo) -> str:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from motex_stream.analysis.settings import ModelSettings
-from motex_stream.analysis.validation_errors import format_errors, key_path, one_line
+from motex_stream.validation_errors import format_errors, key_path, one_line
 from tests.conftest import KEGGIN
 
 XYZ = KEGGIN / "109725.xyz"

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from motex_stream.analysis.validation_errors import one_line
+from motex_stream.validation_errors import one_line
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Why this module: a beamline service is started once and left alone for a shift, so a typo must
 stop it at start-up with the key named (``models[2].rmax: ...``), not hours later when the
-first frame arrives. pydantic does the checking; :mod:`motex_stream.analysis.validation_errors`
+first frame arrives. pydantic does the checking; :mod:`motex_stream.validation_errors`
 words its errors, one line per problem, with keys named as in the TOML file.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from motex_stream.analysis.validation_errors import format_errors, key_path, toml_text
+from motex_stream.validation_errors import format_errors, key_path, toml_text
 
 #: ``json_schema_extra`` marker of a string field that is a path relative to the config file
 #: (for fields not typed ``Path``, such as a glob).
