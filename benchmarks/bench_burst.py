@@ -23,6 +23,7 @@ from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
+from tests.stream.results import frame_result
 
 
 def rss_mb() -> float:
@@ -39,7 +40,7 @@ class Slow:
 
     def analyze(self, frame: Frame) -> FrameResult:
         time.sleep(self.delay)
-        return FrameResult(
+        return frame_result(
             model=self.name,
             contributions=[{"atom": 1, "element": "W", "value": float(frame.g[0]), "spread": 0}],
             best={"mask": [1], "rwp": 0.5},

@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from motex_stream.stream.dashboard import DashboardServer, serve_subscription  # noqa: E402
 from motex_stream.stream.frames import Frame  # noqa: E402
-from motex_stream.stream.live.analyzer_protocol import FrameResult  # noqa: E402
 from motex_stream.stream.messages import build_message  # noqa: E402
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher  # noqa: E402
 from tests.stream.browser import chromium, wait_until  # noqa: E402
+from tests.stream.results import frame_result  # noqa: E402
 
 N_ATOMS, N_PERM, N_FIT = 200, 50, 500
 rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ R = np.linspace(1.5, 20.0, N_FIT)
 def message(seq: int, source: str, with_structure: bool) -> dict:
     values = rng.normal(scale=0.05, size=N_PERM)
     g = np.sin(2 * R) * np.exp(-0.1 * R)
-    result = FrameResult(
+    result = frame_result(
         model="bench",
         contributions=[
             {"atom": a + 1, "element": "W", "value": float(v), "spread": 0.005}

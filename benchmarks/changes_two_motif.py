@@ -47,8 +47,8 @@ def changes(series: TwoMotifSeries, settings: LiveModelSettings, state: Path, wo
 def describe(found) -> str:  # type: ignore[no-untyped-def]
     return (
         "; ".join(
-            f"frame {c['frame']} (reported {seq}): +{len(c['atoms_gained'])} "
-            f"-{len(c['atoms_lost'])} conf {c['confidence']:.3f}"
+            f"frame {c.frame} (reported {seq}): +{len(c.atoms_gained)} "
+            f"-{len(c.atoms_lost)} conf {c.confidence:.3f}"
             for seq, c in found
         )
         or "none"
@@ -94,7 +94,7 @@ def main() -> None:
                 work / "s", n_frames=N_CROSS, noise=args.noise, seed=seed, crossover=CROSSOVER
             )
             found = changes(cross, settings, state, work)
-            off = [abs(c["frame"] - (CROSSOVER + 1)) for _, c in found]
+            off = [abs(c.frame - (CROSSOVER + 1)) for _, c in found]
             offsets += off
             print(
                 f"{'crossover (30 frames)':<22s} {seed:4d} {len(found):7d} "

@@ -37,10 +37,9 @@ def run(settings: LiveModelSettings, state: Path, copy: Path, frame, r, n: int):
     rows = []
     for i in range(n):
         res = analyzer.analyze(Frame("run", i + 1, float(i), r, frame(i)))
-        rows.append(
-            [[c[k] for c in res.contributions] for k in ("value", "ci_low", "ci_high", "label")]
-            + [res.timing["intervals"]]
-        )
+        atoms = res.contributions
+        assert atoms.interval is not None and atoms.label is not None
+        rows.append([atoms.value, *atoms.interval, list(atoms.label), res.timing["intervals"]])
     analyzer.surrogate.close()
     v, lo, hi = (np.array([row[k] for row in rows], dtype=float) for k in range(3))
     return v, lo, hi, np.array([row[3] for row in rows]), float(np.median([r[4] for r in rows]))

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from motex_stream.analysis.jsonable import to_jsonable
 from motex_stream.analysis.result import AnalysisResult
 from motex_stream.catalogue.packed import as_packed
 from motex_stream.explain.confidence import sampling_error
@@ -51,29 +52,6 @@ def contribution_ranks(value: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(v), dtype=np.int64)
     ranks[order] = np.arange(1, len(v) + 1)
     return ranks
-
-
-def json_safe(obj: Any) -> Any:
-    """Recursively turn numpy scalars/arrays, paths and non-finite floats into JSON values.
-
-    Non-finite floats become ``null``: strict JSON has no NaN, and other tools (jq, browsers)
-    reject files that contain it.
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, bool | int | str) or obj is None:
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
 
 
 def _default_top_k(result: AnalysisResult) -> int:
@@ -459,7 +437,7 @@ def refinement_summary(result: AnalysisResult) -> dict[str, Any] | None:
 
 def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
     """The JSON report: everything needed to reproduce and judge the run, without the arrays."""
-    return json_safe(
+    return to_jsonable(
         {
             "starting_model": result.model.source,
             "n_atoms": result.model.n_atoms,
@@ -814,7 +792,7 @@ def refresh_report(
     report["files"] = sorted({*report.get("files", []), *(added or {})})
     if plot_errors:
         report["plot_errors"] = plot_errors
-    report["timings"] = json_safe(result.timings)
+    report["timings"] = to_jsonable(result.timings)
     path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return path
 

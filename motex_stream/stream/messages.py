@@ -61,10 +61,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from motex_stream.analysis.jsonable import to_jsonable
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import (
+    AtomValues,
+    BestFit,
+    FrameResult,
+    KeepSetChange,
+    ModelQuality,
+)
 
 SCHEMA = "motex-stream/contributions/v1"
 
@@ -141,33 +146,26 @@ class PublishedFrame:
 
 
 def to_message(published: PublishedFrame) -> dict[str, Any]:
-    """The v1 message for one analysed frame; JSON-safe (plain types, NaN → ``None``)."""
+    """The v1 message for one analysed frame; JSON-safe (plain types, NaN → ``None``).
+
+    The one place a result becomes JSON: every JSON sink sends this, and nothing else reads
+    the result by JSON keys.
+    """
     result = published.result
     timing = {str(k): float(v) for k, v in result.timing.items()}
     timing.setdefault("total", float(sum(v for k, v in timing.items() if k != "total")))
-    contributions = [
-        {
-            "atom": int(c["atom"]),
-            "element": str(c["element"]),
-            "value": c["value"],
-            "spread": c.get("spread"),
-            # optional (absent from analyzers that do not compute intervals)
-            **{k: c[k] for k in ("ci_low", "ci_high", "label") if k in c},
-        }
-        for c in result.contributions
-    ]
     message = {
         "schema": SCHEMA,
         "model": published.model,
         "source": published.run_uid,
         "seq": published.seq,
         "time": published.time,
-        "contributions": contributions,
+        "contributions": _contributions(result.contributions),
         "best": {
-            "mask": [int(b) for b in result.best.get("mask", [])],
-            "rwp": result.best.get("rwp"),
-            "scale": result.best.get("scale"),
-            "zoom": _zoom_list(result.best.get("zoom")),
+            "mask": result.best.mask,
+            "rwp": result.best.rwp,
+            "scale": result.best.scale,
+            "zoom": result.best.zoom,
         },
         "timing": timing,
         "model_quality": _quality(result.model_quality),
@@ -183,36 +181,51 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
         message["structure"] = result.structure
     # optional: the persistent keep-set change this frame confirmed (absent: none)
     if result.change is not None:
-        message["change"] = result.change
+        message["change"] = change_message(result.change)
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe
 
 
-#: model_quality entries that are counts or flags: sent as JSON integers / booleans.
-_QUALITY_INTS = frozenset({"n_trees", "generation"})
-_QUALITY_BOOLS = frozenset({"rebuilt", "rebuild_started"})
+def change_message(change: KeepSetChange) -> dict[str, Any]:
+    """A keep-set change as the message carries it (JSON-safe)."""
+    return {
+        "frame": int(change.frame),
+        "atoms_gained": [int(a) for a in change.atoms_gained],
+        "atoms_lost": [int(a) for a in change.atoms_lost],
+        "confidence": to_jsonable(change.confidence),
+    }
 
 
-def _quality(quality: Mapping[str, Any]) -> dict[str, Any]:
-    """``model_quality`` with counts as ints and flags as bools (analyzers may hand floats)."""
-    out: dict[str, Any] = {}
-    for key, value in quality.items():
-        if key in _QUALITY_INTS and value is not None:
-            out[key] = int(value)
-        elif key in _QUALITY_BOOLS and value is not None:
-            out[key] = bool(value)
-        else:
-            out[key] = value
+def _contributions(atoms: AtomValues) -> list[dict[str, Any]]:
+    """One entry per permutable atom; ``ci_low``/``ci_high``/``label`` only where computed."""
+    out: list[dict[str, Any]] = []
+    for k in range(len(atoms)):
+        entry: dict[str, Any] = {
+            "atom": atoms.atom[k],
+            "element": atoms.element[k],
+            "value": atoms.value[k],
+            "spread": atoms.spread[k],
+        }
+        if atoms.interval is not None:
+            entry["ci_low"], entry["ci_high"] = atoms.interval[0][k], atoms.interval[1][k]
+        if atoms.label is not None:
+            entry["label"] = atoms.label[k]
+        out.append(entry)
     return out
 
 
-def _zoom_list(zoom: Any) -> list[Any] | None:
-    """The best motif's zoom as a list: one factor (isotropic) or three (anisotropic)."""
-    if zoom is None:
-        return None
-    values = np.atleast_1d(np.asarray(zoom, dtype=float)).ravel()
-    return values.tolist()
+def _quality(quality: ModelQuality) -> dict[str, Any]:
+    """``model_quality``: the measures the analyzer gave (``rebuilt`` always)."""
+    fields = {
+        "mae": quality.mae,
+        "n_trees": quality.n_trees,
+        "rebuilt": quality.rebuilt,
+        "generation": quality.generation,
+        "rebuild_started": quality.rebuild_started,
+        "fits_per_s": quality.fits_per_s,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def to_json(published: PublishedFrame) -> bytes:
@@ -230,6 +243,65 @@ def build_message(
     """The v1 message for ``result`` on ``frame`` (shorthand for tests and tools)."""
     return to_message(
         PublishedFrame.of(result, frame, received_at=received_at, published_at=published_at)
+    )
+
+
+def from_message(message: Mapping[str, Any]) -> PublishedFrame:
+    """The typed frame a v1 message carries: the inverse of :func:`to_message` (``null`` →
+    NaN), so a consumer of the wire reads fields as the sinks do. Raises ValueError (see
+    :func:`validate_message`) for a message that is not v1 or is malformed."""
+    validate_message(message)
+    entries = message["contributions"]
+    with_interval = any("ci_low" in c or "ci_high" in c for c in entries)
+    with_label = any("label" in c for c in entries)
+    atoms = AtomValues(
+        atom=[c["atom"] for c in entries],
+        element=[c["element"] for c in entries],
+        value=[c["value"] for c in entries],
+        spread=[c["spread"] for c in entries],
+        interval=(
+            ([c.get("ci_low") for c in entries], [c.get("ci_high") for c in entries])
+            if with_interval
+            else None
+        ),
+        label=[c.get("label") or "" for c in entries] if with_label else None,
+    )
+    best = message["best"]
+    quality = message["model_quality"]
+    change = message.get("change")
+    result = FrameResult(
+        model=str(message["model"]),
+        contributions=atoms,
+        best=BestFit(
+            mask=best["mask"],
+            rwp=math.nan if best["rwp"] is None else float(best["rwp"]),
+            scale=best.get("scale"),
+            zoom=best.get("zoom"),
+        ),
+        timing={str(k): float(v) for k, v in message["timing"].items() if v is not None},
+        model_quality=ModelQuality(
+            **{k: quality[k] for k in ModelQuality.__dataclass_fields__ if k in quality}
+        ),
+        n_refit=int(message.get("n_refit") or 0),
+        extra=dict(message.get("extra") or {}),
+        fit=message.get("fit"),
+        structure=message.get("structure"),
+        change=None
+        if not isinstance(change, Mapping)
+        else KeepSetChange(
+            frame=int(change["frame"]),
+            atoms_gained=tuple(int(a) for a in change.get("atoms_gained") or ()),
+            atoms_lost=tuple(int(a) for a in change.get("atoms_lost") or ()),
+            confidence=math.nan if change.get("confidence") is None else change["confidence"],
+        ),
+    )
+    return PublishedFrame(
+        result=result,
+        run_uid=str(message["source"]),
+        seq=int(message["seq"]),
+        time=float(message["time"]),
+        received_at=message.get("received_at"),
+        published_at=float(message.get("published_at") or 0.0),
     )
 
 
@@ -267,21 +339,3 @@ def decode(payload: bytes | str) -> dict[str, Any]:
     message = json.loads(payload)
     validate_message(message)
     return message
-
-
-def to_jsonable(value: Any) -> Any:
-    """Recursively turn numpy scalars/arrays and tuples into JSON types; NaN/inf → None."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)

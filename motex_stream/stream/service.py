@@ -717,8 +717,8 @@ class StreamService:
             m.frame_age_seconds.observe(max(0.0, age))
         for stage, seconds in result.timing.items():
             m.stage_seconds.labels(stage=stage).observe(float(seconds))
-        if "mae" in result.model_quality:
-            m.model_mae.labels(model=model).set(float(result.model_quality["mae"]))
+        if result.model_quality.mae is not None:
+            m.model_mae.labels(model=model).set(float(result.model_quality.mae))
         if result.n_refit:
             m.fits.labels(model=model).inc(result.n_refit)
         if result.change is not None:

@@ -76,7 +76,7 @@ def published(analyzer: ToyAnalyzer, raw: str, seq: int) -> PublishedFrame:
 
 
 def expected_values(analyzer: ToyAnalyzer, raw: str, seqs: list[int]) -> list[list[float]]:
-    return [[c["value"] for c in published(analyzer, raw, s).result.contributions] for s in seqs]
+    return [published(analyzer, raw, s).result.contributions.value.tolist() for s in seqs]
 
 
 def derived(uri: str, key: str, raw: str) -> Any:

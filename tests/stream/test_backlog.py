@@ -22,6 +22,7 @@ from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
+from tests.stream.results import frame_result
 
 N_POINTS = 65_536  # 0.5 MB of G plus 0.5 MB of r per frame
 BURST = 120
@@ -44,7 +45,7 @@ class SlowAnalyzer:
 
     def analyze(self, frame: Frame) -> FrameResult:
         time.sleep(self.delay)
-        return FrameResult(
+        return frame_result(
             model=self.name,
             contributions=[{"atom": 1, "element": "W", "value": float(frame.g[0]), "spread": 0}],
             best={"mask": [1], "rwp": 0.5},

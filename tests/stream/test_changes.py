@@ -8,6 +8,7 @@ import pytest
 
 from motex_stream.explain.confidence import interval
 from motex_stream.stream.live.changes import KeepSetChangeDetector
+from tests.stream.results import atom_values
 
 
 def frame(values: np.ndarray, sd: float | np.ndarray = 0.002) -> list[dict]:
@@ -22,10 +23,26 @@ def motif(keep: set[int], n: int = 8) -> np.ndarray:
     return np.array([-0.02 if i + 1 in keep else 0.02 for i in range(n)])
 
 
+def feed(
+    det: KeepSetChangeDetector, seq: int, contributions: list[dict], df: list[float] | None = None
+) -> dict | None:
+    """One frame's entries into the detector; the change it completes as the message says it
+    (None: none)."""
+    change = det.update(seq, atom_values(contributions), df)
+    if change is None:
+        return None
+    return {
+        "frame": change.frame,
+        "atoms_gained": list(change.atoms_gained),
+        "atoms_lost": list(change.atoms_lost),
+        "confidence": change.confidence,
+    }
+
+
 def run(det: KeepSetChangeDetector, frames: list[list[dict]]) -> list[tuple[int, dict]]:
     out = []
     for seq, contributions in enumerate(frames, start=1):
-        change = det.update(seq, contributions)
+        change = feed(det, seq, contributions)
         if change:
             out.append((seq, change))
     return out
@@ -68,7 +85,7 @@ def test_stationary_noise_and_single_flickers_raise_nothing() -> None:
         values = motif({1, 2, 3, 4}) + rng.normal(0, 0.002, 8)
         if seq % 17 == 0:  # one odd frame now and then
             values[4] = -0.02
-        assert det.update(seq, frame(values)) is None
+        assert feed(det, seq, frame(values)) is None
     assert det.keep_set == {1, 2, 3, 4}
 
 
@@ -83,7 +100,7 @@ def test_borderline_atoms_wandering_through_uncertain_raise_nothing() -> None:
     for seq in range(1, 301):
         contributions = frame(base + rng.normal(0, 0.002, 8))
         labels_seen.add(contributions[6]["label"])
-        assert det.update(seq, contributions) is None, seq
+        assert feed(det, seq, contributions) is None, seq
     assert labels_seen == {"keep", "uncertain", "remove"}
 
 
@@ -117,9 +134,9 @@ def test_detector_state_round_trips_and_a_frame_fed_twice_counts_once() -> None:
     for seq, contributions in enumerate(frames, start=1):
         if seq == 11:  # restart two frames into the change, from the saved state
             det = KeepSetChangeDetector.from_state(json.loads(json.dumps(det.state())))
-            assert det.update(seq - 1, frames[seq - 2]) is None  # the frame in flight, again
-        change = det.update(seq, contributions)
-        assert det.update(seq, contributions) == change  # fed twice: the same answer
+            assert feed(det, seq - 1, frames[seq - 2]) is None  # the frame in flight, again
+        change = feed(det, seq, contributions)
+        assert feed(det, seq, contributions) == change  # fed twice: the same answer
         if change:
             out.append((seq, change))
     assert out == expected
@@ -339,8 +356,8 @@ def test_confidence_inverts_the_t_interval_the_labels_came_from() -> None:
                 for i, (v, lo, hi, lab) in enumerate(zip(values, low, high, label, strict=True))
             ]
         )
-    assert det.update(1, frames[0], df.tolist()) is None
-    change = det.update(2, frames[1], df.tolist())
+    assert feed(det, 1, frames[0], df.tolist()) is None
+    change = feed(det, 2, frames[1], df.tolist())
     assert change is not None and change["atoms_gained"] == [5, 6]
     assert change["confidence"] == pytest.approx(student_t(3).cdf(0.02 / sd), abs=1e-4)
 

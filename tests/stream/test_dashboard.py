@@ -27,16 +27,16 @@ from motex_stream.stream.dashboard import DashboardServer, serve_subscription
 from motex_stream.stream.dashboard.server import accepts_gzip
 from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.live.liveview import FIT_POINTS, best_fit, decimation, structure
 from motex_stream.stream.messages import build_message, decode, encode
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 from motex_stream.stream.sim.series import two_motif_series
+from tests.stream.results import frame_result
 
 
 def message(seq: int, source: str = "run-a", values=(-0.2, 0.1, 0.05), **more) -> dict:
     """A v1 message as the service publishes it (built by the one message builder)."""
-    result = FrameResult(
+    result = frame_result(
         model="keggin",
         contributions=[
             {"atom": a, "element": "W", "value": v, "spread": 0.01}
@@ -179,7 +179,7 @@ def labelled(seq: int, source: str = "run-a", change: dict | None = None) -> dic
         {"atom": 2, "element": "W", "value": 0.001, "spread": 0.01, "ci_low": -0.004,
          "ci_high": 0.006, "label": "uncertain"},
     ]  # fmt: skip
-    result = FrameResult(
+    result = frame_result(
         model="keggin",
         contributions=entries,
         best={"mask": [1, 0], "rwp": 0.3, "scale": 1.0, "zoom": 1.0},
@@ -305,7 +305,7 @@ def test_service_serves_its_own_dashboard_when_configured(tmp_path) -> None:
     sink = dashboard_sink(ServiceConfig(state_dir=tmp_path, dashboard_port=port))
     assert sink is not None
     try:
-        result = FrameResult(
+        result = frame_result(
             model="keggin",
             contributions=[{"atom": 1, "element": "W", "value": -0.1, "spread": 0.0}],
             best={"mask": [1], "rwp": 0.2},

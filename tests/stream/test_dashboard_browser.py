@@ -640,8 +640,8 @@ def test_rebuilds_are_marked_on_the_heatmap():
 
 def labelled_message(seq: int) -> dict:
     """A message with one atom of each label, a starting model and a fit curve."""
-    from motex_stream.stream.live.analyzer_protocol import FrameResult
     from motex_stream.stream.messages import build_message
+    from tests.stream.results import frame_result
 
     entries = [
         {"atom": 1, "element": "W", "value": -0.02, "spread": 0.01, "ci_low": -0.03,
@@ -652,7 +652,7 @@ def labelled_message(seq: int) -> dict:
          "ci_high": 0.04, "label": "remove"},
     ]  # fmt: skip
     r = np.linspace(1, 10, 200)
-    result = FrameResult(
+    result = frame_result(
         model="keggin",
         contributions=entries,
         # the best catalogue motif keeps atoms 2 and 5: the labels say otherwise, and the

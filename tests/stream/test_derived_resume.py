@@ -87,7 +87,7 @@ def test_resume_fills_a_store_that_lags_and_skips_what_each_sink_holds(
     assert list(run["primary"]["seq_num"].read()) == list(range(1, 9))
     contributions = run["primary"]["contributions"].read()
     assert contributions.shape == (8, 4) and np.issubdtype(contributions.dtype, np.floating)
-    expected = [[c["value"] for c in toy.analyze(frame(raw, s)).contributions] for s in range(1, 9)]
+    expected = [toy.analyze(frame(raw, s)).contributions.value for s in range(1, 9)]
     np.testing.assert_allclose(contributions, expected)
     assert run.metadata["stop"]["exit_status"] == "success"
     assert run.metadata["stop"]["num_events"]["primary"] == 8
@@ -182,12 +182,9 @@ class SwitchingAnalyzer(ToyAnalyzer):
         values = np.array([-0.02 if a in keep else 0.02 for a in range(1, 5)])
         values += self.rng.normal(0, 0.002, 4)
         low, high, label = interval(values, np.full(4, 0.002), 0.9)
-        contributions = [
-            {**c, "value": float(v), "ci_low": float(lo), "ci_high": float(hi), "label": lab}
-            for c, v, lo, hi, lab in zip(
-                result.contributions, values, low, high, label, strict=True
-            )
-        ]
+        contributions = dataclasses.replace(
+            result.contributions, value=values, interval=(low, high), label=label
+        )
         change = self.detector.update(frame.seq, contributions)
         return dataclasses.replace(result, contributions=contributions, change=change)
 

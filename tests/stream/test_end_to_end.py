@@ -24,6 +24,7 @@ from motex_stream.stream.service import StreamService
 from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sim.simulate import make_pdf_detector, run_series
 from motex_stream.stream.sources.memory_source import SeriesSource
+from tests.stream.results import entries
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 N_FRAMES = 12
@@ -162,10 +163,10 @@ def test_warm_start_agrees_with_from_scratch(series, analyzer):
         result = analyzer.analyze(Frame("run", i + 1, float(i), series.r, series.frame(i)))
         if i not in (0, N_FRAMES - 1):
             continue
-        warm = np.array([c["value"] for c in result.contributions])
+        warm = result.contributions.value
         # every entry carries its interval and a label that agrees with it; a keep (interval
         # below 0) may be withheld as uncertain by the confirming pass, never turned around
-        for c in result.contributions:
+        for c in entries(result.contributions):
             assert c["ci_low"] <= c["value"] <= c["ci_high"]
             if c["ci_high"] < 0:
                 assert c["label"] in ("keep", "uncertain")
@@ -190,8 +191,7 @@ def test_restart_reloads_state_and_continues(series, settings, state_dir, tmp_pa
     assert again.surrogate.n_trees == first.surrogate.n_trees
     np.testing.assert_array_equal(again.catalogue, first.catalogue)
     r2 = again.analyze(Frame("run", 2, 1.0, series.r, series.frame(1)))
-    v1 = np.array([c["value"] for c in r1.contributions])
-    v2 = np.array([c["value"] for c in r2.contributions])
+    v1, v2 = r1.contributions.value, r2.contributions.value
     assert spearmanr(v1, v2).correlation > 0.9
 
 
@@ -208,7 +208,7 @@ def test_bad_frames_never_kill_the_analysis(series, analyzer):
         with pytest.raises(FrameError):
             analyzer.analyze(frame)
     ok = analyzer.analyze(Frame("run", 5, 0.0, series.r, series.frame(0)))
-    assert a_share({"contributions": ok.contributions}) == 1.0
+    assert a_share({"contributions": entries(ok.contributions)}) == 1.0
 
 
 def test_demo_runs_end_to_end_through_tiled(tmp_path):

@@ -19,6 +19,7 @@ from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.sim.series import two_motif_series
+from tests.stream.results import entries
 from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
 
@@ -54,7 +55,9 @@ def fresh(settings, state_dir, tmp_path, **changes) -> MotexFrameAnalyzer:
 
 def run(analyzer: MotexFrameAnalyzer, series) -> list[list[dict]]:
     return [
-        analyzer.analyze(Frame("run", i + 1, float(i), series.r, series.frame(i))).contributions
+        entries(
+            analyzer.analyze(Frame("run", i + 1, float(i), series.r, series.frame(i))).contributions
+        )
         for i in range(series.n_frames)
     ]
 

@@ -23,6 +23,7 @@ from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import SCHEMA, build_message, encode, validate_message
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
+from tests.stream.results import frame_result, keep_set_change
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "docs" / "schema" / "contributions-v1.schema.json"
@@ -74,7 +75,7 @@ def render_section(schema: dict[str, Any]) -> str:
 
 def numpy_result(n_atoms: int = 3) -> FrameResult:
     """What the live analyzer returns: numpy scalars, counts and flags as floats."""
-    return FrameResult(
+    return frame_result(
         model="keggin-109725",
         contributions=[
             {"atom": np.int64(i + 1), "element": "W", "value": np.float64(-0.01 * i), "spread": 0.0}
@@ -119,10 +120,18 @@ def test_built_messages_validate_and_keep_integers() -> None:
 def test_interval_fields_are_optional_and_checked() -> None:
     """ci_low/ci_high/label pass through to the message and validate; a v1 message without
     them still validates; an unknown label does not."""
+    from dataclasses import replace
+
     result = numpy_result()
-    for c in result.contributions:
-        c.update(ci_low=np.float64(-0.03), ci_high=np.nan, label="uncertain")
-    message = build_message(result, frame(), received_at=None, published_at=1.7e9)
+    n = len(result.contributions)
+    atoms = replace(
+        result.contributions,
+        interval=(np.full(n, -0.03), np.full(n, np.nan)),
+        label=("uncertain",) * n,
+    )
+    message = build_message(
+        replace(result, contributions=atoms), frame(), received_at=None, published_at=1.7e9
+    )
     validator().validate(message)
     entry = message["contributions"][0]
     assert (entry["ci_low"], entry["ci_high"], entry["label"]) == (-0.03, None, "uncertain")
@@ -205,7 +214,7 @@ def test_change_is_optional_and_checked() -> None:
     plain = build_message(numpy_result(), frame(), received_at=None, published_at=1.7e9)
     assert "change" not in plain
     change = {"frame": 3, "atoms_gained": [2], "atoms_lost": [], "confidence": 0.97}
-    result = replace(numpy_result(), change=change)
+    result = replace(numpy_result(), change=keep_set_change(change))
     message = build_message(result, frame(), received_at=None, published_at=1.7e9)
     validator().validate(message)
     assert message["change"] == change

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import FrameResult, ModelQuality
 from motex_stream.stream.messages import (
     SCHEMA,
     build_message,
@@ -16,11 +16,12 @@ from motex_stream.stream.messages import (
     encode,
     validate_message,
 )
+from tests.stream.results import frame_result
 
 
 def numpy_result() -> FrameResult:
     """What an analyzer built on numpy naturally returns: numpy scalars and arrays."""
-    return FrameResult(
+    return frame_result(
         model="keggin",
         contributions=[
             {"atom": np.int64(1), "element": "W", "value": np.float64(-0.02), "spread": 0.01},
@@ -118,13 +119,9 @@ def test_rebuild_flags_leave_as_json_types_and_match_the_schema() -> None:
 
     result = replace(
         numpy_result(),
-        model_quality={
-            "mae": 0.004,
-            "n_trees": 40.0,
-            "rebuilt": 1.0,
-            "generation": 3.0,
-            "rebuild_started": 0.0,
-        },
+        model_quality=ModelQuality(
+            mae=0.004, n_trees=40, rebuilt=True, generation=3, rebuild_started=False
+        ),
         structure={
             "elements": ["W", "W"],
             "xyz": [[0, 0, 0], [1, 0, 0]],

@@ -16,6 +16,7 @@ from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
+from tests.stream.results import frame_result
 
 
 class ConstantAnalyzer:
@@ -30,7 +31,7 @@ class ConstantAnalyzer:
     def analyze(self, frame: Frame) -> FrameResult:
         if frame.seq == 3:
             raise RuntimeError("boom")
-        return FrameResult(
+        return frame_result(
             model=self.name,
             contributions=[{"atom": 1, "element": "W", "value": -0.1, "spread": 0.0}],
             best={"mask": [1], "rwp": 0.2},

@@ -35,6 +35,7 @@ from motex_stream.stream.publishers.bluesky_run import (
 from motex_stream.stream.publishers.derived_run import SinkWriteError
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher, subscribe
+from tests.stream.results import frame_result
 
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:*"
 RAW_UID = "0f6e7d3c-raw-run"
@@ -46,7 +47,7 @@ def make_frame(seq: int, source: str = RAW_UID) -> Frame:
 
 
 def make_result(seq: int, model: str = "keggin") -> FrameResult:
-    return FrameResult(
+    return frame_result(
         model=model,
         contributions=[
             {"atom": i + 1, "element": "W", "value": 0.01 * seq - 0.02 * i, "spread": 0.001}
@@ -179,9 +180,13 @@ def test_wire_format_is_the_v1_message_unchanged() -> None:
 
 
 def test_non_finite_values_are_null_in_json_and_nan_in_the_bluesky_run(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     result = make_result(1)
-    result.contributions[1]["value"] = np.float64(np.nan)
-    result.contributions[2]["spread"] = None
+    atoms = result.contributions
+    value, spread = atoms.value.copy(), atoms.spread.copy()
+    value[1], spread[2] = np.nan, np.nan  # NaN: no value (null in JSON)
+    result = replace(result, contributions=replace(atoms, value=value, spread=spread))
     published = PublishedFrame.of(result, make_frame(1), received_at=None, published_at=5.0)
     sink = JsonlSink(tmp_path / "c.jsonl")
     sink.publish(published)

@@ -24,6 +24,7 @@ from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources import FileSeriesSource
 from motex_stream.stream.sources.base import SourceStats
 from tests.conftest import KEGGIN
+from tests.stream.results import frame_result
 
 N_FRAMES = 8
 
@@ -39,7 +40,7 @@ class SlowAnalyzer:
 
     def analyze(self, frame: Frame) -> FrameResult:
         time.sleep(0.03)
-        return FrameResult(
+        return frame_result(
             model=self.name,
             contributions=[{"atom": 1, "element": "W", "value": -0.1, "spread": 0.0}],
             best={"mask": [1], "rwp": 0.2},

@@ -20,6 +20,7 @@ from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
+from tests.stream.results import frame_result
 
 
 class ToyAnalyzer:
@@ -52,7 +53,7 @@ class ToyAnalyzer:
         ]
         mask = [int(c["value"] < 0) for c in contributions]
         elapsed = time.perf_counter() - t0
-        return FrameResult(
+        return frame_result(
             model=self.name,
             contributions=contributions,
             best={"mask": mask, "rwp": abs(level)},

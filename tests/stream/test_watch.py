@@ -11,14 +11,14 @@ import pytest
 
 from motex_stream.stream.commands.watch import SPARK, WatchState, main, render, sparkline, watch
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.messages import build_message
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
+from tests.stream.results import frame_result
 
 
 def message(seq: int, change: dict | None = None) -> dict:
     values = [-0.05 + 0.01 * seq, 0.02 - 0.005 * seq, 0.1]  # atom 3 constant
-    result = FrameResult(
+    result = frame_result(
         model="keggin",
         contributions=[
             {"atom": i + 1, "element": el, "value": v, "spread": 0.001, "label": lab}

@@ -14,10 +14,12 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from motex_stream.stream.live.analyzer_protocol import KeepSetChange
+from motex_stream.stream.messages import from_message
 from motex_stream.stream.publishers.zmq_pub import subscribe
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -72,30 +74,29 @@ class WatchState:
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=50))
     #: the latest structure change the service reported, and the seq of its message: a
     #: change is published once, so the view keeps showing it until the next one
-    change: dict[str, Any] | None = None
+    change: KeepSetChange | None = None
     change_reported: int = 0
 
-    def update(self, message: dict[str, Any], now: float | None = None) -> None:
+    def update(self, message: Mapping[str, Any], now: float | None = None) -> None:
         """Fold one v1 message into the state (a new run keeps the atom history: same model)."""
+        published = from_message(message)
+        result = published.result
         self.messages += 1
-        self.model = str(message.get("model", ""))
-        self.source = str(message.get("source", ""))
-        self.seq = int(message.get("seq", 0))
-        best = message.get("best") or {}
-        self.best_mask = [int(b) for b in best.get("mask") or []]
-        self.best_rwp = best.get("rwp")
-        self.mae = (message.get("model_quality") or {}).get("mae")
-        rec, pub = message.get("received_at"), message.get("published_at")
-        self.latency = pub - rec if rec is not None and pub is not None else None
-        for c in message.get("contributions", []):
-            atom = int(c["atom"])
+        self.model, self.source, self.seq = result.model, published.run_uid, published.seq
+        self.best_mask = result.best.mask.tolist()
+        self.best_rwp = result.best.rwp
+        self.mae = result.model_quality.mae
+        rec, pub = published.received_at, published.published_at
+        self.latency = pub - rec if rec is not None else None
+        atoms = result.contributions
+        for k, atom in enumerate(atoms.atom.tolist()):
             trace = self.atoms.get(atom)
             if trace is None:
-                trace = self.atoms[atom] = AtomTrace(str(c["element"]), deque(maxlen=self.history))
-            trace.values.append(c.get("value"))
-            trace.label = str(c.get("label") or "")
-        if isinstance(message.get("change"), dict):
-            self.change, self.change_reported = message["change"], self.seq
+                trace = self.atoms[atom] = AtomTrace(atoms.element[k], deque(maxlen=self.history))
+            trace.values.append(float(atoms.value[k]))
+            trace.label = "" if atoms.label is None else atoms.label[k]
+        if result.change is not None:
+            self.change, self.change_reported = result.change, self.seq
         self.arrivals.append(time.monotonic() if now is None else now)
 
     @property
@@ -122,9 +123,9 @@ def _change_line(state: WatchState) -> str:
         return " ".join(found) or "none"
 
     return (
-        f"structure change at frame {c.get('frame')} (reported with frame "
-        f"{state.change_reported}): gained {names(c.get('atoms_gained') or [])}; lost "
-        f"{names(c.get('atoms_lost') or [])}; confidence {_fmt(c.get('confidence'), '.3f')}"
+        f"structure change at frame {c.frame} (reported with frame "
+        f"{state.change_reported}): gained {names(c.atoms_gained)}; lost "
+        f"{names(c.atoms_lost)}; confidence {_fmt(c.confidence, '.3f')}"
     )
 
 

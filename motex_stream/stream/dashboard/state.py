@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from motex_stream.analysis.jsonable import to_jsonable
+from motex_stream.stream.messages import PublishedFrame, change_message, from_message
+
 #: frames of the current run kept per model (the heatmap's width); older ones scroll out
 MAX_FRAMES = 5000
 #: frames whose fit curve is kept (scrolling back further shows no fit)
@@ -31,34 +34,34 @@ TIMELINE = 5000
 MAX_CHANGES = 500
 
 
-def frame_record(message: Mapping[str, Any], arrived: float) -> dict[str, Any]:
-    """The part of one message the page draws, keyed compactly (JSON-safe, floats or None)."""
-    contributions = message.get("contributions") or []
-    best = message.get("best") or {}
-    quality = message.get("model_quality") or {}
-    received, published = message.get("received_at"), message.get("published_at")
-    latency = published - received if received is not None and published is not None else None
+def frame_record(published: PublishedFrame, arrived: float) -> dict[str, Any]:
+    """The part of one frame the page draws, keyed compactly (JSON-safe, floats or None)."""
+    result = published.result
+    atoms, best, quality = result.contributions, result.best, result.model_quality
+    none = [None] * len(atoms)
+    low, high = atoms.interval if atoms.interval is not None else (none, none)
+    received = published.received_at
     return {
-        "seq": int(message["seq"]),
-        "time": message.get("time"),
-        "published_at": published,
+        "seq": published.seq,
+        "time": published.time,
+        "published_at": published.published_at,
         "arrived": arrived,
-        "latency": latency,
-        "values": [c.get("value") for c in contributions],
-        "spread": [c.get("spread") for c in contributions],
+        "latency": None if received is None else published.published_at - received,
+        "values": to_jsonable(atoms.value),
+        "spread": to_jsonable(atoms.spread),
         # interval and label per atom (None from a service that does not send them)
-        "ci_low": [c.get("ci_low") for c in contributions],
-        "ci_high": [c.get("ci_high") for c in contributions],
-        "labels": [c.get("label") for c in contributions],
-        "change": message.get("change"),
-        "mask": list(best.get("mask") or []),
-        "rwp": best.get("rwp"),
-        "mae": quality.get("mae"),
-        "n_trees": quality.get("n_trees"),
+        "ci_low": to_jsonable(low),
+        "ci_high": to_jsonable(high),
+        "labels": none if atoms.label is None else list(atoms.label),
+        "change": None if result.change is None else change_message(result.change),
+        "mask": best.mask.tolist(),
+        "rwp": to_jsonable(best.rwp),
+        "mae": to_jsonable(quality.mae),
+        "n_trees": quality.n_trees,
         # a surrogate rebuilt from scratch serves from this frame on (the page marks it)
-        "rebuilt": bool(quality.get("rebuilt")),
-        "generation": quality.get("generation"),
-        "fit": message.get("fit"),
+        "rebuilt": quality.rebuilt,
+        "generation": quality.generation,
+        "fit": result.fit,
     }
 
 
@@ -124,17 +127,19 @@ class DashboardState:
     def add(self, message: Mapping[str, Any], arrived: float | None = None) -> dict[str, Any]:
         """Fold one (validated) message in; return the update event the page applies."""
         arrived = time.time() if arrived is None else arrived
-        record = frame_record(message, arrived)
-        name = str(message["model"])
-        atoms = [int(c["atom"]) for c in message.get("contributions") or []]
-        source = str(message.get("source", ""))
+        published = from_message(message)
+        result = published.result
+        record = frame_record(published, arrived)
+        name = result.model
+        atoms = result.contributions.atom.tolist()
+        source = published.run_uid
         with self._lock:
             self.messages += 1
             self.last_arrival = arrived
             view = self.models.get(name)
             if view is None or view.atoms != atoms:  # new model, or another starting model
                 view = self.models[name] = ModelView(name, atoms=atoms)
-                view.elements = [str(c["element"]) for c in message["contributions"]]
+                view.elements = list(result.contributions.element)
             last = view.frames[-1]["seq"] if view.frames else None
             new_run = not view.frames or source != view.run or record["seq"] <= last
             if new_run:
@@ -144,8 +149,8 @@ class DashboardState:
                 view.runs += 1
             elif record["seq"] != last + 1:
                 view.gaps += 1
-            if message.get("structure") is not None:
-                view.structure = dict(message["structure"])
+            if result.structure is not None:
+                view.structure = dict(result.structure)
             view.frames.append(record)
             change = None
             if isinstance(record["change"], Mapping):
@@ -163,7 +168,7 @@ class DashboardState:
                 "atoms": view.atoms,
                 "elements": view.elements,
                 "frame": record,
-                "structure": message.get("structure"),
+                "structure": result.structure,
                 "point": point,
                 "messages": view.messages,
                 "gaps": view.gaps,

@@ -52,7 +52,13 @@ from motex_stream.model.training import TrainedModel
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
 from motex_stream.stream.live import live_state
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import (
+    AtomValues,
+    BestFit,
+    FrameResult,
+    KeepSetChange,
+    ModelQuality,
+)
 from motex_stream.stream.live.changes import KeepSetChangeDetector
 from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.live.liveview import best_fit, structure
@@ -331,39 +337,33 @@ class MotexFrameAnalyzer:
 
         best = int(np.argmin(fits.rwp))
         spread = np.sqrt(contrib.spread_kept**2 + contrib.spread_removed**2)
-        contributions = [
-            {
-                "atom": a,
-                "element": e,
-                "value": _num(v),
-                "spread": _num(s),
-                "ci_low": _num(lo),
-                "ci_high": _num(hi),
-                "label": lab,
-            }
-            for a, e, v, s, lo, hi, lab in zip(
-                self._atoms, self._elements, contrib.value, spread, low, high, label, strict=True
-            )
-        ]
+        atoms = AtomValues(
+            atom=self._atoms,
+            element=self._elements,
+            value=contrib.value,
+            spread=spread,
+            interval=(low, high),
+            label=label,
+        )
         return FrameResult(
             model=self.name,
-            contributions=contributions,
-            change=self._change(frame, run, contributions, df),
-            best={
-                "mask": masks[best].astype(int).tolist(),
-                "rwp": float(fits.rwp[best]),
-                "scale": float(fits.scale[best]),
-                "zoom": fits.zoom[best].tolist(),
-            },
+            contributions=atoms,
+            change=self._change(frame, run, atoms, df),
+            best=BestFit(
+                mask=masks[best],
+                rwp=float(fits.rwp[best]),
+                scale=float(fits.scale[best]),
+                zoom=fits.zoom[best],
+            ),
             timing=timing,
-            model_quality={
-                "mae": float(update.mae),
-                "n_trees": float(update.n_trees),
-                "rebuilt": float(update.rebuilt),
-                "generation": float(update.generation),
-                "rebuild_started": float(update.rebuild_started),
-                "fits_per_s": len(idx) / max(timing["fit"], 1e-9),
-            },
+            model_quality=ModelQuality(
+                mae=float(update.mae),
+                n_trees=int(update.n_trees),
+                rebuilt=bool(update.rebuilt),
+                generation=int(update.generation),
+                rebuild_started=bool(update.rebuild_started),
+                fits_per_s=len(idx) / max(timing["fit"], 1e-9),
+            ),
             n_refit=len(idx),
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
@@ -436,9 +436,9 @@ class MotexFrameAnalyzer:
         self,
         frame: Frame,
         run: LiveModelSettings,
-        contributions: list[dict[str, Any]],
+        atoms: AtomValues,
         df: np.ndarray | None,
-    ) -> dict[str, Any] | None:
+    ) -> KeepSetChange | None:
         """A persistent change of the keep set within the frame's run (one detector per run)."""
         detector = self._changes.get(frame.source)
         if detector is None:
@@ -447,7 +447,7 @@ class MotexFrameAnalyzer:
             detector = self._changes[frame.source] = KeepSetChangeDetector(
                 persist=run.change_frames, level=run.ci_level
             )
-        change = detector.update(frame.seq, contributions, None if df is None else df.tolist())
+        change = detector.update(frame.seq, atoms, None if df is None else df.tolist())
         self._save_changes()
         return change
 
@@ -493,7 +493,3 @@ class MotexFrameAnalyzer:
 def _frame_rounds(requested: int, depth: int) -> int:
     """Rounds per frame: as requested, but no more than the per-frame SHAP budget allows."""
     return max(1, min(requested, rounds_for_budget(depth, FRAME_SHAP_BUDGET)))
-
-
-def _num(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(v)

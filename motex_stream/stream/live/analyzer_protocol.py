@@ -7,6 +7,7 @@ be swapped (isotropic/anisotropic fits, another surrogate) without touching tran
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,26 +16,106 @@ import numpy as np
 from motex_stream.stream.frames import Frame
 
 
+def _floats(values: Any) -> np.ndarray:
+    """A float array of ``values``, ``None`` read as NaN (no value)."""
+    return np.array([math.nan if v is None else v for v in values], dtype=float)
+
+
+@dataclass(frozen=True)
+class AtomValues:
+    """The frame's contribution value of each permutable atom (file order) and its companions.
+
+    Values are in Rwp units (fraction; negative = the atom helps the fit). NaN means no value
+    this frame (sent as ``null``). ``interval`` and ``label`` are absent (None) from analyzers
+    that compute no intervals.
+    """
+
+    atom: np.ndarray  # 1-based atom numbers in the starting-model file
+    element: tuple[str, ...]
+    value: np.ndarray
+    spread: np.ndarray
+    interval: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) of each value
+    label: tuple[str, ...] | None = None  # keep / remove / uncertain
+
+    def __post_init__(self) -> None:
+        n = len(self.atom)
+        object.__setattr__(self, "atom", np.asarray(self.atom, dtype=int))
+        object.__setattr__(self, "element", tuple(str(e) for e in self.element))
+        object.__setattr__(self, "value", _floats(self.value))
+        object.__setattr__(self, "spread", _floats(self.spread))
+        if self.interval is not None:
+            low, high = self.interval
+            object.__setattr__(self, "interval", (_floats(low), _floats(high)))
+        if self.label is not None:
+            object.__setattr__(self, "label", tuple(str(x) for x in self.label))
+        sizes = {len(self.element), len(self.value), len(self.spread)}
+        if self.interval is not None:
+            sizes |= {len(self.interval[0]), len(self.interval[1])}
+        if self.label is not None:
+            sizes.add(len(self.label))
+        if sizes != {n}:
+            raise ValueError(f"per-atom arrays of different lengths: {sorted(sizes | {n})}")
+
+    def __len__(self) -> int:
+        return len(self.atom)
+
+
+@dataclass(frozen=True)
+class BestFit:
+    """The frame's best refitted motif."""
+
+    mask: np.ndarray  # 0/1 per permutable atom
+    rwp: float
+    scale: float | None = None
+    zoom: tuple[float, ...] | None = None  # one factor (isotropic) or three (anisotropic)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", np.asarray(self.mask, dtype=int))
+        if self.zoom is not None:
+            zoom = np.atleast_1d(np.asarray(self.zoom, dtype=float)).ravel()
+            object.__setattr__(self, "zoom", tuple(float(z) for z in zoom))
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """How well the surrogate serving this frame predicts it, and where it stands."""
+
+    mae: float | None = None  # GBDT MAE on held-out refits of this frame
+    n_trees: int | None = None
+    rebuilt: bool = False  # a freshly rebuilt surrogate serves this frame
+    generation: int | None = None  # rebuilds since preparation
+    rebuild_started: bool | None = None  # one builds in the background
+    fits_per_s: float | None = None  # motif refits per second on this frame
+
+
+@dataclass(frozen=True)
+class KeepSetChange:
+    """A persistent change of the keep set (see :mod:`motex_stream.stream.live.changes`),
+    dated to the first frame that showed any of its flips."""
+
+    frame: int
+    atoms_gained: tuple[int, ...]
+    atoms_lost: tuple[int, ...]
+    confidence: float
+
+
 @dataclass(frozen=True)
 class FrameResult:
     """Per-frame atom contribution values and what produced them."""
 
     model: str
-    # one entry per permutable atom: {"atom": 1-based index in the starting-model file,
-    # "element": str, "value": float (negative = atom helps the fit), "spread": float}
-    contributions: list[dict[str, Any]]
-    best: dict[str, Any]  # {"mask": [0/1 per permutable atom], "rwp": float}
+    contributions: AtomValues
+    best: BestFit
     timing: dict[str, float]  # seconds per stage: regrid, fit, train, explain, ...
-    model_quality: dict[str, float]  # {"mae": GBDT MAE on held-out refits of this frame, ...}
+    model_quality: ModelQuality = field(default_factory=ModelQuality)
     n_refit: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     # optional, for live views: {"r", "g", "g_calc"} of the best motif on the fit grid
     # (decimated), and {"elements", "xyz", "permutable", "bonded"} of the model once per run
     fit: dict[str, Any] | None = None
     structure: dict[str, Any] | None = None
-    # a persistent change of the keep set confirmed by this frame (see stream/live/changes.py):
-    # {"frame", "atoms_gained", "atoms_lost", "confidence"}; None: no change
-    change: dict[str, Any] | None = None
+    # a persistent change of the keep set confirmed by this frame; None: no change
+    change: KeepSetChange | None = None
 
 
 class FrameAnalyzer(Protocol):

@@ -28,7 +28,8 @@ change, which collects the flips confirmed on the next frames while any atom sti
 in progress, for at most ``persist`` more frames; then it is reported once, dated to the
 first frame that showed any of its flips:
 
-``{"frame": seq, "atoms_gained": [...], "atoms_lost": [...], "confidence": c}``
+a :class:`~motex_stream.stream.live.analyzer_protocol.KeepSetChange` (``frame``,
+``atoms_gained``, ``atoms_lost``, ``confidence``).
 
 ``confidence`` is the mean, over the flipped atoms and the ``persist`` frames that confirmed
 each flip, of the probability that the atom's value lies on the side of 0 its new label says.
@@ -50,10 +51,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from motex_stream.explain.confidence import KEEP, REMOVE
+from motex_stream.stream.live.analyzer_protocol import AtomValues, KeepSetChange
 
 
 @dataclass
@@ -90,7 +93,7 @@ class KeepSetChangeDetector:
     _tracks: dict[int, _Track] = field(default_factory=dict)
     _open: _OpenChange | None = None
     _last_seq: int | None = None  # the frame fed last, and the change it completed
-    _last_change: dict[str, Any] | None = None
+    _last_change: KeepSetChange | None = None
 
     def __post_init__(self) -> None:
         if self.persist < 1:
@@ -101,12 +104,11 @@ class KeepSetChangeDetector:
         """The committed keep atoms (what a change is measured against)."""
         return frozenset(a for a, t in self._tracks.items() if t.state == KEEP)
 
-    def _side_probability(self, c: dict[str, Any], df: float | None) -> float:
+    def _side_probability(self, v: float, lo: float, hi: float, df: float | None) -> float:
         """P(value on the side of 0 its label says), from the value and the interval's
         half-width, with the distribution the interval was built from (t at ``df``, or
-        normal)."""
-        v, lo, hi = c.get("value"), c.get("ci_low"), c.get("ci_high")
-        if v is None or lo is None or hi is None or hi <= lo:
+        normal). NaN (no value or no interval): 0.5."""
+        if not (np.isfinite(v) and np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
             return 0.5
         dist = norm if df is None or not df < float("inf") else student_t(df)
         sd = (hi - lo) / (2.0 * float(dist.ppf(0.5 + self.level / 2.0)))
@@ -115,11 +117,11 @@ class KeepSetChangeDetector:
     def update(
         self,
         seq: int,
-        contributions: list[dict[str, Any]],
+        atoms: AtomValues,
         df: Sequence[float] | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> KeepSetChange | None:
         """The change this frame completes, else None. ``df``: each atom's degrees of freedom
-        of its interval's t quantile, in the order of ``contributions`` (None: normal)."""
+        of its interval's t quantile, in the order of ``atoms`` (None: normal)."""
         seq = int(seq)
         if seq == self._last_seq:  # the same frame again (analysed anew after a restart)
             return self._last_change
@@ -127,18 +129,20 @@ class KeepSetChangeDetector:
             self._tracks.clear()
             self._open = None
         self._last_seq = seq
-        self._last_change = self._update(seq, contributions, df)
+        self._last_change = self._update(seq, atoms, df)
         return self._last_change
 
     def _update(
-        self, seq: int, contributions: list[dict[str, Any]], df: Sequence[float] | None
-    ) -> dict[str, Any] | None:
+        self, seq: int, atoms: AtomValues, df: Sequence[float] | None
+    ) -> KeepSetChange | None:
         flips: list[tuple[int, str, int, list[float]]] = []  # atom, new label, start, probs
         settled_keep: list[int] = []  # atoms without a committed label settling into keep
-        for k, c in enumerate(contributions):
-            atom = int(c["atom"])
+        nan = np.full(len(atoms), np.nan)
+        low, high = atoms.interval if atoms.interval is not None else (nan, nan)
+        for k in range(len(atoms)):
+            atom = int(atoms.atom[k])
             track = self._tracks.setdefault(atom, _Track())
-            label = c.get("label")
+            label = None if atoms.label is None else atoms.label[k]
             if track.state == KEEP and label != KEEP:
                 track.off_keep += 1
             else:
@@ -148,7 +152,11 @@ class KeepSetChangeDetector:
                 continue
             if label != track.run_label:
                 track.run_label, track.run_start, track.probs = label, seq, []
-            track.probs.append(self._side_probability(c, None if df is None else df[k]))
+            track.probs.append(
+                self._side_probability(
+                    atoms.value[k], low[k], high[k], None if df is None else df[k]
+                )
+            )
             if len(track.probs) < self.persist:
                 continue
             if track.state is None:
@@ -196,12 +204,12 @@ class KeepSetChangeDetector:
         self._open = None
         if not change.gained and not change.lost:  # flips that undid each other
             return None
-        return {
-            "frame": change.first_frame,
-            "atoms_gained": sorted(change.gained),
-            "atoms_lost": sorted(change.lost),
-            "confidence": round(sum(change.probs) / max(len(change.probs), 1), 4),
-        }
+        return KeepSetChange(
+            frame=change.first_frame,
+            atoms_gained=tuple(sorted(change.gained)),
+            atoms_lost=tuple(sorted(change.lost)),
+            confidence=round(sum(change.probs) / max(len(change.probs), 1), 4),
+        )
 
     def state(self) -> dict[str, Any]:
         """Everything the detector has learned, as JSON-ready data (see :meth:`from_state`)."""
@@ -211,7 +219,7 @@ class KeepSetChangeDetector:
             "tracks": {str(a): asdict(t) for a, t in self._tracks.items()},
             "open": None if self._open is None else _open_state(self._open),
             "last_seq": self._last_seq,
-            "last_change": self._last_change,
+            "last_change": None if self._last_change is None else _change_state(self._last_change),
         }
 
     @classmethod
@@ -229,7 +237,8 @@ class KeepSetChangeDetector:
                 frames_open=int(o["frames_open"]),
             )
         det._last_seq = data["last_seq"]
-        det._last_change = data["last_change"]
+        last = data["last_change"]
+        det._last_change = None if last is None else _change_from_state(last)
         return det
 
 
@@ -241,3 +250,21 @@ def _open_state(change: _OpenChange) -> dict[str, Any]:
         "probs": change.probs,
         "frames_open": change.frames_open,
     }
+
+
+def _change_state(change: KeepSetChange) -> dict[str, Any]:
+    return {
+        "frame": change.frame,
+        "atoms_gained": list(change.atoms_gained),
+        "atoms_lost": list(change.atoms_lost),
+        "confidence": change.confidence,
+    }
+
+
+def _change_from_state(data: dict[str, Any]) -> KeepSetChange:
+    return KeepSetChange(
+        frame=int(data["frame"]),
+        atoms_gained=tuple(int(a) for a in data["atoms_gained"]),
+        atoms_lost=tuple(int(a) for a in data["atoms_lost"]),
+        confidence=float(data["confidence"]),
+    )

@@ -33,7 +33,7 @@ import event_model
 from motex_stream import __version__
 from motex_stream.stream.config import BlueskySinkConfig, read_api_key
 from motex_stream.stream.frames import RunStart, RunStop
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import FrameResult, KeepSetChange
 from motex_stream.stream.messages import SCHEMA, AnalysisIdentity, PublishedFrame
 from motex_stream.stream.publishers.derived_run import (
     CHANGES_STREAM,
@@ -140,18 +140,21 @@ class BlueskyRunSink:
             )
         received = published.received_at
         atoms = result.contributions
+        none = [math.nan] * n_atoms
+        low, high = atoms.interval if atoms.interval is not None else (none, none)
+        best, quality = result.best, result.model_quality
         data = {
-            "contributions": [_num(c["value"]) for c in atoms],
-            "contribution_spread": [_num(c.get("spread")) for c in atoms],
+            "contributions": atoms.value.tolist(),
+            "contribution_spread": atoms.spread.tolist(),
             # the verdict the operators saw: interval and label per atom (NaN / "": none)
-            "ci_low": [_num(c.get("ci_low")) for c in atoms],
-            "ci_high": [_num(c.get("ci_high")) for c in atoms],
-            "label": [_label(c.get("label")) for c in atoms],
-            "best_mask": [int(b) for b in result.best.get("mask", [])],
-            "best_rwp": _num(result.best.get("rwp")),
-            "best_scale": _num(result.best.get("scale")),
-            "mae": _num(result.model_quality.get("mae")),
-            "rebuilt": bool(result.model_quality.get("rebuilt", False)),
+            "ci_low": [float(x) for x in low],
+            "ci_high": [float(x) for x in high],
+            "label": [_label(x) for x in atoms.label or [None] * n_atoms],
+            "best_mask": best.mask.tolist(),
+            "best_rwp": float(best.rwp),
+            "best_scale": math.nan if best.scale is None else float(best.scale),
+            "mae": math.nan if quality.mae is None else float(quality.mae),
+            "rebuilt": bool(quality.rebuilt),
             "latency": math.nan if received is None else published.published_at - received,
         }
         event = current.descriptor.compose_event(
@@ -260,7 +263,7 @@ class BlueskyRunSink:
         n = len(result.contributions)
         descriptor = run.compose_descriptor(
             name=self.stream_name,
-            data_keys=_data_keys(n, len(result.best.get("mask", [])) or n),
+            data_keys=_data_keys(n, len(result.best.mask) or n),
             configuration=_configuration(result, opened_at),
             object_keys={"motex": list(_data_keys(n, n))},
             hints={"motex": {"fields": ["best_rwp", "mae"]}},
@@ -274,7 +277,7 @@ class BlueskyRunSink:
         return opened
 
     def _emit_change(
-        self, current: _OpenRun, published: PublishedFrame, change: Mapping[str, Any]
+        self, current: _OpenRun, published: PublishedFrame, change: KeepSetChange
     ) -> None:
         """One event in the ``changes`` stream; its descriptor is sent with the first change.
 
@@ -294,10 +297,10 @@ class BlueskyRunSink:
             )
             self._emit("descriptor", current.changes.descriptor_doc)
         data = {
-            "frame": int(change["frame"]),
-            "atoms_gained": [int(a) for a in change.get("atoms_gained", [])],
-            "atoms_lost": [int(a) for a in change.get("atoms_lost", [])],
-            "confidence": _num(change.get("confidence")),
+            "frame": int(change.frame),
+            "atoms_gained": [int(a) for a in change.atoms_gained],
+            "atoms_lost": [int(a) for a in change.atoms_lost],
+            "confidence": float(change.confidence),
         }
         event = current.changes.compose_event(
             data=data,
@@ -397,8 +400,8 @@ def _change_keys() -> dict[str, dict[str, Any]]:
 
 def _configuration(result: FrameResult, when: float) -> dict[str, Any]:
     atoms = {
-        "atom": [int(c["atom"]) for c in result.contributions],
-        "element": [str(c["element"]) for c in result.contributions],
+        "atom": result.contributions.atom.tolist(),
+        "element": list(result.contributions.element),
     }
     n = len(atoms["atom"])
     return {
@@ -427,11 +430,6 @@ def _label(value: Any) -> str:
     if len(text) > LABEL_CHARS:
         raise SinkWriteError(f"label {text[:40]!r} is longer than {LABEL_CHARS} characters")
     return text
-
-
-def _num(value: Any) -> float:
-    """A plain float for event data; a missing value (None) is NaN, as Bluesky arrays want."""
-    return math.nan if value is None else float(value)
 
 
 def _name(cb: Any) -> str:
