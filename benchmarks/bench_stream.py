@@ -37,6 +37,7 @@ from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
+from motex_stream.stream.live.runs import LiveRuns
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sim.plots import latency_error_plot
@@ -216,7 +217,7 @@ def sweep(analyzer, settings, frame, r, n: int) -> None:  # type: ignore[no-unty
     )
     for rate, refit in configs:
         analyzer.settings = settings.model_copy(update={"refit": refit})
-        analyzer._run_settings.clear()
+        analyzer._runs = LiveRuns()  # forget the runs' settings: the new ones apply
         messages, summary, wall = run_service(analyzer, frame, r, n, rate)
         lat = np.array([m["published_at"] - m["received_at"] for m in messages])
         stages = {

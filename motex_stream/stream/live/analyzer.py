@@ -62,6 +62,7 @@ from motex_stream.stream.live.analyzer_protocol import (
 from motex_stream.stream.live.changes import KeepSetChangeDetector
 from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.live.liveview import best_fit, structure
+from motex_stream.stream.live.runs import LiveRuns
 from motex_stream.structure.starting_model import StartingModel
 from motex_stream.structure.symmetry import equivalence_classes
 
@@ -142,9 +143,7 @@ class MotexFrameAnalyzer:
         self.state_save_failures = 0  # saves that failed (logged; see live_state.save_state)
         self.state_load_fallbacks = 0  # 1: loaded from the previous generation (live_state.load)
         self._state_record: dict[str, Any] | None = None  # the commit in use (state.json)
-        self._run_settings: dict[str, LiveModelSettings] = {}
-        self._described: set[str] = set()  # runs whose message carried the model (live views)
-        self._changes: dict[str, KeepSetChangeDetector] = {}  # keep-set change, per run
+        self._runs = LiveRuns()  # per run: settings, change detector, model sent (bounded)
         self._ensemble: LiveEnsemble | None = None  # live interval members (ci_models ≥ 2)
         self._elements = [model.symbols[i] for i in model.permutable]
         self._site_cache: list[list[int]] | None = None
@@ -268,15 +267,12 @@ class MotexFrameAnalyzer:
     # ----------------------------------------------------------------- per frame
     def run_settings(self, frame: Frame) -> LiveModelSettings:
         """The settings of the frame's run: per-run overrides applied, validated once per run."""
-        cached = self._run_settings.get(frame.source)
-        if cached is None:
-            cached, _ = settings_for_run(
+        run = self._runs[frame.source]
+        if run.settings is None:
+            run.settings, _ = settings_for_run(
                 self.settings, frame.run_metadata.get("motex_overrides") or {}
             )
-            if len(self._run_settings) > 64:
-                self._run_settings.clear()
-            self._run_settings[frame.source] = cached
-        return cached
+        return run.settings
 
     def _refit_indices(self, refit: int, seq: int) -> np.ndarray:
         n = len(self.catalogue)
@@ -440,13 +436,10 @@ class MotexFrameAnalyzer:
         df: np.ndarray | None,
     ) -> KeepSetChange | None:
         """A persistent change of the keep set within the frame's run (one detector per run)."""
-        detector = self._changes.get(frame.source)
-        if detector is None:
-            if len(self._changes) > 64:
-                self._changes.clear()
-            detector = self._changes[frame.source] = KeepSetChangeDetector(
-                persist=run.change_frames, level=run.ci_level
-            )
+        state = self._runs[frame.source]
+        if state.detector is None:
+            state.detector = KeepSetChangeDetector(persist=run.change_frames, level=run.ci_level)
+        detector = state.detector
         change = detector.update(frame.seq, atoms, None if df is None else df.tolist())
         self._save_changes()
         return change
@@ -457,11 +450,10 @@ class MotexFrameAnalyzer:
 
     def _describe_once(self, run: str) -> dict[str, Any] | None:
         """The model's coordinates on the first frame of each run, else None."""
-        if run in self._described:
+        state = self._runs[run]
+        if state.described:
             return None
-        if len(self._described) > 64:
-            self._described.clear()
-        self._described.add(run)
+        state.described = True
         described = structure(self.engine)
         # symmetry-equivalent sites (1-based atoms), so a view can say "these 12 are one site"
         described["equivalent"] = [

@@ -32,6 +32,7 @@ from motex_stream.model.incremental import IncrementalSurrogate
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.live.changes import KeepSetChangeDetector
+from motex_stream.stream.live.runs import LiveRuns
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Persistent(Protocol):
     _saved_frames: int
     _saved_mono: float
     _state_record: dict[str, Any] | None
-    _changes: dict[str, KeepSetChangeDetector]
+    _runs: LiveRuns
 
 
 _A = TypeVar("_A", bound=Persistent)
@@ -331,7 +332,7 @@ def save_changes(analyzer: Persistent) -> None:
     a failure is logged, never raised (the frame is still published)."""
     if analyzer.state_dir is None:
         return
-    data = {run: det.state() for run, det in analyzer._changes.items()}
+    data = {run: det.state() for run, det in analyzer._runs.detectors().items()}
     try:
         analyzer.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(analyzer.state_dir / CHANGES_FILE, json.dumps(data).encode())
@@ -404,7 +405,7 @@ def load(
     if fallbacks == 0 and isinstance(meta.get("previous"), dict):
         keep.append(str(meta["previous"].get("generation")))
     _remove_leftovers(directory, keep=keep)
-    analyzer._changes = read_changes(directory / CHANGES_FILE)
+    analyzer._runs.restore(read_changes(directory / CHANGES_FILE))
     log.info(
         "reloaded model %s from %s (%d frames so far)",
         settings.name,
