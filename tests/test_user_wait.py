@@ -170,3 +170,33 @@ def test_installed_fit_command_exits_quickly_with_everything_written(tmp_path, k
         [sys.executable, "-c", code, *args, "--out", str(tmp_path)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "is a folder" in bad.stderr
+
+
+def test_fit_command_imports_none_of_the_surrogate_packages(tmp_path, keggin_gr):
+    """`fit` fits given masks and trains nothing, so xgboost, shap, scikit-optimize and
+    matplotlib must never be imported by it (issue 23: xgboost and scikit-optimize, imported
+    by the science steps' module, were most of its start-up)."""
+    import subprocess
+    import sys
+
+    masks = np.random.default_rng(6).random((50, 24)) < 0.5
+    np.save(tmp_path / "m.npy", masks)
+    code = "import sys; from motex_stream.cli import main; sys.exit(main())"
+    args = ["fit", str(keggin_gr), "--model", str(KEGGIN / "109725.xyz"), "--qmax", "20",
+            "--masks", str(tmp_path / "m.npy"), "--out", str(tmp_path / "f.csv")]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "motex_stream.fitting.isotropic" in imported  # the log is the fit's own
+    assert not imported & {"xgboost", "shap", "skopt", "matplotlib"}
+    _ids, back = fc.read_mask_table(tmp_path / "f.csv", 24)
+    np.testing.assert_array_equal(back, masks)

@@ -18,6 +18,10 @@ these functions, so the offline and the live answer to the same question cannot 
 10. :func:`refine_motif` / :func:`label_with_refinement`: a steepest descent over motifs by
     direct fits from the surrogate's and the catalogue's best guesses, and the labels the
     surrogate's intervals and the refined motif's per-atom toggles agree on.
+
+Steps 5-10 import the surrogate and explanation modules (xgboost, scikit-optimize, SHAP)
+inside their functions. Why: ``fit`` runs steps 1-4 only, and those imports were most of its
+start-up (issue 23); every other path pays for them once, at its first surrogate step.
 """
 
 from __future__ import annotations
@@ -26,41 +30,27 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from motex_stream.analysis.settings import FALLBACK_QMAX, FALLBACK_QMIN, ModelSettings
 from motex_stream.catalogue import PackedMasks, cookie_cutter_catalogue, random_catalogue
-from motex_stream.explain.confidence import (
-    KEEP,
-    UNCERTAIN,
-    ContributionIntervals,
-    KeepConfirmation,
-    adaptive_catalogue,
-    contribution_intervals,
-    merge_second_pass,
-)
-from motex_stream.explain.confirmation import apply_confirmation, keep_confirmation
-from motex_stream.explain.contributions import AtomContributions, atom_contributions, shap_values
-from motex_stream.explain.refine import (
-    RefinedMotif,
-    checked_labels,
-    compact_starts,
-    direct_labels,
-    independent_points,
-)
-from motex_stream.explain.refine import refine_motif as _descend_from
 from motex_stream.fitting import dispatch
 from motex_stream.fitting.grfile import read_gr
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.features import features, training_features
 from motex_stream.model.hyperparameters import Hyperparameters
-from motex_stream.model.training import TrainedModel, train
 from motex_stream.pdf.batched import Backend, PreparedModel, prepare_model
 from motex_stream.pdf.settings import PDFSettings
 from motex_stream.structure.starting_model import StartingModel, load_starting_model
+
+if TYPE_CHECKING:
+    from motex_stream.explain.confidence import ContributionIntervals, KeepConfirmation
+    from motex_stream.explain.contributions import AtomContributions
+    from motex_stream.explain.refine import RefinedMotif
+    from motex_stream.model.training import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +291,8 @@ def train_surrogate(
     ~50× the training), and ``analyze`` given that search is then the same model, so a
     comparison of the two answers isolates the search's own noise (issue 20).
     """
+    from motex_stream.model.training import train
+
     rwp = np.asarray(rwp, dtype=float)
     if not np.isfinite(rwp).all():
         raise ValueError(f"{int((~np.isfinite(rwp)).sum())} fits gave a non-finite Rwp")
@@ -376,6 +368,8 @@ def explain(
     ``masks`` or, when there are more than ``rows``, over a seeded subsample of ``rows``
     (:func:`explain_sample`; ``contributions.explained`` names the rows, and the SHAP
     matrix holds those rows only)."""
+    from motex_stream.explain.contributions import shap_values
+
     picked = explain_sample(len(masks), rows, seed)
     sub = masks if picked is None else masks[picked]  # only the picked rows are unpacked
     shap = shap_values(trained.booster, features(sub))
@@ -391,6 +385,8 @@ def explained_contributions(
     catalogue's rows ``picked``, or all of them when ``picked`` is None), marked with which
     rows they are, so reports and intervals know a subsample from the whole. ``analyze``
     (:func:`explain`) and the live analyzer (SHAP cached across frames) both end here."""
+    from motex_stream.explain.contributions import atom_contributions
+
     contributions = atom_contributions(shap, explained_masks)
     if picked is not None:
         contributions.explained = picked
@@ -409,6 +405,8 @@ def intervals(
     resamples of the fits, with the best hyperparameter points the search already evaluated
     (no new search), plus the sampling error of the SHAP means
     (:mod:`motex_stream.explain.confidence`); seeded by ``settings.seed``."""
+    from motex_stream.explain.confidence import contribution_intervals
+
     points = sorted(trained.search_history, key=lambda h: h.get("cv_mae", np.inf))
     params = [Hyperparameters.from_dict(h) for h in points] or [trained.params]
     members = [
@@ -449,6 +447,9 @@ def refine_intervals(
     explained, and the uncertain atoms get their interval from that surrogate by the same
     :func:`intervals` machinery; confident first-pass labels are kept.
     """
+    from motex_stream.explain.confidence import UNCERTAIN, adaptive_catalogue, merge_second_pass
+    from motex_stream.model.training import train
+
     if settings.adaptive_motifs == 0 or UNCERTAIN not in first.label:
         return first
     seed = (settings.seed + _ADAPTIVE_SEED_OFFSET) % 2**32
@@ -480,6 +481,9 @@ def confirmation(
     (:func:`confirm_keep`) and live (per frame, :mod:`motex_stream.stream.live.analyzer`) call this
     same step.
     """
+    from motex_stream.explain.confidence import KEEP
+    from motex_stream.explain.confirmation import keep_confirmation
+
     if settings.confirm_contexts == 0 or KEEP not in labels:
         return None
     return keep_confirmation(
@@ -500,6 +504,8 @@ def confirm_keep(
     """``ci`` with the keep atoms the confirming pass (:func:`confirmation`) does not
     confirm labelled ``uncertain``, and the pass's measurement attached; unchanged when the
     pass is off or there is no keep atom."""
+    from motex_stream.explain.confirmation import apply_confirmation
+
     conf = confirmation(prepared, g, ci.label, settings)
     return ci if conf is None else apply_confirmation(ci, conf)
 
@@ -523,6 +529,8 @@ def refinement_starts(
     Why these: the surrogate's ranking carries what the catalogue learnt about every atom,
     the best motifs are the ones the data already preferred; a descent from each reaches the
     local optimum nearest to that guess, so the guesses should differ."""
+    from motex_stream.explain.confidence import KEEP
+
     rwp = np.asarray(rwp, dtype=float)
     order = np.argsort(np.where(np.isfinite(rwp), rwp, np.inf), kind="stable")
     n_atoms = len(contributions.value)
@@ -563,6 +571,9 @@ def refine_motif(
     the same bonding rule as every catalogue motif (dependent atoms follow the kept
     permutable atoms). Deterministic: the kicks are seeded by ``settings.seed``, the budget
     counts fits."""
+    from motex_stream.explain.refine import compact_starts
+    from motex_stream.explain.refine import refine_motif as descend_from
+
     if settings.refine_fits == 0:
         return None
 
@@ -573,7 +584,7 @@ def refine_motif(
         ([], 0) if positions is None else compact_starts(positions, fit, settings.refine_starts)
     )
     starts = cuts + refinement_starts(masks, rwp, contributions, labels, settings.refine_starts)
-    refined = _descend_from(
+    refined = descend_from(
         starts,
         fit,
         settings.refine_fits,
@@ -591,6 +602,8 @@ def refined_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
     """The refined motif's per-atom labels from its toggles: keep / remove where the data
     resolve the Rwp change at ``settings.ci_level``, else uncertain
     (:func:`motex_stream.explain.refine.direct_labels`); the Q range must be resolved."""
+    from motex_stream.explain.refine import direct_labels, independent_points
+
     assert settings.qmax is not None
     n = independent_points(settings.rmin, settings.rmax, settings.qmax)
     return direct_labels(refined.keep_effect, refined.rwp, n, settings.ci_level)
@@ -602,6 +615,8 @@ def label_with_refinement(
     """``ci`` with every confident label that the refined motif's resolved toggle contradicts
     labelled ``uncertain`` (:func:`~motex_stream.explain.refine.checked_labels`); unchanged
     without a refinement. The interval columns still bound the contribution value."""
+    from motex_stream.explain.refine import checked_labels
+
     if refined is None:
         return ci
     direct = refined.direct_label or refined_labels(refined, settings)
