@@ -34,15 +34,13 @@ import numpy as np
 import pytest
 
 from tests.stream.conftest import free_port, wait_for_port
+from tests.stream.two_motifs import N_CROSS, PreparedState
 
 pytest.importorskip("bluesky_queueserver_api")
 pytest.importorskip("bluesky_adaptive")
 
 ROOT = Path(__file__).resolve().parents[2]
 QS_PROFILE = ROOT / "services" / "queueserver"
-N_CROSS = 30
-CROSSOVER = 14.5  # as in test_changes: motif B passes half between seq 15 and 16
-NOISE = 0.01
 DEAD_TIMEOUT_S = 0.5
 
 
@@ -108,19 +106,18 @@ def _agent_toml(path: Path, name: str, sub: str, qs: str, user: str, extra: str 
 
 
 @pytest.fixture(scope="module")
-def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Iterator[LoopRun]:
+def loop_run(
+    tmp_path_factory: pytest.TempPathFactory, tiled_server: Any, crossing_state: PreparedState
+) -> Iterator[LoopRun]:
     from bluesky_queueserver_api.zmq import REManagerAPI
 
-    from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
     from motex_stream.stream.loop.agent import AgentLoop
     from motex_stream.stream.loop.policy import AgentConfig
     from motex_stream.stream.loop.report import ReportRun
     from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
     from motex_stream.stream.service import StreamService
-    from motex_stream.stream.sim.series import two_motif_series
     from motex_stream.stream.sources.memory_source import SeriesSource
-    from tests.stream.two_motifs import live_settings, prepare_on_first_frame
 
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -233,14 +230,11 @@ def loop_run(tmp_path_factory: pytest.TempPathFactory, tiled_server: Any) -> Ite
         refused_thread = threading.Thread(target=refused.run, args=(stop_dead,), daemon=True)
         refused_thread.start()
 
-        # 4. the analysis: prepared on frame 1, then every frame through a live service
-        series = two_motif_series(
-            tmp / "series", n_frames=N_CROSS, noise=NOISE, crossover=CROSSOVER
-        )
-        settings = live_settings(series)
-        state = prepare_on_first_frame(settings, series, tmp / "state")
+        # 4. the analysis: the crossover series (test_changes' too) on a copy of the session's
+        # model prepared on its frame 1, then every frame through a live service
+        series = crossing_state.series
+        analyzer = crossing_state.analyzer(tmp / "state")
         timings["prepared"] = time.monotonic() - t0
-        analyzer = MotexFrameAnalyzer.prepare(settings, None, state)
         opener.join(timeout=120)
         if open_error:
             raise open_error[0]
