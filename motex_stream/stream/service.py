@@ -30,10 +30,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from motex_stream.stream.config.service import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_SIZE, Policy
 from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
 from motex_stream.stream.frames import validate_frame as _validate_frame
 from motex_stream.stream.headroom import Headroom
@@ -53,10 +54,8 @@ def sink_name(sink: object) -> str:
     return str(getattr(sink, "name", "") or type(sink).__name__)
 
 
-Policy = Literal["all", "latest"]
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
 _LATENCIES_KEPT = 10_000
-DEFAULT_QUEUE_BYTES = 256 * 2**20
 _TRIM_AFTER_BYTES = 8 * 2**20  # a backlog this large is handed back to the OS once drained
 
 
@@ -188,7 +187,7 @@ class StreamService:
         sinks: Sequence[Sink],
         *,
         policy: Policy = "all",
-        queue_size: int = 64,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         metrics: StreamMetrics | None = None,
         default_model: str | None = None,
         restart_sources: bool = True,

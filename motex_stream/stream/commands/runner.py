@@ -19,6 +19,7 @@ import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.analysis.steps import UNIFORM_STEP
+from motex_stream.stream.config.service import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL_S
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
@@ -29,8 +30,6 @@ from motex_stream.stream.service import StreamService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAVE_EVERY = 20
-DEFAULT_SAVE_INTERVAL = 60.0
 JOURNAL_DIR = "@runs"  # '@' is not allowed in model names, so no model folder can collide
 
 
@@ -50,7 +49,7 @@ class LazyAnalyzer:
         settings: LiveModelSettings,
         state_dir: Path | None = None,
         save_every: int | None = DEFAULT_SAVE_EVERY,
-        save_interval: float | None = DEFAULT_SAVE_INTERVAL,
+        save_interval: float | None = DEFAULT_SAVE_INTERVAL_S,
         on_state: Callable[[str, ModelState], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -146,8 +145,7 @@ def analyzers_from_config(
 ) -> dict[str, LazyAnalyzer]:
     """One analyzer per model, prepared (or restored) in turn; ``metrics`` follows each."""
     state = Path(config.service.state_dir)
-    every = getattr(config.service, "save_every", DEFAULT_SAVE_EVERY)
-    interval = getattr(config.service, "save_interval_s", DEFAULT_SAVE_INTERVAL)
+    every, interval = config.service.save_every, config.service.save_interval_s
     on_state = metrics.set_model_state if metrics is not None else None
     if metrics is not None:
         metrics.declare_models(m.name for m in config.models)

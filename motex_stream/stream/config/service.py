@@ -12,6 +12,15 @@ from motex_stream.stream.config.base import ConfigModel
 
 Policy = Literal["all", "latest"]
 
+# The defaults written once: the service (service.py) and the analyzers' saves
+# (commands/runner.py) take them from here.
+#: Items, and bytes of frames, that may wait between the receivers and the analysis.
+DEFAULT_QUEUE_SIZE = 64
+DEFAULT_QUEUE_BYTES = 256 * 2**20
+#: Each model's warm-start progress is saved every this many frames, or seconds.
+DEFAULT_SAVE_EVERY = 20
+DEFAULT_SAVE_INTERVAL_S = 60.0
+
 
 class ServiceConfig(ConfigModel):
     """The ``[service]`` table: one per file, required (it needs at least ``state_dir``)."""
@@ -38,22 +47,25 @@ class ServiceConfig(ConfigModel):
         "(0.0.0.0) only behind a firewall",
     )
     queue_size: int = Field(
-        64, ge=1, le=100_000, description="items that may wait between receivers and analysis"
+        DEFAULT_QUEUE_SIZE,
+        ge=1,
+        le=100_000,
+        description="items that may wait between receivers and analysis",
     )
     queue_bytes: int = Field(
-        256 * 2**20,
+        DEFAULT_QUEUE_BYTES,
         ge=1024,
         description="bytes of frames that may wait between receivers and analysis (policy all: "
         "receivers wait beyond it)",
     )
     save_every: int = Field(
-        20,
+        DEFAULT_SAVE_EVERY,
         ge=1,
         description="persist each model's warm-start progress every this many frames (and at a "
         "clean stop)",
     )
     save_interval_s: float = Field(
-        60.0,
+        DEFAULT_SAVE_INTERVAL_S,
         gt=0.0,
         description="also persist it when this many seconds passed since the last save and new "
         "frames were analysed",

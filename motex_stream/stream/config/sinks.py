@@ -27,13 +27,17 @@ SinkName = Annotated[
 ]
 
 
+#: Where the ZMQ sink's PUB socket binds unless configured (publishers/zmq_pub.py takes it too).
+DEFAULT_PUB_BIND = "tcp://127.0.0.1:5578"
+
+
 class ZmqSinkConfig(ConfigModel):
     """A ZMQ PUB socket: one v1 message per analysed frame, topic = model name."""
 
     type: Literal["zmq"]
     name: SinkName
     bind: ZmqBind = Field(
-        "tcp://127.0.0.1:5578", min_length=1, description="address the PUB socket binds"
+        DEFAULT_PUB_BIND, min_length=1, description="address the PUB socket binds"
     )
 
 

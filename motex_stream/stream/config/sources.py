@@ -26,6 +26,20 @@ SourceName = Annotated[
         json_schema_extra={DEFAULT_DOC: "<type>-<index>"},
     ),
 ]
+# The defaults written once: the source constructors (sources/) and the simulated detector
+# (sim/simulate.py) take them from here.
+#: Event keys of a frame's G(r) and of its r grid (the descriptor configuration, else the event).
+DEFAULT_DATA_KEY = "pdf_gr"
+DEFAULT_R_KEY = "pdf_r"
+#: The Bluesky 0MQ prefix of the raw documents.
+DEFAULT_ZMQ_PREFIX = "raw"
+#: 0MQ receiver bounds: one frame of 8M float64 points is far beyond a PDF; the SUB socket's
+#: high-water mark sits below the service's own backlog, in frames and in bytes.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
+DEFAULT_RCV_HWM = 1000
+DEFAULT_BACKLOG_FRAMES = 1000
+DEFAULT_BACKLOG_BYTES = 512 * 2**20
+
 DataKey = Annotated[str, Field(min_length=1, description="event data key holding G(r)")]
 RKey = Annotated[
     str,
@@ -49,32 +63,32 @@ class ZmqSourceConfig(ConfigModel):
     address: ZmqConnect = Field(
         min_length=1, description="the proxy's OUT address, tcp://host:port"
     )
-    prefix: Prefix = "raw"
-    data_key: DataKey = "pdf_gr"
-    r_key: RKey = "pdf_r"
+    prefix: Prefix = DEFAULT_ZMQ_PREFIX
+    data_key: DataKey = DEFAULT_DATA_KEY
+    r_key: RKey = DEFAULT_R_KEY
     allow_pickle: bool = Field(
         False,
         description="accept pickled documents from legacy publishers; anyone who can reach the "
         "proxy could then run code in the service",
     )
     max_message_bytes: int = Field(
-        64 * 2**20,
+        DEFAULT_MAX_MESSAGE_BYTES,
         ge=1024,
         description="a larger message is dropped and counted (malformed, kind oversized)",
     )
     rcv_hwm: int = Field(
-        1000,
+        DEFAULT_RCV_HWM,
         ge=1,
         description="messages the 0MQ SUB socket may hold before 0MQ drops (its high-water mark)",
     )
     backlog_frames: int = Field(
-        1000,
+        DEFAULT_BACKLOG_FRAMES,
         ge=1,
         description="frames received but not yet taken by the service; more are dropped and "
         "counted (run start/stop always pass)",
     )
     backlog_bytes: int = Field(
-        512 * 2**20, ge=1024, description="the same backlog's bound in bytes of messages"
+        DEFAULT_BACKLOG_BYTES, ge=1024, description="the same backlog's bound in bytes of messages"
     )
 
 
@@ -83,8 +97,8 @@ class _TiledConnection(ConfigModel):
 
     name: SourceName
     uri: HttpUri = Field(min_length=1, description="Tiled API root, e.g. http://127.0.0.1:8000/api")
-    data_key: DataKey = "pdf_gr"
-    r_key: RKey = "pdf_r"
+    data_key: DataKey = DEFAULT_DATA_KEY
+    r_key: RKey = DEFAULT_R_KEY
     api_key_file: KeyFile = None
 
 
@@ -132,8 +146,8 @@ class KafkaSourceConfig(ConfigModel):
     )
     topics: tuple[str, ...] = Field(("raw",), min_length=1, description="topics to consume")
     group_id: str = Field("motex-stream", min_length=1, description="Kafka consumer group")
-    data_key: DataKey = "pdf_gr"
-    r_key: RKey = "pdf_r"
+    data_key: DataKey = DEFAULT_DATA_KEY
+    r_key: RKey = DEFAULT_R_KEY
 
 
 SourceConfig = Annotated[

@@ -24,12 +24,13 @@ from typing import Any
 
 import zmq
 
+from motex_stream.stream.config.sinks import DEFAULT_PUB_BIND
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.messages import PublishedFrame, decode, encode, to_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BIND = "tcp://127.0.0.1:5578"
+DEFAULT_BIND = DEFAULT_PUB_BIND
 #: A received message larger than this is dropped unparsed: a published frame is kilobytes
 #: (a 10k-atom model with its fit curve stays under 2 MB), so 16 MiB only stops abuse.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024

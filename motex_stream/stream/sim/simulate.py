@@ -19,12 +19,11 @@ from ophyd import Component, Device, Kind, Signal
 from ophyd.sim import SynSignal
 from ophyd.status import StatusBase
 
+from motex_stream.stream.config.sources import DEFAULT_DATA_KEY, DEFAULT_R_KEY
+
 logger = logging.getLogger(__name__)
 
 FrameSourceFn = Callable[[int], np.ndarray]
-
-DEFAULT_DATA_KEY = "pdf_gr"
-DEFAULT_R_KEY = "pdf_r"
 
 
 def _float_array_description(name: str, value: Any, source: str) -> dict[str, dict[str, Any]]:

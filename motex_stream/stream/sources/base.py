@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import event_model
 import numpy as np
 
+from motex_stream.stream.config.sources import DEFAULT_DATA_KEY, DEFAULT_R_KEY
 from motex_stream.stream.frames import (
     Frame,
     FrameError,
@@ -33,8 +34,6 @@ from motex_stream.stream.ratelimit import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA_KEY = "pdf_gr"
-DEFAULT_R_KEY = "pdf_r"
 DEFAULT_STREAM = "primary"
 _KNOWN_NAMES = frozenset(n.name for n in event_model.DocumentNames)
 _MAX_SEQ_JUMP = 1_000_000  # a seq_num further ahead than this is garbage, not a gap

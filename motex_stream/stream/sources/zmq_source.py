@@ -21,6 +21,13 @@ import event_model
 import zmq
 from bluesky.callbacks.zmq import Publisher
 
+from motex_stream.stream.config.sources import (
+    DEFAULT_BACKLOG_BYTES,
+    DEFAULT_BACKLOG_FRAMES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_RCV_HWM,
+    DEFAULT_ZMQ_PREFIX,
+)
 from motex_stream.stream.frames import Frame, StreamItem
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.ratelimit import RateLimitedLog
@@ -39,11 +46,7 @@ from motex_stream.stream.sources.wire import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = b"raw"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # one frame of 8M float64 points: far beyond a PDF
-DEFAULT_RCV_HWM = 1000  # messages the SUB socket may hold below our backlog
-DEFAULT_BACKLOG_FRAMES = 1000
-DEFAULT_BACKLOG_BYTES = 512 * 2**20
+DEFAULT_PREFIX = DEFAULT_ZMQ_PREFIX.encode()
 KNOWN_DOCUMENT_NAMES = frozenset(n.name for n in event_model.DocumentNames)
 
 
