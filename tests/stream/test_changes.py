@@ -308,20 +308,20 @@ def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepar
     # one change loses motif A (the restart neither hides it nor reports it twice); as
     # without a restart, a later change may only complete motif B (a borderline W13 atom
     # settling into keep; measured: W24 at frame 20), never lose or add anything else
-    losing = [(seq, c) for seq, c in reported if c["atoms_lost"]]
+    losing = [(seq, c) for seq, c in reported if c.atoms_lost]
     assert len(losing) == 1, reported
     for _, later in reported:
         if later is not losing[0][1]:
-            assert later["frame"] > losing[0][1]["frame"], reported
-            assert set(later["atoms_gained"]) <= set(range(13, 26)), reported
+            assert later.frame > losing[0][1].frame, reported
+            assert set(later.atoms_gained) <= set(range(13, 26)), reported
     assert len(reported) <= 2, reported
     change = losing[0][1]
-    assert abs(change["frame"] - (CROSSOVER + 1)) <= 2, change
-    assert change["atoms_lost"] == list(range(1, 13))
+    assert abs(change.frame - (CROSSOVER + 1)) <= 2, change
+    assert change.atoms_lost == tuple(range(1, 13))
     # the interval ensemble is rebuilt at the restart, so a borderline motif-B atom may settle
     # a frame late and miss the change (W24 here); none outside motif B joins it
-    assert set(change["atoms_gained"]) <= set(range(13, 26))
-    assert len(change["atoms_gained"]) >= 12
+    assert set(change.atoms_gained) <= set(range(13, 26))
+    assert len(change.atoms_gained) >= 12
 
 
 @pytest.mark.slow
