@@ -20,10 +20,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import AtomValues, BestFit, FrameResult
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources.base import SourceStats
-from tests.stream.results import frame_result
 
 
 def rss_mb() -> float:
@@ -40,12 +39,13 @@ class Slow:
 
     def analyze(self, frame: Frame) -> FrameResult:
         time.sleep(self.delay)
-        return frame_result(
+        return FrameResult(
             model=self.name,
-            contributions=[{"atom": 1, "element": "W", "value": float(frame.g[0]), "spread": 0}],
-            best={"mask": [1], "rwp": 0.5},
+            contributions=AtomValues(
+                atom=[1], element=["W"], value=[float(frame.g[0])], spread=[0.0]
+            ),
+            best=BestFit(mask=[1], rwp=0.5),
             timing={"fit": self.delay},
-            model_quality={},
             n_refit=1,
         )
 
