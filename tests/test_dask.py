@@ -1,4 +1,5 @@
-"""Catalogue fits on a real Dask LocalCluster (2 worker processes on 127.0.0.1)."""
+"""Catalogue fits on a real Dask LocalCluster (2 worker processes on 127.0.0.1; the session's
+one cluster, ``dask_client`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,40 +15,25 @@ from motex_stream.analysis import scale_out, steps  # noqa: E402
 from motex_stream.catalogue import random_catalogue  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    c = distributed.Client(cluster, set_as_default=False)
-    yield c
-    c.close()
-    cluster.close()
-
-
 @pytest.mark.parametrize("zoom", ["isotropic", "anisotropic"])
-def test_dask_equals_local(client, prepared_109725, reference_rwp, golden_fits, zoom):
+def test_dask_equals_local(dask_client, prepared_109725, reference_rwp, golden_fits, zoom):
     masks, _, _, _ = reference_rwp
     curves, _ = golden_fits
     g = target(curves)
     n = 3000 if zoom == "isotropic" else 600
     masks = random_catalogue(masks.shape[1], n, 7, 3, 21) if zoom == "isotropic" else masks[:n]
     local = steps.fit_masks(prepared_109725, masks, g, zoom)
-    remote = steps.fit_masks(prepared_109725, masks, g, zoom, dask=client)
+    remote = steps.fit_masks(prepared_109725, masks, g, zoom, dask=dask_client)
     np.testing.assert_array_equal(remote.rwp, local.rwp)
     np.testing.assert_array_equal(remote.scale, local.scale)
     np.testing.assert_array_equal(remote.zoom, local.zoom)
 
 
-def test_dask_by_address_and_default(client, prepared_109725, reference_rwp, golden_fits):
+def test_dask_by_address_and_default(dask_client, prepared_109725, reference_rwp, golden_fits):
     masks = reference_rwp[0][:300]
     g = target(golden_fits[0])
     local = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    scale_out.set_default(client.scheduler.address)
+    scale_out.set_default(dask_client.scheduler.address)
     try:
         remote = steps.fit_masks(prepared_109725, masks, g, "isotropic")
     finally:
@@ -55,24 +41,24 @@ def test_dask_by_address_and_default(client, prepared_109725, reference_rwp, gol
     np.testing.assert_array_equal(remote.rwp, local.rwp)
 
 
-def test_engine_sent_once_per_worker(client, prepared_109725, reference_rwp, golden_fits):
+def test_engine_sent_once_per_worker(dask_client, prepared_109725, reference_rwp, golden_fits):
     masks = reference_rwp[0]
     g = target(golden_fits[0])
 
     def engines() -> set:
-        return {k for k in client.who_has() if str(k).startswith("PreparedModel")}
+        return {k for k in dask_client.who_has() if str(k).startswith("PreparedModel")}
 
-    scale_out.fit_masks_dask(client, prepared_109725, masks, g, "isotropic", chunk=100)
+    scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
     before = engines()
     # a second job with 10 tasks reuses the scattered engine: nothing new is sent
-    scale_out.fit_masks_dask(client, prepared_109725, masks, g, "isotropic", chunk=100)
+    scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
     assert engines() == before
-    fut = prepared_109725.engine_cache["dask_futures"][id(client)]
+    fut = prepared_109725.engine_cache["dask_futures"][id(dask_client)]
     # the one engine is held by every worker (broadcast), not shipped with each task
-    assert set(client.who_has()[fut.key]) == set(client.scheduler_info()["workers"])
+    assert set(dask_client.who_has()[fut.key]) == set(dask_client.scheduler_info()["workers"])
 
 
-def test_worker_killed_mid_job(client, prepared_109725, reference_rwp, golden_fits):
+def test_worker_killed_mid_job(dask_client, prepared_109725, reference_rwp, golden_fits):
     g = target(golden_fits[0])
     masks = random_catalogue(reference_rwp[0].shape[1], 6000, 11, 3, 21)
     chunk = steps.FIT_CHUNK // 8
@@ -85,7 +71,7 @@ def test_worker_killed_mid_job(client, prepared_109725, reference_rwp, golden_fi
         for s in range(0, len(masks), chunk)
     ]
     local_rwp = np.concatenate([p[0] for p in parts])
-    pids = client.run(os.getpid)
+    pids = dask_client.run(os.getpid)
     done = []
 
     def kill_once(n: int) -> None:
@@ -95,7 +81,7 @@ def test_worker_killed_mid_job(client, prepared_109725, reference_rwp, golden_fi
             os.kill(victim, signal.SIGKILL)
 
     remote = scale_out.fit_masks_dask(
-        client,
+        dask_client,
         prepared_109725,
         masks,
         g,
@@ -105,7 +91,7 @@ def test_worker_killed_mid_job(client, prepared_109725, reference_rwp, golden_fi
     )
     assert len(done) == -(-len(masks) // chunk)
     # the killed worker really went away (its nanny starts a fresh process)
-    assert sorted(pids.values())[0] not in client.run(os.getpid).values()
+    assert sorted(pids.values())[0] not in dask_client.run(os.getpid).values()
     np.testing.assert_array_equal(remote.rwp, local_rwp)
 
 
@@ -116,7 +102,7 @@ def target(curves) -> np.ndarray:
     raise KeyError(curves.files)
 
 
-def test_analyze_with_dask_flag_equals_local(client, tmp_path, keggin_gr):
+def test_analyze_with_dask_flag_equals_local(dask_client, tmp_path, keggin_gr):
     """``analyze --dask ADDRESS`` writes the same contribution values as a local analyze."""
     from motex_stream.cli import main
     from tests.conftest import KEGGIN
@@ -127,19 +113,21 @@ def test_analyze_with_dask_flag_equals_local(client, tmp_path, keggin_gr):
         "--seed", "0", "--qmax", "20", "--search-calls", "4", "--no-plots",
     ]  # fmt: skip
     assert main([*common, "--out", str(tmp_path / "local")]) == 0
-    address = client.scheduler.address
+    address = dask_client.scheduler.address
     assert main([*common, "--out", str(tmp_path / "dask"), "--dask", address]) == 0
     for name in ("contributions.csv", "fits.csv"):
         local = (tmp_path / "local" / name).read_text()
         assert (tmp_path / "dask" / name).read_text() == local
 
 
-def test_service_config_dask_key(client, tmp_path, prepared_109725, reference_rwp, golden_fits):
+def test_service_config_dask_key(
+    dask_client, tmp_path, prepared_109725, reference_rwp, golden_fits
+):
     """``[service] dask = ADDRESS`` reaches every later catalogue fit of the service."""
     from motex_stream.stream.commands.runner import use_dask
     from tests.stream.test_config import MINIMAL, write
 
-    address = client.scheduler.address
+    address = dask_client.scheduler.address
     text = MINIMAL.replace('state_dir = "state"\n', f'state_dir = "state"\ndask = "{address}"\n')
     from motex_stream.stream.config import load_config
 

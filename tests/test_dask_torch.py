@@ -28,21 +28,6 @@ RWP_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    c = distributed.Client(cluster, set_as_default=False)
-    yield c
-    c.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def engines(golden_fits):
     """The 109725 engine prepared twice on the golden grid: engine numpy and engine torch."""
     curves = golden_fits[0]
@@ -56,30 +41,30 @@ def engines(golden_fits):
     return out
 
 
-def test_dask_workers_fit_with_torch(client, engines, golden_fits):
+def test_dask_workers_fit_with_torch(dask_client, engines, golden_fits):
     """3000 motifs in two 2048-motif tasks: the workers' Rwp is local torch's, and within
     1e-5 of numpy's (and not numpy's own numbers: another engine ran)."""
     g = golden_fits[0]["gobs"]
     masks = random_catalogue(24, 3000, 5, 3, 21)
     local_torch = steps.fit_masks(engines["torch"], masks, g, "isotropic")
     local_numpy = steps.fit_masks(engines["numpy"], masks, g, "isotropic")
-    remote = steps.fit_masks(engines["torch"], masks, g, "isotropic", dask=client)
+    remote = steps.fit_masks(engines["torch"], masks, g, "isotropic", dask=dask_client)
     assert not np.array_equal(local_torch.rwp, local_numpy.rwp)  # the engines differ
     np.testing.assert_allclose(remote.rwp, local_torch.rwp, rtol=0, atol=1e-12)
     np.testing.assert_allclose(remote.scale, local_torch.scale, rtol=1e-12)
     np.testing.assert_allclose(remote.zoom, local_torch.zoom, rtol=0, atol=1e-12)
     np.testing.assert_allclose(remote.rwp, local_numpy.rwp, rtol=0, atol=RWP_TOL)
     # and the numpy-engine job on the same cluster still gives numpy's numbers exactly
-    remote_numpy = steps.fit_masks(engines["numpy"], masks, g, "isotropic", dask=client)
+    remote_numpy = steps.fit_masks(engines["numpy"], masks, g, "isotropic", dask=dask_client)
     np.testing.assert_array_equal(remote_numpy.rwp, local_numpy.rwp)
 
 
-def test_dask_workers_fit_anisotropic_with_torch(client, engines, golden_fits, reference_rwp):
+def test_dask_workers_fit_anisotropic_with_torch(dask_client, engines, golden_fits, reference_rwp):
     """The anisotropic mode too: 300 reference motifs, one task on a worker, torch there."""
     g = golden_fits[0]["gobs"]
     masks = reference_rwp[0][:300]
     local_torch = steps.fit_masks(engines["torch"], masks, g, "anisotropic")
-    remote = steps.fit_masks(engines["torch"], masks, g, "anisotropic", dask=client)
+    remote = steps.fit_masks(engines["torch"], masks, g, "anisotropic", dask=dask_client)
     np.testing.assert_allclose(remote.rwp, local_torch.rwp, rtol=0, atol=1e-12)
     assert remote.mode == "anisotropic"
 
