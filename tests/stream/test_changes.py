@@ -3,12 +3,17 @@ borderline atoms raise nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.explain.confidence import interval
 from motex_stream.stream.live.changes import KeepSetChangeDetector
+from motex_stream.stream.sim.series import TwoMotifSeries
 from tests.stream.results import atom_values
+from tests.stream.two_motifs import CROSS_NOISE, CROSSOVER, N_CROSS, PreparedState
 
 
 def frame(values: np.ndarray, sd: float | np.ndarray = 0.002) -> list[dict]:
@@ -170,19 +175,15 @@ def test_grafana_marks_structure_changes_with_the_counter_the_service_exports() 
 # The two-motif series (an α-Keggin W12O40 unit, atoms 1-12, and a W13 cluster, atoms 13-25)
 # through the real service: batched fits, warm-started XGBoost, TreeSHAP, the live intervals
 # with their rotating ensemble, the change detector, published as JSON lines.
-N_CROSS = 30
-CROSSOVER = 14.5  # 0-based frame where motif B's share passes 0.5: between seq 15 and 16
+# The crossover series (N_CROSS frames, motif B's share passes 0.5 at CROSSOVER, between seq
+# 15 and 16) and its prepared model are the session's crossing_state (tests/stream/conftest.py).
 N_STATIONARY = 100
-NOISE = 0.01  # Gaussian noise, 1 % of max |G| per point
+NOISE = CROSS_NOISE  # Gaussian noise, 1 % of max |G| per point, as the crossover series
 
 
 @pytest.fixture(scope="module")
-def crossing(tmp_path_factory):
-    from motex_stream.stream.sim.series import two_motif_series
-
-    return two_motif_series(
-        tmp_path_factory.mktemp("cross"), n_frames=N_CROSS, noise=NOISE, crossover=CROSSOVER
-    )
+def crossing(crossing_state: PreparedState) -> TwoMotifSeries:
+    return crossing_state.series
 
 
 @pytest.fixture(scope="module")
@@ -195,18 +196,15 @@ def stationary(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def live_settings(crossing):
-    from tests.stream.two_motifs import live_settings
-
-    return live_settings(crossing)
+def live_settings(crossing_state: PreparedState) -> LiveModelSettings:
+    return crossing_state.settings
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, crossing, live_settings):
-    """Prepared once on frame 0 (pure motif A, as both series start) and persisted."""
-    from tests.stream.two_motifs import prepare_on_first_frame
-
-    return prepare_on_first_frame(live_settings, crossing, tmp_path_factory.mktemp("state"))
+def prepared(crossing_state: PreparedState) -> Path:
+    """Prepared once per session on frame 0 (pure motif A, as both series start) and
+    persisted; read-only, each test serves a copy."""
+    return crossing_state.directory
 
 
 def serve(series, settings, state_dir, tmp_path) -> tuple[list[dict], float]:
