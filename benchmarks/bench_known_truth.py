@@ -423,10 +423,16 @@ QUICK = Budget(catalogue=1000, search_calls=2, cv_folds=2, refine_fits=100_000)
 
 
 def analyse_case(
-    case: Case, seed: int, budget: Budget, folder: Path, data_seed: int | None = None
+    case: Case,
+    seed: int,
+    budget: Budget,
+    folder: Path,
+    data_seed: int | None = None,
+    **settings_changes: object,
 ) -> tuple[AnalysisResult, Path, ModelSettings]:
     """Simulate the data (seeded by ``data_seed``, default ``seed``) and run the whole
-    ``analyze`` pipeline on them with analysis seed ``seed``."""
+    ``analyze`` pipeline on them with analysis seed ``seed`` (``settings_changes``: other
+    ``ModelSettings`` fields, e.g. ``ci_rows``)."""
     xyz, gr = write_case(case, folder, seed if data_seed is None else data_seed)
     settings = ModelSettings(
         starting_model=xyz,
@@ -439,6 +445,7 @@ def analyse_case(
         cv_folds=budget.cv_folds,
         refine_fits=budget.refine_fits,
         seed=seed,
+        **settings_changes,
     )
     return run_analysis(gr, settings), gr, settings
 
