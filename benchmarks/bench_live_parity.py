@@ -151,11 +151,20 @@ def compare(live: Answer, off: Answer) -> dict:
 
 
 def as_baseline(analyzer: MotexFrameAnalyzer) -> MotexFrameAnalyzer:
-    """The analyzer as it was before issue 20's in-line rebuilds: rebuilt models trained by
-    the warm-start protocol (the frame's 80 % split, the frame's seed) in a background thread,
-    explained there and swapped in at the next frame under its warm-start trees."""
+    """The analyzer as it was before issue 20's in-line rebuilds (2a15eb6^): rebuilt models
+    trained by the warm-start protocol (the frame's 80 % split, the frame's seed) in a
+    background thread when the next frame would pass the cap, explained and given their
+    interval members there, swapped in at the next frame under its warm-start trees; drift
+    rebuilt in line by the same protocol. (Benchmark only: the analyzer's own rebuild
+    decision is switched off on this instance, so the surrogate's old one applies.)"""
+
+    def members(generation: int, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+        if analyzer._ensemble is not None:
+            analyzer._ensemble.prepare(generation, y, rows)
+
     analyzer.surrogate.trainer = None
-    analyzer.surrogate.start_background_rebuilds(analyzer._shap.prepare)
+    analyzer.surrogate.start_background_rebuilds(analyzer._shap.prepare, members)
+    analyzer._rebuild_due = lambda run: False  # type: ignore[method-assign]
     return analyzer
 
 
