@@ -301,7 +301,7 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
         seq=int(message["seq"]),
         time=float(message["time"]),
         received_at=message.get("received_at"),
-        published_at=float(message.get("published_at") or 0.0),
+        published_at=float(message.get("published_at") or math.nan),  # NaN: not sent
     )
 
 

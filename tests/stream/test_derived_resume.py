@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
+from motex_stream.stream.live.analyzer_protocol import KeepSetChange, ModelQuality
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.tiled_archive import tiled_writer
 from motex_stream.stream.service import StreamService
+from tests.stream.results import atom_values
 from tests.stream.test_service import ListSource, ToyAnalyzer
 
 pytestmark = pytest.mark.slow  # a Tiled server and ~20 s per test on 2 cores
@@ -136,8 +138,8 @@ def test_changes_stream_one_event_per_change_across_a_reopen(tiled: tuple[str, s
     uri, key = tiled
     raw = f"raw-{uuid.uuid4()}"
     toy = ToyAnalyzer()
-    first = {"frame": 2, "atoms_gained": [3, 4], "atoms_lost": [1], "confidence": 0.97}
-    second = {"frame": 6, "atoms_gained": [1], "atoms_lost": [2, 3, 4], "confidence": 0.91}
+    first = KeepSetChange(frame=2, atoms_gained=(3, 4), atoms_lost=(1,), confidence=0.97)
+    second = KeepSetChange(frame=6, atoms_gained=(1,), atoms_lost=(2, 3, 4), confidence=0.91)
     killed = BlueskyRunSink([tiled_writer(uri, api_key=key)])
     killed.on_run_start(RunStart(raw, 1.7e9))
     for seq in (1, 2, 3, 4):
@@ -252,8 +254,9 @@ def test_the_verdict_is_archived_on_an_atom_axis_a_stock_client_selects(
              "ci_high": 0.01 * seq - 0.02 * i + 0.005, "label": lab}
             for i, (a, lab) in enumerate(zip(atoms, labels, strict=True))
         ]  # fmt: skip
-        quality = {"mae": 0.001, "rebuilt": seq == 2}
-        sink.publish(published(toy, raw, seq, contributions=verdict, model_quality=quality))
+        quality = ModelQuality(mae=0.001, rebuilt=seq == 2)
+        typed = atom_values(verdict)
+        sink.publish(published(toy, raw, seq, contributions=typed, model_quality=quality))
     sink.on_run_stop(RunStop(raw, 1.7e9 + 10))
 
     run = derived(uri, key, raw)

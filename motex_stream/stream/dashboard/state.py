@@ -44,9 +44,9 @@ def frame_record(published: PublishedFrame, arrived: float) -> dict[str, Any]:
     return {
         "seq": published.seq,
         "time": published.time,
-        "published_at": published.published_at,
+        "published_at": to_jsonable(published.published_at),
         "arrived": arrived,
-        "latency": None if received is None else published.published_at - received,
+        "latency": None if received is None else to_jsonable(published.published_at - received),
         "values": to_jsonable(atoms.value),
         "spread": to_jsonable(atoms.spread),
         # interval and label per atom (None from a service that does not send them)
