@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,11 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from motex_stream.stream.dashboard import DashboardServer, serve_subscription  # noqa: E402
 from motex_stream.stream.frames import Frame  # noqa: E402
 from motex_stream.stream.messages import build_message  # noqa: E402
-from motex_stream.stream.publishers.zmq_pub import ZmqPublisher  # noqa: E402
 from tests.stream.browser import chromium, wait_until  # noqa: E402
+from tests.stream.dashboard_feed import publish, published_dashboard  # noqa: E402
 from tests.stream.results import frame_result  # noqa: E402
 
 N_ATOMS, N_PERM, N_FIT = 200, 50, 500
@@ -73,22 +71,11 @@ def message(seq: int, source: str, with_structure: bool) -> dict:
 
 
 def measure(history: int, frames: int, rate: float) -> dict[str, float]:
-    stop = threading.Event()
-    servers: list[DashboardServer] = []
-    publisher = ZmqPublisher("tcp://127.0.0.1:0")
-    thread = threading.Thread(
-        target=serve_subscription,
-        args=(publisher.address,),
-        kwargs={"port": 0, "stop_event": stop, "on_start": servers.append},
-        daemon=True,
-    )
-    thread.start()
-    try:
-        assert publisher.wait_for_subscribers(1, timeout=10)
+    with published_dashboard() as (publisher, dashboard):
         source = f"bench-{history}"
-        for seq in range(1, history + 1):
-            publisher.send_message(message(seq, source, seq == 1))
-        server = wait_until(lambda: servers and servers[0], what="the server")
+        publish(publisher, (message(seq, source, seq == 1) for seq in range(1, history + 1)))
+        server = dashboard.server
+        assert server is not None
         wait_until(lambda: server.state.messages == history, 60, "the history")
         with chromium() as driver:
             driver.get(server.url)
@@ -106,9 +93,8 @@ def measure(history: int, frames: int, rate: float) -> dict[str, float]:
                 30,
                 "the first render after a reload",
             )
-            for k in range(frames):
-                publisher.send_message(message(history + 1 + k, source, False))
-                time.sleep(1.0 / rate)
+            new = (message(history + 1 + k, source, False) for k in range(frames))
+            publish(publisher, new, every=1.0 / rate)
             wait_until(
                 lambda: driver.execute_script(
                     "return window.motex.stats.latency.length >= arguments[0]", frames
@@ -117,10 +103,6 @@ def measure(history: int, frames: int, rate: float) -> dict[str, float]:
                 "every frame on screen",
             )
             lat = np.array(driver.execute_script("return window.motex.stats.latency")) * 1000
-    finally:
-        stop.set()
-        thread.join(10)
-        publisher.close()
     return {
         "history": history,
         "first_data_ms": float(first_data),

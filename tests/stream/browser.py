@@ -84,3 +84,10 @@ def screenshot(driver: Any, name: str) -> Path:
     path = ARTEFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def open_page(driver: Any, url: str) -> None:
+    """Load the dashboard at ``url`` and wait until its script has set ``window.motex`` (the
+    page listens for frames from then on)."""
+    driver.get(url)
+    wait_until(lambda: driver.execute_script("return window.motex !== undefined"), what=url)

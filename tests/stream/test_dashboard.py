@@ -12,7 +12,6 @@ import io
 import json
 import re
 import socket
-import threading
 import time
 import zlib
 
@@ -23,7 +22,7 @@ from motex_stream.analysis import steps
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.cli import main as cli_main
 from motex_stream.fitting.results import rwp
-from motex_stream.stream.dashboard import DashboardServer, serve_subscription
+from motex_stream.stream.dashboard import DashboardServer
 from motex_stream.stream.dashboard.server import accepts_gzip
 from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
 from motex_stream.stream.frames import Frame
@@ -31,6 +30,7 @@ from motex_stream.stream.live.liveview import FIT_POINTS, best_fit, decimation, 
 from motex_stream.stream.messages import build_message, decode, encode
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 from motex_stream.stream.sim.series import two_motif_series
+from tests.stream.dashboard_feed import publish, published_dashboard
 from tests.stream.results import frame_result
 
 
@@ -262,28 +262,14 @@ def wait_for(check, timeout: float = 10.0) -> None:
 
 
 def test_subscription_feeds_the_page_over_real_zmq() -> None:
-    stop = threading.Event()
-    servers: list[DashboardServer] = []
-    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-        thread = threading.Thread(
-            target=serve_subscription,
-            args=(publisher.address,),
-            kwargs={"port": 0, "stop_event": stop, "on_start": servers.append},
-            daemon=True,
-        )
-        thread.start()
-        try:
-            assert publisher.wait_for_subscribers(1, timeout=10)
-            for seq in (1, 2, 3):
-                publisher.send_message(message(seq))
-            server = servers[0]
-            wait_for(lambda: server.state.messages == 3)
-            snap = json.loads(get(server, "/api/snapshot")[2])
-            assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [1, 2, 3]
-        finally:
-            stop.set()
-            thread.join(10)
-    assert not thread.is_alive()
+    with published_dashboard() as (publisher, dashboard):
+        publish(publisher, (message(seq) for seq in (1, 2, 3)))
+        server = dashboard.server
+        assert server is not None
+        wait_for(lambda: server.state.messages == 3)
+        snap = json.loads(get(server, "/api/snapshot")[2])
+        assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [1, 2, 3]
+    assert not dashboard.thread.is_alive()
 
 
 def test_cli_lists_dashboard_and_refuses_a_bad_port(capsys) -> None:
@@ -395,33 +381,20 @@ def crafted_messages() -> dict[str, dict]:
 def test_messages_the_schema_rejects_are_dropped_and_counted_over_real_zmq() -> None:
     """Sent on the subscribed address (a real ZMQ socket): each crafted message is dropped
     and counted, the subscriber stays up, and the good message after them is shown."""
-    stop = threading.Event()
-    servers: list[DashboardServer] = []
     crafted = crafted_messages()
-    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-        thread = threading.Thread(
-            target=serve_subscription,
-            args=(publisher.address,),
-            kwargs={"port": 0, "stop_event": stop, "on_start": servers.append},
-            daemon=True,
-        )
-        thread.start()
-        try:
-            assert publisher.wait_for_subscribers(1, timeout=10)
-            for m in crafted.values():  # NaN too: Python's json writes and reads it
-                publisher._send(str(m["model"]), json.dumps(m).encode())
-            publisher.send_message(message(2))
-            server = servers[0]
-            wait_for(lambda: server.state.messages >= 1 and server.rejected == len(crafted))
-            time.sleep(0.2)
-            assert server.state.messages == 1 and server.rejected == len(crafted)
-            snap = json.loads(get(server, "/api/snapshot")[2])
-            assert snap["rejected"] == len(crafted)
-            assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [2]
-            assert thread.is_alive()
-        finally:
-            stop.set()
-            thread.join(10)
+    with published_dashboard() as (publisher, dashboard):
+        for m in crafted.values():  # NaN too: Python's json writes and reads it
+            publisher._send(str(m["model"]), json.dumps(m).encode())
+        publisher.send_message(message(2))
+        server = dashboard.server
+        assert server is not None
+        wait_for(lambda: server.state.messages >= 1 and server.rejected == len(crafted))
+        time.sleep(0.2)
+        assert server.state.messages == 1 and server.rejected == len(crafted)
+        snap = json.loads(get(server, "/api/snapshot")[2])
+        assert snap["rejected"] == len(crafted)
+        assert [f["seq"] for f in snap["models"]["keggin"]["frames"]] == [2]
+        assert dashboard.thread.is_alive()
 
 
 def test_schema_used_is_the_published_one() -> None:

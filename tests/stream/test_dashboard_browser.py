@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis.settings import LiveModelSettings
-from motex_stream.stream.dashboard import DashboardServer, serve_subscription
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.stream.sources.memory_source import SeriesSource
-from tests.stream.browser import chromium, require_browser, screenshot, wait_until
+from tests.stream.browser import chromium, open_page, require_browser, screenshot, wait_until
 from tests.stream.conftest import free_port
+from tests.stream.dashboard_feed import Dashboard, publish, published_dashboard
 
 pytestmark = pytest.mark.slow
 
@@ -63,34 +63,6 @@ def state_dir(tmp_path_factory, series, settings) -> Path:
         settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
     )
     return directory
-
-
-class Dashboard:
-    """``serve_subscription`` on a thread, as ``motex-stream dashboard ADDR --port 0`` runs."""
-
-    def __init__(self, address: str) -> None:
-        self.stop = threading.Event()
-        started = threading.Event()
-        self.server: DashboardServer | None = None
-
-        def on_start(server: DashboardServer) -> None:
-            self.server = server
-            started.set()
-
-        self.thread = threading.Thread(
-            target=serve_subscription,
-            args=(address,),
-            kwargs={"port": 0, "stop_event": self.stop, "on_start": on_start},
-            daemon=True,
-        )
-        self.thread.start()
-        assert started.wait(10)
-        assert self.server is not None
-        self.url = self.server.url
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
 
 
 def start_service(
@@ -338,37 +310,19 @@ def test_open_page_reconnects_when_the_dashboard_restarts():
     require_browser()
     port = free_port()
     with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-
-        def start() -> tuple[threading.Event, threading.Thread]:
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=serve_subscription,
-                args=(publisher.address,),
-                kwargs={"port": port, "stop_event": stop},
-                daemon=True,
-            )
-            thread.start()
-            return stop, thread
-
-        stop, thread = start()
+        dashboard = Dashboard(publisher.address, port)
         try:
             with chromium() as driver:
-                assert publisher.wait_for_subscribers(1, timeout=10)
-                driver.get(f"http://127.0.0.1:{port}/")
-                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
-                for seq in (1, 2, 3):
-                    publisher.send_message(message(seq))
+                open_page(driver, dashboard.url)
+                publish(publisher, (message(seq) for seq in (1, 2, 3)))
                 wait_until(lambda: page_state(driver)["columns"] == 3, what="3 frames")
 
-                stop.set()  # the dashboard goes away...
-                thread.join(10)
+                dashboard.close()  # the dashboard goes away...
                 wait_until(
                     lambda: "reconnecting" in page_state(driver)["status"], what="reconnecting"
                 )
-                stop, thread = start()  # ...and comes back on the same port, empty
-                assert publisher.wait_for_subscribers(2, timeout=10)
-                for seq in (1, 2):
-                    publisher.send_message(message(seq, source="run-after"))
+                dashboard = Dashboard(publisher.address, port)  # ...and comes back on the same port
+                publish(publisher, (message(s, source="run-after") for s in (1, 2)), 2)
                 state = wait_until(
                     lambda: (s := page_state(driver))["columns"] == 2 and s,
                     what="the page redrawn from the new server",
@@ -376,8 +330,7 @@ def test_open_page_reconnects_when_the_dashboard_restarts():
                 assert state["run"] == "run run-after" and state["status"] == "live"
                 assert driver.execute_script("return window.motex.stats.reconnects") >= 1
         finally:
-            stop.set()
-            thread.join(10)
+            dashboard.close()
 
 
 N_CROSS = 12
@@ -514,79 +467,62 @@ def test_crafted_strings_never_run_in_the_page():
     }
     shown["fit"] = {"r": [1.0, 2.0, 3.0], "g": [0.5, 0.25, 0.1], "g_calc": [0.4, 0.2, 0.1]}
     crafted = crafted_messages()
-    port = free_port()
-    stop = threading.Event()
-    servers: list[DashboardServer] = []
-    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-        thread = threading.Thread(
-            target=serve_subscription,
-            args=(publisher.address,),
-            kwargs={"port": port, "stop_event": stop, "on_start": servers.append},
-            daemon=True,
+    with published_dashboard() as (publisher, dashboard), chromium() as driver:
+        # collect CSP violations from the very start of the page
+        driver.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument",
+            {
+                "source": "window.__csp = []; document.addEventListener("
+                "'securitypolicyviolation', (e) => window.__csp.push("
+                "e.violatedDirective + ' ' + e.blockedURI));"
+            },
         )
-        thread.start()
-        try:
-            with chromium() as driver:
-                # collect CSP violations from the very start of the page
-                driver.execute_cdp_cmd(
-                    "Page.addScriptToEvaluateOnNewDocument",
-                    {
-                        "source": "window.__csp = []; document.addEventListener("
-                        "'securitypolicyviolation', (e) => window.__csp.push("
-                        "e.violatedDirective + ' ' + e.blockedURI));"
-                    },
-                )
-                assert publisher.wait_for_subscribers(1, timeout=10)
-                driver.get(f"http://127.0.0.1:{port}/")
-                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
-                publisher.send_message(shown)
-                publisher.send_message(message(2))
-                wait_until(lambda: page_state(driver)["columns"] == 2, what="two good frames")
-                for m in crafted.values():
-                    publisher._send(str(m["model"]), json.dumps(m).encode())
-                publisher.send_message(message(3))
-                # until the frame after the hostile ones is drawn, or a handler ran
-                state = wait_until(
-                    lambda: (
-                        driver.execute_script("return window.__pwned !== undefined")
-                        or ((s := page_state(driver))["columns"] == 3 and s)
-                    ),
-                    what="the frame after the hostile messages",
-                )
-                assert driver.execute_script("return window.__pwned === undefined"), (
-                    "injected markup ran: " + str(driver.execute_script("return window.__pwned"))
-                )
-                assert state["columns"] == 3
-                wait_until(
-                    lambda: driver.execute_script(
-                        "const d = document.querySelector('section.model .model3d');"
-                        "return d && d.data && d.data.length > 0"
-                    ),
-                    what="the 3-D view drawn",
-                )
-                time.sleep(1.0)  # an onerror would fire as soon as the broken image fails
-                screenshot(driver, "dashboard-hostile-strings")
-                result = driver.execute_script(
-                    """
-                    const table = document.querySelector('.ranking tbody');
-                    return {
-                        pwned: window.__pwned === undefined ? null : String(window.__pwned),
-                        images: document.querySelectorAll('main img').length,
-                        atoms: Array.from(table.querySelectorAll('td.atom'))
-                            .map((td) => td.textContent),
-                        csp: window.__csp,
-                    };
-                    """
-                )
-                assert result["pwned"] is None, result
-                assert result["images"] == 0, result
-                assert evil_element + "1" in result["atoms"], result  # shown as text
-                assert result["csp"] == [], result["csp"]
-                assert servers[0].rejected == len(crafted)
-                assert state["status"] == "live"
-        finally:
-            stop.set()
-            thread.join(10)
+        open_page(driver, dashboard.url)
+        publisher.send_message(shown)
+        publisher.send_message(message(2))
+        wait_until(lambda: page_state(driver)["columns"] == 2, what="two good frames")
+        for m in crafted.values():
+            publisher._send(str(m["model"]), json.dumps(m).encode())
+        publisher.send_message(message(3))
+        # until the frame after the hostile ones is drawn, or a handler ran
+        state = wait_until(
+            lambda: (
+                driver.execute_script("return window.__pwned !== undefined")
+                or ((s := page_state(driver))["columns"] == 3 and s)
+            ),
+            what="the frame after the hostile messages",
+        )
+        assert driver.execute_script("return window.__pwned === undefined"), (
+            "injected markup ran: " + str(driver.execute_script("return window.__pwned"))
+        )
+        assert state["columns"] == 3
+        wait_until(
+            lambda: driver.execute_script(
+                "const d = document.querySelector('section.model .model3d');"
+                "return d && d.data && d.data.length > 0"
+            ),
+            what="the 3-D view drawn",
+        )
+        time.sleep(1.0)  # an onerror would fire as soon as the broken image fails
+        screenshot(driver, "dashboard-hostile-strings")
+        result = driver.execute_script(
+            """
+            const table = document.querySelector('.ranking tbody');
+            return {
+                pwned: window.__pwned === undefined ? null : String(window.__pwned),
+                images: document.querySelectorAll('main img').length,
+                atoms: Array.from(table.querySelectorAll('td.atom'))
+                    .map((td) => td.textContent),
+                csp: window.__csp,
+            };
+            """
+        )
+        assert result["pwned"] is None, result
+        assert result["images"] == 0, result
+        assert evil_element + "1" in result["atoms"], result  # shown as text
+        assert result["csp"] == [], result["csp"]
+        assert dashboard.server.rejected == len(crafted)
+        assert state["status"] == "live"
 
 
 def test_rebuilds_are_marked_on_the_heatmap():
@@ -595,47 +531,31 @@ def test_rebuilds_are_marked_on_the_heatmap():
     from tests.stream.test_dashboard import message
 
     require_browser()
-    port = free_port()
-    stop = threading.Event()
-    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-        thread = threading.Thread(
-            target=serve_subscription,
-            args=(publisher.address,),
-            kwargs={"port": port, "stop_event": stop},
-            daemon=True,
+    with published_dashboard() as (publisher, dashboard), chromium() as driver:
+        open_page(driver, dashboard.url)
+        for seq in (1, 2, 3, 4):
+            m = message(seq)
+            m["model_quality"] = {
+                **m["model_quality"],
+                "rebuilt": seq == 3,
+                "generation": int(seq >= 3),
+            }
+            publisher.send_message(m)
+        marks = wait_until(
+            lambda: driver.execute_script(
+                """
+                const heat = document.querySelector('section.model .heatmap');
+                if (!heat || !heat.data || heat.data[0].x.length < 4) return null;
+                const t = heat.data.find((d) => d.name === 'rebuilds');
+                return {lines: (heat.layout.shapes || []).filter(
+                            (s) => s.name === 'rebuild').map((s) => s.x0),
+                        markers: t.x, hover: t.text};
+                """
+            ),
+            what="four frames drawn",
         )
-        thread.start()
-        try:
-            with chromium() as driver:
-                assert publisher.wait_for_subscribers(1, timeout=10)
-                driver.get(f"http://127.0.0.1:{port}/")
-                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
-                for seq in (1, 2, 3, 4):
-                    m = message(seq)
-                    m["model_quality"] = {
-                        **m["model_quality"],
-                        "rebuilt": seq == 3,
-                        "generation": int(seq >= 3),
-                    }
-                    publisher.send_message(m)
-                marks = wait_until(
-                    lambda: driver.execute_script(
-                        """
-                        const heat = document.querySelector('section.model .heatmap');
-                        if (!heat || !heat.data || heat.data[0].x.length < 4) return null;
-                        const t = heat.data.find((d) => d.name === 'rebuilds');
-                        return {lines: (heat.layout.shapes || []).filter(
-                                    (s) => s.name === 'rebuild').map((s) => s.x0),
-                                markers: t.x, hover: t.text};
-                        """
-                    ),
-                    what="four frames drawn",
-                )
-                assert marks["lines"] == [3] and marks["markers"] == [3]
-                assert "surrogate rebuilt at frame 3 (generation 1)" in marks["hover"][0]
-        finally:
-            stop.set()
-            thread.join(10)
+        assert marks["lines"] == [3] and marks["markers"] == [3]
+        assert "surrogate rebuilt at frame 3 (generation 1)" in marks["hover"][0]
 
 
 def labelled_message(seq: int) -> dict:
@@ -681,35 +601,19 @@ def test_kept_means_the_label_everywhere_and_no_axis_text_overlaps():
     named as the best catalogue motif, the colour bar has its unit, and no two texts of a plot
     (axis titles, tick labels, legends, colour bars) overlap."""
     require_browser()
-    port = free_port()
-    stop = threading.Event()
-    with ZmqPublisher("tcp://127.0.0.1:0") as publisher:
-        thread = threading.Thread(
-            target=serve_subscription,
-            args=(publisher.address,),
-            kwargs={"port": port, "stop_event": stop},
-            daemon=True,
+    with published_dashboard() as (publisher, dashboard), chromium() as driver:
+        open_page(driver, dashboard.url)
+        for seq in (1, 2, 3):
+            publisher.send_message(labelled_message(seq))
+        wait_until(
+            lambda: driver.execute_script(
+                "const d = document.querySelector('section.model .model3d');"
+                "return d && d.data && d.data.length > 2"
+            ),
+            what="every plot drawn",
         )
-        thread.start()
-        try:
-            with chromium() as driver:
-                assert publisher.wait_for_subscribers(1, timeout=10)
-                driver.get(f"http://127.0.0.1:{port}/")
-                wait_until(lambda: driver.execute_script("return window.motex !== undefined"))
-                for seq in (1, 2, 3):
-                    publisher.send_message(labelled_message(seq))
-                wait_until(
-                    lambda: driver.execute_script(
-                        "const d = document.querySelector('section.model .model3d');"
-                        "return d && d.data && d.data.length > 2"
-                    ),
-                    what="every plot drawn",
-                )
-                page = settled(driver)
-                screenshot(driver, "dashboard-vocabulary")
-        finally:
-            stop.set()
-            thread.join(10)
+        page = settled(driver)
+        screenshot(driver, "dashboard-vocabulary")
     # "kept" and "removed" are gone: the label's words are the page's only vocabulary
     words = set(page["text"].lower().replace("(", " ").replace(")", " ").split())
     assert not words & {"kept", "removed", "kept:", "removed:"}, page["text"]
