@@ -485,21 +485,20 @@ def run_case(
     def best_image(chosen: np.ndarray) -> np.ndarray:
         return max(truths, key=lambda t: int((chosen & t).sum()) - int((chosen & ~t).sum()))
 
-    # one image of the truth per run for every label set: the one the intervals' labels
-    # agree with best (keep inside, remove outside), else the refined motif's
-    lab = np.array(interval_label)
-    keep_i, remove_i = lab == "keep", lab == "remove"
-    label_truth = (
-        max(
-            truths,
-            key=lambda t: int((keep_i & t).sum() - (keep_i & ~t).sum() - (remove_i & t).sum()),
-        )
-        if keep_i.any() or remove_i.any()
-        else best_image(ref.mask)
-    )
-
     def errors(labels: list[str]) -> dict[str, object]:
-        return label_errors(labels, label_truth)
+        # against the image of the truth these labels agree with best (keep inside, remove
+        # outside; the PDF cannot tell the images apart), ties to the refined motif's image
+        lab = np.array(labels)
+        keep, remove = lab == "keep", lab == "remove"
+        ranked = sorted(
+            truths,
+            key=lambda t: (
+                int((keep & t).sum() - (keep & ~t).sum() - (remove & t).sum()),
+                int((ref.mask & t).sum()),
+            ),
+            reverse=True,
+        )
+        return label_errors(labels, ranked[0])
 
     ref_truth = best_image(ref.mask)
     exact = same_pdf(model, ref.mask, truth)
