@@ -17,6 +17,7 @@ from motex_stream.analysis.result import AnalysisResult
 from motex_stream.analysis.settings import ModelSettings
 from motex_stream.fitting.reference_fit import motif_pdf
 from motex_stream.model.features import features
+from motex_stream.model.search import search_trace
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
@@ -158,19 +159,3 @@ def run_analysis(
             },
         },
     )
-
-
-def search_trace(history: list[dict]) -> list[dict]:
-    """The search as the report records it: each point tried, its CV score and round count."""
-    keep = (
-        "learning_rate",
-        "max_depth",
-        "min_child_weight",
-        "subsample",
-        "colsample_bytree",
-        "reg_lambda",
-        "n_estimators",
-        "cv_mae",
-        "cv_mae_std",
-    )
-    return [{k: h[k] for k in keep if k in h} for h in history]

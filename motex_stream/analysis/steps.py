@@ -284,7 +284,7 @@ def train_surrogate(
     how many motifs it saw.
 
     ``search``: a search already made (its points with ``cv_mae``, as
-    :func:`~motex_stream.analysis.pipeline.search_trace` records them). Its best point is
+    :func:`~motex_stream.model.search.search_trace` records them). Its best point is
     trained with no new search, by the same split, early stopping and seed, and the trace is
     carried as the model's search history, so :func:`intervals` picks the same members. Why:
     a live surrogate rebuilt on a frame trains with its serving search (a new search costs

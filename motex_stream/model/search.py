@@ -183,3 +183,22 @@ def search_hyperparameters(
         best_hp,
     )
     return best_hp, history
+
+
+def search_trace(history: list[dict]) -> list[dict]:
+    """The search as the report records it: each point tried, its CV score and round count.
+
+    ``analyze`` reports it, and the live analyzer keeps it to rebuild its surrogate and its
+    interval members without searching again, so both take it from here."""
+    keep = (
+        "learning_rate",
+        "max_depth",
+        "min_child_weight",
+        "subsample",
+        "colsample_bytree",
+        "reg_lambda",
+        "n_estimators",
+        "cv_mae",
+        "cv_mae_std",
+    )
+    return [{k: h[k] for k in keep if k in h} for h in history]

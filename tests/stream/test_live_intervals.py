@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis import steps
-from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.explain.contributions import atom_contributions
 from motex_stream.model.hyperparameters import Hyperparameters
+from motex_stream.model.search import search_trace
 from motex_stream.model.training import TrainedModel
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from motex_stream.analysis import steps
-from motex_stream.analysis.pipeline import search_trace
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.explain.confidence import interval, sampling_error, welch_df
 from motex_stream.explain.confirmation import demote
@@ -48,6 +47,7 @@ from motex_stream.fitting.results import FitResults
 from motex_stream.model.features import features
 from motex_stream.model.hyperparameters import FRAME_SHAP_BUDGET, rounds_for_budget
 from motex_stream.model.incremental import IncrementalSurrogate
+from motex_stream.model.search import search_trace
 from motex_stream.model.training import TrainedModel
 from motex_stream.pdf.batched import PreparedModel
 from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
