@@ -61,6 +61,32 @@ def live_arrays(contributions: AtomValues) -> tuple[np.ndarray, np.ndarray, list
     return contributions.value, (high - low) / 2, list(contributions.label)
 
 
+def test_analyze_given_its_own_search_is_analyze(keggin_gr: Path) -> None:
+    """``run_analysis(..., search=)``, the offline half of a live rebuild (issue 20): given the
+    search a run made, ``analyze`` trains the same model and gives the same values, intervals
+    and labels, so live-vs-given differences are never the training protocol's, and
+    own-vs-given differences are the search's alone."""
+    settings = ModelSettings(
+        starting_model=keggin_gr.parent / "109725.xyz",
+        catalogue_size=400,
+        search_calls=3,
+        cv_folds=2,
+        ci_models=2,
+        ci_rows=400,
+        confirm_contexts=8,
+        refine_fits=0,
+    )
+    first = run_analysis(keggin_gr, settings)
+    again = run_analysis(keggin_gr, settings, search=first.settings["search_trace"])
+    assert again.settings["search_given"] and not first.settings["search_given"]
+    assert again.settings["hyperparameters"] == first.settings["hyperparameters"]
+    assert again.settings["search_trace"] == first.settings["search_trace"]
+    np.testing.assert_array_equal(again.contributions.value, first.contributions.value)
+    np.testing.assert_array_equal(again.intervals.low, first.intervals.low)
+    np.testing.assert_array_equal(again.intervals.high, first.intervals.high)
+    assert list(again.intervals.label) == list(first.intervals.label)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("every", "n_frames", "rebuilds"),
