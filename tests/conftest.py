@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,33 @@ def prepared_109725(golden_fits, model_109725):
     curves, _ = golden_fits
     r = curves["r"]
     return prepare_model(model_109725, default_pdf_settings(r), r)
+
+
+@pytest.fixture(scope="session")
+def fitted_random_109725(
+    prepared_109725: Any, golden_fits: Any
+) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """``fitted(n, seed)``: ``random_catalogue(24, n, seed)`` of 109725 fitted (isotropic) to
+    the golden G(r), as ``(masks, rwp)``; each catalogue fitted once per session.
+
+    The arrays are read-only, so a test that changed them in place (and every later test
+    using the same catalogue with it) fails at once instead of passing on altered data.
+    """
+    from motex_stream.analysis import steps
+    from motex_stream.catalogue import random_catalogue
+
+    made: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def fitted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if (n, seed) not in made:
+            masks = random_catalogue(24, n, seed)
+            rwp = steps.fit_masks(prepared_109725, masks, golden_fits[0]["gobs"], "isotropic").rwp
+            masks.flags.writeable = False
+            rwp.flags.writeable = False
+            made[(n, seed)] = (masks, rwp)
+        return made[(n, seed)]
+
+    return fitted
 
 
 #: the session cluster's size: two worker processes of one thread each (one thread: two chunks

@@ -14,7 +14,6 @@ import pytest
 
 from motex_stream.analysis import steps
 from motex_stream.analysis.settings import EXPLAIN_ROWS, ModelSettings
-from motex_stream.catalogue import random_catalogue
 from motex_stream.explain.confidence import sampling_error
 from motex_stream.model.features import features
 from motex_stream.model.training import train
@@ -25,11 +24,9 @@ ROWS = 2_000
 
 
 @pytest.fixture(scope="module")
-def explained(prepared_109725, golden_fits):
+def explained(fitted_random_109725):
     """One surrogate of 20,000 fitted 109725 motifs, explained whole and on 2,000 rows."""
-    g = golden_fits[0]["gobs"]
-    masks = random_catalogue(24, N_MOTIFS, 3)
-    rwp = steps.fit_masks(prepared_109725, masks, g, "isotropic").rwp
+    masks, rwp = fitted_random_109725(N_MOTIFS, 3)
     trained = train(features(masks), rwp, search=False, seed=0)
     _, whole = steps.explain(trained, masks)
     shap, sub = steps.explain(trained, masks, rows=ROWS, seed=0)

@@ -25,11 +25,9 @@ ROWS = 1_500
 
 
 @pytest.fixture(scope="module")
-def fitted(prepared_109725, golden_fits):
+def fitted(fitted_random_109725):
     """6,000 random 109725 motifs fitted to the golden G(r)."""
-    g = golden_fits[0]["gobs"]
-    masks = random_catalogue(24, N_MOTIFS, 11)
-    return masks, steps.fit_masks(prepared_109725, masks, g, "isotropic").rwp
+    return fitted_random_109725(N_MOTIFS, 11)
 
 
 def settings(**changes) -> ModelSettings:
