@@ -198,5 +198,7 @@ def test_fit_command_imports_none_of_the_surrogate_packages(tmp_path, keggin_gr)
     }
     assert "motex_stream.fitting.isotropic" in imported  # the log is the fit's own
     assert not imported & {"xgboost", "shap", "skopt", "matplotlib"}
+    # nor the streaming commands' transports: only the command being run builds its arguments
+    assert not imported & {"bluesky", "tiled", "zmq", "motex_stream.stream.commands.serve"}
     _ids, back = fc.read_mask_table(tmp_path / "f.csv", 24)
     np.testing.assert_array_equal(back, masks)
