@@ -4,7 +4,7 @@ Preparation (once per model, persisted): catalogue, batched engine on the fit gr
 the whole catalogue to a reference G (or the first frame), a Bayesian hyperparameter search
 and a first GBDT. Per frame: refit a subsample of the catalogue to the new G (batched engine),
 continue boosting the GBDT on those fresh Rwp values (warm start, bounded by periodic
-rebuilds; see :class:`~motex_stream.model.gbdt.IncrementalSurrogate`), update TreeSHAP over
+rebuilds; see :class:`~motex_stream.model.incremental.IncrementalSurrogate`), update TreeSHAP over
 the catalogue incrementally (only new trees are explained) and turn it into atom
 contribution values.
 
@@ -297,15 +297,15 @@ class MotexFrameAnalyzer:
 
         t = time.perf_counter()
         idx = self._refit_indices(run.refit_count, frame.seq)
+        rebuild = self._rebuild_due(run)
+        if rebuild:  # fitted on every motif, as analyze fits them
+            idx = np.arange(len(self.catalogue))
         masks = self.catalogue[idx]
         fits = steps.fit_masks(self.engine, masks, g, run.zoom)
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
         self._ensure_ensemble(run)  # before the update: a rebuild it starts builds members
-        rebuild = self._rebuild_due(run)
-        if rebuild:  # fitted on every motif, as analyze fits them
-            idx = np.arange(len(self.catalogue))
         update = self.surrogate.update(self._features[idx], fits.rwp, idx, rebuild=rebuild)
         timing["train"] = time.perf_counter() - t
 
