@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from motex_stream.explain.refine import (
+    PAIR_POOL,
     PATIENCE,
     checked_labels,
     compact_starts,
@@ -130,10 +131,31 @@ def test_compact_starts_are_the_best_distinct_cuts() -> None:
         return 0.1 + 0.03 * (truth & ~m).sum(1) + 0.02 * (~truth & m).sum(1)
 
     starts, spent = compact_starts(pos, fit, 3)
-    assert spent == (N - 2) * N  # every size 2..N-1 around every atom
+    # every size 2..N-1 around every atom, then the unions of disjoint pooled cuts; no union
+    # beats the truth's own cut, so no pair start
+    assert (N - 2) * N < spent <= (N - 2) * N + PAIR_POOL * (PAIR_POOL - 1) // 2
     assert np.array_equal(starts[0][1], truth)
     rwp = [float(fit(s)[0]) for _, s in starts]
     assert rwp == sorted(rwp) and len(set(rwp)) == len(rwp) == 3
+
+
+def test_two_separate_motifs_get_a_start_that_holds_both() -> None:
+    """Two blocks of a chain, {1, 2, 3} and {8, 9, 10}: no single cut holds both; the pair
+    start is exactly their union, and it is given after the cuts."""
+    pos = np.zeros((N, 3))
+    pos[:, 0] = np.arange(N)
+    truth = np.zeros(N, dtype=bool)
+    truth[[1, 2, 3, 8, 9, 10]] = True
+
+    def fit(m: np.ndarray) -> np.ndarray:
+        m = np.atleast_2d(m)
+        return 0.1 + 0.03 * (truth & ~m).sum(1) + 0.02 * (~truth & m).sum(1)
+
+    starts, _ = compact_starts(pos, fit, 3)
+    name, mask = starts[-1]
+    assert name.startswith("pair of compact cuts")
+    assert np.array_equal(mask, truth)
+    assert all(not np.array_equal(m, truth) for _, m in starts[:-1])
 
 
 def test_kicks_escape_a_local_optimum_of_single_moves() -> None:
