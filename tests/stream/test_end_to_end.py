@@ -6,6 +6,7 @@ its motif changes from an α-Keggin unit (atoms 1-12) to a W13 cluster (atoms 13
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -49,8 +50,12 @@ def state_dir(tmp_path_factory, series, settings) -> Path:
 
 
 @pytest.fixture
-def analyzer(state_dir, settings) -> MotexFrameAnalyzer:
-    return MotexFrameAnalyzer.prepare(settings, None, state_dir)
+def analyzer(state_dir, settings, tmp_path) -> MotexFrameAnalyzer:
+    """A fresh analyzer on its own copy of the prepared state: what one test's analyzer saves
+    cannot reach the next test."""
+    copy = tmp_path / "analyzer-state"
+    shutil.copytree(state_dir, copy)
+    return MotexFrameAnalyzer.prepare(settings, None, copy)
 
 
 def a_share(message: dict, n_a: int = 12) -> float:
