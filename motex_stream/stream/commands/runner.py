@@ -1,7 +1,9 @@
-"""Assemble a running service from a config (or from CLI flags for replays).
+"""Assemble a running service from one typed :class:`Config`, whoever wrote it.
 
-Keeps `serve`, `replay` and `demo` on one code path: analyzers that prepare themselves on
-first use, sources, sinks, metrics, and a :class:`StreamService` that ties them together.
+Keeps `serve`, `replay` and `demo` on one code path: `serve` reads its config from a file,
+`replay` and `demo` translate their flags into one, and all three call :func:`build_service`
+(analyzers that prepare themselves on first use, sources, sinks, metrics, and a
+:class:`StreamService` that ties them together).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.analysis.steps import UNIFORM_STEP
+from motex_stream.stream.config import Config
 from motex_stream.stream.config.service import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL_S
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
@@ -141,10 +144,13 @@ def use_dask(address: str | None) -> None:
 
 
 def analyzers_from_config(
-    config: Any, metrics: StreamMetrics | None = None
+    config: Config, metrics: StreamMetrics | None = None
 ) -> dict[str, LazyAnalyzer]:
-    """One analyzer per model, prepared (or restored) in turn; ``metrics`` follows each."""
-    state = Path(config.service.state_dir)
+    """One analyzer per model, prepared (or restored) in turn; ``metrics`` follows each.
+
+    ``service.state_dir`` None (a replay without ``--state-dir``): prepared afresh, never saved.
+    """
+    state = config.service.state_dir
     every, interval = config.service.save_every, config.service.save_interval_s
     on_state = metrics.set_model_state if metrics is not None else None
     if metrics is not None:
@@ -152,9 +158,22 @@ def analyzers_from_config(
     return {m.name: LazyAnalyzer(m, state, every, interval, on_state) for m in config.models}
 
 
-def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamService:
-    """Sources, sinks and analyzers of a loaded config, in a service not yet started."""
-    use_dask(getattr(config.service, "dask", None))
+def build_service(
+    config: Config,
+    metrics: StreamMetrics | None = None,
+    *,
+    resume_after: Callable[[], Mapping[str, int]] | None = None,
+) -> StreamService:
+    """Sources, sinks and analyzers of a validated config, in a service not yet started.
+
+    The one assembly of ``serve``, ``replay`` and ``demo``: each command turns what it was
+    given (a file, flags) into a :class:`Config` and calls this. The run journal lives in the
+    state folder, so a config without one (``state_dir`` None) keeps no journal either.
+    ``resume_after`` (``replay`` resuming into its output): asked once the sinks are open (a
+    JSON Lines sink cuts a half-written last line on opening), per run uid the last seq an
+    earlier process published; those frames are dropped as duplicates.
+    """
+    use_dask(config.service.dask)
     from motex_stream.stream.publishers import make_sinks
     from motex_stream.stream.sources import make_source
 
@@ -166,6 +185,7 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
     for sink, entry in zip(sinks, config.sinks, strict=True):
         # the configured name labels the sink's errors (two sinks of one type stay apart)
         sink.name = entry.name  # type: ignore[attr-defined]
+    state_dir = config.service.state_dir
     return StreamService(
         analyzers,
         sources,
@@ -173,10 +193,21 @@ def build_service(config: Any, metrics: StreamMetrics | None = None) -> StreamSe
         policy=config.service.policy,
         queue_size=config.service.queue_size,
         queue_bytes=config.service.queue_bytes,
-        journal=RunJournal(Path(config.service.state_dir) / JOURNAL_DIR),
+        journal=None if state_dir is None else RunJournal(state_dir / JOURNAL_DIR),
         metrics=metrics,
-        default_model=config.models[0].name,
+        default_model=config.default_model,
+        restart_sources=config.service.restart_sources,
+        resume_after=None if resume_after is None else resume_after(),
     )
+
+
+def save_states(service: StreamService) -> None:
+    """Persist each model's progress since its last periodic save (a failed save is logged,
+    never raised): a rerun, or a ``serve`` on the same state folder, continues from here."""
+    for analyzer in service.analyzers.values():
+        save = getattr(analyzer, "save_state", None)
+        if save is not None:
+            save()
 
 
 def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) -> Callable[[], None]:
@@ -227,10 +258,7 @@ def serve_until_signalled(service: StreamService, server: MetricsServer | None =
         service.metrics.set_state("stopping")
         for s, h in previous.items():
             signal.signal(s, h)
-        for analyzer in service.analyzers.values():
-            save = getattr(analyzer, "save_state", None)
-            if save is not None:
-                save()
+        save_states(service)
         if server is not None:
             server.close()
     return summary

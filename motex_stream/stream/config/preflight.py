@@ -40,7 +40,8 @@ def preflight(config: Any, busy_ports_fatal: bool = True) -> list[str]:
     problems: list[str] = []
     warnings: list[str] = []
     service = config.service
-    _check_writable_dir(Path(service.state_dir), "service.state_dir", problems)
+    if service.state_dir is not None:  # None: a command's config that keeps no state
+        _check_writable_dir(service.state_dir, "service.state_dir", problems)
     for i, model in enumerate(config.models):
         for key in ("starting_model", "reference"):
             path = getattr(model, key, None)
@@ -133,7 +134,7 @@ def _binds(config: Any) -> Iterator[tuple[str, str, int]]:
     service = config.service
     if service.metrics_port:
         yield "service.metrics_port", service.metrics_host, service.metrics_port
-    dashboard_port = getattr(service, "dashboard_port", 0)
+    dashboard_port = service.dashboard_port
     if dashboard_port:
         yield "service.dashboard_port", service.dashboard_host, dashboard_port
     for i, sink in enumerate(config.sinks):

@@ -25,8 +25,11 @@ DEFAULT_SAVE_INTERVAL_S = 60.0
 class ServiceConfig(ConfigModel):
     """The ``[service]`` table: one per file, required (it needs at least ``state_dir``)."""
 
-    state_dir: Path = Field(
-        description="folder where prepared models are kept (reloaded on restart)"
+    # Required in a file (a beamline service always keeps its state), but typed optional: a
+    # command that builds its config from flags (`replay` without --state-dir) says None.
+    state_dir: Path | None = Field(
+        description="folder where prepared models are kept (reloaded on restart) and the open "
+        "runs are journalled (resumed on restart)"
     )
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="Prometheus /metrics port; 0 turns the server off"
@@ -81,4 +84,9 @@ class ServiceConfig(ConfigModel):
         "all",
         description="all: every frame, back-pressure when behind; latest: stale frames are "
         "skipped (counted) so the output keeps up with the beam",
+    )
+    restart_sources: bool = Field(
+        True,
+        description="restart a source whose receiver fails (after a pause); false: the source "
+        "ends there (what `replay` does: a finite input that fails ends the replay, which says so)",
     )

@@ -16,13 +16,17 @@ from pydantic import Field
 from motex_stream.stream.config.addresses import BootstrapServers, HttpUri, ZmqConnect
 from motex_stream.stream.config.base import CONFIG_RELATIVE, DEFAULT_DOC, ConfigModel
 
+# Any printable text: a command names its source after what it reads (``replay`` calls a glob
+# of files ``files:<glob>``, and a glob holds ``*``, ``?``, ``[`` or spaces); only control
+# characters, which would break a log line or a metric label, are refused.
 SourceName = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9_.:/@\-]+$",
+        pattern=r"^[^\x00-\x1f\x7f]+$",
         min_length=1,
-        max_length=128,
-        description="name in logs and metric labels (source=...)",
+        max_length=4096,
+        description="name in logs and metric labels (source=...); any text without control "
+        "characters",
         json_schema_extra={DEFAULT_DOC: "<type>-<index>"},
     ),
 ]
@@ -39,6 +43,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
 DEFAULT_RCV_HWM = 1000
 DEFAULT_BACKLOG_FRAMES = 1000
 DEFAULT_BACKLOG_BYTES = 512 * 2**20
+
+#: A replay's ``speed`` that waits for nothing: the run is read as fast as it is analysed.
+UNPACED = 0.0
 
 DataKey = Annotated[str, Field(min_length=1, description="event data key holding G(r)")]
 RKey = Annotated[
@@ -117,7 +124,7 @@ class TiledReplaySourceConfig(_TiledConnection):
         1.0,
         ge=0.0,
         description="pace: 1 = original spacing of the events, 10 = ten times faster, "
-        "0 = no waiting",
+        "0 = no waiting (what `replay` without --speed does)",
     )
 
 
