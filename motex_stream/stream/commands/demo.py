@@ -16,9 +16,16 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+# the page's default port, written once (the `dashboard` command takes it from there too)
+from motex_stream.stream.dashboard.server import DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from motex_stream.analysis.settings import LiveModelSettings
+    from motex_stream.stream.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dashboard-port",
         type=int,
-        default=8765,
+        default=DEFAULT_PORT,
         help="serve the live web page on 127.0.0.1:PORT while the demo runs (0: off)",
     )
 
@@ -114,10 +121,9 @@ def run_demo(
     from tiled.server import SimpleTiledServer
 
     from motex_stream.analysis.settings import LiveModelSettings
-    from motex_stream.stream.commands.runner import LazyAnalyzer, format_summary
-    from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
+    from motex_stream.stream.commands.runner import build_service, format_summary
+    from motex_stream.stream.publishers.jsonl import read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
-    from motex_stream.stream.service import StreamService
     from motex_stream.stream.sim.series import two_motif_series
     from motex_stream.stream.sim.simulate import make_pdf_detector, make_run_engine, run_series
     from motex_stream.stream.sources.tiled_source import TiledLiveSource, attach_tiled_writer
@@ -135,11 +141,6 @@ def run_demo(
         max_trees=150,
         reference=reference,
     )
-    t0 = time.perf_counter()
-    print(f"preparing the model ({catalogue} motifs: catalogue fit + hyperparameter search)...")
-    analyzer = LazyAnalyzer(settings, state_dir=out / "state")
-    print(f"  prepared in {time.perf_counter() - t0:.1f} s")
-
     server = SimpleTiledServer()
     results = out / "results.jsonl"
     if results.exists():
@@ -148,12 +149,15 @@ def run_demo(
     try:
         os.environ["MOTEX_TILED_API_KEY"] = str(server.api_key)
         uri = str(server.uri).split("?", 1)[0]
-        source = TiledLiveSource(uri)
-        publisher = ZmqPublisher("tcp://127.0.0.1:0")
-        sinks: list[Any] = [JsonlSink(results), publisher]
+        config = demo_config(out, settings, uri)
+        t0 = time.perf_counter()
+        print(f"preparing the model ({catalogue} motifs: catalogue fit + hyperparameter search)...")
+        service = build_service(config)
+        print(f"  prepared in {time.perf_counter() - t0:.1f} s")
+        source, publisher = service.sources[0], service.sinks[1]
+        assert isinstance(source, TiledLiveSource) and isinstance(publisher, ZmqPublisher)
         if dashboard_port is not None:
-            sinks.append(_dashboard(dashboard_port))
-        service = StreamService({settings.name: analyzer}, [source], sinks, policy="all")
+            service.sinks.append(_dashboard(dashboard_port))
         service.start()
         if not source.ready.wait(60):
             raise RuntimeError("the Tiled live subscription did not connect within 60 s")
@@ -183,6 +187,26 @@ def run_demo(
 
     messages = list(read_jsonl(results))
     return _summarise(out, series, messages, stats, uid, format_summary(stats))
+
+
+def demo_config(out: Path, settings: LiveModelSettings, uri: str) -> Config:
+    """The demo as the service config ``serve`` would read: the one model, the in-process
+    Tiled server as a live source, the results file and a ZMQ stream on a free port for the
+    watch view (what demo differs in is said here as config values: state under ``out``, no
+    metrics server). Source and sinks carry the names the demo has always logged."""
+    from motex_stream.stream.config import Config
+
+    return Config.model_validate(
+        {
+            "service": {"state_dir": out / "state", "metrics_port": 0},
+            "models": [settings],
+            "sources": [{"type": "tiled", "name": f"tiled:{uri}", "uri": uri}],
+            "sinks": [
+                {"type": "jsonl", "name": "JsonlSink", "path": out / "results.jsonl"},
+                {"type": "zmq", "name": "ZmqPublisher", "bind": "tcp://127.0.0.1:0"},
+            ],
+        }
+    )
 
 
 def _summarise(

@@ -10,9 +10,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.cli_flags import add_settings_flags, given_settings, settings_from_args
+from motex_stream.stream.config import Config, FilesSourceConfig, TiledReplaySourceConfig
+from motex_stream.stream.config.sources import UNPACED
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +79,97 @@ def replay_settings(args: argparse.Namespace) -> LiveModelSettings:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse what cannot work before preparing anything, one line each (ValueError)."""
-    from motex_stream.stream.config.addresses import http_uri, zmq_endpoint
-    from motex_stream.stream.sources import FileSeriesSource
-
+    """The one rule of a flag that no config key holds: ``--speed`` is a positive factor
+    (the config's ``speed`` 0 means unpaced, which the flag says by being left out)."""
     if args.speed is not None and not args.speed > 0:
         raise ValueError(f"--speed must be a positive factor, got {args.speed}")
-    for flag, value, check in (
-        ("--tiled", args.tiled, http_uri),
-        ("--archive", args.archive, http_uri),
-        ("--publish", args.publish, lambda v: zmq_endpoint(v, bind=True)),
-    ):
-        if value is not None:
-            try:
-                check(value)
-            except ValueError as exc:
-                raise ValueError(f"{flag}: {exc}") from None
+
+
+#: Which flag gave each config key (table, key): a bad value is reported in the words the
+#: user typed. Listed in the order problems are reported when several flags are bad (the
+#: addresses first, then a missing --run), one line: the first.
+_FLAG_OF = {
+    ("sources", "uri"): "--tiled",
+    ("sinks", "tiled_uri"): "--archive",
+    ("sinks", "bind"): "--publish",
+    ("sources", "run"): "--run",
+    ("sources", "glob"): "--frames",
+    ("sinks", "path"): "--out",
+    ("service", "state_dir"): "--state-dir",
+    ("service", "dask"): "--dask",
+}
+_FLAG_ORDER = list(_FLAG_OF.values())
+
+
+def replay_config(args: argparse.Namespace, settings: LiveModelSettings) -> Config:
+    """The replay as the service config ``serve`` would read: one model, one finite source,
+    the ``--out`` file and the optional ``--publish``/``--archive`` sinks.
+
+    Validated once, by the config models (addresses, URIs); a problem is one line naming the
+    flag (``--tiled: 'x' is not an http(s):// URI``). What replay does differently from a
+    served config is written here, as config values: no ``--state-dir`` keeps no state (and
+    no run journal), an unpaced replay has speed ``UNPACED``, a failed source is not
+    restarted (the replay ends and says so), no metrics server. Sources and sinks carry the
+    names replay has always logged (``files:<glob>``, ``tiled-replay:<uid>``, the sinks'
+    class names).
+    """
+    source: dict[str, Any]
     if args.tiled:
-        if not args.run:
-            raise ValueError("--tiled needs --run UID")
-        check_tiled_run(args.tiled, args.run)
-    elif not FileSeriesSource(args.frames).paths():
-        raise ValueError(f"--frames {args.frames!r}: no file matches")
+        source = {
+            "type": "tiled-replay",
+            "name": f"tiled-replay:{args.run}",
+            "uri": args.tiled,
+            "run": args.run or "",
+            "speed": args.speed or UNPACED,
+        }
+    else:
+        interval = None if not args.speed else 1.0 / args.speed
+        name = f"files:{args.frames}"
+        source = {"type": "files", "name": name, "glob": args.frames, "interval": interval}
+    sinks: list[dict[str, Any]] = [{"type": "jsonl", "name": "JsonlSink", "path": args.out}]
+    if args.publish:
+        sinks.append({"type": "zmq", "name": "ZmqPublisher", "bind": args.publish})
+    if args.archive:
+        sinks.append({"type": "bluesky", "name": "BlueskyRunSink", "tiled_uri": args.archive})
+    service = {
+        "state_dir": args.state_dir,
+        "metrics_port": 0,
+        "dask": args.dask or None,
+        "restart_sources": False,
+    }
+    raw = {"service": service, "models": [settings], "sources": [source], "sinks": sinks}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(_first_flag_error(exc)) from None
+
+
+def _first_flag_error(exc: ValidationError) -> str:
+    """The first problem of a replay's config (in flag order), in the flag's words."""
+    found: list[tuple[int, str]] = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if isinstance(part, str)]
+        flag = _FLAG_OF.get((loc[0], loc[-1])) if loc else None
+        if flag == "--run":
+            found.append((_FLAG_ORDER.index(flag), "--tiled needs --run UID"))
+            continue
+        cause = (error.get("ctx") or {}).get("error")
+        text = str(cause) if cause is not None else error["msg"]
+        rank = _FLAG_ORDER.index(flag) if flag else len(_FLAG_ORDER)
+        found.append((rank, f"{flag or '.'.join(loc)}: {text}"))
+    return min(found)[1]
+
+
+def check_inputs(config: Config) -> None:
+    """What the replay reads is there: the Tiled server answers and holds the run, or the
+    glob matches files (ValueError, one line, before anything is prepared)."""
+    from motex_stream.stream.sources import FileSeriesSource
+
+    source = config.sources[0]
+    if isinstance(source, TiledReplaySourceConfig):
+        check_tiled_run(source.uri, source.run)
+    elif isinstance(source, FilesSourceConfig) and not FileSeriesSource(source.glob).paths():
+        raise ValueError(f"--frames {source.glob!r}: no file matches")
 
 
 def check_tiled_run(uri: str, run: str) -> None:
@@ -121,50 +195,29 @@ def check_tiled_run(uri: str, run: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from motex_stream.stream.commands.runner import LazyAnalyzer, format_summary, use_dask
-    from motex_stream.stream.publishers.jsonl import JsonlSink, published_seqs
-    from motex_stream.stream.service import StreamService
-    from motex_stream.stream.sources import FileSeriesSource, TiledReplaySource
+    from motex_stream.stream.commands.runner import build_service, format_summary, save_states
+    from motex_stream.stream.publishers.jsonl import published_seqs
 
     settings = replay_settings(args)
     check_arguments(args)
-    if args.tiled:
-        source = TiledReplaySource(args.tiled, args.run, pace=args.speed)
-    else:
-        interval = None if not args.speed else 1.0 / args.speed
-        source = FileSeriesSource(args.frames, interval=interval)
-    use_dask(args.dask)
-    analyzer = LazyAnalyzer(settings, args.state_dir)
-    sinks: list = [JsonlSink(args.out)]  # cuts a line a killed replay left half-written
-    # resume: frames already in --out (of this model) are not analysed or appended again
-    done = published_seqs(args.out, settings.name)
-    if done:
-        log.info("resuming after %s", ", ".join(f"{s} seq {n}" for s, n in done.items()))
-    if args.publish:
-        from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
+    config = replay_config(args, settings)
+    check_inputs(config)
 
-        sinks.append(ZmqPublisher(args.publish))
-    if args.archive:
-        from motex_stream.stream.config import read_api_key
-        from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
-        from motex_stream.stream.publishers.tiled_archive import tiled_writer
+    def resume_after() -> dict[str, int]:
+        # frames already in --out (of this model) are not analysed or appended again
+        done = published_seqs(args.out, settings.name)
+        if done:
+            log.info("resuming after %s", ", ".join(f"{s} seq {n}" for s, n in done.items()))
+        return done
 
-        sinks.append(BlueskyRunSink([tiled_writer(args.archive, api_key=read_api_key())]))
-    # a finite source that fails is not restarted forever: the replay ends and says so
-    service = StreamService(
-        {settings.name: analyzer},
-        [source],
-        sinks,
-        policy="all",
-        resume_after=done,
-        restart_sources=False,
-    )
+    service = build_service(config, resume_after=resume_after)
+    source = service.sources[0]
     try:
         summary = service.run()
     finally:
         # the progress since the last periodic save: a rerun (or a serve on this state
         # folder) continues from here; a save that fails is logged, never raised
-        analyzer.save_state()
+        save_states(service)
     print(f"replayed {source.name}: {format_summary(summary)}; results in {args.out}")
     if summary.get("duplicates", 0):
         print(f"{summary['duplicates']} frame(s) were already in {args.out} and were kept")
