@@ -21,15 +21,17 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from motex_stream.stream.config.addresses import endpoint_host, is_loopback
 from motex_stream.stream.config.base import ConfigError
+from motex_stream.stream.config.loader import Config
+from motex_stream.stream.config.sinks import BlueskySinkConfig
+from motex_stream.stream.config.sources import TiledReplaySourceConfig, TiledSourceConfig
 
 log = logging.getLogger(__name__)
 
 
-def preflight(config: Any, busy_ports_fatal: bool = True) -> list[str]:
+def preflight(config: Config, busy_ports_fatal: bool = True) -> list[str]:
     """Check ``config`` (a loaded :class:`~motex_stream.stream.config.Config`) on this host.
 
     Raises :class:`ConfigError` listing every problem, one line each; returns the warnings
@@ -43,8 +45,7 @@ def preflight(config: Any, busy_ports_fatal: bool = True) -> list[str]:
     if service.state_dir is not None:  # None: a command's config that keeps no state
         _check_writable_dir(service.state_dir, "service.state_dir", problems)
     for i, model in enumerate(config.models):
-        for key in ("starting_model", "reference"):
-            path = getattr(model, key, None)
+        for key, path in (("starting_model", model.starting_model), ("reference", model.reference)):
             if path is not None and not Path(path).is_file():
                 problems.append(f"models[{i}].{key}: no such file {path}")
     for where, path in _key_files(config):
@@ -76,7 +77,7 @@ def preflight(config: Any, busy_ports_fatal: bool = True) -> list[str]:
         elif why:
             problems.append(f"{where}: cannot bind {host}:{port} ({why})")
     if problems:
-        where = f"{config.path}: " if getattr(config, "path", None) else ""
+        where = f"{config.path}: " if config.path is not None else ""
         if len(problems) == 1:
             raise ConfigError(f"{where}{problems[0]}")
         raise ConfigError(
@@ -100,12 +101,13 @@ def _check_writable_dir(directory: Path, where: str, problems: list[str]) -> Non
         problems.append(f"{where}: cannot write in {directory} ({exc.strerror or exc})")
 
 
-def _key_files(config: Any) -> Iterator[tuple[str, Path]]:
+def _key_files(config: Config) -> Iterator[tuple[str, Path]]:
+    """Every ``api_key_file`` the config names (the entries that talk to Tiled have one)."""
+    keyed = (TiledSourceConfig, TiledReplaySourceConfig, BlueskySinkConfig)
     for table, entries in (("sources", config.sources), ("sinks", config.sinks)):
         for i, entry in enumerate(entries):
-            path = getattr(entry, "api_key_file", None)
-            if path is not None:
-                yield f"{table}[{i}].api_key_file", Path(path)
+            if isinstance(entry, keyed) and entry.api_key_file is not None:
+                yield f"{table}[{i}].api_key_file", Path(entry.api_key_file)
 
 
 def _check_key_file(path: Path, where: str, problems: list[str], warnings: list[str]) -> None:
@@ -129,7 +131,7 @@ def _has_files(pattern: str) -> bool:
     return bool(glob.glob(pattern))
 
 
-def _binds(config: Any) -> Iterator[tuple[str, str, int]]:
+def _binds(config: Config) -> Iterator[tuple[str, str, int]]:
     """(key, host, port) of every listener the service will open."""
     service = config.service
     if service.metrics_port:
