@@ -33,8 +33,9 @@ baseline* (the k atoms nearest the starting model's centroid, k = truth size):
         [--calculators realspace debye] [--cases 0 3] [--json rows.json]
 
 Bounded by counts (:class:`Budget`: catalogue, search points, fit budget), seeded. The whole
-family with one calculator and one seed takes ~5 min on 2 shared cores; ``--quick`` (the two
-cheapest cases, :data:`QUICK` budget, what ``tests/test_known_truth_family.py`` runs) ~1 min.
+family with both calculators and one seed took ~12 min on the 2 cores shared at load ~11
+(22–83 s a case); ``--quick`` (the two cheapest cases, :data:`QUICK` budget, what
+``tests/test_known_truth_family.py`` runs) ~1 min.
 """
 
 from __future__ import annotations
@@ -415,7 +416,7 @@ class Budget:
     catalogue: int = 3000
     search_calls: int = 3
     cv_folds: int = 3
-    refine_fits: int = 300_000
+    refine_fits: int = 1_000_000  # the analyze default
 
 
 #: ``--quick`` and the test: small catalogue, short search, smaller refinement budget.
@@ -592,6 +593,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the cheap cases, small budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--catalogue", type=int, help="motifs per analysis (default: the budget's)")
+    ap.add_argument("--refine-fits", type=int, help="refinement fit budget (default: the budget's)")
     ap.add_argument("--cases", type=int, nargs="*", help="indices into the family (default all)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument(
@@ -602,6 +604,8 @@ def main() -> None:
     budget = QUICK if args.quick else Budget()
     if args.catalogue:
         budget = replace(budget, catalogue=args.catalogue)
+    if args.refine_fits:
+        budget = replace(budget, refine_fits=args.refine_fits)
     chosen = [cases[i] for i in args.cases] if args.cases else cases
     chosen = [
         replace(c, perturbation=replace(c.perturbation, calculator=calc))
