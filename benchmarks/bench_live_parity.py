@@ -25,10 +25,11 @@ model's search, no new one). A rebuilt live frame trains ``given``'s model on th
 (analyzer module doc), so there it must agree exactly; ``own`` vs ``given`` is the search's own
 noise, the part of the ``own`` gap no live model short of a search per frame can close.
 
-Two live analyzers run side by side on the same frames: ``new`` (rebuilds train the offline
-model of the rebuilt frame, in line) and ``baseline`` (the behaviour before: rebuilds train
-the warm-start protocol's model in a background thread, swapped in a frame later under that
-frame's warm-start trees), so the summary's ratios new/baseline come from one run.
+Two live analyzers run side by side on the same frames: ``new`` (the service's: rebuilds
+train the offline model of the rebuilt frame, in line) and ``baseline`` (the behaviour
+before issue 20, kept in ``benchmarks/live_baseline.py``: rebuilds train the warm-start
+protocol's model one frame ahead, swapped in a frame later under that frame's warm-start
+trees), so the summary's ratios new/baseline come from one run.
 
 With ``--floor`` each frame is also analysed offline with the next seed (another catalogue,
 search and ensemble draw): how well offline agrees with itself.
@@ -51,6 +52,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+from live_baseline import as_baseline  # benchmarks/ (this script's folder)
 
 from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.result import AnalysisResult
@@ -150,24 +152,6 @@ def compare(live: Answer, off: Answer) -> dict:
     }
 
 
-def as_baseline(analyzer: MotexFrameAnalyzer) -> MotexFrameAnalyzer:
-    """The analyzer as it was before issue 20's in-line rebuilds (2a15eb6^): rebuilt models
-    trained by the warm-start protocol (the frame's 80 % split, the frame's seed) in a
-    background thread when the next frame would pass the cap, explained and given their
-    interval members there, swapped in at the next frame under its warm-start trees; drift
-    rebuilt in line by the same protocol. (Benchmark only: the analyzer's own rebuild
-    decision is switched off on this instance, so the surrogate's old one applies.)"""
-
-    def members(generation: int, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
-        if analyzer._ensemble is not None:
-            analyzer._ensemble.prepare(generation, y, rows)
-
-    analyzer.surrogate.trainer = None
-    analyzer.surrogate.start_background_rebuilds(analyzer._shap.prepare, members)
-    analyzer._rebuild_due = lambda run: False  # type: ignore[method-assign]
-    return analyzer
-
-
 def run_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     series = make_series(name, work, args.frames, args.noise, args.seed)
     live = LiveModelSettings(
@@ -203,59 +187,54 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
             )
         )
     rows = []
-    try:
-        for i in range(series.n_frames):
-            g = series.frame(i)
-            frame = Frame("run", i + 1, float(i), series.r, g)
-            res = analyzer.analyze(frame)
-            path = write_gr(work / f"{name}-{i + 1}.gr", series.r, g)
-            own = run_analysis(path, offline)
-            given = run_analysis(path, offline, search=analyzer.search)
-            row: dict = {"frame": i + 1, "x": series.fraction_b(i)}
-            pairs = {
-                "own": (live_answer(res), offline_answer(own)),
-                "given": (live_answer(res), offline_answer(given)),
-                "noise": (offline_answer(given), offline_answer(own)),  # the search's own noise
-            }
-            if baseline is not None:
-                old = baseline.analyze(frame)
-                pairs["b_own"] = (live_answer(old), offline_answer(own))
-                pairs["b_given"] = (live_answer(old), offline_answer(given))
-            if args.floor:
-                # offline against offline with the next seed (another catalogue, search and
-                # ensemble draw) on the same frame
-                other_seed = run_analysis(path, offline.updated(seed=args.seed + 1))
-                pairs["floor"] = (offline_answer(other_seed), offline_answer(own))
-            for key, (one, other) in pairs.items():
-                row.update({f"{key}_{k}": v for k, v in compare(one, other).items()})
-            row.update(
-                rebuilt=bool(res.model_quality.rebuilt),
-                trees=int(res.model_quality.n_trees or 0),
-                change=res.change,
-            )
-            rows.append(row)
-            change = row["change"]
-            print(
-                f"{name:<10s} {i + 1:5d} {row['x']:5.2f} {'R' if row['rebuilt'] else ' '} "
-                f"{row['trees']:5d} "
-                + " ".join(
-                    f"{row[f'{k}_pearson']:6.3f} {100 * row[f'{k}_same']:4.0f}%"
-                    for k in COLUMNS
-                    if f"{k}_same" in row
-                )
-                + f" {row['given_zmax']:6.2f} {row['own_keep_live']:3d}/{row['own_keep_off']:<3d}"
-                + (
-                    f"  change frame {change.frame}: +{len(change.atoms_gained)}"
-                    f" -{len(change.atoms_lost)}"
-                    if change
-                    else ""
-                ),
-                flush=True,
-            )
-    finally:
-        analyzer.surrogate.close()
+    for i in range(series.n_frames):
+        g = series.frame(i)
+        frame = Frame("run", i + 1, float(i), series.r, g)
+        res = analyzer.analyze(frame)
+        path = write_gr(work / f"{name}-{i + 1}.gr", series.r, g)
+        own = run_analysis(path, offline)
+        given = run_analysis(path, offline, search=analyzer.search)
+        row: dict = {"frame": i + 1, "x": series.fraction_b(i)}
+        pairs = {
+            "own": (live_answer(res), offline_answer(own)),
+            "given": (live_answer(res), offline_answer(given)),
+            "noise": (offline_answer(given), offline_answer(own)),  # the search's own noise
+        }
         if baseline is not None:
-            baseline.surrogate.close()
+            old = baseline.analyze(frame)
+            pairs["b_own"] = (live_answer(old), offline_answer(own))
+            pairs["b_given"] = (live_answer(old), offline_answer(given))
+        if args.floor:
+            # offline against offline with the next seed (another catalogue, search and
+            # ensemble draw) on the same frame
+            other_seed = run_analysis(path, offline.updated(seed=args.seed + 1))
+            pairs["floor"] = (offline_answer(other_seed), offline_answer(own))
+        for key, (one, other) in pairs.items():
+            row.update({f"{key}_{k}": v for k, v in compare(one, other).items()})
+        row.update(
+            rebuilt=bool(res.model_quality.rebuilt),
+            trees=int(res.model_quality.n_trees or 0),
+            change=res.change,
+        )
+        rows.append(row)
+        change = row["change"]
+        print(
+            f"{name:<10s} {i + 1:5d} {row['x']:5.2f} {'R' if row['rebuilt'] else ' '} "
+            f"{row['trees']:5d} "
+            + " ".join(
+                f"{row[f'{k}_pearson']:6.3f} {100 * row[f'{k}_same']:4.0f}%"
+                for k in COLUMNS
+                if f"{k}_same" in row
+            )
+            + f" {row['given_zmax']:6.2f} {row['own_keep_live']:3d}/{row['own_keep_off']:<3d}"
+            + (
+                f"  change frame {change.frame}: +{len(change.atoms_gained)}"
+                f" -{len(change.atoms_lost)}"
+                if change
+                else ""
+            ),
+            flush=True,
+        )
     return rows
 
 

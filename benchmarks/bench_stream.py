@@ -124,6 +124,28 @@ def main() -> None:
         f"{np.percentile(lat, 99):7.3f} {lat.max():7.3f}"
     )
     print("median per stage: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()))
+    # rebuilt frames train, explain and build the interval ensemble in line (issue 20), so
+    # their cost is reported apart from the warm-start frames'
+    rebuilt = np.array([bool(m["model_quality"]["rebuilt"]) for m in messages])
+    work = np.array([sum(v for k, v in m["timing"].items() if k != "total") for m in messages])
+    for label, which in (("warm-start frames", ~rebuilt), ("rebuilt frames", rebuilt)):
+        if which.any():
+            print(
+                f"{label + f' ({int(which.sum())})':34s} latency p50 {np.median(lat[which]):.3f} "
+                f"p99 {np.percentile(lat[which], 99):.3f} s; analysis p50 "
+                f"{np.median(work[which]):.3f} p99 {np.percentile(work[which], 99):.3f} s"
+            )
+    print(f"rebuilt at frames {[m['seq'] for m, b in zip(messages, rebuilt, strict=True) if b]}")
+    if rebuilt.any():
+        built = [m["timing"] for m, b in zip(messages, rebuilt, strict=True) if b]
+        print(
+            "median per stage, rebuilt frames: "
+            + ", ".join(
+                f"{k} {1000 * np.median([t.get(k, 0.0) for t in built]):.0f} ms" for k in built[0]
+            )
+        )
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(
         f"sustained: {len(messages) / wall:.2f} frames/s processed "
         f"(skipped {summary['skipped']}, failed {summary['failed']})"
@@ -174,7 +196,6 @@ def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None
             analyzer = MotexFrameAnalyzer.prepare(cfg, None, copy)
             analyzer.analyze(Frame("warm", 1, 0.0, r, frame(0)))  # compiled kernels, members
             messages, summary, _ = run_service(analyzer, frame, r, n, rate)
-            analyzer.surrogate.close()
             lat = np.array([m["published_at"] - m["received_at"] for m in messages])
             compute = np.array(
                 [sum(v for s, v in m["timing"].items() if s != "total") for m in messages]

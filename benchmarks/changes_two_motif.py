@@ -40,7 +40,6 @@ def changes(series: TwoMotifSeries, settings: LiveModelSettings, state: Path, wo
         result = analyzer.analyze(Frame("run", i + 1, float(i), series.r, series.frame(i)))
         if result.change is not None:
             out.append((i + 1, result.change))
-    analyzer.surrogate.close()
     return out
 
 

@@ -40,7 +40,6 @@ def run(settings: LiveModelSettings, state: Path, copy: Path, frame, r, n: int):
         atoms = res.contributions
         assert atoms.interval is not None and atoms.label is not None
         rows.append([atoms.value, *atoms.interval, list(atoms.label), res.timing["intervals"]])
-    analyzer.surrogate.close()
     v, lo, hi = (np.array([row[k] for row in rows], dtype=float) for k in range(3))
     return v, lo, hi, np.array([row[3] for row in rows]), float(np.median([r[4] for r in rows]))
 

@@ -84,16 +84,6 @@ class ShapCache:
         self.expected_value: float = float("nan")
         self.n_trees = 0
         self.generation: int | None = None
-        # (generation, n_trees, SHAP transposed, base value) computed ahead by prepare()
-        self._prepared: tuple[int, int, np.ndarray, float] | None = None
-
-    def prepare(self, booster: xgb.Booster, generation: int) -> None:
-        """Explain a whole new booster ahead of time (e.g. in a background thread while the
-        old one still serves); :meth:`update` adopts it when called with this generation
-        and then only explains trees added since. Touches nothing the foreground reads."""
-        n = int(booster.num_boosted_rounds())
-        valuesT, ev = self._explain(booster, 0, n, serial=True)  # off the hot path: one core
-        self._prepared = (generation, n, valuesT, ev + leafshap.base_score(booster))
 
     @property
     def values(self) -> np.ndarray | None:
@@ -105,14 +95,12 @@ class ShapCache:
             self._dm = xgb.DMatrix(self.X, nthread=_NTHREAD)
         return booster.predict(self._dm, pred_contribs=True).astype(np.float64)
 
-    def _explain(
-        self, booster: xgb.Booster, start: int, end: int, serial: bool = False
-    ) -> tuple[np.ndarray, float]:
+    def _explain(self, booster: xgb.Booster, start: int, end: int) -> tuple[np.ndarray, float]:
         """SHAP (F, M) of trees [start, end) and their share of the base value (no intercept)."""
         if self.engine == "leaf":
             tables = leafshap.leaf_tables(booster, start, end)
             outT = np.zeros(self._XT.shape, np.float64)
-            leafshap.add_shap_t(tables, self._XT, outT, serial=serial)
+            leafshap.add_shap_t(tables, self._XT, outT)
             return outT, tables.expected
         c = self._xgb_contribs(
             booster if start == 0 and end == booster.num_boosted_rounds() else booster[start:end]
@@ -130,19 +118,6 @@ class ShapCache:
             or n < self.n_trees
             or (generation is not None and generation != self.generation)
         )
-        prepared = self._prepared
-        if (
-            stale
-            and prepared is not None
-            and generation is not None
-            and prepared[0] == generation
-            and prepared[1] <= n
-        ):
-            # the new model was explained ahead (see prepare): adopt it, add the newer trees
-            _, self.n_trees, self._valuesT, self.expected_value = prepared
-            self._prepared = None
-            self.generation = generation
-            stale = False
         if stale:
             valuesT, ev = self._explain(booster, 0, n)
             self._valuesT = valuesT

@@ -185,28 +185,17 @@ def _add_shap_t(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover
         _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
 
 
-@numba.njit(nogil=True, cache=True)
-def _add_shap_t_serial(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover
-    n_rows = XT.shape[1]
-    for r0 in range(0, n_rows, _BLOCK):
-        _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
-
-
-def add_shap_t(
-    tables: LeafTables, XT: np.ndarray, outT: np.ndarray, *, serial: bool = False
-) -> np.ndarray:
+def add_shap_t(tables: LeafTables, XT: np.ndarray, outT: np.ndarray) -> np.ndarray:
     """Add the SHAP values of the tabulated trees, transposed (F, M), to ``outT`` in place.
 
-    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous. ``serial`` runs on
-    the calling thread only (no numba thread pool; for background threads, which must not
-    enter the ``workqueue`` threading layer while the foreground does).
+    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous.
     """
     if outT.shape != XT.shape or outT.dtype != np.float64 or not outT.flags.c_contiguous:
         raise ValueError(f"outT must be C-contiguous float64 of shape {XT.shape}")
     if XT.dtype != np.float32 or not XT.flags.c_contiguous:
         raise ValueError("XT must be C-contiguous float32")
     if len(tables.depth):
-        (_add_shap_t_serial if serial else _add_shap_t)(
+        _add_shap_t(
             XT,
             tables.feat,
             tables.lo,

@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +107,6 @@ class FrameFit:
     n_fit: int
     n_holdout: int
     timings: dict[str, float]
-    #: a background rebuild was started on this frame's data (swapped in at the next update)
-    rebuild_started: bool = False
     #: the surrogate's generation after this update (increases with every rebuild)
     generation: int = 0
 
@@ -163,19 +160,15 @@ class IncrementalSurrogate:
     :class:`motex_stream.explain.ShapCache`) know when its cached trees were thrown away.
 
     **Drift.** When a frame's held-out MAE exceeds ``drift_factor`` × the reference MAE, the
-    data moved faster than warm starts follow and the model is rebuilt on that frame in line
-    (also with background rebuilds), so the frame is answered by a model of its own data.
+    data moved faster than warm starts follow and the model is rebuilt on that frame, so the
+    frame is answered by a model of its own data.
 
-    **Background rebuilds** (:meth:`start_background_rebuilds`, what the live service uses):
-    when the *next* frame would reach the cap, the fresh model is trained
-    on this frame's data in a background thread (one xgboost thread), and the callbacks of
-    :meth:`start_background_rebuilds` run there too (the service computes the new model's
-    catalogue SHAP and its interval members with them); the next :meth:`update` swaps it in,
-    then boosts that frame's trees on top as usual. So no frame pays for a rebuild in line,
-    the swap is one assignment, and the swap frame is fixed (the next update, waiting for the
-    build only if it is not done by then, which ``timings["rebuild_wait"]`` shows) so results
-    do not depend on thread timing. Inline rebuilds (no background) train with one thread as
-    well, so both paths give the same trees.
+    **Every rebuild is in line**, on the frame that triggers it, and that frame is answered
+    by the rebuilt model with no warm-start trees on top. Why not in a background thread one
+    frame ahead (as until issue 20): the model built on frame k then served frame k + 1 under
+    k + 1's warm-start trees, so no frame was ever answered by its own fresh model, and a
+    rebuilt live frame could not be the offline answer of that frame. The price is a slower
+    rebuilt frame (docs/results.md, "Latency of in-line rebuilds").
 
     State (booster + JSON) is saved with :meth:`save` and restored with :meth:`load`; nothing
     is pickled.
@@ -212,11 +205,6 @@ class IncrementalSurrogate:
         self.seed = int(seed)
         self.frame = 0
         self.generation = 0
-        self.background = False
-        self._prepare: Callable[[xgb.Booster, int], object] | None = None
-        self._members: Callable[[int, np.ndarray, np.ndarray, np.ndarray], object] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future[tuple[xgb.Booster, int]] | None = None
         #: ``trainer(rows, y)``: the model a rebuild swaps in, trained on every row of the
         #: frame (``rows``: the ids given to :meth:`update`); None: :meth:`_fresh` on the
         #: frame's warm-start split. The live analyzer sets it to ``analyze``'s model of the
@@ -228,40 +216,9 @@ class IncrementalSurrogate:
         """The tree cap enforced (:func:`effective_tree_cap` of the configured one)."""
         return effective_tree_cap(self.configured_max_trees, self.base_trees, self.rounds_per_frame)
 
-    def start_background_rebuilds(
-        self,
-        prepare: Callable[[xgb.Booster, int], object] | None = None,
-        members: Callable[[int, np.ndarray, np.ndarray, np.ndarray], object] | None = None,
-    ) -> None:
-        """Build rebuilt models in a background thread from now on (see the class doc).
-
-        ``prepare(booster, generation)`` is called in that thread once the new booster is
-        trained, before it can be swapped in (e.g. :meth:`ShapCache.prepare`); then
-        ``members(generation, X, y, rows)`` with every row of the frame the booster was
-        trained on (its held-out rows too) and the rows' ids given to :meth:`update` (the live
-        interval ensemble is built from them, as the offline one from every fit). Inline
-        rebuilds call ``members`` too.
-        """
-        self.background = True
-        self._prepare = prepare
-        self._members = members
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild")
-
-    def close(self) -> None:
-        """Wait for a pending background build (dropping it) and stop the worker thread."""
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
     def _fresh(self, X: np.ndarray, y: np.ndarray, seed: int) -> xgb.Booster:
-        """The searched model trained afresh on (X, y) by the offline protocol (one thread)."""
-        return train(
-            X, y, params=self.params, search=False, seed=seed, test_fraction=0.0, nthread=1
-        ).booster
+        """The searched model trained afresh on (X, y) by the offline protocol."""
+        return train(X, y, params=self.params, search=False, seed=seed, test_fraction=0.0).booster
 
     def _rebuilt_booster(
         self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
@@ -270,53 +227,6 @@ class IncrementalSurrogate:
         if self.trainer is not None:
             return self.trainer(rows, y).booster
         return self._fresh(X[fit_idx], y[fit_idx], seed)
-
-    def _background_build(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        rows: np.ndarray,
-        fit_idx: np.ndarray,
-        seed: int,
-        generation: int,
-    ) -> tuple[xgb.Booster, int]:
-        booster = self._rebuilt_booster(X, y, rows, fit_idx, seed)
-        if self._prepare is not None:
-            self._prepare(booster, generation)
-        if self._members is not None:
-            self._members(generation, X, y, rows)
-        return booster, generation
-
-    def _submit_rebuild(
-        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
-    ) -> None:
-        assert self._executor is not None
-        self._pending = self._executor.submit(
-            self._background_build,
-            X.copy(),
-            y.copy(),
-            rows.copy(),
-            fit_idx,
-            seed,
-            self.generation + 1,
-        )
-
-    def _swap_pending(self) -> float:
-        """Adopt a finished (or wait for the) background build; returns the wait in seconds."""
-        assert self._pending is not None
-        t = time.perf_counter()
-        booster, generation = self._pending.result()
-        waited = time.perf_counter() - t
-        self._pending = None
-        self.booster = booster
-        self.base_trees = int(booster.num_boosted_rounds())
-        self.generation = generation
-        log.info(
-            "surrogate rebuilt in the background, swapped in at frame %d with %d trees",
-            self.frame,
-            booster.num_boosted_rounds(),
-        )
-        return waited
 
     @property
     def n_trees(self) -> int:
@@ -328,15 +238,12 @@ class IncrementalSurrogate:
     def _rebuild(
         self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
     ) -> xgb.Booster:
-        """A fresh booster on the current frame's ``fit_idx`` rows (:meth:`_fresh`), in line.
-        Only the ``members`` callback runs (with every row of the frame): the caller's SHAP
-        cache sees ``rebuilt`` and explains the new booster with every core, faster than
-        ``prepare``'s one-core pass."""
+        """The rebuilt booster of this frame (:meth:`_rebuilt_booster`), a new generation: the
+        caller's SHAP cache and interval ensemble see the generation change and rebuild from
+        this frame (``rows``: the ids of the frame's rows, for :attr:`trainer`)."""
         booster = self._rebuilt_booster(X, y, rows, fit_idx, seed)
         self.base_trees = int(booster.num_boosted_rounds())
         self.generation += 1
-        if self._members is not None:
-            self._members(self.generation, X, y, rows)
         log.info(
             "surrogate rebuilt at frame %d with %d trees", self.frame, booster.num_boosted_rounds()
         )
@@ -355,7 +262,7 @@ class IncrementalSurrogate:
         rebuild: bool = False,
     ) -> FrameFit:
         """Fold one frame's (features or masks, Rwp) into the surrogate; see the class doc.
-        ``rows``: ids of the rows (e.g. catalogue indices) for the ``members`` callback;
+        ``rows``: ids of the rows (e.g. catalogue indices) for :attr:`trainer`;
         default ``0..len(y)-1``. ``rebuild``: rebuild on this frame, in line, whatever the
         cap (the live analyzer's ``rebuild_every``)."""
         t0 = time.perf_counter()
@@ -367,10 +274,6 @@ class IncrementalSurrogate:
         frame_seed = self.seed + self.frame
         fit_idx, hold_idx = seeded_split(len(y), self.holdout_fraction, frame_seed)
         timings: dict[str, float] = {}
-        swapped = False
-        if self._pending is not None:
-            timings["rebuild_wait"] = self._swap_pending()
-            swapped = True
         rebuilt = rebuild or self.n_trees + self.rounds_per_frame > self.max_trees
         t = time.perf_counter()
         if rebuilt:
@@ -386,33 +289,26 @@ class IncrementalSurrogate:
             )
         timings["boost"] = time.perf_counter() - t
         self.booster = booster
-        fresh = rebuilt  # trained on this frame alone
-        rebuilt = rebuilt or swapped
         t = time.perf_counter()
         mae, _ = held_out_error(booster, X[hold_idx], y[hold_idx])
         timings["evaluate"] = time.perf_counter() - t
         # drift: the data moved faster than a few warm-start trees can follow, so the old
-        # trees (fitted to past frames, a swapped-in model's included) dominate. This frame's
-        # answer would be a stale model's (issue 20: Pearson -0.16 against the offline answer
-        # on a crossover frame), so the model is rebuilt on this frame now, in line, even with
-        # background rebuilds: one training and one full SHAP pass, on drift frames only.
+        # trees (fitted to past frames) dominate. This frame's answer would be a stale
+        # model's (issue 20: Pearson -0.16 against the offline answer on a crossover frame),
+        # so the model is rebuilt on this frame now: one training and one full SHAP pass, on
+        # drift frames only.
         drifted = (
-            not fresh
+            not rebuilt  # a model trained on this frame alone is not stale
             and self.drift_factor is not None
             and np.isfinite(self.reference_mae)
             and mae > self.drift_factor * self.reference_mae
         )
-        started = False
         if drifted:
             t = time.perf_counter()
             self.booster = self._rebuild(X, y, ids, fit_idx, frame_seed)
             rebuilt = True
             mae, _ = held_out_error(self.booster, X[hold_idx], y[hold_idx])
             timings["drift_rebuild"] = time.perf_counter() - t
-        elif self.background and self.n_trees + self.rounds_per_frame > self.max_trees:
-            # the next frame would pass the cap: rebuild off the hot path
-            self._submit_rebuild(X, y, ids, fit_idx, frame_seed)
-            started = True
         timings["total"] = time.perf_counter() - t0
         fit = FrameFit(
             frame=self.frame,
@@ -422,18 +318,13 @@ class IncrementalSurrogate:
             n_fit=len(fit_idx),
             n_holdout=len(hold_idx),
             timings=timings,
-            rebuild_started=started,
             generation=self.generation,
         )
         self.frame += 1
         return fit
 
     def save(self, directory: str | Path) -> Path:
-        """Persist booster (UBJ) and counters/settings (JSON) for a service restart.
-
-        A background build still pending is not saved: the restored surrogate starts it again
-        when the cap comes near.
-        """
+        """Persist booster (UBJ) and counters/settings (JSON) for a service restart."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(d / BOOSTER_FILE)

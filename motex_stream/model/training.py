@@ -86,8 +86,7 @@ def _fit_early_stopping(
     """Train up to ``params.n_estimators`` rounds, early-stopped on a seeded validation slice.
 
     The booster is sliced to its best iteration, so the trees that early stopping rejected do
-    not cost SHAP time later. ``nthread``: the live service's background rebuild trains with
-    one thread so that it leaves the other core to the frames.
+    not cost SHAP time later. ``nthread``: xgboost's threads (default :data:`NTHREAD`).
     """
     fit_idx, val_idx = seeded_split(len(y), val_fraction, seed + 1)
     dfit = quantised(X[fit_idx], y[fit_idx])

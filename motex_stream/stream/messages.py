@@ -28,7 +28,7 @@ Example (values shortened)::
                         "n_trees": 40,
                         "rebuilt": false,   # a freshly rebuilt surrogate serves this frame
                         "generation": 2,    #   (optional) rebuilds since preparation
-                        "rebuild_started": false},  # (optional) one builds in the background
+                        "rebuild_started": false},  # (optional) always false: rebuilds are in line
       "n_refit": 10000,
       "received_at": 1732600000.31,        # when the service received the frame (unix s)
       "published_at": 1732600002.74,       # when the message left the service (unix s)

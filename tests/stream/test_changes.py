@@ -298,11 +298,9 @@ def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepar
     # measured, the change is still reported once, with these atoms, but dated seq 19)
     before.save_every = 1
     changes = [(f.seq, before.analyze(f).change) for f in frames(1, stop)]
-    before.surrogate.close()
     assert not any(c for _, c in changes), changes
     after = MotexFrameAnalyzer.prepare(live_settings, None, state)
     changes += [(f.seq, after.analyze(f).change) for f in frames(stop, N_CROSS)]
-    after.surrogate.close()
     reported = [(seq, c) for seq, c in changes if c]
     # one change loses motif A (the restart neither hides it nor reports it twice); as
     # without a restart, a later change may only complete motif B (a borderline W13 atom

@@ -92,8 +92,8 @@ def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
     a long series they carried earlier frames (intervals ~4x the offline width). Now the SD
     of a surrogate generation is the offline ensemble's SD of the one frame that surrogate
     was built on: ``steps.intervals`` of those fits gives the same numbers, later frames of
-    the same surrogate do not change it, and a build prepared in the rebuild thread is what
-    the swap frame uses (not that frame's data)."""
+    the same surrogate do not change it, and the frame a surrogate is rebuilt on (in line)
+    gives the new generation's members from its fits alone."""
     analyzer = fresh(settings, state_dir, tmp_path)
     cat = analyzer.catalogue
     params = member_params(analyzer.search, analyzer.surrogate.params, 3)
@@ -119,12 +119,13 @@ def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
     np.testing.assert_allclose(sd0, offline.ensemble_sd, rtol=1e-12)
     # a later frame of the same surrogate: the same SD (no per-frame member history)
     np.testing.assert_array_equal(ens.update(0, frames[1], ids), sd0)
-    # the surrogate is rebuilt on frame 2's fits: the members are built on those alone
-    ens.prepare(1, frames[2], ids)
-    sd1 = ens.update(1, frames[0], ids)  # the swap frame's data are not used
+    # the surrogate is rebuilt on frame 2 (generation 1): its members come from frame 2's
+    # fits alone, as a fresh ensemble's would, and serve the generation's later frames
+    sd1 = ens.update(1, frames[2], ids)
     alone = LiveEnsemble(cat, params, rows=150, seed=settings.seed)
     np.testing.assert_array_equal(sd1, alone.update(1, frames[2], ids))
     assert not np.array_equal(sd1, sd0)
+    np.testing.assert_array_equal(ens.update(1, frames[0], ids), sd1)
 
 
 def test_members_are_the_offline_ensembles_models() -> None:

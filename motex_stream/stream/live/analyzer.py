@@ -305,7 +305,7 @@ class MotexFrameAnalyzer:
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self._ensure_ensemble(run)  # before the update: a rebuild it starts builds members
+        self._ensure_ensemble(run)
         update = self.surrogate.update(self._features[idx], fits.rwp, idx, rebuild=rebuild)
         timing["train"] = time.perf_counter() - t
 
@@ -357,7 +357,9 @@ class MotexFrameAnalyzer:
                 n_trees=int(update.n_trees),
                 rebuilt=bool(update.rebuilt),
                 generation=int(update.generation),
-                rebuild_started=bool(update.rebuild_started),
+                # no rebuild is ever started for a later frame (in line, module doc); the
+                # field stays in the message for wire compatibility
+                rebuild_started=False,
                 fits_per_s=len(idx) / max(timing["fit"], 1e-9),
             ),
             n_refit=len(idx),
@@ -367,8 +369,9 @@ class MotexFrameAnalyzer:
 
     def _ensure_ensemble(self, run: LiveModelSettings) -> None:
         """The live interval ensemble for ``ci_models`` ≥ 2 (see
-        :mod:`motex_stream.stream.live.live_intervals`), made before the frame's surrogate update
-        so that a rebuild that update starts also builds its members (whatever the timing)."""
+        :mod:`motex_stream.stream.live.live_intervals`), made (or remade, when ``ci_models`` or
+        ``ci_rows`` changed) before the frame's intervals; it builds its members in line on the
+        first frame of each surrogate generation."""
         if run.ci_models < 2:
             self._ensemble = None
             return

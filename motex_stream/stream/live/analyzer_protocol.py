@@ -84,7 +84,9 @@ class ModelQuality:
     n_trees: int | None = None
     rebuilt: bool = False  # a freshly rebuilt surrogate serves this frame
     generation: int | None = None  # rebuilds since preparation
-    rebuild_started: bool | None = None  # one builds in the background
+    # always False from the live analyzer since rebuilds are in line (issue 20); kept on
+    # the wire so that receivers written for it still parse the message
+    rebuild_started: bool | None = None
     fits_per_s: float | None = None  # motif refits per second on this frame
 
 

@@ -19,8 +19,7 @@ always comes from one frame, the serving model's own, and never from a mixture o
 ones. Rebuilds run in line on the frame they are trained on (issue 20: the rebuilt frame's
 answer is then ``analyze``'s of that frame given the live search, intervals included), so
 the ensemble is built in line from that frame's fits (:meth:`LiveEnsemble.update`), as on
-the first frame and after a restart; :meth:`LiveEnsemble.prepare` builds one ahead for a
-caller that trains elsewhere. Per-frame cost: nothing; per rebuild: ``ci_models`` trainings
+the first frame and after a restart. Per-frame cost: nothing; per rebuild: ``ci_models`` trainings
 and SHAP passes on ``ci_rows`` motifs (the offline ensemble's cost; 1.2 s on 10⁴ motifs and
 one core).
 
@@ -44,7 +43,6 @@ search's best points; what it does not: another catalogue (fixed at preparation)
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -93,8 +91,6 @@ class LiveEnsemble:
         self.generation: int | None = None  # the surrogate generation the SD was built for
         self.sd: np.ndarray | None = None
         self.values: np.ndarray | None = None  # (members, atoms) of that build
-        self._lock = threading.Lock()
-        self._prepared: dict[int, np.ndarray] = {}
 
     def build(self, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Contribution values (members, atoms) of the members trained on one frame's fits
@@ -104,27 +100,15 @@ class LiveEnsemble:
             np.asarray(y, float), masks, self.members, self.seed, self.rows
         )
 
-    def prepare(self, generation: int, y: np.ndarray, ids: np.ndarray) -> None:
-        """Build the ensemble of a new surrogate (generation ``generation``, rebuilt on the
-        frame whose fits are ``y``) ahead, e.g. in the surrogate's rebuild thread;
-        :meth:`update` adopts it on the frame the surrogate is swapped in. Touches nothing the
-        foreground reads."""
-        values = self.build(y, ids)
-        with self._lock:
-            self._prepared[generation] = values
-
     def update(self, generation: int, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """The ensemble's SD per atom for a frame served by surrogate ``generation``; built
-        from this frame's fits ``y`` (catalogue rows ``ids``) when no build of that generation
-        is ready (first frame, restart). Atoms whose contrast is undefined in a member's
+        from this frame's fits ``y`` (catalogue rows ``ids``) on the first frame of each
+        generation (the frame the surrogate was rebuilt on, or the first after a start), kept
+        for the generation's other frames. Atoms whose contrast is undefined in a member's
         resample get NaN (their interval is then undefined: ``uncertain``)."""
-        with self._lock:  # a build for a later generation may already be waiting: keep it
-            ready = self._prepared.pop(generation, None)
-            for g in [g for g in self._prepared if g < generation]:
-                del self._prepared[g]
         if generation != self.generation or self.sd is None:
             t = time.perf_counter()
-            values = ready if ready is not None else self.build(y, ids)
+            values = self.build(y, ids)
             self.values, self.generation = values, generation
             self.sd = np.std(values, axis=0, ddof=1)
             log.debug(
