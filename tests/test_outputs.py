@@ -14,7 +14,8 @@ import ase.io
 import numpy as np
 import pytest
 
-from motex_stream.analysis.outputs import contribution_ranks, json_safe, write_outputs
+from motex_stream.analysis.jsonable import to_jsonable
+from motex_stream.analysis.outputs import contribution_ranks, write_outputs
 from motex_stream.analysis.result import AnalysisResult
 from motex_stream.explain.contributions import AtomContributions
 from motex_stream.fitting.results import FitResults
@@ -225,7 +226,7 @@ def test_helpers() -> None:
     np.testing.assert_array_equal(
         contribution_ranks(np.array([0.1, -0.2, np.nan, 0.0])), [3, 1, 4, 2]
     )
-    assert json_safe({"a": np.arange(2), "b": (np.float32(1.5), float("inf"))}) == {
+    assert to_jsonable({"a": np.arange(2), "b": (np.float32(1.5), float("inf"))}) == {
         "a": [0, 1],
         "b": [1.5, None],
     }
