@@ -40,7 +40,7 @@ import numpy as np
 
 from motex_stream.analysis import steps
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
-from motex_stream.explain.confidence import interval, sampling_error, welch_df
+from motex_stream.explain.confidence import combined_sd, interval, sampling_error
 from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
 from motex_stream.fitting.results import FitResults
@@ -420,16 +420,15 @@ class MotexFrameAnalyzer:
 
         The ensemble's spread is the SD (ddof 1) of ``ci_models`` members' values, as offline,
         so it carries ``ci_models − 1`` degrees of freedom; the interval then takes Student's
-        t quantile with the Welch–Satterthwaite degrees of freedom, exactly as the offline
-        intervals do (:func:`motex_stream.explain.confidence.welch_df`). The sampling error
+        t quantile with the Welch–Satterthwaite degrees of freedom, by the offline intervals'
+        own function (:func:`motex_stream.explain.confidence.combined_sd`). The sampling error
         alone counts as exact (normal quantile, ``None``)."""
         se = sampling_error(contrib)
         ens = self._ensemble
         if run.ci_models < 2 or ens is None:
             return se, None
         ens_sd = ens.update(self.surrogate.generation, rwp, idx)
-        df = welch_df(ens_sd**2, len(ens.params) - 1, se**2)
-        return np.sqrt(se**2 + ens_sd**2), df
+        return combined_sd(ens_sd, len(ens.params), se)
 
     def _change(
         self,
