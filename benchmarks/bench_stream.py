@@ -68,6 +68,12 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="rate × refit table (see doc)")
     ap.add_argument("--intervals", action="store_true", help="cost of the live intervals (see doc)")
     ap.add_argument("--ci-models", type=int, default=4, help="ensemble members (--intervals)")
+    ap.add_argument(
+        "--max-trees",
+        type=int,
+        default=LiveModelSettings.model_fields["max_trees"].default,
+        help="tree cap of the live GBDT (how often a frame is rebuilt in line)",
+    )
     args = ap.parse_args()
 
     data = read_gr(DATA / "DanMAX_AlphaKeggin.gr")
@@ -80,7 +86,7 @@ def main() -> None:
         catalogue_size=args.catalogue,
         refit=args.refit,
         rounds=10,
-        max_trees=120,
+        max_trees=args.max_trees,
     )
     if args.intervals:
         interval_cost(settings, frame, r, args.frames, args.rate, args.ci_models)

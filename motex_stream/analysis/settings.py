@@ -334,11 +334,12 @@ class LiveModelSettings(ModelSettings):
         10, ge=1, le=300, description="boosting rounds added to the warm-started GBDT per frame"
     )
     max_trees: int = Field(
-        120,
+        400,
         ge=4,
         le=2000,
         description="tree cap of the live GBDT: reached, the searched model is re-trained on the "
-        "current frame (never squeezed); a cap below its rounds + 2 frames' rounds is raised",
+        "current frame (never squeezed), in line (~2.5 s on 10^4 motifs); a cap below its "
+        "rounds + 2 frames' rounds is raised. 400: one rebuild per ~25-35 frames at rounds 10",
     )
     rebuild_every: int = Field(
         0,

@@ -59,7 +59,7 @@ def test_defaults_come_from_the_settings_model(tmp_path: Path) -> None:
     expected = LiveModelSettings(name="keggin", starting_model=m.starting_model)
     assert m == expected  # every default is the model's own
     assert m.qmin is None and m.qmax is None  # resolved later from the data header
-    assert (m.rounds, m.max_trees, m.reference) == (10, 120, None)
+    assert (m.rounds, m.max_trees, m.reference) == (10, 400, None)
     assert cfg.default_model == "keggin" and cfg.model("keggin") is m
     with pytest.raises(KeyError):
         cfg.model("nope")
