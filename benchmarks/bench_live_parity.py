@@ -58,11 +58,15 @@ from motex_stream.analysis.pipeline import run_analysis
 from motex_stream.analysis.result import AnalysisResult
 from motex_stream.analysis.settings import LiveModelSettings, ModelSettings
 from motex_stream.analysis.steps import default_pdf_settings
-from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.analyzer_protocol import FrameResult
-from motex_stream.stream.sim.series import TwoMotifSeries, _cuboctahedron, two_motif_series
+from motex_stream.stream.sim.series import (
+    TwoMotifSeries,
+    _cuboctahedron,
+    motif_pdf,
+    two_motif_series,
+)
 from motex_stream.structure.starting_model import load_starting_model
 
 SEPARATION = 40.0
@@ -88,17 +92,8 @@ def decoy_series(directory: Path, n_frames: int, noise: float, seed: int, crosso
     r = np.round(np.arange(100, 1501) * 0.01, 10)
     settings = default_pdf_settings(r)
 
-    def pure(which: np.ndarray) -> np.ndarray:
-        mask = np.zeros(model.n_permutable, dtype=bool)
-        mask[which] = True
-        symbols, pos = model.motif_positions(mask)
-        r_calc, g = realspace_pdf(symbols, pos, settings)
-        g = np.interp(r, r_calc, g)
-        return g / np.sqrt(np.mean(g**2))
-
-    return TwoMotifSeries(
-        path, a, b, r, pure(a), pure(b), n_frames, noise, seed, crossover, 0.7, None
-    )
+    g_a, g_b = (motif_pdf(model, which, r, settings) for which in (a, b))
+    return TwoMotifSeries(path, a, b, r, g_a, g_b, n_frames, noise, seed, crossover, 0.7, None)
 
 
 def make_series(name: str, work: Path, n_frames: int, noise: float, seed: int) -> TwoMotifSeries:

@@ -25,7 +25,7 @@ import numpy as np
 from motex_stream.analysis.steps import default_pdf_settings
 from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.pdf.settings import PDFSettings
-from motex_stream.structure.starting_model import load_starting_model
+from motex_stream.structure.starting_model import StartingModel, load_starting_model
 
 SEPARATION = 40.0  # Å between the two motifs: far beyond the calculator's pair range
 
@@ -122,14 +122,18 @@ def two_motif_series(
     r = np.round(np.arange(100, 1501) * 0.01, 10) if r is None else np.asarray(r, dtype=float)
     settings = settings or default_pdf_settings(r)
 
-    def pure(which: np.ndarray) -> np.ndarray:
-        mask = np.zeros(model.n_permutable, dtype=bool)
-        mask[which] = True
-        symbols, pos = model.motif_positions(mask)
-        r_calc, g = realspace_pdf(symbols, pos, settings)
-        g = np.interp(r, r_calc, g)
-        return g / np.sqrt(np.mean(g**2))  # equal weight of both motifs in the fit norm
+    g_a, g_b = (motif_pdf(model, which, r, settings) for which in (a, b))
+    return TwoMotifSeries(path, a, b, r, g_a, g_b, n_frames, noise, seed, crossover, width, hold)
 
-    return TwoMotifSeries(
-        path, a, b, r, pure(a), pure(b), n_frames, noise, seed, crossover, width, hold
-    )
+
+def motif_pdf(
+    model: StartingModel, which: np.ndarray, r: np.ndarray, settings: PDFSettings
+) -> np.ndarray:
+    """The PDF on ``r`` of the motif keeping permutable atoms ``which`` (with their bonded
+    dependents), scaled to unit RMS so that two motifs weigh equally in a mixture's fit norm."""
+    mask = np.zeros(model.n_permutable, dtype=bool)
+    mask[which] = True
+    symbols, pos = model.motif_positions(mask)
+    r_calc, g = realspace_pdf(symbols, pos, settings)
+    g = np.interp(r, r_calc, g)
+    return g / np.sqrt(np.mean(g**2))
