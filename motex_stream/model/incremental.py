@@ -249,10 +249,6 @@ class IncrementalSurrogate:
         )
         return booster
 
-    def rebuild_params(self) -> Hyperparameters:
-        """The hyperparameters a rebuild trains with: the searched ones, unchanged."""
-        return Hyperparameters.from_dict(self.params.to_dict())
-
     def update(
         self,
         X: np.ndarray,
