@@ -27,11 +27,6 @@ DIGITS = 10
 _COMMA, _NL, _CR, _QUOTE = ord(","), ord("\n"), ord("\r"), ord('"')
 
 
-def read_masks(path: Path, n_permutable: int) -> np.ndarray:
-    """Masks from a CSV with header w1..wN (other columns ignored); clear errors otherwise."""
-    return read_mask_table(path, n_permutable)[1]
-
-
 def read_mask_table(path: Path, n_permutable: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, masks): ids as a bytes array (``S``), masks (M, N) bool.
 
