@@ -197,6 +197,18 @@ def change_message(change: KeepSetChange) -> dict[str, Any]:
     }
 
 
+def change_from_message(change: Mapping[str, Any]) -> KeepSetChange:
+    """The keep-set change a message (or a detector's saved state) carries: the inverse of
+    :func:`change_message` (``null`` confidence → NaN)."""
+    confidence = change.get("confidence")
+    return KeepSetChange(
+        frame=int(change["frame"]),
+        atoms_gained=tuple(int(a) for a in change.get("atoms_gained") or ()),
+        atoms_lost=tuple(int(a) for a in change.get("atoms_lost") or ()),
+        confidence=math.nan if confidence is None else float(confidence),
+    )
+
+
 def _contributions(atoms: AtomValues) -> list[dict[str, Any]]:
     """One entry per permutable atom; ``ci_low``/``ci_high``/``label`` only where computed."""
     out: list[dict[str, Any]] = []
@@ -286,14 +298,7 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
         extra=dict(message.get("extra") or {}),
         fit=message.get("fit"),
         structure=message.get("structure"),
-        change=None
-        if not isinstance(change, Mapping)
-        else KeepSetChange(
-            frame=int(change["frame"]),
-            atoms_gained=tuple(int(a) for a in change.get("atoms_gained") or ()),
-            atoms_lost=tuple(int(a) for a in change.get("atoms_lost") or ()),
-            confidence=math.nan if change.get("confidence") is None else change["confidence"],
-        ),
+        change=change_from_message(change) if isinstance(change, Mapping) else None,
     )
     return PublishedFrame(
         result=result,

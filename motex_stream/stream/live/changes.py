@@ -57,6 +57,7 @@ from scipy.stats import t as student_t
 
 from motex_stream.explain.confidence import KEEP, REMOVE
 from motex_stream.stream.live.analyzer_protocol import AtomValues, KeepSetChange
+from motex_stream.stream.messages import change_from_message, change_message
 
 
 @dataclass
@@ -219,7 +220,7 @@ class KeepSetChangeDetector:
             "tracks": {str(a): asdict(t) for a, t in self._tracks.items()},
             "open": None if self._open is None else _open_state(self._open),
             "last_seq": self._last_seq,
-            "last_change": None if self._last_change is None else _change_state(self._last_change),
+            "last_change": None if self._last_change is None else change_message(self._last_change),
         }
 
     @classmethod
@@ -238,7 +239,7 @@ class KeepSetChangeDetector:
             )
         det._last_seq = data["last_seq"]
         last = data["last_change"]
-        det._last_change = None if last is None else _change_from_state(last)
+        det._last_change = None if last is None else change_from_message(last)
         return det
 
 
@@ -250,21 +251,3 @@ def _open_state(change: _OpenChange) -> dict[str, Any]:
         "probs": change.probs,
         "frames_open": change.frames_open,
     }
-
-
-def _change_state(change: KeepSetChange) -> dict[str, Any]:
-    return {
-        "frame": change.frame,
-        "atoms_gained": list(change.atoms_gained),
-        "atoms_lost": list(change.atoms_lost),
-        "confidence": change.confidence,
-    }
-
-
-def _change_from_state(data: dict[str, Any]) -> KeepSetChange:
-    return KeepSetChange(
-        frame=int(data["frame"]),
-        atoms_gained=tuple(int(a) for a in data["atoms_gained"]),
-        atoms_lost=tuple(int(a) for a in data["atoms_lost"]),
-        confidence=float(data["confidence"]),
-    )
