@@ -50,7 +50,7 @@ import numpy as np
 
 from motex_stream.analysis.pipeline import AnalysisResult, run_analysis
 from motex_stream.analysis.settings import ModelSettings
-from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine
+from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine, veto_labels
 from motex_stream.explain.refine import checked_labels, descend
 from motex_stream.pdf.debye import debye_pdf
 from motex_stream.pdf.realspace import realspace_pdf
@@ -539,7 +539,7 @@ def run_case(
         "labels_final": errors(res.intervals.label),
         # the stricter rule: a remove also needs the toggle to resolve it
         "labels_strict": errors(
-            checked_labels(interval_label, ref.direct_label, remove_needs_direct=True)
+            checked_labels(interval_label, veto_labels(ref, settings), remove_needs_direct=True)
         ),
         "seconds": res.timings["total"],
         "refine_seconds": res.timings["refine"],

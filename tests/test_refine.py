@@ -15,6 +15,7 @@ from motex_stream.explain.refine import (
     neighbours,
     refine_motif,
     toggle_effects,
+    veto_labels,
 )
 
 N = 12
@@ -116,6 +117,48 @@ def test_checked_labels_withdraw_contradicted_confident_labels_only() -> None:
     ]
     strict = checked_labels(shap, direct, remove_needs_direct=True)
     assert strict[3] == "uncertain"
+
+
+def test_a_toggle_against_a_label_needs_its_sign_resolved_one_sided() -> None:
+    """The check asks whether the data put the atom on the other side: a one-sided question.
+    The MgO case of the family (Debye data, the truth recovered exactly, Rwp 0.0961): two keep
+    atoms outside the truth add 0.00245 each, |t| = 1.63 on 53.5 independent points: not
+    resolved two-sided at 90 % (1.68), resolved one-sided (1.30). 109725's W23 (outside the
+    refined motif at Rwp 0.476, +0.0003, |t| = 0.25) is resolved by neither."""
+    n = 8.4 * 20.0 / np.pi
+    effect = np.array([0.00245, -0.00245, 0.0003, 0.0])
+    assert direct_labels(effect[:2], 0.0961, n, 0.9) == ["uncertain"] * 2
+    assert veto_labels(effect[:2], 0.0961, n, 0.9) == ["remove", "keep"]
+    assert veto_labels(effect[2:], 0.4762, n, 0.9) == ["uncertain"] * 2
+    # one-sided at 90 % is two-sided at 80 %
+    assert veto_labels(effect, 0.0961, n, 0.9) == direct_labels(effect, 0.0961, n, 0.8)
+
+
+def test_label_with_refinement_withdraws_a_keep_the_toggle_contradicts_one_sided() -> None:
+    """Before the one-sided check (two-sided F test, the toggles' own labels) the MgO false
+    keeps stayed ``keep``; W23-like weak toggles still leave the interval's label."""
+    from motex_stream.analysis.settings import ModelSettings
+    from motex_stream.analysis.steps import label_with_refinement
+    from motex_stream.explain.confidence import ContributionIntervals
+    from motex_stream.explain.refine import RefinedMotif
+    from tests.conftest import KEGGIN
+
+    mask = np.array([True, True, False, False, False])
+    effect = np.array([-0.02, -0.0003, 0.00245, 0.0003, 0.02])
+    refined = RefinedMotif(mask=mask, rwp=0.0961, keep_effect=effect)
+    zeros = np.zeros(5)
+    ci = ContributionIntervals(
+        low=zeros,
+        high=zeros,
+        label=["keep", "keep", "keep", "keep", "keep"],
+        level=0.9,
+        n_models=4,
+        ensemble_sd=zeros,
+        sampling_se=zeros,
+    )
+    settings = ModelSettings(starting_model=KEGGIN / "109725.xyz", qmax=20.0)
+    out = label_with_refinement(ci, refined, settings).label
+    assert out == ["keep", "keep", "uncertain", "keep", "uncertain"]
 
 
 def test_compact_starts_are_the_best_distinct_cuts() -> None:

@@ -609,15 +609,27 @@ def refined_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
     return direct_labels(refined.keep_effect, refined.rwp, n, settings.ci_level)
 
 
+def veto_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
+    """The side each of the refined motif's toggles supports, its sign resolved by a
+    one-sided test at ``settings.ci_level`` (:func:`motex_stream.explain.refine.veto_labels`):
+    what a confident label is checked against."""
+    from motex_stream.explain.refine import independent_points
+    from motex_stream.explain.refine import veto_labels as one_sided
+
+    assert settings.qmax is not None
+    n = independent_points(settings.rmin, settings.rmax, settings.qmax)
+    return one_sided(refined.keep_effect, refined.rwp, n, settings.ci_level)
+
+
 def label_with_refinement(
     ci: ContributionIntervals, refined: RefinedMotif | None, settings: ModelSettings
 ) -> ContributionIntervals:
-    """``ci`` with every confident label that the refined motif's resolved toggle contradicts
-    labelled ``uncertain`` (:func:`~motex_stream.explain.refine.checked_labels`); unchanged
-    without a refinement. The interval columns still bound the contribution value."""
+    """``ci`` with every confident label that the refined motif's toggle contradicts, its
+    sign resolved one-sided (:func:`veto_labels`), labelled ``uncertain``
+    (:func:`~motex_stream.explain.refine.checked_labels`); unchanged without a refinement.
+    The interval columns still bound the contribution value."""
     from motex_stream.explain.refine import checked_labels
 
     if refined is None:
         return ci
-    direct = refined.direct_label or refined_labels(refined, settings)
-    return replace(ci, label=checked_labels(ci.label, direct))
+    return replace(ci, label=checked_labels(ci.label, veto_labels(refined, settings)))
