@@ -47,7 +47,11 @@ class RunStop:
 
 @dataclass(frozen=True)
 class Frame:
-    """One reduced PDF G(r) measured at ``time``; ``seq`` is 1-based within its run."""
+    """One reduced PDF G(r) measured at ``time``; ``seq`` is 1-based within its run.
+
+    As a source read it: nothing about ``r`` and ``g`` is checked yet. What the service and
+    the analyzers work on is a :class:`ValidFrame`.
+    """
 
     source: str  # run uid, or the file path for archived .gr series
     seq: int
@@ -61,31 +65,56 @@ class Frame:
     qmax: float | None = None
 
 
+@dataclass(frozen=True)
+class ValidFrame(Frame):
+    """A frame the engine can use: ``r`` and ``g`` 1-D float arrays of one length (at least
+    10 points), finite, ``r`` strictly increasing.
+
+    Constructing one checks it (:class:`FrameError` saying why not), so holding one is the
+    proof: a frame is validated once, where it enters (the document assembler, the file
+    reader, the service's intake for sources that yield plain frames), and nothing after
+    that checks it again. :func:`validate_frame` of a ``ValidFrame`` is the frame itself.
+    """
+
+    def __post_init__(self) -> None:
+        r = np.asarray(self.r, dtype=float)
+        g = np.asarray(self.g, dtype=float)
+        where = f"frame {self.seq} of {self.source}"
+        if r.ndim != 1 or g.ndim != 1:
+            raise FrameError(f"{where}: r and G must be 1-D arrays")
+        if r.shape != g.shape:
+            raise FrameError(f"{where}: r has {r.size} points but G has {g.size}")
+        if r.size < 10:
+            raise FrameError(f"{where}: only {r.size} points")
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))):
+            raise FrameError(f"{where}: NaN or infinite values")
+        if np.any(np.diff(r) <= 0):
+            raise FrameError(f"{where}: r grid is not increasing")
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "g", g)
+
+
 StreamItem = RunStart | Frame | RunStop
 
 
-def validate_frame(frame: Frame) -> Frame:
-    """Reject frames the engine cannot use, with a message that says why."""
-    r = np.asarray(frame.r, dtype=float)
-    g = np.asarray(frame.g, dtype=float)
-    if r.ndim != 1 or g.ndim != 1:
-        raise FrameError(f"frame {frame.seq} of {frame.source}: r and G must be 1-D arrays")
-    if r.shape != g.shape:
-        raise FrameError(
-            f"frame {frame.seq} of {frame.source}: r has {r.size} points but G has {g.size}"
-        )
-    if r.size < 10:
-        raise FrameError(f"frame {frame.seq} of {frame.source}: only {r.size} points")
-    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))):
-        raise FrameError(f"frame {frame.seq} of {frame.source}: NaN or infinite values")
-    if np.any(np.diff(r) <= 0):
-        raise FrameError(f"frame {frame.seq} of {frame.source}: r grid is not increasing")
-    return Frame(
-        frame.source, frame.seq, frame.time, r, g, frame.run_metadata, frame.qmin, frame.qmax
+def validate_frame(frame: Frame) -> ValidFrame:
+    """``frame`` as a :class:`ValidFrame` (checked now unless it already is one), or a
+    :class:`FrameError` saying why the engine cannot use it."""
+    if isinstance(frame, ValidFrame):
+        return frame
+    return ValidFrame(
+        frame.source,
+        frame.seq,
+        frame.time,
+        frame.r,
+        frame.g,
+        frame.run_metadata,
+        frame.qmin,
+        frame.qmax,
     )
 
 
-def regrid(frame: Frame, r_target: np.ndarray) -> np.ndarray:
+def regrid(frame: ValidFrame, r_target: np.ndarray) -> np.ndarray:
     """G of a validated frame on the model's fit grid (linear interpolation, no extrapolation)."""
     r_target = np.asarray(r_target, dtype=float)
     lo, hi = frame.r[0], frame.r[-1]

@@ -35,8 +35,15 @@ from typing import Any
 import numpy as np
 
 from motex_stream.stream.config.service import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_SIZE, Policy
-from motex_stream.stream.frames import Frame, FrameError, RunStart, RunStop, StreamItem
-from motex_stream.stream.frames import validate_frame as _validate_frame
+from motex_stream.stream.frames import (
+    Frame,
+    FrameError,
+    RunStart,
+    RunStop,
+    StreamItem,
+    ValidFrame,
+    validate_frame,
+)
 from motex_stream.stream.headroom import Headroom
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
@@ -94,7 +101,7 @@ class RunCounters:
 
 @dataclass(eq=False)
 class _Entry:
-    item: StreamItem | None  # None: every receiver finished
+    item: RunStart | ValidFrame | RunStop | None  # None: every receiver finished
     source: str
     received_at: float  # wall clock, goes into the message
     received_mono: float = field(default_factory=time.monotonic)  # for latency metrics
@@ -431,26 +438,40 @@ class StreamService:
                 self._queue.put(_Entry(None, source.name, time.time()), self._stop, force=True)
 
     def _accept(self, source: FrameSource, item: StreamItem) -> None:
-        entry = _Entry(item, source.name, time.time())
+        """The intake: every item a source yields passes here, on its receiver thread.
+
+        A frame is validated here, once (a :class:`ValidFrame` from the document assembler
+        or the file reader passes as it is): only usable frames are queued, and the worker
+        and the analyzers never check one again. An unusable frame is counted as received
+        and failed, and logged, like a frame the analysis refused.
+        """
+        received_at = time.time()
         if isinstance(item, Frame):
             done = self._published_seq.get(item.source)
             if done is not None and item.seq <= done:
                 self._count_duplicate(source.name, item, done)
                 return
-            entry.nbytes = int(np.asarray(item.g).nbytes + np.asarray(item.r).nbytes)
-        if isinstance(item, RunStart):
+            model = self._model_of(item)
+            self.metrics.frame_arrived(model, received_at)
+            with self._lock:
+                self._totals["received"] += 1
+                self._run_counters(item.source, model).received += 1
+            try:
+                item = validate_frame(item)
+            except FrameError as exc:
+                self._count_failed(item, model, f"unusable frame: {exc}", exc_info=False)
+                self._sync_source_stats(source)
+                return
+        elif isinstance(item, RunStart):
             model = self._choose_model(item.metadata, item.uid)
             with self._lock:
                 self._run_model[item.uid] = model
                 self._run_counters(item.uid, model)
             if item.resumed_after is not None or item.uid in self._resume_after:
                 self._resume_run(item, model)
-        elif isinstance(item, Frame):
-            model = self._model_of(item)
-            self.metrics.frame_arrived(model, entry.received_at)
-            with self._lock:
-                self._totals["received"] += 1
-                self._run_counters(item.source, model).received += 1
+        entry = _Entry(item, source.name, received_at)
+        if isinstance(item, ValidFrame):
+            entry.nbytes = int(item.g.nbytes + item.r.nbytes)
         self._sync_source_stats(source)
         if not self._queue.put(entry, self._stop, force=not isinstance(item, Frame)):
             assert isinstance(item, Frame)  # boundaries are forced in
@@ -677,15 +698,16 @@ class StreamService:
                 if counters is not None:
                     counters.stopped = True
             log.info("run %s stopped (%s): %s", item.uid, item.exit_status, counters)
-        elif isinstance(item, Frame):
+        elif isinstance(item, ValidFrame):
             self._analyze(entry, item)
 
-    def _analyze(self, entry: _Entry, frame: Frame) -> None:
+    def _analyze(self, entry: _Entry, frame: ValidFrame) -> None:
+        """Analyse one frame (validated at intake), publish it to every sink that lacks it,
+        journal it and record its metrics; a failure is counted, never raised."""
         model = self._model_of(frame)
         analyzer = self.analyzers[model]
         started = time.monotonic()
         try:
-            frame = _validate_frame(frame)
             result: FrameResult = analyzer.analyze(frame)
         except FrameError as exc:
             self._count_failed(frame, model, f"unusable frame: {exc}", exc_info=False)

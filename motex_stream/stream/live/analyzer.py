@@ -50,7 +50,7 @@ from motex_stream.model.incremental import IncrementalSurrogate
 from motex_stream.model.search import search_trace
 from motex_stream.model.training import TrainedModel
 from motex_stream.pdf.batched import PreparedModel
-from motex_stream.stream.frames import Frame, FrameError, regrid, validate_frame
+from motex_stream.stream.frames import Frame, FrameError, ValidFrame, regrid, validate_frame
 from motex_stream.stream.live import live_state
 from motex_stream.stream.live.analyzer_protocol import (
     AtomValues,
@@ -281,8 +281,8 @@ class MotexFrameAnalyzer:
         rng = np.random.default_rng((self.settings.seed, seq))
         return np.sort(rng.choice(n, size=refit, replace=False))
 
-    def _frame_g(self, frame: Frame) -> tuple[Frame, np.ndarray]:
-        frame = validate_frame(frame)
+    def _frame_g(self, frame: Frame) -> tuple[ValidFrame, np.ndarray]:
+        frame = validate_frame(frame)  # the frame itself when it is valid already (the service's)
         g = regrid(frame, self.fit_r)
         if not np.any(g):
             raise FrameError(f"frame {frame.seq} of {frame.source}: G is zero everywhere")

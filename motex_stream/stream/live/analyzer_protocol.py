@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from motex_stream.stream.frames import Frame
+from motex_stream.stream.frames import ValidFrame
 
 
 def _floats(values: Any) -> np.ndarray:
@@ -130,6 +130,8 @@ class FrameAnalyzer(Protocol):
         """The r grid (Å) frames are regridded onto before fitting."""
         ...
 
-    def analyze(self, frame: Frame) -> FrameResult:
-        """Refit, update the surrogate, explain. Raises FrameError for unusable frames."""
+    def analyze(self, frame: ValidFrame) -> FrameResult:
+        """Refit, update the surrogate, explain. ``frame`` was validated where it entered
+        the service; FrameError for a frame this model cannot use (its r range does not
+        cover the fit grid, G zero there)."""
         ...

@@ -21,14 +21,7 @@ import event_model
 import numpy as np
 
 from motex_stream.stream.config.sources import DEFAULT_DATA_KEY, DEFAULT_R_KEY
-from motex_stream.stream.frames import (
-    Frame,
-    FrameError,
-    RunStart,
-    RunStop,
-    StreamItem,
-    validate_frame,
-)
+from motex_stream.stream.frames import FrameError, RunStart, RunStop, StreamItem, ValidFrame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.ratelimit import RateLimitedLog
 
@@ -557,15 +550,14 @@ class DocumentAssembler:
                 raise FrameError(f"frame {seq} of {descriptor.run_uid}: no r grid ({self.r_key!r})")
             if self.data_key not in data:
                 raise FrameError(f"frame {seq} of {descriptor.run_uid}: no {self.data_key!r}")
-            frame = validate_frame(
-                Frame(
-                    source=descriptor.run_uid,
-                    seq=seq,
-                    time=float(doc.get("time", 0.0)),
-                    r=np.asarray(r, dtype=float),
-                    g=np.asarray(data[self.data_key], dtype=float),
-                    run_metadata=self._starts[descriptor.run_uid],
-                )
+            # validated here, once: what a source yields is a ValidFrame
+            frame = ValidFrame(
+                source=descriptor.run_uid,
+                seq=seq,
+                time=float(doc.get("time", 0.0)),
+                r=np.asarray(r, dtype=float),
+                g=np.asarray(data[self.data_key], dtype=float),
+                run_metadata=self._starts[descriptor.run_uid],
             )
         except (FrameError, TypeError, ValueError) as err:
             self.malformed("bad_frame", "%s", err)
