@@ -147,3 +147,22 @@ def test_rounds_per_frame_follows_shap_budget(model: TrainedModel) -> None:
     deep = replace(model, params=replace(model.params, max_depth=6))
     assert IncrementalSurrogate(deep).rounds_per_frame == 1
     assert IncrementalSurrogate(deep, rounds_per_frame=3).rounds_per_frame == 3
+
+
+def test_random_points_asked_together_give_the_one_by_one_search(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # Without a time budget the optimiser's random first points are asked together and their
+    # folds share the pool (issue 23); with one, every point is asked after the previous
+    # one is told, as before. The points, scores and round counts must be the same.
+    masks, y = data
+    X = features(masks[:1000])
+    kw = {"n_calls": 7, "cv_folds": 3, "seed": 5, "max_rounds": 60}
+    best, together = search_hyperparameters(X, y[:1000], **kw)
+    best1, one_by_one = search_hyperparameters(X, y[:1000], time_budget_s=1e9, **kw)
+    assert best == best1
+    drop = ("seconds",)
+    assert [{k: v for k, v in h.items() if k not in drop} for h in together] == [
+        {k: v for k, v in h.items() if k not in drop} for h in one_by_one
+    ]
+    assert len({h["learning_rate"] for h in together}) == 7  # seven distinct points

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
 from skopt import Optimizer
 from skopt.space import Integer, Real
+from threadpoolctl import threadpool_limits
 
 from motex_stream.model.features import NTHREAD, quantised
 from motex_stream.model.hyperparameters import (
@@ -53,7 +56,7 @@ def _kfold(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def _fold_curve(
     params: dict[str, Any],
     dtrain: xgb.QuantileDMatrix,
-    dval: xgb.QuantileDMatrix,
+    dval: xgb.DMatrix,
     cap: int,
     early_stopping_rounds: int,
 ) -> np.ndarray:
@@ -71,27 +74,74 @@ def _fold_curve(
     return np.asarray(result["val"]["mae"], dtype=np.float64)
 
 
-def _cv(
-    hp: Hyperparameters,
-    fold_data: list[tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]],
-    cap: int,
+#: Most validation cells (rows × features) a fold keeps as a plain ``xgb.DMatrix``; above it
+#: the fold's validation part is quantised like its training part.
+#: Why: xgboost evaluates every boosting round on the validation part, and on a quantised
+#: matrix that evaluation costs about twice what it costs on a plain one (0.25 against
+#: 0.1 ms a round for 1 600 × 25 cells; a search trains ~7 600 rounds), while the MAE curve
+#: is the same number for number (the predictions of 0/1 bits and integer sizes are the same
+#: either way; checked on every fold of the 109725 search). A plain matrix costs 8 bytes a
+#: cell, so large catalogues keep the quantised one (1 byte a cell): 2²² cells are 32 MB.
+PLAIN_VALIDATION_CELLS = 1 << 22
+
+
+def _fold_matrices(
+    X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray
+) -> tuple[xgb.QuantileDMatrix, xgb.DMatrix | xgb.QuantileDMatrix]:
+    """One CV fold's training matrix (quantised) and validation matrix (see
+    :data:`PLAIN_VALIDATION_CELLS`); the row copies are dropped once they are built."""
+    dtrain = quantised(X[tr], y[tr], nthread=1)
+    if len(va) * X.shape[1] <= PLAIN_VALIDATION_CELLS:
+        return dtrain, xgb.DMatrix(X[va], label=y[va], nthread=1)
+    return dtrain, quantised(X[va], y[va], ref=dtrain, nthread=1)
+
+
+@dataclass
+class _Evaluation:
+    """One search point whose folds are running: its point, settings, round cap and folds."""
+
+    point: list[Any]
+    hp: Hyperparameters
+    cap: int
+    folds: list[Future[np.ndarray]]
+    started: float
+
+
+def _submit(
+    point: list[Any],
+    names: list[str],
+    fold_data: list[tuple[xgb.QuantileDMatrix, xgb.DMatrix | xgb.QuantileDMatrix]],
+    *,
+    max_rounds: int,
+    shap_budget: float,
     early_stopping_rounds: int,
     seed: int,
     pool: ThreadPoolExecutor,
-) -> tuple[float, float, int]:
-    """K-fold CV MAE: ``(mean, std across folds, best round count)``.
+) -> _Evaluation:
+    """Start the k-fold CV of one search point: one single-threaded booster per fold.
 
-    Folds run concurrently, one single-threaded booster each (xgboost releases the GIL): on
-    ~10⁴ rows an OpenMP-parallel tree build barely uses its second thread (measured 1.4×), two
-    independent folds use both cores fully. The best round minimises the fold-mean curve over
-    the rounds every fold reached, like ``xgb.cv``'s early stopping.
+    Why single-threaded folds on a pool: xgboost releases the GIL, and on ~10⁴ rows an
+    OpenMP-parallel tree build barely uses its second thread (measured 1.4×) while two
+    independent folds use both cores fully.
     """
+    hp = Hyperparameters(**dict(zip(names, point, strict=True)), n_estimators=max_rounds)
+    hp.max_depth = int(hp.max_depth)
+    cap = rounds_for_budget(hp.max_depth, shap_budget, max_rounds)
     params = hp.to_xgb_params(seed=seed, nthread=1)
-    futures = [
+    folds = [
         pool.submit(_fold_curve, params, dtr, dva, cap, early_stopping_rounds)
         for dtr, dva in fold_data
     ]
-    curves = [f.result() for f in futures]
+    return _Evaluation(point, hp, cap, folds, time.perf_counter())
+
+
+def _cv_score(ev: _Evaluation) -> tuple[float, float, int]:
+    """K-fold CV MAE of a submitted point: ``(mean, std across folds, best round count)``.
+
+    The best round minimises the fold-mean curve over the rounds every fold reached, like
+    ``xgb.cv``'s early stopping.
+    """
+    curves = [f.result() for f in ev.folds]
     n = min(len(c) for c in curves)
     stacked = np.stack([c[:n] for c in curves])
     mean = stacked.mean(axis=0)
@@ -113,13 +163,23 @@ def search_hyperparameters(
 ) -> tuple[Hyperparameters, list[dict[str, Any]]]:
     """Bayesian optimisation (GP, scikit-optimize ask/tell) of the k-fold CV MAE.
 
-    Each evaluation is a k-fold CV (:func:`_cv`) with early stopping, with the round cap
-    lowered to what the SHAP budget allows at that depth (:func:`rounds_for_budget`), so the
-    score is "the best this setting can do at an affordable explanation cost". The returned
-    ``n_estimators`` is the CV's best round count. ``time_budget_s`` stops *asking* once
-    exceeded (the running evaluation is finished) but never before the first evaluation, so
-    there is always a result and the call overruns by at most one evaluation. Defaults
-    (12 calls, 5 folds) take ≈2.5-3 s for 8 000 × 25 training rows on two idle cores.
+    Each evaluation is a k-fold CV (:func:`_submit`, :func:`_cv_score`) with early stopping,
+    with the round cap lowered to what the SHAP budget allows at that depth
+    (:func:`rounds_for_budget`), so the score is "the best this setting can do at an
+    affordable explanation cost". The returned ``n_estimators`` is the CV's best round count.
+    ``time_budget_s`` stops *asking* once exceeded (the running evaluation is finished) but
+    never before the first evaluation, so there is always a result and the call overruns by
+    at most one evaluation.
+
+    Where the time goes, and why the points and scores are those of one point at a time:
+    the optimiser's first ``n_initial_points`` are random draws that no score influences, so
+    (without a time budget) they are asked together and all their folds share the pool, and
+    no core waits for the last fold of one point before the next point starts; they are
+    told in order afterwards, which is what telling them one by one does (the draws come
+    from the optimiser's own generator, the model is first fitted at the last of them). The
+    optimiser's Gaussian process fits run with one BLAS thread: it is a 12-point problem,
+    and a second BLAS thread only spins (4-5× slower when the other core is busy; the same
+    points, checked). The last point is told without fitting a model no one asks.
 
     Returns ``(best, history)``; ``history`` holds one dict per evaluation (parameters,
     ``cv_mae``, ``cv_mae_std``, ``n_estimators``, ``seconds``).
@@ -132,44 +192,52 @@ def search_hyperparameters(
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     if len(y) < 2 * cv_folds:
         raise ValueError(f"need at least {2 * cv_folds} rows for {cv_folds}-fold CV, got {len(y)}")
-    fold_data = []
-    for tr, va in _kfold(len(y), cv_folds, seed):
-        # one fold's row copies at a time: the quantised matrices do not keep them
-        dtrain = quantised(X[tr], y[tr])
-        fold_data.append((dtrain, quantised(X[va], y[va], ref=dtrain)))
     pool = ThreadPoolExecutor(max_workers=NTHREAD)
+    # the folds' matrices are built on the pool too (one thread each, the same bins)
+    fold_data = list(pool.map(lambda f: _fold_matrices(X, y, *f), _kfold(len(y), cv_folds, seed)))
     names = [d.name for d in SEARCH_SPACE]
+    n_random = min(5, n_calls)
     opt = Optimizer(
         SEARCH_SPACE,
         base_estimator="GP",
-        n_initial_points=min(5, n_calls),
+        n_initial_points=n_random,
         acq_func="EI",
         acq_optimizer="sampling",
         random_state=seed,
     )
+    submit = partial(
+        _submit,
+        names=names,
+        fold_data=fold_data,
+        max_rounds=max_rounds,
+        shap_budget=shap_budget,
+        early_stopping_rounds=early_stopping_rounds,
+        seed=seed,
+        pool=pool,
+    )
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for i in range(n_calls):
+    while len(history) < n_calls:
+        i = len(history)
         if i and time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
             log.info("hyperparameter search stopped by time budget after %d evaluations", i)
             break
-        point = opt.ask()
-        hp = Hyperparameters(**dict(zip(names, point, strict=True)), n_estimators=max_rounds)
-        hp.max_depth = int(hp.max_depth)
-        cap = rounds_for_budget(hp.max_depth, shap_budget, max_rounds)
-        t0 = time.perf_counter()
-        score, spread, hp.n_estimators = _cv(hp, fold_data, cap, early_stopping_rounds, seed, pool)
-        opt.tell(point, score)
-        history.append(
-            {
-                **hp.to_dict(),
-                "cv_mae": score,
-                "cv_mae_std": spread,
-                "round_cap": cap,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        log.debug("search %d: %s → CV MAE %.5f", i, hp, score)
+        batch = n_random - i if time_budget_s is None and i < n_random else 1
+        running = [submit(opt.ask()) for _ in range(batch)]
+        for ev in running:
+            score, spread, ev.hp.n_estimators = _cv_score(ev)
+            with threadpool_limits(limits=1, user_api="blas"):
+                opt.tell(ev.point, score, fit=len(history) + 1 < n_calls)
+            history.append(
+                {
+                    **ev.hp.to_dict(),
+                    "cv_mae": score,
+                    "cv_mae_std": spread,
+                    "round_cap": ev.cap,
+                    "seconds": time.perf_counter() - ev.started,
+                }
+            )
+            log.debug("search %d: %s → CV MAE %.5f", len(history) - 1, ev.hp, score)
     pool.shutdown()
     if not history:
         raise RuntimeError("time budget left no room for a single search evaluation")
