@@ -166,3 +166,16 @@ def test_random_points_asked_together_give_the_one_by_one_search(
         {k: v for k, v in h.items() if k not in drop} for h in one_by_one
     ]
     assert len({h["learning_rate"] for h in together}) == 7  # seven distinct points
+
+
+def test_final_fit_trees_do_not_depend_on_the_thread_count(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # training.FIT_NTHREAD = 1 (issue 23) is a speed choice only: the trees, the early-stopped
+    # round count and the held-out error are the same on one thread as on two.
+    masks, y = data
+    one = train(masks, y, params=FIXED, search=False, seed=2, nthread=1)
+    two = train(masks, y, params=FIXED, search=False, seed=2, nthread=2)
+    assert bytes(one.booster.save_raw("ubj")) == bytes(two.booster.save_raw("ubj"))
+    assert (one.best_iteration, one.test_mae) == (two.best_iteration, two.test_mae)
+    assert one.n_trees > 10  # a real ensemble, not a stump

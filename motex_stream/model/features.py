@@ -78,3 +78,28 @@ def quantised(
     import xgboost as xgb
 
     return xgb.QuantileDMatrix(X, label=y, ref=ref, nthread=nthread)
+
+
+#: Most validation cells (rows × features) kept as a plain ``xgb.DMatrix``
+#: (:func:`split_matrices`); above it the validation part is quantised like the training part.
+#: Why: xgboost evaluates every boosting round on the validation part, and on a quantised
+#: matrix that evaluation costs about twice what it costs on a plain one (0.25 against
+#: 0.1 ms a round for 1 600 × 25 cells; a 109725 search trains ~7 600 rounds), while the MAE
+#: curve is the same number for number (0/1 bits and integer sizes predict the same either
+#: way; the 109725 search history is identical). A plain matrix costs 8 bytes a cell, so
+#: large catalogues keep the quantised one (1 byte a cell): 2²² cells are 32 MB.
+PLAIN_VALIDATION_CELLS = 1 << 22
+
+
+def split_matrices(
+    X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, nthread: int = NTHREAD
+) -> tuple[xgb.QuantileDMatrix, xgb.DMatrix | xgb.QuantileDMatrix]:
+    """Training matrix (quantised) of rows ``tr`` and validation matrix of rows ``va`` (see
+    :data:`PLAIN_VALIDATION_CELLS`), for training early-stopped on a validation part: a
+    search's CV fold or the final fit. The row copies are dropped once they are built."""
+    import xgboost as xgb
+
+    dtrain = quantised(X[tr], y[tr], nthread=nthread)
+    if len(va) * X.shape[1] <= PLAIN_VALIDATION_CELLS:
+        return dtrain, xgb.DMatrix(X[va], label=y[va], nthread=nthread)
+    return dtrain, quantised(X[va], y[va], ref=dtrain, nthread=nthread)

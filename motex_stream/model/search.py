@@ -21,7 +21,7 @@ from skopt import Optimizer
 from skopt.space import Integer, Real
 from threadpoolctl import threadpool_limits
 
-from motex_stream.model.features import NTHREAD, quantised
+from motex_stream.model.features import NTHREAD, split_matrices
 from motex_stream.model.hyperparameters import (
     DEFAULT_SHAP_BUDGET,
     MAX_ROUNDS,
@@ -56,7 +56,7 @@ def _kfold(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def _fold_curve(
     params: dict[str, Any],
     dtrain: xgb.QuantileDMatrix,
-    dval: xgb.DMatrix,
+    dval: xgb.DMatrix | xgb.QuantileDMatrix,
     cap: int,
     early_stopping_rounds: int,
 ) -> np.ndarray:
@@ -72,28 +72,6 @@ def _fold_curve(
         verbose_eval=False,
     )
     return np.asarray(result["val"]["mae"], dtype=np.float64)
-
-
-#: Most validation cells (rows × features) a fold keeps as a plain ``xgb.DMatrix``; above it
-#: the fold's validation part is quantised like its training part.
-#: Why: xgboost evaluates every boosting round on the validation part, and on a quantised
-#: matrix that evaluation costs about twice what it costs on a plain one (0.25 against
-#: 0.1 ms a round for 1 600 × 25 cells; a search trains ~7 600 rounds), while the MAE curve
-#: is the same number for number (the predictions of 0/1 bits and integer sizes are the same
-#: either way; checked on every fold of the 109725 search). A plain matrix costs 8 bytes a
-#: cell, so large catalogues keep the quantised one (1 byte a cell): 2²² cells are 32 MB.
-PLAIN_VALIDATION_CELLS = 1 << 22
-
-
-def _fold_matrices(
-    X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray
-) -> tuple[xgb.QuantileDMatrix, xgb.DMatrix | xgb.QuantileDMatrix]:
-    """One CV fold's training matrix (quantised) and validation matrix (see
-    :data:`PLAIN_VALIDATION_CELLS`); the row copies are dropped once they are built."""
-    dtrain = quantised(X[tr], y[tr], nthread=1)
-    if len(va) * X.shape[1] <= PLAIN_VALIDATION_CELLS:
-        return dtrain, xgb.DMatrix(X[va], label=y[va], nthread=1)
-    return dtrain, quantised(X[va], y[va], ref=dtrain, nthread=1)
 
 
 @dataclass
@@ -194,7 +172,9 @@ def search_hyperparameters(
         raise ValueError(f"need at least {2 * cv_folds} rows for {cv_folds}-fold CV, got {len(y)}")
     pool = ThreadPoolExecutor(max_workers=NTHREAD)
     # the folds' matrices are built on the pool too (one thread each, the same bins)
-    fold_data = list(pool.map(lambda f: _fold_matrices(X, y, *f), _kfold(len(y), cv_folds, seed)))
+    fold_data = list(
+        pool.map(lambda f: split_matrices(X, y, *f, nthread=1), _kfold(len(y), cv_folds, seed))
+    )
     names = [d.name for d in SEARCH_SPACE]
     n_random = min(5, n_calls)
     opt = Optimizer(
