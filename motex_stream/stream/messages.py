@@ -70,20 +70,9 @@ from motex_stream.stream.live.analyzer_protocol import (
     KeepSetChange,
     ModelQuality,
 )
+from motex_stream.stream.message_schema import problem
 
 SCHEMA = "motex-stream/contributions/v1"
-
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "model": str,
-    "source": str,
-    "seq": int,
-    "time": (int, float),
-    "contributions": list,
-    "best": dict,
-    "timing": dict,
-    "model_quality": dict,
-}
 
 
 @dataclass(frozen=True)
@@ -311,26 +300,17 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
 
 
 def validate_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Check a received message is v1 and well formed; raise ValueError saying what is wrong."""
+    """Check a received message is a v1 message as published; raise ValueError saying what is
+    wrong (the JSON Pointer of the first problem). The one check: :func:`~motex_stream.stream.
+    message_schema.problem`, the published schema plus finite numbers."""
     if not isinstance(message, Mapping):
         raise ValueError(f"message must be a JSON object, got {type(message).__name__}")
     schema = message.get("schema")
     if schema != SCHEMA:
         raise ValueError(f"unsupported message schema {schema!r}; this reader knows {SCHEMA!r}")
-    for key, kind in _REQUIRED.items():
-        if key not in message:
-            raise ValueError(f"message lacks required field {key!r}")
-        value = message[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ValueError(f"message field {key!r} has the wrong type ({type(value).__name__})")
-    if message["seq"] < 1:
-        raise ValueError(f"message seq must be >= 1, got {message['seq']}")
-    for i, c in enumerate(message["contributions"]):
-        if not isinstance(c, Mapping) or not {"atom", "element", "value", "spread"} <= set(c):
-            raise ValueError(f"contributions[{i}] needs atom, element, value and spread")
-    best = message["best"]
-    if "mask" not in best or "rwp" not in best or not isinstance(best["mask"], list):
-        raise ValueError("message best needs a mask list and an rwp")
+    why = problem(message)
+    if why is not None:
+        raise ValueError(f"not a {SCHEMA} message: {why}")
     return message
 
 

@@ -116,14 +116,15 @@ def test_decimation_keeps_at_most_the_limit_evenly() -> None:
 
 def test_state_folds_runs_gaps_and_bounds_fits() -> None:
     state = DashboardState()
-    ev = state.add(message(1, structure={"elements": ["W"]}), arrived=100.0)
+    shape = {"elements": ["W"], "xyz": [[0.0, 0.0, 0.0]], "permutable": [1], "bonded": [[1]]}
+    ev = state.add(message(1, structure=shape), arrived=100.0)
     assert ev["new_run"] and ev["runs"] == 1 and ev["frame"]["latency"] == 0.25
     state.add(message(2), arrived=101.0)
     ev = state.add(message(4), arrived=102.0)  # seq 3 never came
     assert not ev["new_run"] and ev["gaps"] == 1
     view = state.models["keggin"]
     assert [f["seq"] for f in view.frames] == [1, 2, 4]
-    assert view.structure == {"elements": ["W"]}  # kept although later frames lack it
+    assert view.structure == shape  # kept although later frames lack it
     assert view.frames[0]["values"] == [-0.2, 0.1, 0.05]
 
     ev = state.add(message(1, source="run-b"), arrived=103.0)  # another run
@@ -138,8 +139,9 @@ def test_state_folds_runs_gaps_and_bounds_fits() -> None:
     assert sum(f["fit"] is not None for f in frames) == FIT_FRAMES
     assert frames[-1]["fit"] is not None
 
-    other = state.add(message(5, source="run-b") | {"contributions": []})
-    assert other["new_run"] and state.models["keggin"].atoms == []  # another starting model
+    mo = [{"atom": 7, "element": "Mo", "value": 0.1, "spread": 0.01}]
+    other = state.add(message(5, source="run-b") | {"contributions": mo})
+    assert other["new_run"] and state.models["keggin"].atoms == [7]  # another starting model
 
 
 # ---------------------------------------------------------------- server
@@ -401,7 +403,7 @@ def test_schema_used_is_the_published_one() -> None:
     """The dashboard checks with the schema in docs/schema/, byte for byte (packaged copy)."""
     from pathlib import Path
 
-    from motex_stream.stream.dashboard.schema import SCHEMA_FILE, schema_text
+    from motex_stream.stream.message_schema import SCHEMA_FILE, schema_text
 
     published = Path(__file__).parents[2] / "docs" / "schema" / SCHEMA_FILE
     assert schema_text() == published.read_text(encoding="utf-8")

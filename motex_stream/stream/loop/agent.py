@@ -25,10 +25,10 @@ from typing import Any
 from bluesky_adaptive.protocols import CanRegisterSuggestions, Optimizer
 from prometheus_client import CollectorRegistry, Counter
 
-from motex_stream.stream.dashboard.schema import problem
 from motex_stream.stream.loop.policy import AgentConfig, Policy
 from motex_stream.stream.loop.queue import QueueClient, QueueServerError, Suggestion
 from motex_stream.stream.loop.report import ReportRun
+from motex_stream.stream.message_schema import problem
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,14 @@
-"""The dashboard's check of incoming messages: the published JSON Schema, nothing looser.
+"""The one check of a received message: the published JSON Schema, nothing looser.
 
-Why here and in Python: the dashboard subscribes to an address anyone on the beamline network
-may publish to, and its page is a browser with the operator's session. What reaches the page
-must be what the service publishes, as the schema (``docs/schema/``, shipped in this package
-as ``schema/``) defines it; the reader's own quick check (:func:`~motex_stream.stream.messages.
-validate_message`) is looser and accepted messages the schema rejects. A message that fails is
-dropped and counted, and never stops the subscriber. The schema cannot make strings harmless
-(an element symbol is any string): the page puts every string in as text, never as HTML.
+Why one check: every reader of the wire (``watch``, the dashboard, the closed-loop agent, a
+replay resuming into its JSON Lines output) subscribes to, or reads, what anyone on the
+beamline network may have written, and the dashboard's page and the agent's queue act on it.
+What they accept must be exactly what the service publishes, as the schema (``docs/schema/``,
+shipped in this package as ``schema/``) defines it. A looser quick check used to sit beside
+this one and accepted messages the schema rejects (a string frame number in a change, atom 0);
+:func:`~motex_stream.stream.messages.validate_message` now raises on :func:`problem`. The schema
+cannot make strings harmless (an element symbol is any string): the page puts every string in
+as text, never as HTML.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ SCHEMA_FILE = "contributions-v1.schema.json"
 def schema_text() -> str:
     """The packaged copy of ``docs/schema/contributions-v1.schema.json`` (a test keeps the
     two identical)."""
-    files = resources.files("motex_stream.stream.dashboard").joinpath("schema", SCHEMA_FILE)
+    files = resources.files("motex_stream.stream").joinpath("schema", SCHEMA_FILE)
     return files.read_text(encoding="utf-8")
 
 
