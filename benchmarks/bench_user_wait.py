@@ -11,19 +11,23 @@ all timed in this process on the same masks, alternately, best of ``--repeats``;
 
 `analyze` (README command, ``--catalogue``): the wall clock of the command as a subprocess
 against the ``total`` it prints, for this tree and for ``--baseline-ref`` (a git ref, run from
-a ``git archive`` of it, same interpreter), and whether the two runs' contributions.csv are
-byte-identical. ``--analyze 0`` skips it.
+a ``git archive`` of it, same interpreter) or ``--baseline-tree`` (a checked-out tree, e.g.
+``git worktree add /tmp/base HEAD``), alternated ``--analyze-repeats`` times; each run's
+phases from its report.json (start-up, engine preparation, search, final fit, explain,
+intervals, ..., wall to the answer, plots, wall) and their medians; and whether every run's
+contributions.csv is byte-identical. ``--analyze 0`` skips it.
 
 Prints the load (``os.getloadavg``) at each measurement: on a shared machine absolute times
 are inflated, the ratios less so.
 Usage: python benchmarks/bench_user_wait.py [--m1 10000] [--m2 100000] [--analyze 10000]
-       [--baseline-ref 6db11bb]
+       [--baseline-ref 6db11bb | --baseline-tree /tmp/base23] [--analyze-repeats 3] [--skip-fit]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import subprocess
@@ -190,8 +194,28 @@ def bench_fit(args: argparse.Namespace, tmp: Path) -> None:
 # ------------------------------------------------------------------ analyze
 
 
-def run_analyze(pythonpath: Path, out: Path, catalogue: int) -> tuple[float, float, str]:
-    """(measured wall s, printed total s, stdout) of the README command."""
+#: report.json timings shown per run: where the user waits (s)
+PHASES = (
+    "startup",
+    "prepare_engine",
+    "fit",
+    "train_search",
+    "train_fit",
+    "explain",
+    "intervals",
+    "confirm",
+    "refine",
+    "outputs",
+    "wall_to_answer",
+    "plots",
+    "wall",
+)
+
+
+def run_analyze(
+    pythonpath: Path, out: Path, catalogue: int
+) -> tuple[float, float, dict[str, float], str]:
+    """(measured wall s, printed total s, report.json timings, stdout) of the README command."""
     cmd = [sys.executable, "-c", CLI, "analyze", str(GR), "--model", str(MODEL),
            "--permute", "W", "--threshold", "2.5", *PDF_FLAGS, "--catalogue", str(catalogue),
            "--seed", "0", "--out", str(out)]  # fmt: skip
@@ -200,33 +224,55 @@ def run_analyze(pythonpath: Path, out: Path, catalogue: int) -> tuple[float, flo
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=out.parent)
     wall = time.perf_counter() - t
     printed = float(re.search(r"total ([0-9.]+) s", proc.stdout).group(1))  # type: ignore[union-attr]
-    return wall, printed, proc.stdout
+    timings = json.loads((out / "report.json").read_text()).get("timings", {})
+    return wall, printed, timings, proc.stdout
 
 
 def bench_analyze(args: argparse.Namespace, tmp: Path) -> None:
-    base_tree = tmp / "baseline"
-    base_tree.mkdir()
-    blob = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref],
-                          check=True, capture_output=True).stdout  # fmt: skip
-    with tarfile.open(fileobj=BytesIO(blob)) as tar:
-        tar.extractall(base_tree, filter="data")
+    if args.baseline_tree:
+        base_tree, base_name = Path(args.baseline_tree), f"before ({args.baseline_tree})"
+    else:
+        base_tree, base_name = tmp / "baseline", f"before ({args.baseline_ref})"
+        base_tree.mkdir()
+        blob = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref],
+                              check=True, capture_output=True).stdout  # fmt: skip
+        with tarfile.open(fileobj=BytesIO(blob)) as tar:
+            tar.extractall(base_tree, filter="data")
     rows = []
-    trees = ((f"before ({args.baseline_ref})", base_tree), ("this tree", ROOT))
+    trees = ((base_name, base_tree), ("this tree", ROOT))
     for _ in range(args.analyze_repeats):  # alternate, so both see the same neighbours
         for name, tree in trees:
             out = tmp / f"analyze-{len(rows)}"
             ld = load()
-            wall, printed, _ = run_analyze(tree, out, args.analyze)
-            rows.append((name, wall, printed, ld, (out / "contributions.csv").read_bytes()))
+            wall, printed, timings, _ = run_analyze(tree, out, args.analyze)
+            rows.append(
+                (name, wall, printed, ld, timings, (out / "contributions.csv").read_bytes())
+            )
     print(f"\n`motex-stream analyze` (README command, --catalogue {args.analyze:,}), subprocess")
-    print(f"{'':22s} {'wall s':>7s} {'printed total s':>16s} {'wall - printed':>15s}  load")
-    for name, wall, printed, ld, _ in rows:
-        print(f"{name:22s} {wall:7.1f} {printed:16.1f} {wall - printed:15.1f}  {ld}")
+    print(f"{'':30s} {'wall s':>7s} {'printed total s':>16s} {'wall - printed':>15s}  load")
+    for name, wall, printed, ld, _, _ in rows:
+        print(f"{name:30s} {wall:7.1f} {printed:16.1f} {wall - printed:15.1f}  {ld}")
+    print("\nreport.json timings (s), per run:")
+    print(f"{'':30s} " + " ".join(f"{k[:10]:>10s}" for k in PHASES))
+    for name, _, _, _, timings, _ in rows:
+        print(f"{name:30s} " + " ".join(f"{timings.get(k, float('nan')):10.2f}" for k in PHASES))
+    for name, _ in trees:
+        med = {k: float(np.median([r[4].get(k, np.nan) for r in rows if r[0] == name]))
+               for k in PHASES}  # fmt: skip
+        print(f"{'median ' + name:30s} " + " ".join(f"{med[k]:10.2f}" for k in PHASES))
     best = {name: min(r[1] for r in rows if r[0] == name) for name, _ in trees}
-    before, after = (best[name] for name, _ in trees)
-    same = all(r[4] == rows[0][4] for r in rows)
-    print(f"best wall this tree / before: {after / before:.2f}; contributions.csv "
-          f"byte-identical in every run: {same}")  # fmt: skip
+    med_wall = {name: float(np.median([r[1] for r in rows if r[0] == name])) for name, _ in trees}
+    med_answer = {
+        name: float(np.median([r[4].get("wall_to_answer", np.nan) for r in rows if r[0] == name]))
+        for name, _ in trees
+    }
+    (before, after) = (best[name] for name, _ in trees)
+    (mb, ma) = (med_wall[name] for name, _ in trees)
+    (ab, aa) = (med_answer[name] for name, _ in trees)
+    same = all(r[5] == rows[0][5] for r in rows)
+    print(f"wall this tree / before: best {after / before:.2f}, median {ma / mb:.2f}; "
+          f"wall to the answer, median: {aa:.1f} / {ab:.1f} s = {aa / ab:.2f}")  # fmt: skip
+    print(f"contributions.csv byte-identical in every run: {same}")
 
 
 def main() -> None:
@@ -236,6 +282,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--analyze", type=int, default=10_000, help="catalogue; 0: skip analyze")
     ap.add_argument("--baseline-ref", default="6db11bb", help="git ref of the 'before' tree")
+    ap.add_argument(
+        "--baseline-tree", default=None, help="a checked-out 'before' tree (e.g. a git worktree)"
+    )
     ap.add_argument("--analyze-repeats", type=int, default=1)
     ap.add_argument("--skip-fit", action="store_true")
     args = ap.parse_args()
