@@ -22,7 +22,7 @@ import numpy as np
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.live.analyzer_protocol import AtomValues, BestFit, FrameResult
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 
 
 def rss_mb() -> float:
@@ -50,7 +50,7 @@ class Slow:
         )
 
 
-class Burst:
+class Burst(FrameSource):
     def __init__(self, n: int, points: int) -> None:
         self.name, self.n, self.points, self.stats = "burst", n, points, SourceStats()
 

@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,18 +47,38 @@ from motex_stream.stream.frames import (
 from motex_stream.stream.headroom import Headroom
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
-from motex_stream.stream.messages import PublishedFrame
+from motex_stream.stream.messages import AnalysisIdentity, PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
-from motex_stream.stream.publishers import Sink
+from motex_stream.stream.publishers.base import Sink
 from motex_stream.stream.ratelimit import RateLimitedLog
 from motex_stream.stream.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
 
 
-def sink_name(sink: object) -> str:
-    """A sink's label in logs and metrics: its configured ``name``, else its class name."""
-    return str(getattr(sink, "name", "") or type(sink).__name__)
+@runtime_checkable
+class IdentifiesAnalysis(Protocol):
+    """An analyzer that can say which analysis a frame got (``runner.LazyAnalyzer``): the
+    message carries it and a derived run's uid depends on it.
+
+    A capability of its own rather than a :class:`FrameAnalyzer` member with a default: the
+    prepared analyzer and the test analyzers are handed to the service as they are and have
+    no identity to give. The service sorts its analyzers by it once, when it is assembled.
+    """
+
+    def analysis_identity(self, frame: ValidFrame) -> AnalysisIdentity | None:
+        """The prepared state and ``frame``'s run settings, hashed; None before preparation."""
+        ...
+
+
+@runtime_checkable
+class SavesState(Protocol):
+    """An analyzer whose warm-start progress can be saved on the way out (``serve`` and
+    ``replay`` save every model that can before they exit)."""
+
+    def save_state(self) -> object:
+        """Persist the progress since the last periodic save; a failure is logged, not raised."""
+        ...
 
 
 _MAX_RUNS_KEPT = 100  # per-run counters kept for summary(); bounded for week-long services
@@ -228,11 +248,15 @@ class StreamService:
         self.metrics = metrics or StreamMetrics()
         self._headroom = Headroom()  # worker utilisation; warns when a model falls behind
         # every labelled counter at 0 from the first scrape, so alerts see the first failure
-        self.metrics.declare(list(self.analyzers), names, sinks=[sink_name(s) for s in self.sinks])
+        self.metrics.declare(list(self.analyzers), names, sinks=[s.name for s in self.sinks])
         for sink in self.sinks:  # sinks with series of their own (the Tiled archive's losses)
-            bind = getattr(sink, "bind_metrics", None)
-            if callable(bind):
-                bind(self.metrics.registry)
+            sink.bind_metrics(self.metrics.registry)
+        # which analyzers can name the analysis a frame got (asked once, here)
+        self._identify = {
+            model: a.analysis_identity
+            for model, a in self.analyzers.items()
+            if isinstance(a, IdentifiesAnalysis)
+        }
         self.restart_sources = restart_sources
         self._queue = _ItemQueue(
             queue_size, policy, self._count_skip, max_bytes=queue_bytes, on_full=self._count_full
@@ -273,7 +297,7 @@ class StreamService:
         self._seen_stats: dict[str, dict[str, int]] = {}
         self._resumed_upto: dict[str, int] = {}  # per resumed run: seq published before restart
         # an unpaced replay has no arrival rate to keep up with (headroom: no warning then)
-        self._paced = {s.name: bool(getattr(s, "paced", True)) for s in self.sources}
+        self._paced = {s.name: s.paced for s in self.sources}
         # source counters are synced by receivers and by each /metrics scrape (so a source
         # dropping only garbage is visible too); the lock keeps a delta from counting twice
         self._stats_lock = threading.Lock()
@@ -282,9 +306,7 @@ class StreamService:
         self._closed = False
         if journal is not None:
             for source in self.sources:
-                attach = getattr(source, "attach_journal", None)
-                if callable(attach):
-                    attach(journal)
+                source.attach_journal(journal)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -334,11 +356,8 @@ class StreamService:
             self._count_abandoned(frame, received=False)
         held = 0
         for source in self.sources:
-            drain = getattr(source, "drain_backlog", None)
-            if not callable(drain):
-                continue
             try:
-                left = [item for item in drain() if isinstance(item, Frame)]
+                left = [item for item in source.drain_backlog() if isinstance(item, Frame)]
             except Exception:
                 log.exception("cannot count the backlog of source %s", source.name)
                 continue
@@ -360,9 +379,8 @@ class StreamService:
                 sink.close()
             except Exception as exc:
                 # closing writes (a derived run's stop): a failure there is a sink error too
-                name = sink_name(sink)
-                log.error("closing sink %s failed: %s", name, exc)
-                self.metrics.sink_errors.labels(sink=name).inc()
+                log.error("closing sink %s failed: %s", sink.name, exc)
+                self.metrics.sink_errors.labels(sink=sink.name).inc()
                 with self._lock:
                     self._totals["sink_errors"] += 1
         log.info("service stopped: %s", {k: v for k, v in self.summary().items() if k != "runs"})
@@ -492,10 +510,7 @@ class StreamService:
         held: dict[int, int] = {}
         stored: dict[int, int] = {}
         for i, sink in enumerate(self.sinks):
-            for method, into in (("last_published", held), ("stored_last_seq", stored)):
-                ask = getattr(sink, method, None)
-                if not callable(ask):
-                    continue
+            for ask, into in ((sink.last_published, held), (sink.stored_last_seq, stored)):
                 try:
                     value = ask(start.uid, model)
                 except Exception as exc:
@@ -580,9 +595,7 @@ class StreamService:
             self._sync_source_stats_locked(source)
 
     def _sync_source_stats_locked(self, source: FrameSource) -> None:
-        stats = getattr(source, "stats", None)
-        if stats is None:
-            return
+        stats = source.stats.as_dict()
         seen = self._seen_stats.setdefault(source.name, {})
         counters = {
             "gaps": self.metrics.seq_gaps,
@@ -592,7 +605,7 @@ class StreamService:
             "late": self.metrics.seq_late,
         }
         for name, counter in counters.items():
-            value = int(getattr(stats, name, 0) or 0)
+            value = stats[name]
             delta = value - seen.get(name, 0)
             if delta > 0:
                 counter.labels(source=source.name).inc(delta)
@@ -600,21 +613,16 @@ class StreamService:
                 if name in self._totals:
                     with self._lock:
                         self._totals[name] += delta
-        overflow = int(getattr(stats, "overflow", 0) or 0)
-        delta = overflow - seen.get("overflow", 0)
+        delta = stats["overflow"] - seen.get("overflow", 0)
         if delta > 0:
             self.metrics.backlog_full.labels(where=source.name).inc(delta)
-            seen["overflow"] = overflow
-        kinds = getattr(stats, "kinds", None)
-        if callable(kinds):
-            for kind, value in kinds().items():
-                key = "kind:" + kind
-                delta = value - seen.get(key, 0)
-                if delta > 0:
-                    self.metrics.source_malformed_kind.labels(source=source.name, kind=kind).inc(
-                        delta
-                    )
-                    seen[key] = value
+            seen["overflow"] = stats["overflow"]
+        for kind, value in source.stats.kinds().items():
+            key = "kind:" + kind
+            delta = value - seen.get(key, 0)
+            if delta > 0:
+                self.metrics.source_malformed_kind.labels(source=source.name, kind=kind).inc(delta)
+                seen[key] = value
 
     # -- model choice --------------------------------------------------------------------
 
@@ -685,9 +693,9 @@ class StreamService:
         item = entry.item
         if isinstance(item, RunStart):
             log.info("run %s started (model %s)", item.uid, self._run_model.get(item.uid))
-            self._to_sinks("on_run_start", item)
+            self._to_sinks("on_run_start", lambda sink: sink.on_run_start(item))
         elif isinstance(item, RunStop):
-            self._to_sinks("on_run_stop", item)
+            self._to_sinks("on_run_stop", lambda sink: sink.on_run_stop(item))
             if self.journal is not None:
                 self.journal.close_run(item.uid)
             with self._lock:
@@ -717,16 +725,16 @@ class StreamService:
             return
         # published_at is taken here, just before the sinks, so the latency in the message
         # matches what the end-to-end metric measures.
-        describe = getattr(analyzer, "analysis_identity", None)
+        identify = self._identify.get(model)
         published = PublishedFrame.of(
             result,
             frame,
             received_at=entry.received_at,
-            analysis=describe(frame) if callable(describe) else None,
+            analysis=identify(frame) if identify is not None else None,
         )
         held = self._sink_held.get(frame.source)
         skip = {i for i, h in enumerate(held) if frame.seq <= h} if held else set()
-        self._to_sinks("publish", published, skip=skip)
+        self._to_sinks("publish", lambda sink: sink.publish(published), skip=skip)
         if self.journal is not None:
             self.journal.record_published(frame.source, model, frame.seq)
         latency = time.monotonic() - entry.received_mono
@@ -768,23 +776,24 @@ class StreamService:
             self._totals["failed"] += 1
             self._run_counters(frame.source, model).failed += 1
 
-    def _to_sinks(self, method: str, *args: Any, skip: set[int] | None = None) -> None:
-        """Call one method on every sink (but those in ``skip``, by index: they hold it); a
-        failing sink is logged and the others still run."""
+    def _to_sinks(
+        self, method: str, call: Callable[[Sink], None], skip: set[int] | None = None
+    ) -> None:
+        """``call`` (which calls ``method``) on every sink but those in ``skip`` (by index:
+        they hold it); a failing sink is logged and the others still run."""
         for i, sink in enumerate(self.sinks):
             if skip and i in skip:
                 continue
             try:
-                getattr(sink, method)(*args)
+                call(sink)
             except Exception as exc:
-                name = sink_name(sink)
                 log.error(
                     "sink %s.%s failed: %s",
-                    name,
+                    sink.name,
                     method,
                     exc,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-                self.metrics.sink_errors.labels(sink=name).inc()
+                self.metrics.sink_errors.labels(sink=sink.name).inc()
                 with self._lock:
                     self._totals["sink_errors"] += 1

@@ -21,7 +21,7 @@ from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 from tests.stream.results import frame_result
 
 N_POINTS = 65_536  # 0.5 MB of G plus 0.5 MB of r per frame
@@ -55,7 +55,7 @@ class SlowAnalyzer:
         )
 
 
-class BurstSource:
+class BurstSource(FrameSource):
     """A run whose frames were all measured at once (event times 1 ms apart, now)."""
 
     def __init__(self, n: int, name: str = "burst") -> None:

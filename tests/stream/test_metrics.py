@@ -15,7 +15,7 @@ from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.metrics import StreamMetrics, start_metrics_server
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 from tests.stream.results import frame_result
 
 
@@ -41,7 +41,7 @@ class ConstantAnalyzer:
         )
 
 
-class Source:
+class Source(FrameSource):
     name = "fixed"
 
     def __init__(self) -> None:
@@ -99,7 +99,7 @@ def test_service_metrics_over_http(server_and_metrics: tuple[str, StreamMetrics]
     assert s[("motex_start_time_seconds", ())] <= s[("motex_last_frame_timestamp_seconds", ())]
 
 
-class GatedSource:
+class GatedSource(FrameSource):
     """Yields a run start, then one frame per ``release()`` (a bad one first)."""
 
     name = "gated"

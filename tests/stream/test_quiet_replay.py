@@ -22,7 +22,7 @@ from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
 from motex_stream.stream.live.analyzer_protocol import FrameResult
 from motex_stream.stream.service import StreamService
 from motex_stream.stream.sources import FileSeriesSource
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 from tests.conftest import KEGGIN
 from tests.stream.results import frame_result
 
@@ -50,8 +50,8 @@ class SlowAnalyzer:
         )
 
 
-class BurstLiveSource:
-    """A live source (no ``paced`` attribute) whose frames come faster than the analysis."""
+class BurstLiveSource(FrameSource):
+    """A live source (``paced``, the default) whose frames come faster than the analysis."""
 
     name = "live-burst"
 

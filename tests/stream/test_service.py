@@ -16,10 +16,11 @@ from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem, reg
 from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.messages import PublishedFrame
 from motex_stream.stream.metrics import StreamMetrics
+from motex_stream.stream.publishers.base import Sink
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 from tests.stream.results import frame_result
 
 
@@ -63,7 +64,7 @@ class ToyAnalyzer:
         )
 
 
-class ListSource:
+class ListSource(FrameSource):
     """A FrameSource over a fixed list of items, optionally paced at ``rate`` items/s."""
 
     def __init__(
@@ -96,8 +97,10 @@ class EndlessSource(ListSource):
         stop_event.wait()
 
 
-class RecordingSink:
+class RecordingSink(Sink):
     """Keeps every call in order, to check what sinks see."""
+
+    name = "RecordingSink"
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []

@@ -26,17 +26,17 @@ from motex_stream.stream.config.service import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
-from motex_stream.stream.live.analyzer_protocol import FrameResult
+from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
-from motex_stream.stream.service import StreamService
+from motex_stream.stream.service import IdentifiesAnalysis, SavesState, StreamService
 
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "@runs"  # '@' is not allowed in model names, so no model folder can collide
 
 
-class LazyAnalyzer:
+class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
     """Prepares its model from saved state or a reference at start, else on the first frame.
 
     Preparation (catalogue fit, hyperparameter search) takes seconds; doing it on the first
@@ -181,10 +181,7 @@ def build_service(
     analyzers = analyzers_from_config(config, metrics)
     metrics.on_scrape(_state_counts(analyzers, metrics))
     sources = [make_source(s) for s in config.sources]
-    sinks = make_sinks(config)
-    for sink, entry in zip(sinks, config.sinks, strict=True):
-        # the configured name labels the sink's errors (two sinks of one type stay apart)
-        sink.name = entry.name  # type: ignore[attr-defined]
+    sinks = make_sinks(config)  # each named as configured: the label of its errors
     state_dir = config.service.state_dir
     return StreamService(
         analyzers,
@@ -205,9 +202,8 @@ def save_states(service: StreamService) -> None:
     """Persist each model's progress since its last periodic save (a failed save is logged,
     never raised): a rerun, or a ``serve`` on the same state folder, continues from here."""
     for analyzer in service.analyzers.values():
-        save = getattr(analyzer, "save_state", None)
-        if save is not None:
-            save()
+        if isinstance(analyzer, SavesState):
+            analyzer.save_state()
 
 
 def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) -> Callable[[], None]:

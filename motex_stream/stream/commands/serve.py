@@ -95,7 +95,7 @@ def dashboard_sink(service: ServiceConfig) -> DashboardSink | None:
         return None
     from motex_stream.stream.dashboard import DashboardSink
 
-    sink = DashboardSink(service.dashboard_host, service.dashboard_port)
-    sink.name = "dashboard"  # type: ignore[attr-defined]  # its metric label (sink=...)
+    # named "dashboard": its metric label (sink=...)
+    sink = DashboardSink(service.dashboard_host, service.dashboard_port, name="dashboard")
     log.info("dashboard on %s", sink.server.url)
     return sink

@@ -43,10 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from motex_stream.stream.dashboard.schema import problem
 from motex_stream.stream.dashboard.state import DashboardState
 from motex_stream.stream.frames import RunStart, RunStop
+from motex_stream.stream.message_schema import problem
 from motex_stream.stream.messages import PublishedFrame, to_message
+from motex_stream.stream.publishers.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -413,10 +414,13 @@ def _read_static(name: str) -> bytes:
     return resources.files("motex_stream.stream.dashboard").joinpath("static", name).read_bytes()
 
 
-class DashboardSink:
+class DashboardSink(Sink):
     """The service's own dashboard: a sink that feeds a :class:`DashboardServer` directly."""
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, name: str = "DashboardSink"
+    ) -> None:
+        self.name = name
         self.server = DashboardServer(host, port, source="this service").start()
 
     def on_run_start(self, start: RunStart) -> None:

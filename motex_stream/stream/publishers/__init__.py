@@ -10,8 +10,6 @@ order, so sinks need no locking.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from motex_stream.stream.config import (
     BlueskySinkConfig,
     Config,
@@ -19,21 +17,7 @@ from motex_stream.stream.config import (
     SinkConfig,
     ZmqSinkConfig,
 )
-from motex_stream.stream.frames import RunStart, RunStop
-from motex_stream.stream.messages import PublishedFrame
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """An output for analysed frames (see :mod:`motex_stream.stream.messages`)."""
-
-    def on_run_start(self, start: RunStart) -> None: ...
-
-    def publish(self, published: PublishedFrame) -> None: ...
-
-    def on_run_stop(self, stop: RunStop) -> None: ...
-
-    def close(self) -> None: ...
+from motex_stream.stream.publishers.base import Sink
 
 
 def make_sink(sink: SinkConfig) -> Sink:
@@ -42,11 +26,11 @@ def make_sink(sink: SinkConfig) -> Sink:
         case ZmqSinkConfig():
             from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 
-            return ZmqPublisher(sink.bind)
+            return ZmqPublisher(sink.bind, name=sink.name)
         case JsonlSinkConfig():
             from motex_stream.stream.publishers.jsonl import JsonlSink
 
-            return JsonlSink(sink.path, fsync=sink.fsync)
+            return JsonlSink(sink.path, fsync=sink.fsync, name=sink.name)
         case BlueskySinkConfig():
             from motex_stream.stream.publishers.bluesky_run import BlueskyRunSink
 

@@ -35,6 +35,7 @@ from motex_stream.stream.config import BlueskySinkConfig, read_api_key
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.live.analyzer_protocol import FrameResult, KeepSetChange
 from motex_stream.stream.messages import SCHEMA, AnalysisIdentity, PublishedFrame
+from motex_stream.stream.publishers.base import Sink
 from motex_stream.stream.publishers.derived_run import (
     CHANGES_STREAM,
     PRIMARY_STREAM,
@@ -87,7 +88,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-class BlueskyRunSink:
+class BlueskyRunSink(Sink):
     """Turn analysed frames into start/descriptor/event/stop documents for ``callbacks``.
 
     Each callback receives ``(name, doc)`` like any Bluesky callback; one that raises does not
@@ -100,7 +101,9 @@ class BlueskyRunSink:
         *,
         analysis_version: str = __version__,
         stream_name: str = PRIMARY_STREAM,
+        name: str = "BlueskyRunSink",
     ) -> None:
+        self.name = name
         self.callbacks = list(callbacks)
         self.analysis_version = analysis_version
         self.stream_name = stream_name
@@ -118,7 +121,7 @@ class BlueskyRunSink:
             from motex_stream.stream.publishers.tiled_archive import tiled_writer
 
             callbacks.append(tiled_writer(sink.tiled_uri, api_key=read_api_key(sink.api_key_file)))
-        return cls(callbacks)
+        return cls(callbacks, name=sink.name)
 
     # -- Sink protocol -------------------------------------------------------------------
 

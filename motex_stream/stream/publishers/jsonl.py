@@ -16,14 +16,16 @@ from typing import Any
 
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.messages import PublishedFrame, to_json, validate_message
+from motex_stream.stream.publishers.base import Sink
 
 log = logging.getLogger(__name__)
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     """Append each message to ``path`` (parents created) and flush it to the OS."""
 
-    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+    def __init__(self, path: str | Path, *, fsync: bool = False, name: str = "JsonlSink") -> None:
+        self.name = name
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(self.path)

@@ -27,6 +27,7 @@ import zmq
 from motex_stream.stream.config.sinks import DEFAULT_PUB_BIND
 from motex_stream.stream.frames import RunStart, RunStop
 from motex_stream.stream.messages import PublishedFrame, decode, encode, to_json
+from motex_stream.stream.publishers.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,18 @@ def model_of_topic(frame: bytes) -> str:
     return frame.decode().removesuffix(TOPIC_TERMINATOR)
 
 
-class ZmqPublisher:
+class ZmqPublisher(Sink):
     """Publish each message on ``[model, json]``; boundaries are not sent (messages carry seq)."""
 
     def __init__(
-        self, bind: str = DEFAULT_BIND, *, context: zmq.Context | None = None, hwm: int = 1000
+        self,
+        bind: str = DEFAULT_BIND,
+        *,
+        context: zmq.Context | None = None,
+        hwm: int = 1000,
+        name: str = "ZmqPublisher",
     ) -> None:
+        self.name = name
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.XPUB)

@@ -51,13 +51,30 @@ class FrameSource(Protocol):
 
     ``items`` blocks while waiting for data and returns once ``stop_event`` is set (live
     sources) or the data are exhausted (archives); it owns and releases its connections.
+    ``stats`` are its counters (gaps, malformed input, backlog overflow), which the service
+    turns into metrics.
+
+    Sources subclass this protocol: the capabilities only some sources have are real members
+    here, with defaults that do nothing, so the service reads and calls them on every source
+    instead of probing for them.
     """
 
     name: str
-    # optional ``paced`` (default True): False for a finite input read as fast as the service
-    # takes it (an unpaced replay), which has no arrival rate the analysis must keep up with
+    stats: SourceStats
+    #: False for a finite input read as fast as the service takes it (an unpaced replay),
+    #: which has no arrival rate the analysis must keep up with
+    paced: bool = True
 
     def items(self, stop_event: threading.Event) -> Iterator[StreamItem]: ...
+
+    def attach_journal(self, journal: RunJournal) -> None:
+        """Take up the runs ``journal`` holds open after a restart (live sources that can
+        meet a run again midway: 0MQ, Tiled live, Kafka). Default: nothing to take up."""
+
+    def drain_backlog(self) -> list[StreamItem]:
+        """At shutdown, what the source received but never handed to the service (a 0MQ or
+        Tiled live backlog), so each of its frames is counted. Default: it holds nothing."""
+        return []
 
 
 @dataclass

@@ -26,7 +26,7 @@ from motex_stream.stream.frames import (
     StreamItem,
     validate_frame,
 )
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def natural_key(path: str | os.PathLike[str]) -> tuple[tuple[int, int | str], ..
     return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p)
 
 
-class FileSeriesSource:
+class FileSeriesSource(FrameSource):
     """A glob or directory of ``.gr`` files as one run, one frame per file.
 
     ``pattern`` is a glob (``/data/run7/*.gr``) or a directory (all ``*.gr`` inside). The run

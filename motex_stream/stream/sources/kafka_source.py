@@ -14,7 +14,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from motex_stream.stream.frames import StreamItem
-from motex_stream.stream.sources.base import DocumentAssembler, SourceConfigError, SourceStats
+from motex_stream.stream.sources.base import (
+    DocumentAssembler,
+    FrameSource,
+    SourceConfigError,
+    SourceStats,
+)
 from motex_stream.stream.sources.wire import UnsafePayloadError
 from motex_stream.stream.sources.zmq_source import msgpack_deserializer
 
@@ -27,7 +32,7 @@ class _StopPollingError(Exception):
     """Raised between Kafka polls to leave an older bluesky-kafka's blocking loop."""
 
 
-class KafkaSource:
+class KafkaSource(FrameSource):
     """Bluesky documents from Kafka topics (the lossless transport some facilities run).
 
     Needs the ``kafka`` extra (bluesky-kafka). As for 0MQ, polling runs on its own thread and

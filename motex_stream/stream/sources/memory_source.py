@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from motex_stream.stream.frames import Frame, RunStart, RunStop, StreamItem
-from motex_stream.stream.sources.base import SourceStats
+from motex_stream.stream.sources.base import FrameSource, SourceStats
 
 
-class SeriesSource:
+class SeriesSource(FrameSource):
     """One run of ``n_frames`` frames ``frame(i)`` on grid ``r``, one every ``interval`` s."""
 
     def __init__(

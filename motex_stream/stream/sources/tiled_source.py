@@ -38,6 +38,7 @@ from motex_stream.stream.sources.base import (
     DEFAULT_R_KEY,
     DEFAULT_STREAM,
     DocumentAssembler,
+    FrameSource,
     SourceStats,
 )
 from motex_stream.stream.sources.redact import protect
@@ -112,7 +113,7 @@ class _LiveRun:
     subscriptions: list[Any] = field(default_factory=list)
 
 
-class TiledLiveSource:
+class TiledLiveSource(FrameSource):
     """Frames of runs as they are written into a Tiled catalog (websocket subscription).
 
     Runs created after the subscription starts are followed. With a run journal
@@ -490,7 +491,7 @@ def _disconnect(subscription: Any) -> None:
         )
 
 
-class TiledReplaySource:
+class TiledReplaySource(FrameSource):
     """Replay one archived run: its frames in ``seq_num`` order, then its stop.
 
     ``pace=None`` replays as fast as possible; ``pace=s`` keeps the original spacing of the

@@ -36,6 +36,7 @@ from motex_stream.stream.sources.base import (
     DEFAULT_R_KEY,
     DEFAULT_STREAM,
     DocumentAssembler,
+    FrameSource,
     SourceStats,
 )
 from motex_stream.stream.sources.wire import (
@@ -65,7 +66,7 @@ def make_publisher(address: str, prefix: bytes = DEFAULT_PREFIX) -> Publisher:
     return publisher
 
 
-class ZmqSource:
+class ZmqSource(FrameSource):
     """Frames from live Bluesky documents relayed by a 0MQ proxy.
 
     ``address`` is the proxy's *out* address (``tcp://127.0.0.1:5578``). A thread receives on
