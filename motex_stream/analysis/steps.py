@@ -210,15 +210,21 @@ def make_catalogue(model: StartingModel, settings: ModelSettings) -> PackedMasks
     return PackedMasks(packed, model.n_permutable)
 
 
-def prepare_engine(model: StartingModel, settings: ModelSettings, r: np.ndarray) -> PreparedModel:
+def prepare_engine(
+    model: StartingModel,
+    settings: ModelSettings,
+    r: np.ndarray,
+    class_kernels: np.ndarray | None = None,
+) -> PreparedModel:
     """The prepared model of ``model`` on fit grid ``r`` (Q range resolved): the batched
-    pair-class tables every fit reads.
+    pair-class tables every fit reads (``class_kernels``: the tables saved from an earlier
+    preparation of the same, see :func:`motex_stream.pdf.batched.prepare_model`).
 
     Its ``backend`` is the numeric backend of the settings (``settings.engine``,
     ``settings.device``), so every later :func:`fit_masks` of it, here or on a Dask worker,
     honours the setting.
     """
-    prepared = prepare_model(model, pdf_settings(settings, r), r)
+    prepared = prepare_model(model, pdf_settings(settings, r), r, class_kernels=class_kernels)
     prepared.backend = Backend(settings.engine, settings.device)
     return prepared
 

@@ -132,6 +132,21 @@ class ShapCache:
         assert self._valuesT is not None
         return self._valuesT.T
 
+    def restore(
+        self, values_t: np.ndarray, expected_value: float, n_trees: int, generation: int | None
+    ) -> None:
+        """Take up a matrix (features × rows) saved with the count of trees it explains (a
+        warm restart, ``stream.live.live_state``). Explaining those trees again costs a full
+        pass and sums them in another order than the updates did, a difference in the last
+        bits that the labels of borderline atoms can see."""
+        values_t = np.asarray(values_t, dtype=np.float64)
+        if values_t.shape != self._XT.shape:
+            raise ValueError(f"SHAP matrix {values_t.shape}, rows need {self._XT.shape}")
+        self._valuesT = np.ascontiguousarray(values_t)
+        self.expected_value = float(expected_value)
+        self.n_trees = int(n_trees)
+        self.generation = generation
+
 
 @dataclass
 class AtomContributions:

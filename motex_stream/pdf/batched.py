@@ -294,12 +294,15 @@ def prepare_model(
     r_data: np.ndarray,
     zooms: np.ndarray | None = None,
     exact_kernels: bool = False,
+    class_kernels: np.ndarray | None = None,
 ) -> PreparedModel:
     """Pair classes, reduced basis and class kernels on the zoom grid (done once per model).
 
     The class kernels come from per-kind distance tables (:func:`_class_kernels_tabulated`);
     ``exact_kernels=True`` evaluates every pair at every zoom instead (the former method, kept
-    as the reference the tests hold the tables to).
+    as the reference the tests hold the tables to). ``class_kernels``: the kernels an earlier
+    call with the same arguments computed (a live state's saved tables, see
+    ``stream.live.live_state``), used as they are: they are most of the preparation's time.
     """
     import time
 
@@ -342,7 +345,14 @@ def prepare_model(
         pair_class=pair_class.ravel(),
     )
     t1 = time.perf_counter()
-    if exact_kernels or not _tabulation_applies(pairs, zooms):
+    if class_kernels is not None:
+        kernels = np.asarray(class_kernels)
+        expected = (len(zooms), len(class_keys), basis.rank)
+        if kernels.shape != expected or kernels.dtype != np.float32:
+            raise ValueError(
+                f"class kernels {kernels.shape} {kernels.dtype}, the model needs {expected} float32"
+            )
+    elif exact_kernels or not _tabulation_applies(pairs, zooms):
         kernels = _class_kernels_exact(pairs, len(class_keys), zooms, grid, settings, basis)
     else:
         kernels = _class_kernels_tabulated(pairs, len(class_keys), zooms, grid, settings, basis)

@@ -109,6 +109,7 @@ def test_full_disk_never_fails_a_frame_or_the_exit(  # type: ignore[no-untyped-d
     d = root / NAME
     committed = (d / "state.json").read_text()
     generation = sorted(p.name for p in d.glob("g*"))
+    tables = sorted(p.name for p in d.glob("engine-*.npy"))  # written once, at preparation
     filler = _fill(small_disk, _free_for(case, d / generation[0]))
 
     lazy = LazyAnalyzer(settings, root, save_every=1)
@@ -133,7 +134,7 @@ def test_full_disk_never_fails_a_frame_or_the_exit(  # type: ignore[no-untyped-d
     # the last good commit is untouched and no partial generation is left on the disk
     assert (d / "state.json").read_text() == committed
     left = sorted(p.name for p in d.iterdir() if p.name != "changes.json")
-    assert left == sorted(["state.json", *generation])
+    assert left == sorted(["state.json", *generation, *tables])
 
     # space comes back: the next save commits, and the saved state is usable
     filler.unlink()

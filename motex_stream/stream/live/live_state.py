@@ -3,14 +3,26 @@
 Kept apart from :mod:`motex_stream.stream.live.analyzer` so that what is on disk (layout, checks,
 recovery from a bad state) can be reasoned about, and changed, without touching the per-frame
 science. A state folder holds ``state.json`` (the commit record), one generation folder
-``gNNNNNN/`` (catalogue, fit grid, surrogate) named by it, and ``changes.json`` (the change
-detectors, written after every frame).
+``gNNNNNN/`` (catalogue, fit grid, surrogate, and what a warm restart would otherwise
+recompute: the SHAP matrix of the serving trees and the interval ensemble) named by it,
+``changes.json`` (the change detectors, written after every frame) and the engine's class
+kernel tables (``engine-<key>.npy``, written once, named by everything they depend on).
+
+Why save what could be recomputed (issue 23): a warm restart recomputed the engine tables
+(~2 s), the SHAP of every serving tree (~0.6 s) and, on its first frame, the interval
+ensemble (~2 s: four trainings) before it answered, and the recomputed SHAP sum and ensemble
+(built on another frame) made its answers differ from those the saved analyzer would have
+given. Loaded, they are the very arrays the saved analyzer held, so a restarted service
+answers every later frame bit for bit as if it had never stopped. Every file is ``.npz`` /
+``.npy`` / JSON / xgboost UBJ read without pickle, and checked by its SHA-256.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import io
 import json
 import logging
 import math
@@ -25,26 +37,40 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+import motex_stream
+from motex_stream.analysis import steps
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
+from motex_stream.explain.contributions import ShapCache
 from motex_stream.model.features import features
 from motex_stream.model.incremental import IncrementalSurrogate
-from motex_stream.pdf.batched import PreparedModel
+from motex_stream.pdf.batched import PreparedModel, default_zoom_grid
 from motex_stream.stream.journal import fsync_dir, write_atomic
 from motex_stream.stream.live.changes import KeepSetChangeDetector
+from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.live.runs import LiveRuns
 from motex_stream.structure.starting_model import StartingModel
 
 log = logging.getLogger(__name__)
 
 #: 3: generation folders committed by state.json; 4: with each file's SHA-256 and the
-#: previous commit (read: 3 and 4; a version-3 state is used unverified, once, with a warning)
-STATE_VERSION = 4
-_READABLE_VERSIONS = (3, STATE_VERSION)
+#: previous commit; 5: with the SHAP matrix, the interval ensemble and the engine tables (read:
+#: 3 to 5; a version-3 state is used unverified, once, with a warning; 3 and 4 compute what
+#: they lack, once, with a log line, and the next commit saves it)
+STATE_VERSION = 5
+_READABLE_VERSIONS = (3, 4, STATE_VERSION)
 _GENERATION = re.compile(r"g\d{6}")
 
 #: The change detectors' state in the state folder, written after every frame (small JSON).
 CHANGES_FILE = "changes.json"
+#: In a generation: the SHAP matrix of the serving trees on the explained motifs.
+EXPLAIN_FILE = "explain.npz"
+#: In a generation: the interval ensemble's member values (``ci_models`` ≥ 2, once built).
+ENSEMBLE_FILE = "ensemble.npz"
+#: A SHAP matrix larger than this is not saved (recomputed on a restart instead): a save runs
+#: between two frames, and writing, fsyncing and hashing ~64 MB would delay the next one more
+#: than the restart's one full SHAP pass costs. 10^4 motifs × 25 features: 2 MB.
+MAX_SAVED_SHAP_BYTES = 64 << 20
 
 
 class Persistent(Protocol):
@@ -66,6 +92,9 @@ class Persistent(Protocol):
     save_interval: float | None
     state_save_failures: int
     state_load_fallbacks: int
+    _shap: ShapCache
+    _explained: np.ndarray | None
+    _ensemble: LiveEnsemble | None
     _frames: int
     _generation: int
     _saved_frames: int
@@ -86,6 +115,64 @@ class StateMismatchError(StateError):
 
 
 @dataclass
+class SavedShap:
+    """The SHAP matrix a saved analyzer held (features × explained motifs) and what it explains."""
+
+    values_t: np.ndarray
+    expected_value: float
+    n_trees: int
+    generation: int
+    explained: np.ndarray | None  # the explained subsample's rows; None: every motif
+
+    def restore(
+        self, cache: ShapCache, surrogate: IncrementalSurrogate, explained: np.ndarray | None
+    ) -> bool:
+        """Put the saved matrix into ``cache`` when it explains ``surrogate``'s trees on the
+        rows ``explained``; False (logged) when it does not (the caller explains anew)."""
+        why = ""
+        if (self.n_trees, self.generation) != (surrogate.n_trees, surrogate.generation):
+            why = f"saved for {self.n_trees} trees of generation {self.generation}"
+        elif (self.explained is None) != (explained is None) or (
+            explained is not None and not np.array_equal(self.explained, explained)
+        ):
+            why = "saved for another subsample of motifs (explain_rows changed)"
+        else:
+            try:
+                cache.restore(self.values_t, self.expected_value, self.n_trees, self.generation)
+                return True
+            except ValueError as exc:
+                why = str(exc)
+        log.info("saved SHAP matrix not used (%s): the serving trees are explained anew", why)
+        return False
+
+
+@dataclass
+class SavedEnsemble:
+    """The interval ensemble a saved analyzer held: its members' values on the frame it was
+    built on (see :mod:`motex_stream.stream.live.live_intervals`)."""
+
+    values: np.ndarray  # (members, atoms)
+    generation: int
+    rows: int
+    seed: int
+    params: list[dict[str, Any]]
+
+    def live(
+        self, masks: np.ndarray, search: list[dict[str, Any]], surrogate: IncrementalSurrogate
+    ) -> LiveEnsemble | None:
+        """The ensemble again, when it serves ``surrogate``'s generation with the members the
+        analyzer would choose (:func:`member_params`); None: the next frame builds it."""
+        params = member_params(search, surrogate.params, len(self.params))
+        if self.generation != surrogate.generation or [p.to_dict() for p in params] != self.params:
+            return None
+        ensemble = LiveEnsemble(masks, params, self.rows, self.seed)
+        ensemble.values, ensemble.generation = self.values, self.generation
+        if hasattr(ensemble, "sd"):  # a LiveEnsemble that still caches its SD (before issue 21)
+            ensemble.sd = np.std(self.values, axis=0, ddof=1)
+        return ensemble
+
+
+@dataclass
 class SavedState:
     """What one committed generation holds, every part checked, ready to build an analyzer."""
 
@@ -97,6 +184,50 @@ class SavedState:
     frames: int
     generation: int
     record: dict[str, Any]  # its commit record (state.json, or the previous commit in it)
+    #: the engine's class kernels (None: not saved, or not for this engine: computed)
+    kernels: np.ndarray | None = None
+    shap: SavedShap | None = None
+    ensemble: SavedEnsemble | None = None
+
+
+def prepared_engine(model: StartingModel, saved: SavedState) -> PreparedModel:
+    """The engine of a saved state: from its saved class kernels when they fit the model,
+    else computed (logged, with the time it took), as a fresh preparation does."""
+    if saved.kernels is not None:
+        try:
+            return steps.prepare_engine(model, saved.resolved, saved.r, class_kernels=saved.kernels)
+        except ValueError as exc:
+            log.warning("model %s: saved engine tables unusable (%s)", saved.resolved.name, exc)
+    t = time.perf_counter()
+    engine = steps.prepare_engine(model, saved.resolved, saved.r)
+    log.info(
+        "model %s: engine tables computed in %.1f s (saved with the next commit)",
+        saved.resolved.name,
+        time.perf_counter() - t,
+    )
+    return engine
+
+
+@functools.cache
+def _engine_code_digest() -> str:
+    """SHA-256 of the engine's code and data (``motex_stream/pdf``) and the package version:
+    tables made by other engine code are never used (an upgrade computes them once)."""
+    root = Path(steps.prepare_engine.__code__.co_filename).parents[1] / "pdf"
+    h = hashlib.sha256(motex_stream.__version__.encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def engine_tables_name(resolved: LiveModelSettings, r: np.ndarray, zooms: np.ndarray) -> str:
+    """The file name of the class kernels of a model: a digest of all they depend on (the
+    settings that shape a prepared model and the starting model's bytes, through the
+    fingerprint; the fit grid; the zoom grid; the engine's code)."""
+    h = hashlib.sha256(resolved.fingerprint().encode())
+    h.update(np.ascontiguousarray(r, dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(zooms, dtype="<f8").tobytes())
+    h.update(_engine_code_digest().encode())
+    return f"engine-{h.hexdigest()[:16]}.npy"
 
 
 def generation_name(generation: int) -> str:
@@ -265,6 +396,9 @@ def _commit(analyzer: Persistent) -> list[str]:
     )
     np.savez(gen / "grid.npz", r=analyzer.engine.r_data)
     analyzer.surrogate.save(gen / "surrogate")
+    _save_shap(gen, analyzer)
+    _save_ensemble(gen, analyzer)
+    tables = _save_engine_tables(d, analyzer)
     for path in sorted(gen.rglob("*"), reverse=True):
         _fsync_path(path)
     fsync_dir(gen)
@@ -284,6 +418,7 @@ def _commit(analyzer: Persistent) -> list[str]:
         "hyperparameters": analyzer.surrogate.params.to_dict(),
         "search": analyzer.search,
         "frames": analyzer._frames,
+        "engine": tables,
         "saved_at": time.time(),
     }
     if previous is not None:
@@ -292,7 +427,71 @@ def _commit(analyzer: Persistent) -> list[str]:
     analyzer._state_record = meta
     analyzer._saved_frames = analyzer._frames
     analyzer._saved_mono = time.monotonic()
-    return [name] if previous is None else [name, str(previous["generation"])]
+    return _in_use(meta)
+
+
+def _in_use(record: dict[str, Any]) -> list[str]:
+    """The files of the state folder a commit record uses: its generation and engine tables,
+    and those of the previous commit it keeps."""
+    used = []
+    for r in (record, record.get("previous")):
+        if isinstance(r, dict):
+            used.append(str(r.get("generation")))
+            engine = r.get("engine")
+            if isinstance(engine, dict):
+                used.append(str(engine.get("file")))
+    return used
+
+
+def _save_shap(gen: Path, analyzer: Persistent) -> None:
+    """The SHAP matrix of the serving trees, when it explains all of them (it does after
+    every frame and at preparation) and is small enough to save (:data:`MAX_SAVED_SHAP_BYTES`)."""
+    cache, s = analyzer._shap, analyzer.surrogate
+    values = cache.values
+    if values is None or (cache.n_trees, cache.generation) != (s.n_trees, s.generation):
+        return
+    if values.nbytes > MAX_SAVED_SHAP_BYTES:
+        return
+    explained = analyzer._explained
+    np.savez(
+        gen / EXPLAIN_FILE,
+        values_t=values.T,
+        expected_value=np.float64(cache.expected_value),
+        n_trees=np.int64(cache.n_trees),
+        generation=np.int64(s.generation),
+        subsample=np.bool_(explained is not None),
+        explained=np.asarray([] if explained is None else explained, dtype=np.int64),
+    )
+
+
+def _save_ensemble(gen: Path, analyzer: Persistent) -> None:
+    """The interval ensemble, when it serves the current surrogate generation."""
+    ens = analyzer._ensemble
+    if ens is None or ens.values is None or ens.generation != analyzer.surrogate.generation:
+        return
+    np.savez(
+        gen / ENSEMBLE_FILE,
+        values=np.asarray(ens.values, dtype=np.float64),
+        generation=np.int64(ens.generation),
+        rows=np.int64(ens.rows),
+        seed=np.int64(ens.seed),
+        params=np.array(json.dumps([p.to_dict() for p in ens.params])),
+    )
+
+
+def _save_engine_tables(d: Path, analyzer: Persistent) -> dict[str, str]:
+    """The engine's class kernels beside the generations, written once per engine (they do not
+    change from frame to frame: ~20 MB for 109725); their record for the commit."""
+    engine = analyzer.engine
+    name = engine_tables_name(analyzer.settings, engine.r_data, engine.zooms)
+    used = (analyzer._state_record or {}).get("engine")
+    if isinstance(used, dict) and used.get("file") == name and (d / name).is_file():
+        return {"file": name, "sha256": str(used.get("sha256"))}
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(engine.class_kernels), allow_pickle=False)
+    data = buffer.getvalue()
+    write_atomic(d / name, data)
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -371,7 +570,8 @@ def load(
         meta = read_meta(settings, directory)
         record = meta
         try:
-            analyzer = build(read_generation(settings, model, directory, meta))
+            saved = read_generation(settings, model, directory, meta)
+            analyzer = build(saved)
         except StateMismatchError:
             raise
         except Exception as exc:
@@ -379,7 +579,8 @@ def load(
             if not isinstance(previous, dict):
                 raise
             _check_record(previous, settings)
-            analyzer = build(read_generation(settings, model, directory, previous))
+            saved = read_generation(settings, model, directory, previous)
+            analyzer = build(saved)
             record, fallbacks = previous, 1
             bad, good = str(meta.get("generation")), str(previous.get("generation"))
             aside = _set_generation_aside(directory, bad)
@@ -399,11 +600,13 @@ def load(
     except Exception as exc:  # corrupt state of any kind: never fatal
         _move_aside(directory, _one_line(exc))
         return None
+    if saved.ensemble is not None:
+        analyzer._ensemble = saved.ensemble.live(
+            analyzer.catalogue, analyzer.search, saved.surrogate
+        )
     analyzer.state_load_fallbacks = fallbacks
     analyzer._state_record = record
-    keep = [generation_name(analyzer._generation)]
-    if fallbacks == 0 and isinstance(meta.get("previous"), dict):
-        keep.append(str(meta["previous"].get("generation")))
+    keep = _in_use(meta if fallbacks == 0 else record)
     _remove_leftovers(directory, keep=keep)
     analyzer._runs.restore(read_changes(directory / CHANGES_FILE))
     log.info(
@@ -480,6 +683,14 @@ def read_generation(
         raise StateError("surrogate has no trees")
     if not np.all(np.isfinite(surrogate.predict(masks[:8]))):
         raise StateError("surrogate predicts non-finite values")
+    if meta.get("version") != STATE_VERSION:
+        log.info(
+            "model %s: state of version %s holds no engine tables, SHAP matrix or interval "
+            "ensemble (version %d does): computed now, saved with the next commit",
+            settings.name,
+            meta.get("version"),
+            STATE_VERSION,
+        )
     return SavedState(
         resolved=resolved,
         masks=masks,
@@ -489,7 +700,79 @@ def read_generation(
         frames=frames,
         generation=int(name[1:]),
         record=meta,
+        kernels=_read_engine_tables(directory, meta, resolved, r),
+        shap=_read_shap(gen / EXPLAIN_FILE),
+        ensemble=_read_ensemble(gen / ENSEMBLE_FILE, n_atoms),
     )
+
+
+def _read_shap(path: Path) -> SavedShap | None:
+    """The saved SHAP matrix (None: none saved). Its checksum was verified with the
+    generation; a file of the wrong form raises (the generation is then not used)."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        values_t = np.asarray(f["values_t"], dtype=np.float64)
+        explained = np.asarray(f["explained"], dtype=np.int64) if bool(f["subsample"]) else None
+        shap = SavedShap(
+            values_t=values_t,
+            expected_value=float(f["expected_value"]),
+            n_trees=int(f["n_trees"]),
+            generation=int(f["generation"]),
+            explained=explained,
+        )
+    if values_t.ndim != 2 or not np.all(np.isfinite(values_t)):
+        raise StateError(f"SHAP matrix of shape {values_t.shape} or not finite")
+    return shap
+
+
+def _read_ensemble(path: Path, n_atoms: int) -> SavedEnsemble | None:
+    """The saved interval ensemble (None: none saved); see :func:`_read_shap`."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        ensemble = SavedEnsemble(
+            values=np.asarray(f["values"], dtype=np.float64),
+            generation=int(f["generation"]),
+            rows=int(f["rows"]),
+            seed=int(f["seed"]),
+            params=json.loads(str(f["params"])),
+        )
+    if ensemble.values.ndim != 2 or ensemble.values.shape != (len(ensemble.params), n_atoms):
+        raise StateError(f"ensemble values of shape {ensemble.values.shape}")
+    return ensemble
+
+
+def _read_engine_tables(
+    directory: Path, record: dict[str, Any], resolved: LiveModelSettings, r: np.ndarray
+) -> np.ndarray | None:
+    """The class kernels a commit names, when they were made for this model, grid and engine
+    code and their checksum holds; else None, logged (they are computed, as a fresh
+    preparation does). A file that fails its checksum is removed (the next commit rewrites
+    it): unlike a generation, nothing else depends on it."""
+    entry = record.get("engine")
+    if not isinstance(entry, dict):
+        return None
+    name = engine_tables_name(resolved, r, default_zoom_grid())
+    if entry.get("file") != name:
+        log.info(
+            "model %s: saved engine tables are for another engine or grid (%s, now %s): "
+            "computing them",
+            resolved.name,
+            entry.get("file"),
+            name,
+        )
+        return None
+    path = directory / name
+    try:
+        if _sha256(path) != entry.get("sha256"):
+            log.warning("model %s: engine tables %s fail their checksum", resolved.name, path)
+            _unlink_quietly(path)
+            return None
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        log.warning("model %s: engine tables %s unreadable: %s", resolved.name, path, exc)
+        return None
 
 
 def read_changes(path: Path) -> dict[str, KeepSetChangeDetector]:
