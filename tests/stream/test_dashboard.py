@@ -283,7 +283,7 @@ def test_cli_lists_dashboard_and_refuses_a_bad_port(capsys) -> None:
 
 
 def test_service_serves_its_own_dashboard_when_configured(tmp_path) -> None:
-    from motex_stream.stream.commands.serve import dashboard_sink
+    from motex_stream.stream.commands.runner import dashboard_sink
     from motex_stream.stream.config import ServiceConfig
     from motex_stream.stream.messages import PublishedFrame
     from tests.stream.conftest import free_port
@@ -345,17 +345,20 @@ def test_the_documented_command_serves_the_stream(tmp_path) -> None:
     assert f"on http://127.0.0.1:{port}/" in out
 
 
-def test_demo_dashboard_moves_to_a_free_port_when_its_own_is_taken(capsys) -> None:
-    from motex_stream.stream.commands.demo import _dashboard
+def test_demo_dashboard_moves_to_a_free_port_when_its_own_is_taken() -> None:
+    from motex_stream.stream.commands.demo import _dashboard_port
+    from motex_stream.stream.commands.runner import dashboard_sink
+    from motex_stream.stream.config import ServiceConfig
 
     with DashboardServer(port=0) as taken:
-        sink = _dashboard(taken.port)
+        port = _dashboard_port(taken.port)  # what the demo puts in its config
+        assert port != taken.port
+        sink = dashboard_sink(ServiceConfig(state_dir=None, dashboard_port=port))
+        assert sink is not None
         try:
-            assert sink.server.port != taken.port
-            assert get(sink.server, "/healthz")[0] == 200
+            assert sink.server.port == port and get(sink.server, "/healthz")[0] == 200
         finally:
             sink.close()
-    assert f"dashboard: {sink.server.url}" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- hostile input (issue 19)

@@ -12,6 +12,7 @@ import argparse
 import io
 import logging
 import os
+import socket
 import threading
 import time
 from datetime import datetime
@@ -92,16 +93,15 @@ def _start_watch(address: str, n_frames: int, show: bool) -> threading.Thread:
     return thread
 
 
-def _dashboard(port: int) -> Any:
-    """The service's own dashboard on 127.0.0.1:``port``, or on a free port if that is taken."""
-    from motex_stream.stream.dashboard import DashboardSink
-
-    try:
-        sink = DashboardSink(port=port)
-    except OSError:
-        sink = DashboardSink(port=0)
-    print(f"dashboard: {sink.server.url} (open it now; it stops with the demo)", flush=True)
-    return sink
+def _dashboard_port(port: int) -> int:
+    """``port`` on 127.0.0.1 if it is free, else a free one: a demo must not fail because
+    another page (an earlier demo, a served dashboard) holds the default port."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def run_demo(
@@ -122,6 +122,7 @@ def run_demo(
 
     from motex_stream.analysis.settings import LiveModelSettings
     from motex_stream.stream.commands.runner import build_service, format_summary
+    from motex_stream.stream.dashboard import DashboardSink
     from motex_stream.stream.publishers.jsonl import read_jsonl
     from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
     from motex_stream.stream.sim.series import two_motif_series
@@ -149,15 +150,21 @@ def run_demo(
     try:
         os.environ["MOTEX_TILED_API_KEY"] = str(server.api_key)
         uri = str(server.uri).split("?", 1)[0]
-        config = demo_config(out, settings, uri)
+        page = None if dashboard_port is None else _dashboard_port(dashboard_port)
+        config = demo_config(out, settings, uri, dashboard_port=page)
         t0 = time.perf_counter()
         print(f"preparing the model ({catalogue} motifs: catalogue fit + hyperparameter search)...")
         service = build_service(config)
         print(f"  prepared in {time.perf_counter() - t0:.1f} s")
         source, publisher = service.sources[0], service.sinks[1]
         assert isinstance(source, TiledLiveSource) and isinstance(publisher, ZmqPublisher)
-        if dashboard_port is not None:
-            service.sinks.append(_dashboard(dashboard_port))
+        if page is not None:
+            dashboard = service.sinks[-1]
+            assert isinstance(dashboard, DashboardSink)
+            print(
+                f"dashboard: {dashboard.server.url} (open it now; it stops with the demo)",
+                flush=True,
+            )
         service.start()
         if not source.ready.wait(60):
             raise RuntimeError("the Tiled live subscription did not connect within 60 s")
@@ -189,16 +196,20 @@ def run_demo(
     return _summarise(out, series, messages, stats, uid, format_summary(stats))
 
 
-def demo_config(out: Path, settings: LiveModelSettings, uri: str) -> Config:
+def demo_config(
+    out: Path, settings: LiveModelSettings, uri: str, dashboard_port: int | None = None
+) -> Config:
     """The demo as the service config ``serve`` would read: the one model, the in-process
     Tiled server as a live source, the results file and a ZMQ stream on a free port for the
     watch view (what demo differs in is said here as config values: state under ``out``, no
-    metrics server). Source and sinks carry the names the demo has always logged."""
+    metrics server, the page on ``dashboard_port`` if given). Source and sinks carry the
+    names the demo has always logged."""
     from motex_stream.stream.config import Config
 
+    service = {"state_dir": out / "state", "metrics_port": 0, "dashboard_port": dashboard_port or 0}
     return Config.model_validate(
         {
-            "service": {"state_dir": out / "state", "metrics_port": 0},
+            "service": service,
             "models": [settings],
             "sources": [{"type": "tiled", "name": f"tiled:{uri}", "uri": uri}],
             "sinks": [

@@ -15,13 +15,13 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.analysis.steps import UNIFORM_STEP
-from motex_stream.stream.config import Config
+from motex_stream.stream.config import Config, ServiceConfig
 from motex_stream.stream.config.service import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL_S
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.journal import RunJournal
@@ -30,6 +30,9 @@ from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResul
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
 from motex_stream.stream.service import IdentifiesAnalysis, SavesState, StreamService
+
+if TYPE_CHECKING:
+    from motex_stream.stream.dashboard import DashboardSink
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +172,29 @@ def build_service(
     The one assembly of ``serve``, ``replay`` and ``demo``: each command turns what it was
     given (a file, flags) into a :class:`Config` and calls this. The run journal lives in the
     state folder, so a config without one (``state_dir`` None) keeps no journal either.
+    The service's own dashboard (``service.dashboard_port``) is the last sink; it is started
+    first, so its page answers while the models prepare.
     ``resume_after`` (``replay`` resuming into its output): asked once the sinks are open (a
     JSON Lines sink cuts a half-written last line on opening), per run uid the last seq an
     earlier process published; those frames are dropped as duplicates.
     """
     use_dask(config.service.dask)
-    from motex_stream.stream.publishers import make_sinks
+    from motex_stream.stream.publishers import Sink, make_sinks
     from motex_stream.stream.sources import make_source
 
     metrics = metrics or StreamMetrics()
-    analyzers = analyzers_from_config(config, metrics)
-    metrics.on_scrape(_state_counts(analyzers, metrics))
-    sources = [make_source(s) for s in config.sources]
-    sinks = make_sinks(config)  # each named as configured: the label of its errors
+    dashboard = dashboard_sink(config.service)
+    try:
+        analyzers = analyzers_from_config(config, metrics)
+        metrics.on_scrape(_state_counts(analyzers, metrics))
+        sources = [make_source(s) for s in config.sources]
+        sinks: list[Sink] = make_sinks(config)  # each named as configured: its errors' label
+    except BaseException:
+        if dashboard is not None:
+            dashboard.close()
+        raise
+    if dashboard is not None:
+        sinks.append(dashboard)
     state_dir = config.service.state_dir
     return StreamService(
         analyzers,
@@ -196,6 +209,18 @@ def build_service(
         restart_sources=config.service.restart_sources,
         resume_after=None if resume_after is None else resume_after(),
     )
+
+
+def dashboard_sink(service: ServiceConfig) -> DashboardSink | None:
+    """The service's own dashboard (``[service] dashboard_port``), or None when it is off."""
+    if not service.dashboard_port:
+        return None
+    from motex_stream.stream.dashboard import DashboardSink
+
+    # named "dashboard": its metric label (sink=...)
+    sink = DashboardSink(service.dashboard_host, service.dashboard_port, name="dashboard")
+    log.info("dashboard on %s", sink.server.url)
+    return sink
 
 
 def save_states(service: StreamService) -> None:

@@ -12,11 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from motex_stream.stream.config import ServiceConfig
-    from motex_stream.stream.dashboard import DashboardSink
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +66,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             serve_until_signalled,
         )
 
-        dashboard = dashboard_sink(config.service)
-        try:
-            service = build_service(config, metrics)
-        except BaseException:
-            if dashboard is not None:
-                dashboard.close()
-            raise
-        if dashboard is not None:
-            service.sinks.append(dashboard)
+        service = build_service(config, metrics)  # the dashboard too, when configured
         summary = serve_until_signalled(service, server)
         server = None  # closed there
     finally:
@@ -87,15 +74,3 @@ def run_from_args(args: argparse.Namespace) -> int:
             server.close()
     log.info("service stopped: %s", format_summary(summary))
     return 0
-
-
-def dashboard_sink(service: ServiceConfig) -> DashboardSink | None:
-    """The service's own dashboard (``[service] dashboard_port``), or None when it is off."""
-    if not service.dashboard_port:
-        return None
-    from motex_stream.stream.dashboard import DashboardSink
-
-    # named "dashboard": its metric label (sink=...)
-    sink = DashboardSink(service.dashboard_host, service.dashboard_port, name="dashboard")
-    log.info("dashboard on %s", sink.server.url)
-    return sink
