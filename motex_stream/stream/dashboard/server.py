@@ -247,12 +247,13 @@ class DashboardServer:
             except Exception as exc:  # allowed by the schema, still unusable: never fatal
                 why = f"{type(exc).__name__}: {exc}"
         if why is not None:
-            self._reject(message, why)
+            self.reject(message, why)
             return False
         self._clients.broadcast(sse("frame", body))
         return True
 
-    def _reject(self, message: Any, why: str) -> None:
+    def reject(self, message: Any, why: str) -> None:
+        """Count and log one message that is not shown (``message`` None: dropped unread)."""
         with self._rejected_lock:
             self.rejected += 1
             n = self.rejected
@@ -458,7 +459,11 @@ def serve_subscription(
     if on_start is not None:
         on_start(server)
     try:
-        for _topic, message in subscribe(address, topics, stop_event=stop_event):
+        # what the subscriber drops (unparsable, oversized, not as the schema publishes it)
+        # never reaches add(): counted here, so `rejected` is every message not shown
+        for _topic, message in subscribe(
+            address, topics, stop_event=stop_event, on_invalid=lambda why: server.reject(None, why)
+        ):
             server.add(message)
     finally:
         server.close()

@@ -220,14 +220,16 @@ def subscribe(
     timeout: float | None = None,
     max_messages: int | None = None,
     stop_event: Event | None = None,
+    on_invalid: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(topic, message)`` until ``max_messages``, a ``timeout`` gap, or ``stop_event``.
 
     The socket connects on the first ``next()``; use :class:`Subscriber` directly when the
-    connection must exist before the publisher starts.
+    connection must exist before the publisher starts. ``on_invalid`` as for
+    :class:`Subscriber`: a consumer's own count of what was dropped before it saw it.
     """
     count = 0
-    with Subscriber(address, topics) as sub:
+    with Subscriber(address, topics, on_invalid=on_invalid) as sub:
         waited = 0.0
         while max_messages is None or count < max_messages:
             if stop_event is not None and stop_event.is_set():
