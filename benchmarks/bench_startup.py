@@ -140,7 +140,9 @@ def main() -> None:
     runs: dict[str, list[dict[str, float | str]]] = {name: [] for name in trees}
     print("load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for i in range(args.repeats):
-        for name, tree in trees.items():  # alternate, so drifting load hits both alike
+        order = list(trees.items())
+        # alternate, and swap who goes first each round, so drifting load hits both alike
+        for name, tree in order if i % 2 == 0 else order[::-1]:
             got = launch_once(tree, args.ready)
             runs[name].append(got)
             cells = ", ".join(
