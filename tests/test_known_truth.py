@@ -134,3 +134,10 @@ def test_refinement_recovers_the_off_centre_truth_exactly_and_beats_centrality(
     # direct evidence at the refined motif: every member helps, every other atom hurts
     assert (refined.keep_effect[refined.mask] < 0).all()
     assert (refined.keep_effect[~refined.mask] > 0).all()
+    # labels hold against the truth the refinement returned: no keep outside it, no remove
+    # inside it, and some keep. Before the toggles' signs were resolved one-sided (the check
+    # used the two-sided test) MgO-debye had 1 keep outside it (of 5 keeps)
+    labels = np.array(res.intervals.label)
+    assert not ((labels == "keep") & ~refined.mask).any()
+    assert not ((labels == "remove") & refined.mask).any()
+    assert (labels == "keep").any()
