@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 #: Threads given to xgboost. The offline job and the service both target a 2-core host.
 NTHREAD = 2
 
+#: xgboost threads of a training (the final fit, the interval members, the live warm
+#: starts; the search runs its folds one thread each, side by side). Why one on a 2-core
+#: host: the trees are byte-identical for any thread count (tested), two OpenMP threads gain
+#: only ~1.4× on ~10⁴ rows when both cores are free, and when another process holds a core
+#: the second thread's spin-waiting made trainings 14-100× slower: the 109725 final fit 0.4-
+#: 1.5 s on one thread against 5.6-33 s on two (load 5-9), and `analyze`'s final fit and
+#: interval members 38-85 s and 37-40 s at load 12-20 (issue 23). Prediction and SHAP of the
+#: served model keep :data:`NTHREAD`.
+TRAIN_NTHREAD = 1
+
 
 def features(masks: np.ndarray, dtype: DTypeLike = np.float32) -> np.ndarray:
     """Feature matrix of the paper: the N mask bits, then the motif size as the last column.

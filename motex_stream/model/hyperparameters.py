@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from motex_stream.model.features import NTHREAD
+from motex_stream.model.features import TRAIN_NTHREAD
 
 #: Per-row TreeSHAP cost budget of a trained ensemble, in units of Σ_trees leaves × depth²
 #: (bounded above by ``n_trees · 2**depth · depth**2``). 50 000 units ≈ 1.5 s for 10⁴ motifs
@@ -53,8 +53,9 @@ class Hyperparameters:
     reg_lambda: float = 1.0
     n_estimators: int = 100
 
-    def to_xgb_params(self, *, seed: int = 0, nthread: int = NTHREAD) -> dict[str, Any]:
-        """Native ``xgb.train`` parameters (squared-error regression, MAE as eval metric)."""
+    def to_xgb_params(self, *, seed: int = 0, nthread: int = TRAIN_NTHREAD) -> dict[str, Any]:
+        """Native ``xgb.train`` parameters (squared-error regression, MAE as eval metric);
+        ``nthread``: :data:`~motex_stream.model.features.TRAIN_NTHREAD` unless given."""
         return {
             "objective": "reg:squarederror",
             "eval_metric": "mae",

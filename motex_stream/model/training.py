@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from motex_stream.model.features import NTHREAD, as_features, split_matrices
+from motex_stream.model.features import NTHREAD, TRAIN_NTHREAD, as_features, split_matrices
 from motex_stream.model.hyperparameters import (
     DEFAULT_SHAP_BUDGET,
     Hyperparameters,
@@ -27,13 +27,6 @@ from motex_stream.model.hyperparameters import (
 from motex_stream.model.search import search_hyperparameters
 
 log = logging.getLogger(__name__)
-
-#: xgboost threads of the final fit. Why one, on a 2-core host: the trees are byte-identical
-#: for any thread count (checked on the 109725 surrogate), two OpenMP threads gain only ~1.4×
-#: on ~10⁴ rows when both cores are free, and when another process holds a core the second
-#: thread's spin-waiting made the same 195-tree fit 14-34× slower (0.4-1.5 s on one thread
-#: against 5.6-33 s on two, load average 5-9; issue 23).
-FIT_NTHREAD = 1
 
 #: Files of a saved model: xgboost's own booster format (exact) and the JSON of the rest.
 BOOSTER_FILE = "booster.ubj"
@@ -88,12 +81,12 @@ def _fit_early_stopping(
     seed: int,
     val_fraction: float,
     early_stopping_rounds: int,
-    nthread: int = FIT_NTHREAD,
+    nthread: int = TRAIN_NTHREAD,
 ) -> tuple[xgb.Booster, int]:
     """Train up to ``params.n_estimators`` rounds, early-stopped on a seeded validation slice.
 
     The booster is sliced to its best iteration, so the trees that early stopping rejected do
-    not cost SHAP time later. ``nthread``: xgboost's threads (default :data:`FIT_NTHREAD`).
+    not cost SHAP time later. ``nthread``: xgboost's threads (default :data:`TRAIN_NTHREAD`).
     """
     fit_idx, val_idx = seeded_split(len(y), val_fraction, seed + 1)
     dfit, dval = split_matrices(X, y, fit_idx, val_idx, nthread=nthread)
@@ -122,7 +115,7 @@ def train(
     early_stopping_rounds: int = 20,
     search: bool = True,
     val_fraction: float = 0.1,
-    nthread: int = FIT_NTHREAD,
+    nthread: int = TRAIN_NTHREAD,
     **search_kwargs: Any,
 ) -> TrainedModel:
     """The paper's training protocol: seeded 80/20 split, optional Bayesian search with CV on
@@ -134,7 +127,7 @@ def train(
     defaults with the round cap set by the SHAP budget. The search is bounded by counts
     (``n_calls`` points × ``cv_folds`` folds) unless the caller opts into ``time_budget_s``: a
     wall-clock cap makes the result depend on machine load, so it is never a default.
-    ``nthread``: xgboost threads of the final fit (:data:`FIT_NTHREAD`; the search uses its
+    ``nthread``: xgboost threads of the final fit (:data:`TRAIN_NTHREAD`; the search uses its
     own fold threads); the trees are the same for any thread count.
     """
     t0 = time.perf_counter()
