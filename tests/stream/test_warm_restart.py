@@ -174,3 +174,14 @@ def test_the_configured_tree_cap_applies_after_a_restart(  # type: ignore[no-unt
         restored = MotexFrameAnalyzer.restore(small_state.settings.updated(max_trees=cap), root)
         assert restored is not None
         assert restored.surrogate.configured_max_trees == cap
+
+
+def test_the_engine_tables_key_ignores_compiled_caches() -> None:
+    """The tables' name digests the engine's source and data, never ``__pycache__``: numba
+    writes its kernel caches there on first use, so a state saved before they existed named
+    tables that the next start (with the caches) refused and recomputed (bench_restart)."""
+    files = live_state.engine_code_files()
+    names = {p.name for p in files}
+    assert {"batched.py", "realspace.py", "grid.py"} <= names
+    assert not any("__pycache__" in p.parts for p in files)
+    assert all(p.suffix in (".py", ".csv") for p in files), names

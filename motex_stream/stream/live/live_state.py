@@ -208,13 +208,22 @@ def prepared_engine(model: StartingModel, saved: SavedState) -> PreparedModel:
     return engine
 
 
+def engine_code_files() -> list[Path]:
+    """The engine's source and data files (``motex_stream/pdf``: ``*.py`` and ``data/``), in a
+    fixed order. Not its ``__pycache__``: numba writes its compiled-kernel caches there on
+    first use, which would change the digest between the save and the next start."""
+    root = Path(steps.prepare_engine.__code__.co_filename).parents[1] / "pdf"
+    files = [*root.glob("*.py"), *(p for p in (root / "data").rglob("*") if p.is_file())]
+    return sorted(files)
+
+
 @functools.cache
 def _engine_code_digest() -> str:
-    """SHA-256 of the engine's code and data (``motex_stream/pdf``) and the package version:
-    tables made by other engine code are never used (an upgrade computes them once)."""
-    root = Path(steps.prepare_engine.__code__.co_filename).parents[1] / "pdf"
+    """SHA-256 of the engine's code and data (:func:`engine_code_files`) and the package
+    version: tables made by other engine code are never used (an upgrade computes them once)."""
+    root = Path(steps.prepare_engine.__code__.co_filename).parents[1]
     h = hashlib.sha256(motex_stream.__version__.encode())
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+    for path in engine_code_files():
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
