@@ -6,6 +6,7 @@ Used by the offline outputs (``result.json``, the report) and by the stream's wi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,8 +19,16 @@ def to_jsonable(value: Any) -> Any:
     """Recursively turn numpy scalars/arrays, tuples, sets and paths into JSON values.
 
     Non-finite floats become ``None`` (``null``): strict JSON has no NaN, and other tools
-    (jq, browsers) reject files that contain it. Anything else unknown becomes its ``str``.
+    (jq, browsers) reject files that contain it. A dataclass becomes the object of its
+    fields, leaving out those that are None (its optional members). Anything else unknown
+    becomes its ``str``.
     """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        }
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -54,25 +54,30 @@ are sent as ``null`` (strict JSON has no NaN).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from motex_stream.analysis.jsonable import to_jsonable
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer_protocol import (
     AtomValues,
     BestFit,
+    FitCurve,
     FrameResult,
     KeepSetChange,
+    ModelDrawing,
     ModelQuality,
 )
 from motex_stream.stream.message_schema import problem
 
 SCHEMA = "motex-stream/contributions/v1"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,9 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
     }
     # optional fields for live views (absent unless the analyzer provides them)
     if result.fit is not None:
-        message["fit"] = result.fit
+        message["fit"] = to_jsonable(result.fit)
     if result.structure is not None:
-        message["structure"] = result.structure
+        message["structure"] = to_jsonable(result.structure)
     # optional: the persistent keep-set change this frame confirmed (absent: none)
     if result.change is not None:
         message["change"] = change_message(result.change)
@@ -285,8 +290,8 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
         ),
         n_refit=int(message.get("n_refit") or 0),
         extra=dict(message.get("extra") or {}),
-        fit=message.get("fit"),
-        structure=message.get("structure"),
+        fit=_fields_of(FitCurve, message.get("fit")),
+        structure=_fields_of(ModelDrawing, message.get("structure")),
         change=change_from_message(change) if isinstance(change, Mapping) else None,
     )
     return PublishedFrame(
@@ -297,6 +302,13 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
         received_at=message.get("received_at"),
         published_at=float(message.get("published_at") or math.nan),  # NaN: not sent
     )
+
+
+def _fields_of(kind: type[T], value: Any) -> T | None:
+    """The typed optional field a message carries (its keys already checked by the schema)."""
+    if not isinstance(value, Mapping):
+        return None
+    return kind(**{f.name: value[f.name] for f in dataclasses.fields(kind) if f.name in value})
 
 
 def validate_message(message: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -8,8 +8,10 @@ from typing import Any
 from motex_stream.stream.live.analyzer_protocol import (
     AtomValues,
     BestFit,
+    FitCurve,
     FrameResult,
     KeepSetChange,
+    ModelDrawing,
     ModelQuality,
 )
 
@@ -48,6 +50,8 @@ def frame_result(
     timing: Mapping[str, float],
     model_quality: Mapping[str, Any] | None = None,
     change: Mapping[str, Any] | None = None,
+    fit: Mapping[str, Any] | None = None,
+    structure: Mapping[str, Any] | None = None,
     **more: Any,
 ) -> FrameResult:
     """A :class:`FrameResult` from dict literals (counts and flags may be given as floats)."""
@@ -71,6 +75,8 @@ def frame_result(
         timing=dict(timing),
         model_quality=ModelQuality(**{k: v for k, v in quality.items() if k in known}),
         change=None if change is None else keep_set_change(change),
+        fit=None if fit is None else FitCurve(**fit),
+        structure=None if structure is None else ModelDrawing(**structure),
         **more,
     )
 

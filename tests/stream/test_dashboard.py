@@ -26,8 +26,9 @@ from motex_stream.stream.dashboard import DashboardServer
 from motex_stream.stream.dashboard.server import accepts_gzip
 from motex_stream.stream.dashboard.state import FIT_FRAMES, DashboardState
 from motex_stream.stream.frames import Frame
+from motex_stream.stream.live.analyzer_protocol import FitCurve, ModelDrawing
 from motex_stream.stream.live.liveview import FIT_POINTS, best_fit, decimation, structure
-from motex_stream.stream.messages import build_message, decode, encode
+from motex_stream.stream.messages import build_message, decode, encode, from_message
 from motex_stream.stream.publishers.zmq_pub import ZmqPublisher
 from motex_stream.stream.sim.series import two_motif_series
 from tests.stream.dashboard_feed import publish, published_dashboard
@@ -66,6 +67,10 @@ def test_fit_and_structure_are_optional_fields_v1_readers_accept() -> None:
     full = decode(encode(message(1, fit=fit, structure=shape)))  # a v1 reader's decode
     assert full["fit"] == {"r": [1.0, 2.0], "g": [0.5, 0.25], "g_calc": [0.4, None]}
     assert full["structure"] == shape
+    # a typed reader gets the typed fields back, as the analyzer made them
+    read = from_message(full).result
+    assert read.fit == FitCurve(r=[1.0, 2.0], g=[0.5, 0.25], g_calc=[0.4, None])
+    assert read.structure == ModelDrawing(**shape) and read.structure.equivalent is None
 
 
 @pytest.fixture(scope="module")
@@ -84,25 +89,25 @@ def test_best_fit_curve_reproduces_the_fitted_rwp(engine) -> None:
     best = int(np.argmin(fits.rwp))
     curve = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g)
     keep = decimation(len(g))
-    assert len(curve["r"]) == len(keep) <= FIT_POINTS
-    np.testing.assert_allclose(curve["g"], g[keep], rtol=0, atol=0.5e-5)
+    assert len(curve.r) == len(keep) <= FIT_POINTS
+    np.testing.assert_allclose(curve.g, g[keep], rtol=0, atol=0.5e-5)
     # undecimated, the curve's Rwp is the batched fit's Rwp: the plot shows what was fitted
     full = best_fit(prep, masks[best], fits.scale[best], fits.zoom[best], g, points=len(g))
-    assert len(full["r"]) == len(g)
-    assert rwp(g, np.array(full["g_calc"])) == pytest.approx(fits.rwp[best], abs=1e-3)
+    assert len(full.r) == len(g)
+    assert rwp(g, np.array(full.g_calc)) == pytest.approx(fits.rwp[best], abs=1e-3)
 
 
 def test_structure_lists_every_atom_and_what_dependent_atoms_go_with(engine) -> None:
     prep, _ = engine
     model = prep.model
     s = structure(prep)
-    assert len(s["elements"]) == len(s["xyz"]) == len(s["bonded"]) == model.n_atoms
-    assert s["permutable"] == (model.permutable + 1).tolist()
-    for atom in s["permutable"]:
-        assert s["bonded"][atom - 1] == [atom]
+    assert len(s.elements) == len(s.xyz) == len(s.bonded) == model.n_atoms
+    assert s.permutable == (model.permutable + 1).tolist()
+    for atom in s.permutable:
+        assert s.bonded[atom - 1] == [atom]
     for row, atom in enumerate(model.dependent):
         want = (model.permutable[model.bonded[row]] + 1).tolist()
-        assert s["bonded"][atom] == want and want  # every O of this model has a W
+        assert s.bonded[atom] == want and want  # every O of this model has a W
 
 
 def test_decimation_keeps_at_most_the_limit_evenly() -> None:

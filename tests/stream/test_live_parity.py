@@ -237,6 +237,6 @@ def test_symmetric_atoms_agree_within_their_intervals(writer, element, motifs, t
         res = analyzer.analyze(Frame("run", k + 1, float(k), r, g))
         assert res.model_quality.rebuilt
         if k == 0:
-            described = [[a - 1 for a in s] for s in res.structure["equivalent"]]
+            described = [[a - 1 for a in s] for s in res.structure.equivalent]
             assert described == [s for s in sites if len(s) > 1]
         assert_sites_agree(sites, *live_arrays(res.contributions), f"live frame {k + 1}")

@@ -61,7 +61,7 @@ def frame_record(published: PublishedFrame, arrived: float) -> dict[str, Any]:
         # a surrogate rebuilt from scratch serves from this frame on (the page marks it)
         "rebuilt": quality.rebuilt,
         "generation": quality.generation,
-        "fit": result.fit,
+        "fit": to_jsonable(result.fit),
     }
 
 
@@ -150,7 +150,7 @@ class DashboardState:
             elif record["seq"] != last + 1:
                 view.gaps += 1
             if result.structure is not None:
-                view.structure = dict(result.structure)
+                view.structure = to_jsonable(result.structure)
             view.frames.append(record)
             change = None
             if isinstance(record["change"], Mapping):
@@ -168,7 +168,7 @@ class DashboardState:
                 "atoms": view.atoms,
                 "elements": view.elements,
                 "frame": record,
-                "structure": result.structure,
+                "structure": to_jsonable(result.structure),
                 "point": point,
                 "messages": view.messages,
                 "gaps": view.gaps,

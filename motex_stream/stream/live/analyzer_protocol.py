@@ -77,6 +77,30 @@ class BestFit:
 
 
 @dataclass(frozen=True)
+class FitCurve:
+    """The data and the best motif's G(r) on the (decimated) fit grid, for a live plot."""
+
+    r: list[float]
+    g: list[float]
+    g_calc: list[float]
+
+
+@dataclass(frozen=True)
+class ModelDrawing:
+    """The starting model as a live view draws it (atom numbers 1-based, file order).
+
+    ``bonded[i]``: the permutable atoms atom i+1 goes with (itself for a permutable atom).
+    ``equivalent``: symmetry-equivalent permutable atoms, one list per site of two or more.
+    """
+
+    elements: list[str]
+    xyz: list[list[float]]
+    permutable: list[int]
+    bonded: list[list[int]]
+    equivalent: list[list[int]] | None = None
+
+
+@dataclass(frozen=True)
 class ModelQuality:
     """How well the surrogate serving this frame predicts it, and where it stands."""
 
@@ -112,10 +136,9 @@ class FrameResult:
     model_quality: ModelQuality = field(default_factory=ModelQuality)
     n_refit: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    # optional, for live views: {"r", "g", "g_calc"} of the best motif on the fit grid
-    # (decimated), and {"elements", "xyz", "permutable", "bonded"} of the model once per run
-    fit: dict[str, Any] | None = None
-    structure: dict[str, Any] | None = None
+    # optional, for live views: the best motif's curve every frame, the model once per run
+    fit: FitCurve | None = None
+    structure: ModelDrawing | None = None
     # a persistent change of the keep set confirmed by this frame; None: no change
     change: KeepSetChange | None = None
 

@@ -9,12 +9,11 @@ Rwp equals the batched fit's to the engine's accuracy, so the plot shows what wa
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from motex_stream.fitting.reference_fit import motif_pdf
 from motex_stream.pdf.batched import PreparedModel
+from motex_stream.stream.live.analyzer_protocol import FitCurve, ModelDrawing
 
 #: at most this many points of the fit grid are sent (every k-th point, ends kept)
 FIT_POINTS = 500
@@ -37,25 +36,25 @@ def best_fit(
     zoom: np.ndarray,
     g: np.ndarray,
     points: int = FIT_POINTS,
-) -> dict[str, Any]:
-    """``{"r", "g", "g_calc"}``: the data and the best motif's G on the (decimated) fit grid."""
+) -> FitCurve:
+    """The data and the best motif's G on the (decimated) fit grid."""
     r = engine.r_data
     calc = scale * motif_pdf(engine.model, np.asarray(mask, bool), engine.settings, r, zoom)
     keep = decimation(len(r), points)
     # 5 decimals of G (Å⁻²) are far below what a plot shows and halve the message's size
-    return {
-        "r": np.round(r[keep], 6).tolist(),
-        "g": np.round(g[keep], DECIMALS).tolist(),
-        "g_calc": np.round(calc[keep], DECIMALS).tolist(),
-    }
+    return FitCurve(
+        r=np.round(r[keep], 6).tolist(),
+        g=np.round(g[keep], DECIMALS).tolist(),
+        g_calc=np.round(calc[keep], DECIMALS).tolist(),
+    )
 
 
-def structure(engine: PreparedModel) -> dict[str, Any]:
+def structure(engine: PreparedModel, equivalent: list[list[int]] | None = None) -> ModelDrawing:
     """The starting model as the page draws it (atom numbers are 1-based, file order).
 
     ``bonded[i]`` lists the permutable atoms that atom i+1 goes with: itself for a permutable
     atom, the permutable atoms within the threshold for a dependent one (kept if any of them
-    is kept, as in the catalogue).
+    is kept, as in the catalogue). ``equivalent``: symmetry-equivalent sites, 1-based.
     """
     model = engine.model
     bonded: list[list[int]] = [[] for _ in range(model.n_atoms)]
@@ -63,9 +62,10 @@ def structure(engine: PreparedModel) -> dict[str, Any]:
         bonded[atom] = [int(atom) + 1]
     for row, atom in enumerate(model.dependent):
         bonded[atom] = (model.permutable[model.bonded[row]] + 1).tolist()
-    return {
-        "elements": list(model.symbols),
-        "xyz": np.round(model.positions, 4).tolist(),
-        "permutable": (model.permutable + 1).tolist(),
-        "bonded": bonded,
-    }
+    return ModelDrawing(
+        elements=list(model.symbols),
+        xyz=np.round(model.positions, 4).tolist(),
+        permutable=(model.permutable + 1).tolist(),
+        bonded=bonded,
+        equivalent=equivalent,
+    )
