@@ -212,7 +212,7 @@ def engine_code_files() -> list[Path]:
     """The engine's source and data files (``motex_stream/pdf``: ``*.py`` and ``data/``), in a
     fixed order. Not its ``__pycache__``: numba writes its compiled-kernel caches there on
     first use, which would change the digest between the save and the next start."""
-    root = Path(steps.prepare_engine.__code__.co_filename).parents[1] / "pdf"
+    root = Path(motex_stream.__file__).parent / "pdf"
     files = [*root.glob("*.py"), *(p for p in (root / "data").rglob("*") if p.is_file())]
     return sorted(files)
 
@@ -221,7 +221,7 @@ def engine_code_files() -> list[Path]:
 def _engine_code_digest() -> str:
     """SHA-256 of the engine's code and data (:func:`engine_code_files`) and the package
     version: tables made by other engine code are never used (an upgrade computes them once)."""
-    root = Path(steps.prepare_engine.__code__.co_filename).parents[1]
+    root = Path(motex_stream.__file__).parent
     h = hashlib.sha256(motex_stream.__version__.encode())
     for path in engine_code_files():
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
