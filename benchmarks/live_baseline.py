@@ -48,15 +48,14 @@ class AheadEnsemble(LiveEnsemble):
         """Build generation ``generation``'s members from the fits ``y`` of rows ``ids``."""
         self.ahead[generation] = self.build(y, ids)
 
-    def update(
-        self, generation: int, y: np.ndarray, ids: np.ndarray, value: np.ndarray
-    ) -> np.ndarray:
+    def update(self, generation: int, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """The SD of the members built ahead for ``generation`` when there are some, else
         :class:`LiveEnsemble`'s (built from this frame)."""
         values = self.ahead.pop(generation, None)
         if values is not None and generation != self.generation:
             self.values, self.generation = values, generation
-        return super().update(generation, y, ids, value)
+            self.sd = np.std(values, axis=0, ddof=1)
+        return super().update(generation, y, ids)
 
 
 class AheadSurrogate(IncrementalSurrogate):

@@ -219,37 +219,10 @@ def contribution_intervals(
         low, high, lab = interval(contributions.value, se, level)
         return ContributionIntervals(low, high, lab, level, n_models, np.zeros_like(se), se)
     ens = ensemble_contributions(y, masks, members, seed, rows)
-    ens_sd = member_sd(ens, contributions.value)
+    ens_sd = np.std(ens, axis=0, ddof=1)
     sd, df = combined_sd(ens_sd, n_models, se)
     low, high, lab = interval(contributions.value, sd, level, df)
     return ContributionIntervals(low, high, lab, level, n_models, ens_sd, se, df)
-
-
-def member_sd(members: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """The spread (SD, ddof 1) per atom of the ensemble's contribution vectors ``members``
-    (members, N), each first brought to the RMS of ``value`` (the main model's vector) over
-    the atoms both define: the one definition of the ensemble's part of an interval, offline
-    (:func:`contribution_intervals`) and live (``stream/live/live_intervals.py``).
-
-    Why the common scale: surrogates trained with different hyperparameter points give
-    contribution vectors that differ mostly by one factor (shrinkage: the tree count, the
-    learning rate, the regularisation; measured on ``bench_live_parity``'s frames, the best
-    point with the tree count of another frame's CV gives 1.12-1.16 × the values, the 4th
-    and 5th points of a search 0.23-0.53 ×, Pearson ≥ 0.90). A common factor changes no
-    sign and no ranking, so it says nothing about which atoms help; left in, it widened the
-    intervals of the large values and moved the labels of the atoms near the threshold with
-    whichever point the search ranked first (issue 20). What is left after the rescaling is
-    the members' disagreement on the pattern, in the units of the value it bounds, so the
-    labels (value / sd) do not move when the main model's scale does. A member with no
-    finite atom or a zero vector is left out (NaN: undefined interval, ``uncertain``).
-    """
-    m = np.array(members, dtype=float, copy=True)
-    v = np.asarray(value, dtype=float)
-    for b in range(len(m)):
-        ok = np.isfinite(m[b]) & np.isfinite(v)
-        norm = np.sqrt(np.mean(m[b][ok] ** 2)) if ok.any() else 0.0
-        m[b] = m[b] * (np.sqrt(np.mean(v[ok] ** 2)) / norm) if norm > 0 else np.nan
-    return np.std(m, axis=0, ddof=1)
 
 
 def combined_sd(

@@ -99,10 +99,8 @@ def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
     params = member_params(analyzer.search, analyzer.surrogate.params, 3)
     ids = np.arange(len(cat))
     frames = [analyzer.surrogate.predict(cat) * (1 + 0.1 * k) for k in range(3)]
-    contributions = atom_contributions(analyzer._shap.values, analyzer._explained_masks)
-    value = contributions.value
     ens = LiveEnsemble(cat, params, rows=150, seed=settings.seed)
-    sd0 = ens.update(0, frames[0], ids, value)
+    sd0 = ens.update(0, frames[0], ids)
     assert np.all(np.isfinite(sd0)) and np.all(sd0 > 0)
     trained = TrainedModel(
         analyzer.surrogate.booster,
@@ -114,21 +112,20 @@ def test_the_ensemble_belongs_to_the_serving_model_and_one_frame(
         0,
         search_history=analyzer.search,
     )
+    contributions = atom_contributions(analyzer._shap.values, analyzer._explained_masks)
     offline = steps.intervals(
         trained, cat, frames[0], contributions, settings.updated(ci_models=3, ci_rows=150)
     )
     np.testing.assert_allclose(sd0, offline.ensemble_sd, rtol=1e-12)
     # a later frame of the same surrogate: the same SD (no per-frame member history)
-    np.testing.assert_array_equal(ens.update(0, frames[1], ids, value), sd0)
-    # ... taken at the scale of the frame's values (member_sd): twice the values, twice the SD
-    np.testing.assert_allclose(ens.update(0, frames[1], ids, 2 * value), 2 * sd0, rtol=1e-12)
+    np.testing.assert_array_equal(ens.update(0, frames[1], ids), sd0)
     # the surrogate is rebuilt on frame 2 (generation 1): its members come from frame 2's
     # fits alone, as a fresh ensemble's would, and serve the generation's later frames
-    sd1 = ens.update(1, frames[2], ids, value)
+    sd1 = ens.update(1, frames[2], ids)
     alone = LiveEnsemble(cat, params, rows=150, seed=settings.seed)
-    np.testing.assert_array_equal(sd1, alone.update(1, frames[2], ids, value))
+    np.testing.assert_array_equal(sd1, alone.update(1, frames[2], ids))
     assert not np.array_equal(sd1, sd0)
-    np.testing.assert_array_equal(ens.update(1, frames[0], ids, value), sd1)
+    np.testing.assert_array_equal(ens.update(1, frames[0], ids), sd1)
 
 
 def test_members_are_the_offline_ensembles_models() -> None:

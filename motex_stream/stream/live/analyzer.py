@@ -427,7 +427,7 @@ class MotexFrameAnalyzer:
         ens = self._ensemble
         if run.ci_models < 2 or ens is None:
             return se, None
-        ens_sd = ens.update(self.surrogate.generation, rwp, idx, contrib.value)
+        ens_sd = ens.update(self.surrogate.generation, rwp, idx)
         return combined_sd(ens_sd, len(ens.params), se)
 
     def _change(

@@ -12,8 +12,7 @@ Live, the same ensemble is built **whenever the serving surrogate is (re)built f
 on the frame it is built on, by the same code (:func:`~motex_stream.explain.confidence.
 ensemble_contributions`, with the same members and seed as ``steps.intervals``, over every fit
 of that frame): for a frame whose fits cover the catalogue it *is* the offline ensemble of
-that frame. Its members then serve every frame of that surrogate's life, their spread taken
-at the scale of each frame's values (``explain.confidence.member_sd``, as offline). The surrogate is
+that frame. Its SD then serves every frame of that surrogate's life. The surrogate is
 rebuilt at the tree cap (every few frames: the cap holds the searched model plus two frames
 of warm starts) and, in line, on any frame whose data moved away from it (drift), so the SD
 always comes from one frame, the serving model's own, and never from a mixture of older
@@ -50,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from motex_stream.explain.confidence import ensemble_contributions, member_sd
+from motex_stream.explain.confidence import ensemble_contributions
 from motex_stream.model.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,8 @@ class LiveEnsemble:
         # (xgboost parameters, rounds) per member, exactly as steps.intervals builds them
         self.members = [(p.to_xgb_params(seed=self.seed), p.n_estimators) for p in self.params]
         self._masks = masks
-        self.generation: int | None = None  # the surrogate generation the members were built for
+        self.generation: int | None = None  # the surrogate generation the SD was built for
+        self.sd: np.ndarray | None = None
         self.values: np.ndarray | None = None  # (members, atoms) of that build
 
     def build(self, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -100,24 +100,21 @@ class LiveEnsemble:
             np.asarray(y, float), masks, self.members, self.seed, self.rows
         )
 
-    def update(
-        self, generation: int, y: np.ndarray, ids: np.ndarray, value: np.ndarray
-    ) -> np.ndarray:
-        """The ensemble's SD per atom for a frame served by surrogate ``generation`` whose
-        contribution values are ``value``. The members are built from this frame's fits ``y``
-        (catalogue rows ``ids``) on the first frame of each generation (the frame the
-        surrogate was rebuilt on, or the first after a start) and kept for the generation's
-        other frames; their spread is taken at the scale of this frame's ``value`` by the
-        offline function (:func:`~motex_stream.explain.confidence.member_sd`), so a
-        warm-started value whose scale has grown since the rebuild gets an SD in its own
-        units. Atoms whose contrast is undefined in a member's resample get NaN (their
-        interval is then undefined: ``uncertain``)."""
-        if generation != self.generation or self.values is None:
+    def update(self, generation: int, y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The ensemble's SD per atom for a frame served by surrogate ``generation``; built
+        from this frame's fits ``y`` (catalogue rows ``ids``) on the first frame of each
+        generation (the frame the surrogate was rebuilt on, or the first after a start), kept
+        for the generation's other frames. Atoms whose contrast is undefined in a member's
+        resample get NaN (their interval is then undefined: ``uncertain``)."""
+        if generation != self.generation or self.sd is None:
             t = time.perf_counter()
-            self.values, self.generation = self.build(y, ids), generation
+            values = self.build(y, ids)
+            self.values, self.generation = values, generation
+            self.sd = np.std(values, axis=0, ddof=1)
             log.debug(
                 "live ensemble of generation %d in %.1f ms",
                 generation,
                 1000 * (time.perf_counter() - t),
             )
-        return member_sd(self.values, value)
+        assert self.sd is not None
+        return self.sd
