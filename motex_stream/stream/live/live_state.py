@@ -167,7 +167,7 @@ class SavedEnsemble:
             return None
         ensemble = LiveEnsemble(masks, params, self.rows, self.seed)
         ensemble.values, ensemble.generation = self.values, self.generation
-        if hasattr(ensemble, "sd"):  # a LiveEnsemble that still caches its SD (before issue 21)
+        if hasattr(ensemble, "sd"):  # its cached SD: the same expression as LiveEnsemble.update
             ensemble.sd = np.std(self.values, axis=0, ddof=1)
         return ensemble
 
