@@ -57,6 +57,7 @@ from motex_stream.stream.live.analyzer_protocol import (
     BestFit,
     FrameResult,
     KeepSetChange,
+    ModelDrawing,
     ModelQuality,
 )
 from motex_stream.stream.live.changes import KeepSetChangeDetector
@@ -108,6 +109,7 @@ class MotexFrameAnalyzer:
         state_dir: Path | None = None,
         configured: LiveModelSettings | None = None,
         search: list[dict[str, Any]] | None = None,
+        shap: live_state.SavedShap | None = None,
     ) -> None:
         self.settings = settings
         self.configured = configured or settings
@@ -129,7 +131,9 @@ class MotexFrameAnalyzer:
             self._explained_masks = np.asarray(catalogue)[self._explained]
             self._explained_features = self._features[self._explained]
         self._shap = ShapCache(self._explained_features)
-        if surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
+        # a warm restart takes up the saved SHAP of the serving trees (live_state.SavedShap)
+        restored = shap is not None and shap.restore(self._shap, surrogate, self._explained)
+        if not restored and surrogate.n_trees + surrogate.rounds_per_frame <= surrogate.max_trees:
             # explain the current trees now (start-up), so frame 1 pays only for its new trees
             self._shap.update(surrogate.booster, generation=surrogate.generation)
         # rebuilds train the offline model of the rebuilt frame, in line (module doc)
@@ -243,7 +247,8 @@ class MotexFrameAnalyzer:
         def build(saved: live_state.SavedState) -> MotexFrameAnalyzer:
             surrogate = saved.surrogate
             surrogate.rounds_per_frame = _frame_rounds(settings.rounds, surrogate.params.max_depth)
-            engine = steps.prepare_engine(model, saved.resolved, saved.r)
+            surrogate.configured_max_trees = settings.max_trees  # a runtime setting
+            engine = live_state.prepared_engine(model, saved)
             analyzer = cls(
                 saved.resolved,
                 model,
@@ -253,6 +258,7 @@ class MotexFrameAnalyzer:
                 directory,
                 configured=settings,
                 search=saved.search,
+                shap=saved.shap,
             )
             analyzer._frames = analyzer._saved_frames = saved.frames
             analyzer._generation = saved.generation
@@ -450,18 +456,15 @@ class MotexFrameAnalyzer:
         """Persist every run's change detector (logged, never raised on failure)."""
         live_state.save_changes(self)
 
-    def _describe_once(self, run: str) -> dict[str, Any] | None:
+    def _describe_once(self, run: str) -> ModelDrawing | None:
         """The model's coordinates on the first frame of each run, else None."""
         state = self._runs[run]
         if state.described:
             return None
         state.described = True
-        described = structure(self.engine)
         # symmetry-equivalent sites (1-based atoms), so a view can say "these 12 are one site"
-        described["equivalent"] = [
-            [self._atoms[k] for k in site] for site in self._sites if len(site) > 1
-        ]
-        return described
+        sites = [[self._atoms[k] for k in site] for site in self._sites if len(site) > 1]
+        return structure(self.engine, equivalent=sites)
 
     @property
     def _sites(self) -> list[list[int]]:
