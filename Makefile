@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-loop test lint bench clean
+.PHONY: demo demo-loop test test-fast test-slow lint bench clean
 
 # The pinned tree is installed by uv (itself pinned in constraints.txt), bootstrapped with the
 # venv's own pip: from scratch it took a quarter to a third of pip's wall time on the 2-core
@@ -34,9 +34,31 @@ demo: $(STAMP)
 demo-loop: $(STAMP)
 	$(BIN)/python services/demo_loop.py
 
-test: $(STAMP)
+# The fast suite (`-m "not slow"`) is the one to run while working; `make test` (what CI runs)
+# runs it and then the slow end-to-end and paper tests as a second pytest session, each
+# printing its wall time, so every CI log shows both numbers. Both run even if the first
+# fails (one CI run reports every failure); the exit status fails if either did.
+# Each suite runs on TEST_WORKERS pytest-xdist worker processes: on 2 cores one worker's waits
+# (servers starting, subprocesses, sockets) are filled by the other's computing. Every test
+# module stays whole in one worker, and the modules sharing a dear session fixture (a prepared
+# live model, the Dask cluster) share a worker (tests/conftest.py). TEST_WORKERS=0: serially.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+timed = start=$$(date +%s); $(PYTEST) $(2); rc=$$?; \
+	echo "== $(1): $$(( $$(date +%s) - start )) s wall (exit $$rc) =="
+
+lint: $(STAMP)
 	$(BIN)/ruff check motex_stream tests benchmarks services
-	$(BIN)/python -m pytest -q
+
+test-fast: lint
+	@$(call timed,fast suite,-m "not slow"); exit $$rc
+
+test-slow: lint
+	@$(call timed,slow suite,-m slow); exit $$rc
+
+test: lint
+	@$(call timed,fast suite,-m "not slow"); fast=$$rc; \
+	$(call timed,slow suite,-m slow); [ $$fast -eq 0 ] && [ $$rc -eq 0 ]
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
