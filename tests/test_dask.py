@@ -58,6 +58,7 @@ def test_engine_sent_once_per_worker(dask_client, prepared_109725, reference_rwp
     assert set(dask_client.who_has()[fut.key]) == set(dask_client.scheduler_info()["workers"])
 
 
+@pytest.mark.slow  # kills a worker and waits for the nanny's fresh process: 9-12 s in CI
 def test_worker_killed_mid_job(dask_client, prepared_109725, reference_rwp, golden_fits):
     g = target(golden_fits[0])
     masks = random_catalogue(reference_rwp[0].shape[1], 6000, 11, 3, 21)
