@@ -274,16 +274,18 @@ def test_two_motif_crossover_is_reported_once_near_the_crossover(
 @pytest.mark.slow
 def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepared, tmp_path):
     """The analyzer stops two frames into the crossover (nothing confirmed yet) and a new one
-    loads the state; the frame in flight is analysed again, then the rest. The change is
+    loads the state saved after that frame and analyses the rest. The change is
     reported once, dated as without the restart. Before the detectors' state was saved, the
-    restarted analyzer adopted motif B silently as its baseline: no change at all."""
+    restarted analyzer adopted motif B silently as its baseline: no change at all. Since the
+    live state saves the interval ensemble and the SHAP of the serving trees (format 5), a
+    restart changes nothing: the changes reported are exactly those of an uninterrupted run
+    (at 195e1d4 the ensemble was rebuilt from the first frame after the restart: the restarted
+    run confirmed a change of 13 atoms gained on seq 20, the uninterrupted run one of 8 on seq
+    19 and a second of 2 on seq 24)."""
     import shutil
 
     from motex_stream.stream.frames import Frame
     from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
-
-    state = tmp_path / "state"
-    shutil.copytree(prepared, state)
 
     def frames(first: int, last: int) -> list[Frame]:  # seq first..last (1-based)
         return [
@@ -291,34 +293,37 @@ def test_a_change_in_progress_survives_a_restart(crossing, live_settings, prepar
             for i in range(first - 1, last)
         ]
 
+    def analyzer(folder: str) -> MotexFrameAnalyzer:
+        state = tmp_path / folder
+        if not state.exists():
+            shutil.copytree(prepared, state)
+        found = MotexFrameAnalyzer.prepare(live_settings, None, state)
+        # the model's warm start is saved every frame too, so the restarted surrogate is
+        # where the first one stopped
+        found.save_every = 1
+        return found
+
     stop = int(CROSSOVER) + 3  # seq 17: the flips began on seq 16, none is confirmed yet
-    before = MotexFrameAnalyzer.prepare(live_settings, None, state)
-    # the model's warm start is saved every frame too, so the restarted surrogate is where
-    # the first one stopped (with none saved since preparation it relearns motif B first:
-    # measured, the change is still reported once, with these atoms, but dated seq 19)
-    before.save_every = 1
+    before = analyzer("restarted")
     changes = [(f.seq, before.analyze(f).change) for f in frames(1, stop)]
     assert not any(c for _, c in changes), changes
-    after = MotexFrameAnalyzer.prepare(live_settings, None, state)
-    changes += [(f.seq, after.analyze(f).change) for f in frames(stop, N_CROSS)]
+    after = analyzer("restarted")
+    changes += [(f.seq, after.analyze(f).change) for f in frames(stop + 1, N_CROSS)]
     reported = [(seq, c) for seq, c in changes if c]
-    # one change loses motif A (the restart neither hides it nor reports it twice); as
-    # without a restart, a later change may only complete motif B (a borderline W13 atom
-    # settling into keep; measured: W24 at frame 20), never lose or add anything else
+
+    whole = analyzer("uninterrupted")
+    uninterrupted = [(f.seq, whole.analyze(f).change) for f in frames(1, N_CROSS)]
+    assert reported == [(seq, c) for seq, c in uninterrupted if c]
+
+    # and what is reported is the crossover: one change loses motif A, dated near the
+    # crossover; a later change may only complete motif B (a borderline W13 atom settling)
     losing = [(seq, c) for seq, c in reported if c.atoms_lost]
-    assert len(losing) == 1, reported
-    for _, later in reported:
-        if later is not losing[0][1]:
-            assert later.frame > losing[0][1].frame, reported
-            assert set(later.atoms_gained) <= set(range(13, 26)), reported
-    assert len(reported) <= 2, reported
+    assert len(losing) == 1 and len(reported) <= 2, reported
     change = losing[0][1]
     assert abs(change.frame - (CROSSOVER + 1)) <= 2, change
     assert change.atoms_lost == tuple(range(1, 13))
-    # the interval ensemble is rebuilt at the restart, so a borderline motif-B atom may settle
-    # a frame late and miss the change (W24 here); none outside motif B joins it
-    assert set(change.atoms_gained) <= set(range(13, 26))
-    assert len(change.atoms_gained) >= 12
+    gained = {a for _, c in reported for a in c.atoms_gained}
+    assert gained <= set(range(13, 26)) and len(change.atoms_gained) >= 7, reported
 
 
 @pytest.mark.slow
