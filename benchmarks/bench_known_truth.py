@@ -37,9 +37,9 @@ baseline* (the k atoms nearest the starting model's centroid, k = truth size):
     .venv/bin/python benchmarks/bench_known_truth.py --check-calculators
 
 Bounded by counts (:class:`Budget`: catalogue, search points, fit budget), seeded. The whole
-family with both calculators and one seed took ~12 min on the 2 cores shared at load ~11
-(22–83 s a case); ``--quick`` (the two cheapest cases, :data:`QUICK` budget, what
-``tests/test_known_truth.py`` runs) ~1 min.
+family with the three calculators and one seed (21 runs) took 15 min on the 2 cores shared
+at load 16–18 (11–113 s a case), 5 min at load 5–7; ``--quick`` (the two cheapest cases,
+:data:`QUICK` budget, what ``tests/test_known_truth.py`` runs) ~1 min.
 """
 
 from __future__ import annotations
