@@ -765,6 +765,8 @@ def main() -> None:
     if "pdffit2" in args.calculators and not pdffit2_available():
         print(f"pdffit2 runs skipped: diffpy.pdffit2 is not installed ({PDFFIT2_INSTALL})")
         args.calculators = [c for c in args.calculators if c != "pdffit2"]
+        if not args.calculators:
+            return
     cases = quick_family() if args.quick else family()
     budget = QUICK if args.quick else Budget()
     if args.catalogue:
