@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from motex_stream.model.features import features
+from motex_stream.model.hyperparameters import Hyperparameters
 from motex_stream.model.incremental import IncrementalSurrogate, continue_training
-from motex_stream.model.search import SEARCH_SPACE, search_hyperparameters
+from motex_stream.model.search import SEARCH_SPACE, rescore, search_hyperparameters
 from motex_stream.model.training import TrainedModel, load_model, save_model, train
 from tests.synthetic import FIXED_PARAMS as FIXED
 from tests.synthetic import random_masks, synthetic_rwp
@@ -67,6 +68,25 @@ def test_search_stays_in_bounds_and_is_deterministic(data: tuple[np.ndarray, np.
     # Only 5 evaluations on 1000 rows with ≤ 80 rounds: measured best CV MAE 0.0064 (noise
     # floor 0.0040; the best constant predictor scores ≈ 0.022).
     assert min(h["cv_mae"] for h in history) < 0.0075
+
+
+def test_rescore_counts_a_points_rounds_as_the_search_scored_it(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Points scored again on rows get the score and round count the search gave them on those
+    rows, best first (issue 20: a live rebuild trains its preparation's points on a later
+    frame); the round count given with a point does not matter."""
+    masks, y = data
+    X, kw = features(masks[:1000]), {"cv_folds": 3, "seed": 3, "max_rounds": 80}
+    _, history = search_hyperparameters(X, y[:1000], n_calls=5, **kw)
+    assert len({h["n_estimators"] for h in history}) > 1  # the counts differ by point
+    given = [h | {"n_estimators": 1, "cv_mae": 0.0} for h in history]
+    again = rescore(X, y[:1000], given, **kw)
+    ranked = sorted(history, key=lambda h: h["cv_mae"])
+    assert [Hyperparameters.from_dict(h) for h in again] == [
+        Hyperparameters.from_dict(h) for h in ranked
+    ]
+    assert [h["cv_mae"] for h in again] == [h["cv_mae"] for h in ranked]
 
 
 def test_search_respects_time_budget(data: tuple[np.ndarray, np.ndarray]) -> None:

@@ -290,9 +290,12 @@ def train_surrogate(
     how many motifs it saw.
 
     ``search``: a search already made (its points with ``cv_mae``, as
-    :func:`~motex_stream.model.search.search_trace` records them). Its best point is
-    trained with no new search, by the same split, early stopping and seed, and the trace is
-    carried as the model's search history, so :func:`intervals` picks the same members. Why:
+    :func:`~motex_stream.model.search.search_trace` records them). Its ``ci_models`` best
+    points (the model's and its interval members') are scored again by CV on these rows
+    (:func:`~motex_stream.model.search.rescore`: the round count sets the values' scale, the
+    ranking the members) with no new search; the best of them is trained by the same split,
+    early stopping and seed, and they are the model's search history, from which
+    :func:`intervals` takes its members. Why:
     a live surrogate rebuilt on a frame trains with its serving search (a new search costs
     ~50× the training), and ``analyze`` given that search is then the same model, so a
     comparison of the two answers isolates the search's own noise (issue 20).
@@ -311,16 +314,16 @@ def train_surrogate(
         )
         masks, rwp = masks[picked], rwp[picked]
     if search:
-        best = min(search, key=lambda h: h.get("cv_mae", np.inf))
-        trained = train(
+        # the points the model and its interval members use (steps.intervals), scored again
+        used = sorted(search, key=lambda h: h.get("cv_mae", np.inf))[: max(1, settings.ci_models)]
+        return train(
             training_features(masks),
             rwp,
-            params=Hyperparameters.from_dict(best),
             search=False,
+            given=used,
+            given_folds=settings.cv_folds,
             seed=settings.seed,
         )
-        trained.search_history = [dict(h) for h in search]
-        return trained
     return train(
         training_features(masks),
         rwp,

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from motex_stream.model.hyperparameters import (
     Hyperparameters,
     rounds_for_budget,
 )
-from motex_stream.model.search import search_hyperparameters
+from motex_stream.model.search import rescore, search_hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def train(
     search: bool = True,
     val_fraction: float = 0.1,
     nthread: int = TRAIN_NTHREAD,
+    given: Sequence[dict[str, Any]] | None = None,
+    given_folds: int = 5,
     **search_kwargs: Any,
 ) -> TrainedModel:
     """The paper's training protocol: seeded 80/20 split, optional Bayesian search with CV on
@@ -128,7 +131,10 @@ def train(
     (``n_calls`` points × ``cv_folds`` folds) unless the caller opts into ``time_budget_s``: a
     wall-clock cap makes the result depend on machine load, so it is never a default.
     ``nthread``: xgboost threads of the final fit (:data:`TRAIN_NTHREAD`; the search uses its
-    own fold threads); the trees are the same for any thread count.
+    own fold threads); the trees are the same for any thread count. ``given`` (no search):
+    points of a search made on other data, scored again by ``given_folds``-fold CV on this
+    training part (:func:`~motex_stream.model.search.rescore`); the best is trained and
+    they are the model's search history.
     """
     t0 = time.perf_counter()
     X = as_features(masks_or_X)
@@ -146,6 +152,11 @@ def train(
         t = time.perf_counter()
         params, history = search_hyperparameters(X_tr, y_tr, seed=seed, **search_kwargs)
         timings["search"] = time.perf_counter() - t
+    elif given:
+        t = time.perf_counter()
+        history = rescore(X_tr, y_tr, given, cv_folds=given_folds, seed=seed)
+        params = Hyperparameters.from_dict(history[0])
+        timings["rescore"] = time.perf_counter() - t
     elif params is None:
         params = Hyperparameters()
         params.n_estimators = rounds_for_budget(params.max_depth, DEFAULT_SHAP_BUDGET)

@@ -120,6 +120,9 @@ class MotexFrameAnalyzer:
         self.surrogate = surrogate
         self.state_dir = state_dir
         self.search = search or []
+        #: the search points the serving model's interval members take (member_params): the
+        #: preparation's search, then each rebuild's re-scored points
+        self.member_points: list[dict[str, Any]] = list(self.search)
         self._features = features(catalogue)
         # a catalogue larger than explain_rows is explained on the same seeded subsample
         # every frame (steps.explain_sample, as analyze does): SHAP's per-frame cost is
@@ -311,8 +314,8 @@ class MotexFrameAnalyzer:
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self._ensure_ensemble(run)
         update = self.surrogate.update(self._features[idx], fits.rwp, idx, rebuild=rebuild)
+        self._ensure_ensemble(run)
         timing["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -383,15 +386,12 @@ class MotexFrameAnalyzer:
             return
         ens = self._ensemble
         rows = run.ci_rows
-        if ens is not None and len(ens.params) == run.ci_models and ens.rows == rows:
+        # members resample the catalogue and use the serving model's search points, as
+        # offline: the preparation's search, or a rebuild's re-scored points (_train_fresh)
+        params = member_params(self.member_points, self.surrogate.params, run.ci_models)
+        if ens is not None and ens.params == params and ens.rows == rows:
             return
-        # members resample the catalogue and use the search's points, as offline
-        self._ensemble = LiveEnsemble(
-            self.catalogue,
-            member_params(self.search, self.surrogate.params, run.ci_models),
-            run.ci_rows,
-            self.settings.seed,
-        )
+        self._ensemble = LiveEnsemble(self.catalogue, params, rows, self.settings.seed)
 
     def _rebuild_due(self, run: LiveModelSettings) -> bool:
         """This frame is rebuilt (before drift, which shows only after the warm start): the
@@ -410,7 +410,12 @@ class MotexFrameAnalyzer:
         """The surrogate a rebuild swaps in: ``analyze``'s model of the frame (catalogue rows
         ``rows`` fitted to it, Rwp ``rwp``) given the serving search, by the one science
         step, so the rebuilt frame's answer is the offline one (module doc)."""
-        return steps.train_surrogate(self.catalogue[rows], rwp, self.settings, search=self.search)
+        trained = steps.train_surrogate(
+            self.catalogue[rows], rwp, self.settings, search=self.search
+        )
+        # the rebuilt model's interval members: its points as scored on this frame
+        self.member_points = trained.search_history
+        return trained
 
     def _interval_sd(
         self,

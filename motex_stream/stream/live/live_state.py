@@ -157,14 +157,13 @@ class SavedEnsemble:
     seed: int
     params: list[dict[str, Any]]
 
-    def live(
-        self, masks: np.ndarray, search: list[dict[str, Any]], surrogate: IncrementalSurrogate
-    ) -> LiveEnsemble | None:
-        """The ensemble again, when it serves ``surrogate``'s generation with the members the
-        analyzer would choose (:func:`member_params`); None: the next frame builds it."""
-        params = member_params(search, surrogate.params, len(self.params))
-        if self.generation != surrogate.generation or [p.to_dict() for p in params] != self.params:
+    def live(self, masks: np.ndarray, surrogate: IncrementalSurrogate) -> LiveEnsemble | None:
+        """The ensemble again, when it serves ``surrogate``'s generation, with the members it
+        was built with (a rebuilt generation's are its re-scored points, which the analyzer
+        takes up as its member points); None: the next frame builds it."""
+        if self.generation != surrogate.generation:
             return None
+        params = member_params(self.params, surrogate.params, len(self.params))
         ensemble = LiveEnsemble(masks, params, self.rows, self.seed)
         ensemble.values, ensemble.generation = self.values, self.generation
         if hasattr(ensemble, "sd"):  # its cached SD: the same expression as LiveEnsemble.update
@@ -610,9 +609,9 @@ def load(
         _move_aside(directory, _one_line(exc))
         return None
     if saved.ensemble is not None:
-        analyzer._ensemble = saved.ensemble.live(
-            analyzer.catalogue, analyzer.search, saved.surrogate
-        )
+        analyzer._ensemble = saved.ensemble.live(analyzer.catalogue, saved.surrogate)
+        if analyzer._ensemble is not None:
+            analyzer.member_points = list(saved.ensemble.params)
     analyzer.state_load_fallbacks = fallbacks
     analyzer._state_record = record
     keep = _in_use(meta if fallbacks == 0 else record)
