@@ -40,10 +40,11 @@ demo-loop: $(STAMP)
 # fails (one CI run reports every failure); the exit status fails if either did.
 # Each suite runs on TEST_WORKERS pytest-xdist worker processes: on 2 cores one worker's waits
 # (servers starting, subprocesses, sockets) are filled by the other's computing. Every test
-# module stays whole in one worker, and the modules sharing a dear session fixture (a prepared
-# live model, the Dask cluster) share a worker (tests/conftest.py). TEST_WORKERS=0: serially.
+# module stays whole in one worker (--dist loadfile: its module fixtures and the paper tests'
+# shared analyses made once); xdist hands out the modules with the most tests first, so the
+# paper module (26 slow tests, minutes) starts at once. TEST_WORKERS=0: serially.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 timed = start=$$(date +%s); $(PYTEST) $(2); rc=$$?; \
 	echo "== $(1): $$(( $$(date +%s) - start )) s wall (exit $$rc) =="
 

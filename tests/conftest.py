@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,32 +141,3 @@ def dask_client(_dask_session_client: Any) -> Iterator[Any]:
     finally:
         scale_out.set_default(None)
         _dask_session_client.wait_for_workers(DASK_WORKERS, timeout=120)
-
-
-#: session fixtures dear enough that a suite run split over pytest-xdist workers (``make test``:
-#: ``-n 2 --dist loadgroup``) should still make each once: every test module that uses one
-#: (directly or through another fixture) runs in the same worker, in the order listed here
-#: when a module uses two. The live models take a catalogue fit, a search and a GBDT each; the
-#: Dask cluster starts processes that import the package and compile its kernels.
-SHARED_SESSION_FIXTURES = ("crossing_state", "small_state", "_dask_session_client")
-#: modules whose group is handed to a worker first (xdist hands groups out in collection order)
-LONGEST_FIRST = ("tests/test_paper_results.py",)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, one group per test module (as ``--dist loadfile``: a module's own fixtures
-    made once), modules sharing a dear session fixture merged into one group, and the longest
-    group (the paper's analyses, minutes) handed out first so that no worker waits at the end
-    for it. Run serially the marks are inert and nothing is moved."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    by_module: dict[str, list[pytest.Item]] = defaultdict(list)
-    for item in items:
-        by_module[item.nodeid.split("::", 1)[0]].append(item)
-    for module, module_items in by_module.items():
-        used = {name for item in module_items for name in getattr(item, "fixturenames", ())}
-        group = next((f for f in SHARED_SESSION_FIXTURES if f in used), module)
-        for item in module_items:
-            item.add_marker(pytest.mark.xdist_group(group))
-    if hasattr(config, "workerinput"):  # each worker collects; the order it sends is the same
-        items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in LONGEST_FIRST)
