@@ -148,6 +148,9 @@ def test_gr_replay_reproduces_live_values(tmp_path, series, settings, state_dir,
         "--name", settings.name,
         "--catalogue", str(settings.catalogue_size), "--refit", str(settings.refit),
         "--rounds", str(settings.rounds), "--search-calls", str(settings.search_calls),
+        # the tree cap is a runtime setting (a restored state takes the configured one since
+        # fe1412f; before, it kept the cap it was saved with): the live path's, as given
+        "--max-trees", str(settings.max_trees),
         "--state-dir", str(replay_state), "--out", str(out),
     ])  # fmt: skip
     assert rc == 0
