@@ -24,70 +24,26 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "motex_stream" / "data" / "keggin"
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(folder: Path, metrics_port: int) -> Path:
-    path = folder / "motex.toml"
-    path.write_text(
-        f"""
-[service]
-state_dir = "{folder / "state"}"
-metrics_port = {metrics_port}
-
-[[models]]
-name = "keggin"
-starting_model = "{DATA / "109725.xyz"}"
-reference = "{DATA / "DanMAX_AlphaKeggin.gr"}"
-catalogue_size = 400
-train_rows = 400
-search_calls = 2
-cv_folds = 2
-ci_models = 0
-confirm_contexts = 0
-
-[[sources]]
-type = "zmq"
-name = "proxy"
-address = "tcp://127.0.0.1:{free_port()}"
-"""
-    )
-    return path
-
-
-def get(url: str) -> tuple[int, str] | None:
-    """(status, body), or None while nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
+# the configuration and the GET of the cold-start test, so both time the same service
+from tests.stream.conftest import free_port  # noqa: E402
+from tests.stream.serve_process import http_get, small_serve_config  # noqa: E402
 
 
 def launch_once(tree: Path, wait_ready: bool, timeout: float = 300.0) -> dict[str, float | str]:
     """One ``serve`` of ``tree``'s package, from launch to the answers; always stopped."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        config = write_config(Path(tmp), port)
+        config = small_serve_config(Path(tmp), port)
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(tree)}
         launched = time.monotonic()
@@ -104,18 +60,18 @@ def launch_once(tree: Path, wait_ready: bool, timeout: float = 300.0) -> dict[st
                 if proc.poll() is not None:
                     raise RuntimeError(f"serve of {tree} exited with {proc.returncode}")
                 if "healthz_s" not in out:
-                    got = get(base + "/healthz")
+                    got = http_get(base + "/healthz")
                     if got is not None and got[0] == 200:
                         out["healthz_s"] = time.monotonic() - launched
                         out["state"] = json.loads(got[1]).get("state", "?")
                 if "metrics_s" not in out:
-                    got = get(base + "/metrics")
+                    got = http_get(base + "/metrics")
                     if got is not None and got[0] == 200:
                         out["metrics_s"] = time.monotonic() - launched
                 if "healthz_s" in out and "metrics_s" in out and not wait_ready:
                     break
                 if wait_ready and "healthz_s" in out:
-                    got = get(base + "/healthz")
+                    got = http_get(base + "/healthz")
                     if got is not None and json.loads(got[1]).get("state") == "ready":
                         out["ready_s"] = time.monotonic() - launched
                         break

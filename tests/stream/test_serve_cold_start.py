@@ -14,56 +14,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import KEGGIN
 from tests.stream.conftest import free_port
+from tests.stream.serve_process import http_get, small_serve_config
 
 #: from launch to the first answered scrape; the analysis stack alone takes longer to import
 FIRST_ANSWER_S = 5.0
-
-
-def _config(tmp_path: Path, metrics_port: int) -> Path:
-    path = tmp_path / "motex.toml"
-    path.write_text(
-        f"""
-[service]
-state_dir = "{tmp_path / "state"}"
-metrics_port = {metrics_port}
-
-[[models]]
-name = "keggin"
-starting_model = "{KEGGIN / "109725.xyz"}"
-reference = "{KEGGIN / "DanMAX_AlphaKeggin.gr"}"
-catalogue_size = 400
-train_rows = 400
-search_calls = 2
-cv_folds = 2
-ci_models = 0
-confirm_contexts = 0
-
-[[sources]]
-type = "zmq"
-name = "proxy"
-address = "tcp://127.0.0.1:{free_port()}"
-"""
-    )
-    return path
-
-
-def _get(url: str) -> tuple[int, str] | None:
-    """(status, body), or None while nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -77,9 +36,10 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_and_health_answer_while_the_model_prepares(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    config = small_serve_config(tmp_path, port)
     launched = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "motex_stream", "serve", "--config", str(_config(tmp_path, port))],
+        [sys.executable, "-m", "motex_stream", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -88,7 +48,7 @@ def test_metrics_and_health_answer_while_the_model_prepares(tmp_path: Path) -> N
         first = None
         while first is None and time.monotonic() - launched < 60:
             assert proc.poll() is None, proc.communicate()[0]
-            first = _get(base + "/metrics")
+            first = http_get(base + "/metrics")
             if first is None:
                 time.sleep(0.1)
         first_answer_s = time.monotonic() - launched
@@ -98,28 +58,28 @@ def test_metrics_and_health_answer_while_the_model_prepares(tmp_path: Path) -> N
         assert samples[("motex_service_state", (("state", "ready"),))] == 0
         assert samples[("motex_preparation_progress", ())] < 1
         assert first_answer_s < FIRST_ANSWER_S, f"first scrape after {first_answer_s:.1f} s"
-        status, body = _get(base + "/healthz") or (0, "")
+        status, body = http_get(base + "/healthz") or (0, "")
         health = json.loads(body)
         assert status == 200 and health["state"] == "preparing"
-        assert (_get(base + "/readyz") or (0, ""))[0] == 503
+        assert (http_get(base + "/readyz") or (0, ""))[0] == 503
 
         # every scrape until ready answers: Prometheus' up stays 1 through the cold start
         scrapes, state = 0, "preparing"
         while state != "ready" and time.monotonic() - launched < 300:
             assert proc.poll() is None, proc.communicate()[0]
-            got = _get(base + "/metrics")
+            got = http_get(base + "/metrics")
             assert got is not None and got[0] == 200, "a scrape failed during preparation"
             scrapes += 1
-            health = json.loads((_get(base + "/healthz") or (0, "{}"))[1])
+            health = json.loads((http_get(base + "/healthz") or (0, "{}"))[1])
             state = health["state"]
             time.sleep(0.5)
         ready_s = time.monotonic() - launched
         assert state == "ready", f"not ready after {ready_s:.0f} s"
         assert health["models"] == {"keggin": "ready"} and health["progress"] == 1.0
-        samples = _samples(_get(base + "/metrics")[1])  # type: ignore[index]
+        samples = _samples(http_get(base + "/metrics")[1])  # type: ignore[index]
         assert samples[("motex_model_state", (("model", "keggin"), ("state", "ready")))] == 1
         assert samples[("motex_model_preparation_seconds", (("model", "keggin"),))] > 0
-        assert (_get(base + "/readyz") or (0, ""))[0] == 200
+        assert (http_get(base + "/readyz") or (0, ""))[0] == 200
         print(f"first scrape {first_answer_s:.1f} s, ready {ready_s:.1f} s, {scrapes} scrapes")
     finally:
         proc.send_signal(signal.SIGTERM)
