@@ -26,6 +26,7 @@ from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.stream.frames import Frame
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.analyzer_protocol import AtomValues
+from motex_stream.stream.messages import build_message, validate_message
 from motex_stream.stream.sim.series import two_motif_series
 from motex_stream.structure.starting_model import load_starting_model
 from motex_stream.structure.symmetry import equivalence_classes
@@ -45,9 +46,7 @@ SMALL: dict[str, Any] = {
 
 def offline_settings(live: LiveModelSettings) -> ModelSettings:
     shared = {k: v for k, v in live.model_dump().items() if k in ModelSettings.model_fields}
-    if "refine_fits" in ModelSettings.model_fields:
-        shared["refine_fits"] = 0  # offline-only step (issue 21), no live counterpart
-    return ModelSettings(**shared)
+    return ModelSettings(**shared)  # refine_fits: the live model's (live default 0: off)
 
 
 def offline(path: Path, r: np.ndarray, g: np.ndarray, settings: ModelSettings, search=None):  # type: ignore[no-untyped-def]
@@ -134,6 +133,42 @@ def test_a_rebuilt_frame_is_the_offline_answer_of_that_frame(
         np.testing.assert_allclose(high, off.intervals.high, rtol=0, atol=1e-9)
         checked.append(i + 1)
     assert len(checked) >= rebuilds, checked  # each rebuilt frame the offline answer
+
+
+@pytest.mark.slow
+def test_live_refinement_is_the_offline_refinement_of_the_frame(tmp_path: Path) -> None:
+    """Issue 21 item 2, live: with ``refine_fits`` set, each frame's motif is refined by direct
+    fits by analyze's own steps, and a rebuilt frame's refined motif, its Rwp, its toggles and
+    the labels they check are analyze's of that frame (given the live search). Off by default
+    live: without it no frame carries a refined motif and the labels are unchanged."""
+    series = two_motif_series(tmp_path / "s", n_frames=2, noise=0.01, crossover=1, width=0.7)
+    live = LiveModelSettings(
+        name="refined",
+        starting_model=str(series.model_path),
+        rebuild_every=1,
+        refine_fits=20_000,
+        **SMALL,
+    )
+    analyzer = MotexFrameAnalyzer.prepare(
+        live, Frame("ref", 1, 0.0, series.r, series.frame(0)), tmp_path / "state"
+    )
+    assert LiveModelSettings(name="x", starting_model="m.xyz").refine_fits == 0
+    for i in range(series.n_frames):
+        g = series.frame(i)
+        res = analyzer.analyze(Frame("run", i + 1, float(i), series.r, g))
+        assert res.model_quality.rebuilt
+        off = offline(tmp_path / f"f{i}.gr", series.r, g, offline_settings(live), analyzer.search)
+        assert off.refinement is not None
+        refined = res.extra["refined"]
+        assert refined["atoms_kept"] == [analyzer._atoms[k] for k in off.refinement.atoms()]
+        # the offline frame is read back from a .gr file written with 10 digits
+        assert refined["rwp"] == pytest.approx(off.refinement.rwp, abs=1e-8)
+        assert refined["n_fits"] > 0
+        np.testing.assert_allclose(refined["keep_effect"], off.refinement.keep_effect, atol=1e-8)
+        assert list(res.contributions.label) == list(off.intervals.label), i + 1
+        # the message carries it as JSON (NaN: null)
+        message = validate_message(build_message(res, Frame("run", i + 1, 1.0 + i, series.r, g)))
+        assert message["extra"]["refined"]["atoms_kept"] == refined["atoms_kept"]
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.explain.confidence import combined_sd, interval, sampling_error
 from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
+from motex_stream.explain.refine import RefinedMotif, checked_labels
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.features import features
 from motex_stream.model.hyperparameters import FRAME_SHAP_BUDGET, rounds_for_budget
@@ -337,6 +338,11 @@ class MotexFrameAnalyzer:
         if confirmation is not None:
             label = demote(label, confirmation)
         timing["confirm"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        refined, label = self._refine(g, masks, fits.rwp, contrib, label, run)
+        if refined is not None:
+            timing["refine"] = time.perf_counter() - t
         self._frames += 1
         self.maybe_save()
 
@@ -372,9 +378,48 @@ class MotexFrameAnalyzer:
                 fits_per_s=len(idx) / max(timing["fit"], 1e-9),
             ),
             n_refit=len(idx),
+            extra={} if refined is None else {"refined": self._refined_summary(refined)},
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
         )
+
+    def _refine(
+        self,
+        g: np.ndarray,
+        masks: np.ndarray,
+        rwp: np.ndarray,
+        contrib: AtomContributions,
+        label: list[str],
+        run: LiveModelSettings,
+    ) -> tuple[RefinedMotif | None, list[str]]:
+        """Motif refinement by direct fits on this frame (``run.refine_fits``; 0: none), by
+        ``analyze``'s own steps from the frame's refitted motifs: the refined motif, and the
+        labels with every confident one its toggle contradicts made ``uncertain``."""
+        refined = steps.refine_motif(
+            self.engine,
+            g,
+            masks,
+            rwp,
+            contrib,
+            label,
+            run,
+            positions=self.model.positions[self.model.permutable],
+        )
+        if refined is None:
+            return None, label
+        return refined, checked_labels(label, steps.veto_labels(refined, run))
+
+    def _refined_summary(self, refined: RefinedMotif) -> dict[str, Any]:
+        """The refined motif as the message carries it (atom numbers 1-based, as the
+        contributions): its atoms, Rwp, per atom the Rwp change when toggled in it (with −
+        without; NaN → null), whether its descent converged and the fits it took."""
+        return {
+            "atoms_kept": [self._atoms[i] for i in refined.atoms()],
+            "rwp": refined.rwp,
+            "keep_effect": refined.keep_effect,
+            "converged": refined.converged,
+            "n_fits": refined.n_fits,
+        }
 
     def _ensure_ensemble(self, run: LiveModelSettings) -> None:
         """The live interval ensemble for ``ci_models`` ≥ 2 (see
