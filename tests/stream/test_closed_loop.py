@@ -16,6 +16,7 @@ Without redis-server the tests skip, unless ``MOTEX_REQUIRE_REDIS=1`` (set by .c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,13 +55,22 @@ def _redis_server() -> str:
 
 
 def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Stop a process started in its own session and everything it started: the RE Manager
+    forks its manager and worker processes, which outlived a signal to the parent alone
+    (two start-re-manager processes were left running after a CI run)."""
     if proc.poll() is None:
-        proc.send_signal(sig)
+        _signal_group(proc, sig)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+    _signal_group(proc, signal.SIGKILL)  # whatever it forked and left behind
+
+
+def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _bin(name: str) -> str:
@@ -133,7 +143,9 @@ def loop_run(
     def popen(cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> Any:
         fh = (tmp / log_name).open("w")
         logs.append(fh)
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp, env=env, start_new_session=True
+        )
         procs.append(proc)
         return proc
 
