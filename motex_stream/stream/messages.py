@@ -55,12 +55,17 @@ are sent as ``null`` (strict JSON has no NaN).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, TypeVar
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from motex_stream.analysis.jsonable import to_jsonable
 from motex_stream.stream.frames import Frame
@@ -73,7 +78,6 @@ from motex_stream.stream.live.analyzer_protocol import (
     ModelDrawing,
     ModelQuality,
 )
-from motex_stream.stream.message_schema import problem
 
 SCHEMA = "motex-stream/contributions/v1"
 
@@ -313,8 +317,8 @@ def _fields_of(kind: type[T], value: Any) -> T | None:
 
 def validate_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
     """Check a received message is a v1 message as published; raise ValueError saying what is
-    wrong (the JSON Pointer of the first problem). The one check: :func:`~motex_stream.stream.
-    message_schema.problem`, the published schema plus finite numbers."""
+    wrong (the JSON Pointer of the first problem). The one check: :func:`problem`, the
+    published schema plus finite numbers."""
     if not isinstance(message, Mapping):
         raise ValueError(f"message must be a JSON object, got {type(message).__name__}")
     schema = message.get("schema")
@@ -336,3 +340,61 @@ def decode(payload: bytes | str) -> dict[str, Any]:
     message = json.loads(payload)
     validate_message(message)
     return message
+
+
+# -- the one check of a received message ---------------------------------------------------
+# Every reader of the wire (``watch``, the dashboard, the closed-loop agent, a replay resuming
+# into its JSON Lines output) reads what anyone on the beamline network may have written, and
+# the dashboard's page and the agent's queue act on it: what they accept must be exactly what
+# the service publishes, as the published schema (``docs/schema/``, shipped beside this module)
+# defines it. A looser quick check used to sit beside it and accepted messages the schema
+# rejects (a string frame number in a change, atom 0). The schema cannot make strings harmless
+# (an element symbol is any string): the page puts every string in as text, never as HTML.
+
+SCHEMA_FILE = "contributions-v1.schema.json"
+
+
+def schema_text() -> str:
+    """The packaged copy of ``docs/schema/contributions-v1.schema.json`` (a test keeps the
+    two identical)."""
+    files = resources.files("motex_stream.stream").joinpath(SCHEMA_FILE)
+    return files.read_text(encoding="utf-8")
+
+
+@functools.cache
+def validator() -> Draft202012Validator:
+    """The schema's validator, built once (the schema itself is checked on the way)."""
+    schema = json.loads(schema_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of a NaN or infinity in ``value``: JSON has none (the service sends null),
+    but Python's parser accepts them, and the schema's ``number`` does too."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "/")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found = _non_finite(v, f"{path}/{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{path}/{i}")
+            if found is not None:
+                return found
+    return None
+
+
+def problem(message: Any) -> str | None:
+    """Why ``message`` is not a v1 message as published (one line), or None when it is."""
+    error = best_match(validator().iter_errors(message))
+    if error is not None:
+        where = "/" + "/".join(str(p) for p in error.absolute_path)
+        text = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+        return f"{where}: {text}"
+    bad = _non_finite(message)
+    if bad is not None:
+        return f"{bad}: not a finite number (the schema's numbers are finite or null)"
+    return None

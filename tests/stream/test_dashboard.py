@@ -411,7 +411,7 @@ def test_schema_used_is_the_published_one() -> None:
     """The dashboard checks with the schema in docs/schema/, byte for byte (packaged copy)."""
     from pathlib import Path
 
-    from motex_stream.stream.message_schema import SCHEMA_FILE, schema_text
+    from motex_stream.stream.messages import SCHEMA_FILE, schema_text
 
     published = Path(__file__).parents[2] / "docs" / "schema" / SCHEMA_FILE
     assert schema_text() == published.read_text(encoding="utf-8")

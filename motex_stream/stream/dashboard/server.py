@@ -45,8 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from motex_stream.stream.dashboard.state import DashboardState
 from motex_stream.stream.frames import RunStart, RunStop
-from motex_stream.stream.message_schema import problem
-from motex_stream.stream.messages import PublishedFrame, to_message
+from motex_stream.stream.messages import PublishedFrame, problem, to_message
 from motex_stream.stream.publishers.base import Sink
 
 log = logging.getLogger(__name__)

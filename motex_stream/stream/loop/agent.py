@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 from motex_stream.stream.loop.policy import AgentConfig, Policy
 from motex_stream.stream.loop.queue import QueueClient, QueueServerError, Suggestion
 from motex_stream.stream.loop.report import ReportRun
-from motex_stream.stream.message_schema import problem
+from motex_stream.stream.messages import problem
 
 log = logging.getLogger(__name__)
 
