@@ -358,14 +358,14 @@ class LiveModelSettings(ModelSettings):
         description="change detection: consecutive frames a new set of keep atoms must hold "
         "before it is reported as a change",
     )
-    refine_fits: int = Field(
+    frame_refine_fits: int = Field(
         0,
         ge=0,
         le=100_000_000,
-        description="motif refinement by direct fits on each frame, as analyze's (fit budget "
-        "of the descent; its refined motif in the message's extra.refined, and confident "
-        "labels its toggles contradict become uncertain); live default 0 (off): a descent "
-        "costs ~0.1 s to seconds per frame, so a live model opts in where its rate allows",
+        description="live motif refinement by direct fits on each frame: analyze's refinement "
+        "(refine_starts) with this fit budget; its refined motif in the message's "
+        "extra.refined, and confident labels its toggles contradict become uncertain. 0 "
+        "(default): off, a descent costs ~0.1 s to seconds per frame",
     )
 
     @model_validator(mode="after")
@@ -397,6 +397,7 @@ class LiveModelSettings(ModelSettings):
             "max_trees",
             "rebuild_every",
             "change_frames",
+            "frame_refine_fits",
         }
 
 

@@ -46,7 +46,8 @@ SMALL: dict[str, Any] = {
 
 def offline_settings(live: LiveModelSettings) -> ModelSettings:
     shared = {k: v for k, v in live.model_dump().items() if k in ModelSettings.model_fields}
-    return ModelSettings(**shared)  # refine_fits: the live model's (live default 0: off)
+    shared["refine_fits"] = live.frame_refine_fits  # the live counterpart (default 0: off)
+    return ModelSettings(**shared)
 
 
 def offline(path: Path, r: np.ndarray, g: np.ndarray, settings: ModelSettings, search=None):  # type: ignore[no-untyped-def]
@@ -146,13 +147,13 @@ def test_live_refinement_is_the_offline_refinement_of_the_frame(tmp_path: Path) 
         name="refined",
         starting_model=str(series.model_path),
         rebuild_every=1,
-        refine_fits=20_000,
+        frame_refine_fits=20_000,
         **SMALL,
     )
     analyzer = MotexFrameAnalyzer.prepare(
         live, Frame("ref", 1, 0.0, series.r, series.frame(0)), tmp_path / "state"
     )
-    assert LiveModelSettings(name="x", starting_model="m.xyz").refine_fits == 0
+    assert LiveModelSettings(name="x", starting_model="m.xyz").frame_refine_fits == 0
     for i in range(series.n_frames):
         g = series.frame(i)
         res = analyzer.analyze(Frame("run", i + 1, float(i), series.r, g))

@@ -392,9 +392,12 @@ class MotexFrameAnalyzer:
         label: list[str],
         run: LiveModelSettings,
     ) -> tuple[RefinedMotif | None, list[str]]:
-        """Motif refinement by direct fits on this frame (``run.refine_fits``; 0: none), by
-        ``analyze``'s own steps from the frame's refitted motifs: the refined motif, and the
+        """Motif refinement by direct fits on this frame (``run.frame_refine_fits``; 0: none),
+        by ``analyze``'s own steps from the frame's refitted motifs: the refined motif, and the
         labels with every confident one its toggle contradicts made ``uncertain``."""
+        if run.frame_refine_fits == 0:
+            return None, label
+        run = run.model_copy(update={"refine_fits": run.frame_refine_fits})
         refined = steps.refine_motif(
             self.engine,
             g,
