@@ -128,6 +128,36 @@ def _cv_score(ev: _Evaluation) -> tuple[float, float, int]:
     return float(mean[best]), float(stacked[:, best].std()), best + 1
 
 
+def _scored(ev: _Evaluation) -> dict[str, Any]:
+    """The history entry of a submitted point once its folds are done (its round count set
+    to the CV's best): the form :func:`search_hyperparameters` and :func:`rescore` record."""
+    score, spread, ev.hp.n_estimators = _cv_score(ev)
+    return {
+        **ev.hp.to_dict(),
+        "cv_mae": score,
+        "cv_mae_std": spread,
+        "round_cap": ev.cap,
+        "seconds": time.perf_counter() - ev.started,
+    }
+
+
+def _cv_data(
+    X: np.ndarray, y: np.ndarray, cv_folds: int, seed: int, pool: ThreadPoolExecutor
+) -> list[tuple[xgb.QuantileDMatrix, xgb.DMatrix | xgb.QuantileDMatrix]]:
+    """The seeded folds' matrices of rows ``X``, ``y`` (checked), built on the pool (one
+    thread each, the same bins): every point of a search, or of a re-scoring, reads them."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "uif":
+        X = X.astype(np.float32)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    if len(y) < 2 * cv_folds:
+        raise ValueError(f"need at least {2 * cv_folds} rows for {cv_folds}-fold CV, got {len(y)}")
+    folds = _kfold(len(y), cv_folds, seed)
+    return list(pool.map(lambda f: split_matrices(X, y, *f, nthread=1), folds))
+
+
 def search_hyperparameters(
     X: np.ndarray,
     y: np.ndarray,
@@ -163,19 +193,8 @@ def search_hyperparameters(
     Returns ``(best, history)``; ``history`` holds one dict per evaluation (parameters,
     ``cv_mae``, ``cv_mae_std``, ``n_estimators``, ``seconds``).
     """
-    X = np.asarray(X)
-    if X.dtype.kind not in "uif":
-        X = X.astype(np.float32)
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-    if len(y) < 2 * cv_folds:
-        raise ValueError(f"need at least {2 * cv_folds} rows for {cv_folds}-fold CV, got {len(y)}")
     pool = ThreadPoolExecutor(max_workers=NTHREAD)
-    # the folds' matrices are built on the pool too (one thread each, the same bins)
-    fold_data = list(
-        pool.map(lambda f: split_matrices(X, y, *f, nthread=1), _kfold(len(y), cv_folds, seed))
-    )
+    fold_data = _cv_data(X, y, cv_folds, seed, pool)
     names = [d.name for d in SEARCH_SPACE]
     n_random = min(5, n_calls)
     opt = Optimizer(
@@ -206,19 +225,11 @@ def search_hyperparameters(
         batch = n_random - i if time_budget_s is None and i < n_random else 1
         running = [submit(opt.ask()) for _ in range(batch)]
         for ev in running:
-            score, spread, ev.hp.n_estimators = _cv_score(ev)
+            entry = _scored(ev)
             with threadpool_limits(limits=1, user_api="blas"):
-                opt.tell(ev.point, score, fit=len(history) + 1 < n_calls)
-            history.append(
-                {
-                    **ev.hp.to_dict(),
-                    "cv_mae": score,
-                    "cv_mae_std": spread,
-                    "round_cap": ev.cap,
-                    "seconds": time.perf_counter() - ev.started,
-                }
-            )
-            log.debug("search %d: %s → CV MAE %.5f", len(history) - 1, ev.hp, score)
+                opt.tell(ev.point, entry["cv_mae"], fit=len(history) + 1 < n_calls)
+            history.append(entry)
+            log.debug("search %d: %s → CV MAE %.5f", len(history) - 1, ev.hp, entry["cv_mae"])
     pool.shutdown()
     if not history:
         raise RuntimeError("time budget left no room for a single search evaluation")
@@ -258,15 +269,9 @@ def rescore(
     and three members, and gives the model and the members the frame's own search would give
     whenever that search ranks the same points first.
     """
-    X = np.asarray(X)
-    if X.dtype.kind not in "uif":
-        X = X.astype(np.float32)
-    y = np.asarray(y, dtype=np.float64).ravel()
     names = [d.name for d in SEARCH_SPACE]
     with ThreadPoolExecutor(max_workers=NTHREAD) as pool:
-        fold_data = list(
-            pool.map(lambda f: split_matrices(X, y, *f, nthread=1), _kfold(len(y), cv_folds, seed))
-        )
+        fold_data = _cv_data(X, y, cv_folds, seed, pool)
         running = [
             _submit(
                 [h[name] for name in names],
@@ -280,18 +285,7 @@ def rescore(
             )
             for h in points
         ]
-        scored = []
-        for ev in running:
-            score, spread, ev.hp.n_estimators = _cv_score(ev)
-            scored.append(
-                {
-                    **ev.hp.to_dict(),
-                    "cv_mae": score,
-                    "cv_mae_std": spread,
-                    "round_cap": ev.cap,
-                    "seconds": time.perf_counter() - ev.started,
-                }
-            )
+        scored = [_scored(ev) for ev in running]
     return sorted(scored, key=lambda h: h["cv_mae"])
 
 
