@@ -637,8 +637,17 @@ def label_with_refinement(
     sign resolved one-sided (:func:`veto_labels`), labelled ``uncertain``
     (:func:`~motex_stream.explain.refine.checked_labels`); unchanged without a refinement.
     The interval columns still bound the contribution value."""
-    from motex_stream.explain.refine import checked_labels
-
     if refined is None:
         return ci
-    return replace(ci, label=checked_labels(ci.label, veto_labels(refined, settings)))
+    return replace(ci, label=checked_by_refinement(ci.label, refined, settings))
+
+
+def checked_by_refinement(
+    labels: list[str], refined: RefinedMotif, settings: ModelSettings
+) -> list[str]:
+    """``labels`` with every confident one the refined motif's toggle contradicts (its sign
+    resolved one-sided, :func:`veto_labels`) made ``uncertain``: the check offline
+    (:func:`label_with_refinement`) and on a live frame apply."""
+    from motex_stream.explain.refine import checked_labels
+
+    return checked_labels(labels, veto_labels(refined, settings))

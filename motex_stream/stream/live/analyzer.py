@@ -43,7 +43,7 @@ from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.explain.confidence import combined_sd, interval, sampling_error
 from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
-from motex_stream.explain.refine import RefinedMotif, checked_labels
+from motex_stream.explain.refine import RefinedMotif
 from motex_stream.fitting.results import FitResults
 from motex_stream.model.features import features
 from motex_stream.model.hyperparameters import FRAME_SHAP_BUDGET, rounds_for_budget
@@ -408,9 +408,8 @@ class MotexFrameAnalyzer:
             run,
             positions=self.model.positions[self.model.permutable],
         )
-        if refined is None:
-            return None, label
-        return refined, checked_labels(label, steps.veto_labels(refined, run))
+        assert refined is not None  # a budget above 0 always refines
+        return refined, steps.checked_by_refinement(label, refined, run)
 
     def _refined_summary(self, refined: RefinedMotif) -> dict[str, Any]:
         """The refined motif as the message carries it (atom numbers 1-based, as the
