@@ -131,3 +131,42 @@ def test_a_rebuild_retrains_the_searched_model_unsqueezed() -> None:
 def json_lr(booster: xgb.Booster) -> float:
     config = json.loads(booster.save_config())
     return float(config["learner"]["gradient_booster"]["tree_train_param"]["eta"])
+
+
+def test_warm_starts_after_a_rebuild_use_the_rebuilt_models_hyperparameters(
+    base: TrainedModel,
+) -> None:
+    """A rebuild's trainer may choose another point (a re-scored or new search: another depth,
+    learning rate, ...). The warm-start trees that follow must grow with the hyperparameters
+    of the model they extend, as ``analyze`` would have trained it. Before: the surrogate kept
+    the preparation's ``params``, so after a rebuild at depth 2 the warm starts grew depth-3
+    trees at the old learning rate on top of it."""
+    other = Hyperparameters(learning_rate=0.1, max_depth=2, n_estimators=15)
+    frames = _frames(3)
+
+    def trainer(rows: np.ndarray, y: np.ndarray) -> TrainedModel:
+        masks = frames[0][0][rows]
+        return train(masks, y, params=other, search=False)
+
+    sur = IncrementalSurrogate(base, rounds_per_frame=5, max_trees=100)
+    sur.trainer = trainer
+    sur.update(*frames[0], rebuild=True)
+    assert sur.params == other
+    sur.update(*frames[1])
+    trees = json.loads(sur.booster.save_raw("json").decode())["learner"]["gradient_booster"]
+    depths = [_depth(t) for t in trees["model"]["trees"]]
+    assert max(depths) <= other.max_depth
+    eta = json.loads(sur.booster.save_config())["learner"]["gradient_booster"]["tree_train_param"]
+    assert float(eta["eta"]) == pytest.approx(other.learning_rate)
+
+
+def _depth(tree: dict) -> int:
+    """Depth of one tree of xgboost's JSON model (0: a lone leaf)."""
+    left, right = tree["left_children"], tree["right_children"]
+
+    def down(node: int) -> int:
+        if left[node] == -1:
+            return 0
+        return 1 + max(down(left[node]), down(right[node]))
+
+    return down(0)

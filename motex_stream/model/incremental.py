@@ -223,9 +223,15 @@ class IncrementalSurrogate:
     def _rebuilt_booster(
         self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, fit_idx: np.ndarray, seed: int
     ) -> xgb.Booster:
-        """The booster of a rebuild on this frame: :attr:`trainer`'s, else :meth:`_fresh`."""
+        """The booster of a rebuild on this frame: :attr:`trainer`'s, else :meth:`_fresh`.
+
+        The trainer may choose another point (a re-scored or a new search): its
+        hyperparameters become :attr:`params`, so the warm-start trees that follow grow as the
+        model they extend was trained, not with the preparation's depth and learning rate."""
         if self.trainer is not None:
-            return self.trainer(rows, y).booster
+            trained = self.trainer(rows, y)
+            self.params = trained.params
+            return trained.booster
         return self._fresh(X[fit_idx], y[fit_idx], seed)
 
     @property
