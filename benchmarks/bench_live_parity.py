@@ -35,7 +35,8 @@ With ``--floor`` each frame is also analysed offline with the next seed (another
 search and ensemble draw): how well offline agrees with itself.
 
 Usage: python benchmarks/bench_live_parity.py [--frames 14] [--catalogue 1500]
-       [--models two-motif,decoy] [--max-trees 60] [--rebuild-every 0] [--seed 0] [--floor]
+       [--models two-motif,decoy] [--max-trees 60] [--rebuild-every 0] [--rebuild-search rescore]
+       [--seed 0] [--floor]
        [--no-baseline]
 Targets: Pearson ≥ 0.95 and ≥ 90 % same labels on every frame.
 """
@@ -161,6 +162,7 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         ci_models=args.ci_models,
         ci_rows=min(args.catalogue, 2500),
         rebuild_every=args.rebuild_every,
+        rebuild_search=args.rebuild_search,
         seed=args.seed,
     )
     shared = {k: v for k, v in live.model_dump().items() if k in ModelSettings.model_fields}
@@ -299,6 +301,12 @@ def main() -> None:
     ap.add_argument(
         "--rebuild-every", type=int, default=0, help="the live rebuild_every (0: cap and drift)"
     )
+    ap.add_argument(
+        "--rebuild-search",
+        choices=("rescore", "search"),
+        default="rescore",
+        help="the live rebuild_search (search: a rebuild runs the frame's own search)",
+    )
     ap.add_argument("--search-calls", type=int, default=6)
     ap.add_argument("--cv-folds", type=int, default=3)
     ap.add_argument("--ci-models", type=int, default=4)
@@ -317,7 +325,7 @@ def main() -> None:
     t0 = time.perf_counter()
     print(
         f"catalogue {args.catalogue} (all refitted), rounds {args.rounds}, max_trees "
-        f"{args.max_trees}, rebuild_every {args.rebuild_every}, search "
+        f"{args.max_trees}, rebuild_every {args.rebuild_every} ({args.rebuild_search}), search "
         f"{args.search_calls}x{args.cv_folds}, ci_models "
         f"{args.ci_models}, noise {args.noise}, seed {args.seed}"
     )

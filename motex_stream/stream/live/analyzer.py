@@ -156,6 +156,8 @@ class MotexFrameAnalyzer:
         self._elements = [model.symbols[i] for i in model.permutable]
         self._site_cache: list[list[int]] | None = None
         self._atoms = (model.permutable + 1).tolist()
+        #: the frame's ``rebuild_search`` (a runtime setting), for a rebuild's _train_fresh
+        self._rebuild_search = settings.rebuild_search
 
     # ----------------------------------------------------------------- preparation
     @property
@@ -315,7 +317,12 @@ class MotexFrameAnalyzer:
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        self._rebuild_search = run.rebuild_search  # read by _train_fresh, if it rebuilds
         update = self.surrogate.update(self._features[idx], fits.rwp, idx, rebuild=rebuild)
+        if update.rebuilt:  # the rebuilt model's depth sets the warm starts' per-frame rounds
+            self.surrogate.rounds_per_frame = _frame_rounds(
+                run.rounds, self.surrogate.params.max_depth
+            )
         self._ensure_ensemble(run)
         timing["train"] = time.perf_counter() - t
 
@@ -455,8 +462,16 @@ class MotexFrameAnalyzer:
 
     def _train_fresh(self, rows: np.ndarray, rwp: np.ndarray) -> TrainedModel:
         """The surrogate a rebuild swaps in: ``analyze``'s model of the frame (catalogue rows
-        ``rows`` fitted to it, Rwp ``rwp``) given the serving search, by the one science
-        step, so the rebuilt frame's answer is the offline one (module doc)."""
+        ``rows`` fitted to it, Rwp ``rwp``), by the one science step, so the rebuilt frame's
+        answer is the offline one (module doc). ``rebuild_search`` "rescore": given the
+        serving search, its best points scored again on the frame (``analyze`` given that
+        search); "search": the frame's own search (``analyze`` of the frame, bit for bit),
+        which then serves, as the preparation's did."""
+        if self._rebuild_search == "search":
+            trained = steps.train_surrogate(self.catalogue[rows], rwp, self.settings)
+            self.search = search_trace(trained.search_history)
+            self.member_points = list(self.search)
+            return trained
         trained = steps.train_surrogate(
             self.catalogue[rows], rwp, self.settings, search=self.search
         )
