@@ -33,6 +33,7 @@ fits motifs in which those atoms vary around the confident ``keep`` set.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -41,11 +42,11 @@ import xgboost as xgb
 from scipy.stats import t as student_t
 
 from motex_stream.catalogue.storage import unique_row_indices
+from motex_stream.explain import leafshap
 from motex_stream.explain.contributions import (
     CONTRIBUTION_WEIGHT,
     AtomContributions,
     atom_contributions,
-    shap_values,
 )
 from motex_stream.model.features import features
 
@@ -55,6 +56,17 @@ UNCERTAIN = "uncertain"
 
 #: Seed offset of the ensemble members, so they never reuse the main model's seed.
 _SEED_OFFSET = 7919
+
+#: Ensemble members trained and explained at once, each on its own thread (offline
+#: ``analyze`` and the live rebuild both go through :func:`ensemble_contributions`). Why 2:
+#: the target host has two cores and a member trains on one xgboost thread
+#: (:data:`motex_stream.model.features.TRAIN_NTHREAD`, no OpenMP team to spin-wait) and
+#: explains its resample with the serial SHAP kernel, so two members fill the two cores;
+#: xgboost's training and the compiled SHAP release the GIL, the leaf tables' JSON parsing
+#: (~15 % of a member) does not. Members are independent (own resample, own seed) and are
+#: stored in member order, so the values are byte-identical to one at a time (tested);
+#: 1 trains them one after the other with numba's parallel SHAP.
+ENSEMBLE_WORKERS = 2
 
 #: Second pass: chance that one of its motifs keeps an atom, by the atom's first-pass label.
 #: The confident ``keep`` atoms stay (nearly) always on, so each motif asks "does this
@@ -175,6 +187,7 @@ def ensemble_contributions(
     members: list[tuple[dict, int]],
     seed: int,
     rows: int | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Contribution vectors (members, N) of surrogates trained on bootstrap resamples of
     ``rows`` motifs (default: all), each explained on its own resample.
@@ -184,21 +197,51 @@ def ensemble_contributions(
 
     ``members`` holds one (xgboost parameters, tree count) per surrogate: the hyperparameter
     points the search already evaluated, best first. Member ``b`` uses ``seed + offset + b``
-    for its resample and its xgboost seed.
+    for its resample and its xgboost seed. ``workers`` members are trained and explained at
+    once (default :data:`ENSEMBLE_WORKERS`); the result does not depend on it.
     """
     y = np.asarray(y, dtype=float)
     n = len(y) if rows is None else max(2, min(int(rows), len(y)))
     out = np.full((len(members), masks.shape[1]), np.nan)
-    for b, (xgb_params, n_trees) in enumerate(members):
-        member_seed = (seed + _SEED_OFFSET + b) % 2**32
-        idx = np.random.default_rng(member_seed).integers(0, len(y), n)
-        params = {**xgb_params, "seed": member_seed}
-        sample = np.asarray(masks[idx], dtype=bool)
-        X = features(sample)
-        dtrain = xgb.DMatrix(X, label=y[idx], nthread=int(params.get("nthread", 2)))
-        booster = xgb.train(params, dtrain, num_boost_round=max(1, int(n_trees)))
-        out[b] = atom_contributions(shap_values(booster, X), sample).value
+    workers = max(1, min(ENSEMBLE_WORKERS if workers is None else int(workers), len(members)))
+    jobs = [(b, params, n_trees) for b, (params, n_trees) in enumerate(members)]
+    if workers == 1:
+        for b, params, n_trees in jobs:
+            out[b] = _member_value(y, masks, n, seed, b, params, n_trees, serial=False)
+        return out
+
+    def member(job: tuple[int, dict, int]) -> np.ndarray:
+        b, params, n_trees = job
+        return _member_value(y, masks, n, seed, b, params, n_trees, serial=True)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="motex-ensemble") as pool:
+        for b, value in enumerate(pool.map(member, jobs)):  # member order
+            out[b] = value
     return out
+
+
+def _member_value(
+    y: np.ndarray,
+    masks: np.ndarray,
+    n: int,
+    seed: int,
+    b: int,
+    xgb_params: dict,
+    n_trees: int,
+    *,
+    serial: bool,
+) -> np.ndarray:
+    """Contribution values (N,) of ensemble member ``b``: its resample, training and SHAP
+    depend only on ``seed`` and ``b``. ``serial``: SHAP on the calling thread only (members
+    run side by side on pool threads; see :func:`leafshap.add_shap_t`)."""
+    member_seed = (seed + _SEED_OFFSET + b) % 2**32
+    idx = np.random.default_rng(member_seed).integers(0, len(y), n)
+    params = {**xgb_params, "seed": member_seed}
+    sample = np.asarray(masks[idx], dtype=bool)
+    X = features(sample)
+    dtrain = xgb.DMatrix(X, label=y[idx], nthread=int(params.get("nthread", 2)))
+    booster = xgb.train(params, dtrain, num_boost_round=max(1, int(n_trees)))
+    return atom_contributions(leafshap.tree_shap(booster, X, serial=serial)[0], sample).value
 
 
 def contribution_intervals(

@@ -185,17 +185,29 @@ def _add_shap_t(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover
         _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
 
 
-def add_shap_t(tables: LeafTables, XT: np.ndarray, outT: np.ndarray) -> np.ndarray:
+@numba.njit(nogil=True, cache=True)
+def _add_shap_t_serial(XT, feat, lo, hi, depth, offset, phi, outT):  # pragma: no cover
+    n_rows = XT.shape[1]
+    for r0 in range(0, n_rows, _BLOCK):
+        _add_shap_block(XT, feat, lo, hi, depth, offset, phi, outT, r0, min(n_rows, r0 + _BLOCK))
+
+
+def add_shap_t(
+    tables: LeafTables, XT: np.ndarray, outT: np.ndarray, *, serial: bool = False
+) -> np.ndarray:
     """Add the SHAP values of the tabulated trees, transposed (F, M), to ``outT`` in place.
 
-    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous.
+    ``XT`` is the feature matrix transposed (F, M), float32 C-contiguous. ``serial`` runs on
+    the calling thread only, without the GIL and without numba's thread pool (for callers
+    that run several explanations on their own threads: numba's ``workqueue`` threading
+    layer must not be entered from two threads at once); the same blocks, the same values.
     """
     if outT.shape != XT.shape or outT.dtype != np.float64 or not outT.flags.c_contiguous:
         raise ValueError(f"outT must be C-contiguous float64 of shape {XT.shape}")
     if XT.dtype != np.float32 or not XT.flags.c_contiguous:
         raise ValueError("XT must be C-contiguous float32")
     if len(tables.depth):
-        _add_shap_t(
+        (_add_shap_t_serial if serial else _add_shap_t)(
             XT,
             tables.feat,
             tables.lo,
@@ -215,10 +227,13 @@ def base_score(booster: xgb.Booster) -> float:
     return float(str(raw).strip("[]"))
 
 
-def tree_shap(booster: xgb.Booster, X: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact TreeSHAP (M, F) of every tree of ``booster`` on ``X``, and the base value."""
+def tree_shap(
+    booster: xgb.Booster, X: np.ndarray, *, serial: bool = False
+) -> tuple[np.ndarray, float]:
+    """Exact TreeSHAP (M, F) of every tree of ``booster`` on ``X``, and the base value;
+    ``serial``: see :func:`add_shap_t`."""
     tables = leaf_tables(booster)
     XT = np.ascontiguousarray(np.asarray(X, dtype=np.float32).T)
     outT = np.zeros(XT.shape, np.float64)
-    add_shap_t(tables, XT, outT)
+    add_shap_t(tables, XT, outT, serial=serial)
     return outT.T, tables.expected + base_score(booster)
