@@ -99,6 +99,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         draw_plots,
         explain_summary,
         refresh_report,
+        site_lines,
         write_outputs,
     )
     from motex_stream.analysis.pipeline import run_analysis
@@ -132,6 +133,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             f"{result.intervals.level:.0%} intervals: {n['keep']} keep, {n['remove']} remove, "
             f"{n['uncertain']} uncertain"
         )
+    for line in site_lines(result):  # symmetry-equivalent atoms: "these 12 are one site"
+        print(line)
     e = explain_summary(result)
     what = (
         f"a seeded subsample of {e['explained']:,} of {e['motifs']:,} motifs"

@@ -92,6 +92,7 @@ def test_contributions_csv(result: AnalysisResult, written: dict[str, Path]) -> 
         "label",
         "refined",
         "toggle_rwp_change",
+        "site",  # symmetry-equivalent atoms: 109725's W k, k+6, k+12, k+18 (tests/test_sites.py)
     ]
     body = rows[1:]
     assert len(body) == 24
@@ -104,6 +105,7 @@ def test_contributions_csv(result: AnalysisResult, written: dict[str, Path]) -> 
     # rank 1 is the most negative contribution, and ranks follow the sorted values
     assert values[ranks == 1][0] == values.min()
     np.testing.assert_array_equal(np.argsort(ranks), np.argsort(values))
+    assert [int(r[11]) for r in body] == [1, 2, 3, 4, 5, 6] * 4
 
 
 def test_fits_csv_and_npz(result: AnalysisResult, written: dict[str, Path]) -> None:

@@ -28,6 +28,7 @@ from motex_stream.analysis.result import AnalysisResult
 from motex_stream.catalogue.packed import as_packed
 from motex_stream.explain.confidence import sampling_error
 from motex_stream.explain.contributions import CONTRIBUTION_WEIGHT
+from motex_stream.structure.symmetry import Sites
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,102 @@ def refinement_columns(result: AnalysisResult) -> tuple[list[str], np.ndarray]:
     return [str(int(v)) for v in ref.mask], np.asarray(ref.keep_effect, float)
 
 
+def result_sites(result: AnalysisResult) -> Sites:
+    """The run's sites (``run_analysis`` finds them within the calculator's pair range, as the
+    live analyzer does); a result built without them: found from the model, no cutoff."""
+    return result.sites if result.sites is not None else Sites.of(result.model)
+
+
+def site_column(result: AnalysisResult) -> np.ndarray:
+    """Per permutable atom, the id of its site: the file number of the site's first atom."""
+    return result_sites(result).ids(result.atom_numbers())
+
+
+def _site_values(
+    value: np.ndarray, labels: Sequence[str], cls: list[int]
+) -> tuple[float, float, float, float, dict[str, int]]:
+    """(mean, sd, min, max) of a site's finite values (NaN when it has none; sd over the
+    site, not of the mean) and its label counts."""
+    v = np.asarray(value, dtype=float)[cls]
+    v = v[np.isfinite(v)]
+    counts = {k: 0 for k in ("keep", "remove", "uncertain")}
+    for i in cls:
+        counts[labels[i]] = counts.get(labels[i], 0) + 1
+    if not v.size:
+        return math.nan, math.nan, math.nan, math.nan, counts
+    return float(v.mean()), float(v.std()), float(v.min()), float(v.max()), counts
+
+
+def sites_summary(result: AnalysisResult) -> dict[str, Any]:
+    """The report's ``sites``: the symmetry-equivalent atoms (``equivalent``, exactly the
+    live message's ``structure.equivalent``) and, per site of two or more atoms, its atoms
+    and the mean and spread of their contribution values and labels."""
+    sites = result_sites(result)
+    numbers = result.atom_numbers()
+    value = np.asarray(result.contributions.value, dtype=float)
+    labels = interval_columns(result)[2]
+    symbols = result.model.permutable_symbols
+    classes = []
+    for cls in sites.classes:
+        if len(cls) < 2:
+            continue
+        mean, sd, lo, hi, counts = _site_values(value, labels, cls)
+        classes.append(
+            {
+                "site": int(numbers[cls[0]]),
+                "element": "/".join(sorted({symbols[i] for i in cls})),
+                "atoms": numbers[cls].tolist(),
+                "n_atoms": len(cls),
+                "mean": mean,
+                "sd": sd,
+                "min": lo,
+                "max": hi,
+                "labels": counts,
+            }
+        )
+    return {
+        "n_sites": len(sites.classes),
+        "equivalent": sites.equivalent(numbers),
+        "classes": classes,
+        "cutoff": sites.cutoff,
+        "tol": sites.tol,
+        "method": "permutable atoms are one site when their sorted distances to the atoms of "
+        "each element (up to cutoff Å: the calculator's pair range) agree within tol Å; a "
+        "site's id (contributions.csv site) is the number of its first atom; mean, sd (over "
+        "the site's atoms), min and max of their contribution values",
+    }
+
+
+def _number_ranges(numbers: Sequence[int]) -> str:
+    """1, 2, 3, 5 -> "1-3, 5"."""
+    parts: list[str] = []
+    run: list[int] = []
+    for n in numbers:
+        if run and n != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+            run = []
+        run.append(int(n))
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+    return ", ".join(parts)
+
+
+def site_lines(result: AnalysisResult, limit: int = 8) -> list[str]:
+    """What ``analyze`` prints about the sites: one line per site of two or more atoms (the
+    first ``limit``, then how many more report.json lists)."""
+    classes = sites_summary(result)["classes"]
+    lines = []
+    for c in classes[:limit]:
+        labels = ", ".join(f"{n} {k}" for k, n in c["labels"].items() if n)
+        lines.append(
+            f"site {c['site']}: {c['n_atoms']} {c['element']} ({_number_ranges(c['atoms'])}) "
+            f"contribution {c['mean']:.4f} ± {c['sd']:.4f}; {labels}"
+        )
+    if len(classes) > limit:
+        lines.append(f"... {len(classes) - limit} more sites in report.json (sites)")
+    return lines
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -133,11 +230,14 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
     with the first-pass interval); ``contribution`` and ``rank`` stay the first pass's.
     ``refined`` (1/0) says whether the atom is in the motif refined by direct fits and
     ``toggle_rwp_change`` is Rwp with it − Rwp without it there (negative: it helps); both
-    empty/NaN when the refinement was off (``refine_fits = 0``)."""
+    empty/NaN when the refinement was off (``refine_fits = 0``). ``site`` (last, so readers
+    of the earlier columns are unaffected) numbers the atom's set of symmetry-equivalent
+    atoms by its first atom's number (report.json ``sites``)."""
     c = result.contributions
     ranks = contribution_ranks(c.value)
     low, high, label = interval_columns(result)
     in_motif, effect = refinement_columns(result)
+    site = site_column(result)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -153,6 +253,7 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
                 "label",
                 "refined",
                 "toggle_rwp_change",
+                "site",
             ]
         )
         rows = zip(
@@ -167,9 +268,10 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
             label,
             in_motif,
             effect,
+            site,
             strict=True,
         )
-        for atom, el, val, sk, sr, rank, lo, hi, lab, inm, eff in rows:
+        for atom, el, val, sk, sr, rank, lo, hi, lab, inm, eff, st in rows:
             w.writerow(
                 [
                     int(atom),
@@ -183,6 +285,7 @@ def write_contributions_csv(path: Path, result: AnalysisResult) -> Path:
                     lab,
                     inm,
                     f"{eff:.8g}",
+                    int(st),
                 ]
             )
     return path
@@ -269,6 +372,7 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
     refined = ci.refined if ci is not None and ci.refined is not None else None
     conf = ci.confirmation if ci is not None else None
     checked = {int(a): k for k, a in enumerate(conf.atoms)} if conf is not None else {}
+    site = site_column(result)
     rows = []
     for i, (num, sym) in enumerate(
         zip(result.atom_numbers(), result.model.permutable_symbols, strict=True)
@@ -282,6 +386,7 @@ def _atom_rows(result: AnalysisResult) -> list[dict[str, Any]]:
             "ci_low": float(low[i]),
             "ci_high": float(high[i]),
             "label": label[i],
+            "site": int(site[i]),
         }
         if refined is not None and refined[i]:
             # the interval and label come from the second pass: its value is what they bound
@@ -454,6 +559,7 @@ def build_report(result: AnalysisResult, top_k: int) -> dict[str, Any]:
             "confidence": _confidence_summary(result),
             "explain": explain_summary(result),
             "atoms": _atom_rows(result),
+            "sites": sites_summary(result),
             "size_shap_by_size": result.contributions.size_shap_by_size,
             "settings": result.settings,
             "versions": result.versions,

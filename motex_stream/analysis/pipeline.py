@@ -19,6 +19,7 @@ from motex_stream.fitting.reference_fit import motif_pdf
 from motex_stream.model.features import features
 from motex_stream.model.search import search_trace
 from motex_stream.structure.starting_model import StartingModel
+from motex_stream.structure.symmetry import Sites
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ def run_analysis(
         contributions=contributions,
         intervals=intervals,
         refinement=refinement,
+        # the sites the live analyzer reports for this model: pairs within the calculator's
+        # range (a fit never sees farther ones)
+        sites=Sites.of(model, cutoff=prepared.grid.pair_dmax),
         test_mae=trained.test_mae,
         test_mse=trained.test_mse,
         r=data.r,

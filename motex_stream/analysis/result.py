@@ -13,6 +13,7 @@ from motex_stream.explain.contributions import AtomContributions
 from motex_stream.explain.refine import RefinedMotif
 from motex_stream.fitting.results import FitResults
 from motex_stream.structure.starting_model import StartingModel
+from motex_stream.structure.symmetry import Sites
 
 
 @dataclass
@@ -40,6 +41,9 @@ class AnalysisResult:
     intervals: ContributionIntervals | None = None  # CI and keep/remove/uncertain per atom
     # motif refinement by direct fits (steps.refine_motif); None when refine_fits is 0
     refinement: RefinedMotif | None = None
+    # symmetry-equivalent permutable atoms within the calculator's pair range (the live
+    # messages' ``structure.equivalent``); None: the writers find them with no cutoff
+    sites: Sites | None = None
 
     @property
     def best(self) -> int:

@@ -15,9 +15,14 @@ away second motif.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from motex_stream.structure.starting_model import StartingModel
+
+#: Å by which two sorted distances may differ for their atoms to be equivalent.
+TOL = 0.01
 
 
 def distance_signatures(model: StartingModel, cutoff: float | None = None) -> list[np.ndarray]:
@@ -37,7 +42,7 @@ def distance_signatures(model: StartingModel, cutoff: float | None = None) -> li
 
 
 def equivalence_classes(
-    model: StartingModel, tol: float = 0.01, cutoff: float | None = None
+    model: StartingModel, tol: float = TOL, cutoff: float | None = None
 ) -> list[list[int]]:
     """Classes of symmetry-equivalent permutable atoms, as 0-based indices among the permutable
     atoms (file order), each class sorted, classes ordered by their first atom; every atom is
@@ -57,3 +62,38 @@ def equivalence_classes(
         else:
             classes.append([k])
     return classes
+
+
+@dataclass(frozen=True)
+class Sites:
+    """A model's sites: :func:`equivalence_classes` and the ``cutoff``/``tol`` it was given.
+
+    ``classes`` are 0-based among the permutable atoms, as :func:`equivalence_classes` returns
+    them (each sorted, ordered by first atom, every atom in exactly one). The offline outputs
+    report them; the live analyzer computes the same classes for its messages.
+    """
+
+    classes: list[list[int]]
+    cutoff: float | None
+    tol: float
+
+    @classmethod
+    def of(cls, model: StartingModel, cutoff: float | None = None, tol: float = TOL) -> Sites:
+        """The sites of ``model`` with distances up to ``cutoff`` Å (None: all)."""
+        return cls(equivalence_classes(model, tol=tol, cutoff=cutoff), cutoff, tol)
+
+    def ids(self, atom_numbers: np.ndarray) -> np.ndarray:
+        """Per permutable atom, its site's id: the (1-based file) number of the site's first
+        atom, so "site 7" reads as "the site of atom 7". ``atom_numbers``: file number of each
+        permutable atom (ascending, as ``model.permutable + 1``)."""
+        numbers = np.asarray(atom_numbers, dtype=np.int64)
+        out = np.zeros(len(numbers), dtype=np.int64)
+        for cls_ in self.classes:
+            out[cls_] = numbers[cls_[0]]
+        return out
+
+    def equivalent(self, atom_numbers: np.ndarray) -> list[list[int]]:
+        """The sites of two or more atoms as lists of file atom numbers: the live message's
+        ``structure.equivalent``."""
+        numbers = np.asarray(atom_numbers, dtype=np.int64)
+        return [numbers[c].tolist() for c in self.classes if len(c) > 1]
