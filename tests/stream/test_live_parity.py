@@ -292,3 +292,56 @@ def test_symmetric_atoms_agree_within_their_intervals(writer, element, motifs, t
             described = [[a - 1 for a in s] for s in res.structure.equivalent]
             assert described == [s for s in sites if len(s) > 1]
         assert_sites_agree(sites, *live_arrays(res.contributions), f"live frame {k + 1}")
+
+
+@pytest.mark.slow
+def test_replay_with_own_search_rebuilds_is_analyze_of_each_frame(tmp_path: Path) -> None:
+    """Issue 20 at the user's level: ``motex-stream replay --rebuild-every 1 --rebuild-search
+    search`` over a crossover publishes, for every frame, the values, intervals and labels
+    that ``motex-stream analyze`` of that frame's file prints into contributions.csv, with
+    the same flags (both commands as a user runs them, in their own processes)."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    series = two_motif_series(tmp_path / "s", n_frames=3, noise=0.01, crossover=1, width=0.7)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(series.n_frames):
+        np.savetxt(frames / f"frame_{i + 1}.gr", np.c_[series.r, series.frame(i)])
+    flags = [
+        "--model", str(series.model_path), "--catalogue", "400", "--search-calls", "4",
+        "--cv-folds", "2", "--ci-models", "2", "--ci-rows", "400", "--confirm-contexts", "8",
+        "--refine-fits", "0",
+    ]  # fmt: skip
+    cli = [sys.executable, "-m", "motex_stream"]
+    out = tmp_path / "replay.jsonl"
+    subprocess.run(
+        [*cli, "replay", "--frames", str(frames / "frame_*.gr"), *flags, "--rebuild-every", "1",
+         "--rebuild-search", "search", "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    messages = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(messages) == series.n_frames
+    keeps = []
+    for i, message in enumerate(messages):
+        assert message["model_quality"]["rebuilt"], i + 1
+        folder = tmp_path / f"analyze-{i + 1}"
+        subprocess.run(
+            [*cli, "analyze", str(frames / f"frame_{i + 1}.gr"), *flags, "--out", str(folder)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        with open(folder / "contributions.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        live = message["contributions"]
+        assert [c["atom"] for c in live] == [int(r["atom"]) for r in rows]
+        assert [c["label"] for c in live] == [r["label"] for r in rows], i + 1
+        columns = {"value": "contribution", "ci_low": "ci_low", "ci_high": "ci_high"}
+        for key, column in columns.items():
+            # contributions.csv keeps 8 significant digits
+            np.testing.assert_allclose(
+                [c[key] for c in live], [float(r[column]) for r in rows], rtol=1e-7, atol=1e-10
+            )
+        keeps.append({c["atom"] for c in live if c["label"] == "keep"})
+    assert keeps[0] != keeps[-1]  # the crossover moved the verdict, and both agreed on it
