@@ -169,26 +169,182 @@ def bench_fit(args: argparse.Namespace, tmp: Path) -> None:
     print(f"(M1 = {args.m1:,}, M2 = {args.m2:,} masks; best of {args.repeats}; {load()})")
 
     # the command itself, as the user runs it
-    print(f"\n`motex-stream fit` command (subprocess), {load()}")
     cmd = [sys.executable, "-c", CLI, "fit", str(GR), "--model", str(MODEL),
            *PDF_FLAGS]  # fmt: skip
+    command_marginal(cmd, tmp, "masks", args, eng)
+
+
+#: the fit command's last line: "fitted M masks in T s (...); wall W s: start-up S s, engine
+#: preparation P s, reading R s, writing X s; wrote ..."
+_FIT_LINE = re.compile(
+    r"fitted ([0-9,]+) masks in ([0-9.]+) s .*wall ([0-9.]+) s: start-up ([0-9.]+) s, "
+    r"engine preparation ([0-9.]+) s, reading ([0-9.]+) s, writing ([0-9.]+) s"
+)
+_FIT_PHASES = ("fit", "wall", "start-up", "engine", "read", "write")
+
+
+def command_marginal(
+    cmd: list[str], tmp: Path, stem: str, args: argparse.Namespace, eng: float
+) -> dict[str, float]:
+    """`motex-stream fit` as a subprocess on ``tmp/{stem}{M}.{csv,npz}``, M1 and M2
+    alternated ``--repeats`` times: the marginal rate from the wall clock measured outside
+    (best and median of the runs), and from the command's own printed split (median of
+    reading + fitting + writing, which leaves out start-up and engine preparation, whose
+    run-to-run spread under load is larger than the whole M1 → M2 difference)."""
+    print(f"\n`motex-stream fit` command (subprocess), {load()}")
     subprocess.run(
-        [*cmd, "--masks", str(files[args.m1]), "--out", str(tmp / "cmd.csv")],
+        [*cmd, "--masks", str(tmp / f"{stem}{args.m1}.csv"), "--out", str(tmp / "cmd.csv")],
         check=True,
         capture_output=True,
-    )  # fmt: skip  (warm: numba cache, page cache)
+    )  # warm: numba cache, page cache
+    rates = {}
     for ext in ("csv", "npz"):
-        walls: dict[int, float] = {}
+        walls: dict[int, list[float]] = {args.m1: [], args.m2: []}
+        split: dict[int, list[tuple[float, ...]]] = {args.m1: [], args.m2: []}
+        loads = []
         for _ in range(args.repeats):
             for m in (args.m1, args.m2):
+                loads.append(os.getloadavg()[0])
                 t = time.perf_counter()
-                subprocess.run([*cmd, "--masks", str(tmp / f"masks{m}.{ext}"), "--out",
-                                str(tmp / "cmd.csv")], check=True, capture_output=True)  # fmt: skip
-                walls[m] = min(walls.get(m, np.inf), time.perf_counter() - t)
-        rate = (args.m2 - args.m1) / (walls[args.m2] - walls[args.m1])
-        print(f"  {ext} in: wall {walls[args.m1]:.2f} s ({args.m1:,}), {walls[args.m2]:.2f} s "
-              f"({args.m2:,}): marginal {rate:,.0f} fits/s ({rate / eng:.2f}× the engine's "
-              f"in-process rate above); {load()}")  # fmt: skip
+                out = subprocess.run([*cmd, "--masks", str(tmp / f"{stem}{m}.{ext}"), "--out",
+                                      str(tmp / "cmd.csv")], check=True, capture_output=True,
+                                     text=True).stdout  # fmt: skip
+                walls[m].append(time.perf_counter() - t)
+                hit = _FIT_LINE.search(out)
+                if hit:
+                    split[m].append(tuple(float(x) for x in hit.groups()[1:]))
+        dm = args.m2 - args.m1
+        best = dm / (min(walls[args.m2]) - min(walls[args.m1]))
+        med = dm / (float(np.median(walls[args.m2])) - float(np.median(walls[args.m1])))
+        print(f"  {ext} in: wall (best) {min(walls[args.m1]):.2f} s ({args.m1:,}), "
+              f"{min(walls[args.m2]):.2f} s ({args.m2:,}); marginal from the wall: best "
+              f"{best:,.0f}, median {med:,.0f} fits/s ({best / eng:.2f}×, {med / eng:.2f}× "
+              f"the engine alone); load {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
+        if split[args.m1] and split[args.m2]:
+            med_split = {m: np.median(np.array(split[m]), axis=0) for m in split}
+            for m in (args.m1, args.m2):
+                parts = zip(_FIT_PHASES, med_split[m], strict=True)
+                print(f"    {m:>9,}: median " + ", ".join(f"{k} {v:.2f} s" for k, v in parts))
+            work = {m: med_split[m][0] + med_split[m][4] + med_split[m][5] for m in split}
+            r = dm / (work[args.m2] - work[args.m1])
+            print(f"    marginal of the command's own read + fit + write: {r:,.0f} fits/s "
+                  f"({r / eng:.2f}× the engine alone)")  # fmt: skip
+            rates[ext] = r
+    return rates
+
+
+# ------------------------------------------------------------------ large model
+
+
+def bench_large(args: argparse.Namespace, tmp: Path) -> None:
+    """The issue's large-model bar: β-Ga2O3 2×2×2 (276 atoms, 80 Ga permuted, the
+    amorphous-fit data), `fit` ≥ 30k fits/s. The engine alone and CSV in/out in this process,
+    then the command, marginal M1 → M2, same run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scaling import ga2o3_supercell
+
+    symbols, pos = ga2o3_supercell((2, 2, 2))
+    xyz = tmp / "ga2o3_2x2x2.xyz"
+    lines = [f"{el} {x:.6f} {y:.6f} {z:.6f}\n" for el, (x, y, z) in zip(symbols, pos, strict=True)]
+    xyz.write_text(f"{len(symbols)}\nbeta-Ga2O3 2x2x2\n" + "".join(lines))
+    gr = ROOT / "motex_stream" / "data" / "ga2o3" / "amorphousFit_Gobs.dat"
+    flags = ["--permute", "Ga", "--threshold", "2.2", "--rmin", "1.6", "--rmax", "10"]
+    settings = ModelSettings(starting_model=str(xyz), permute=["Ga"], threshold=2.2,
+                             rmin=1.6, rmax=10.0)  # fmt: skip
+    data = steps.load_fit_data(gr, settings)
+    model = steps.load_model(data.settings)
+    t = time.perf_counter()
+    engine = steps.prepare_engine(model, data.settings, data.r)
+    t_prep = time.perf_counter() - t
+    zoom = data.settings.zoom
+    all_masks = np.random.default_rng(0).random((args.m2, model.n_permutable)) < 0.5
+    for m in (args.m1, args.m2):
+        write_mask_csv(tmp / f"ga{m}.csv", all_masks[:m])
+        np.savez(tmp / f"ga{m}.npz", masks_packed=np.packbits(all_masks[:m], axis=1),
+                 n_permutable=model.n_permutable)  # fmt: skip
+    t = time.perf_counter()
+    steps.fit_masks(engine, all_masks[:2000], data.g, zoom)  # the engine tables, JIT
+    t_first = time.perf_counter() - t
+    print(f"\nlarge model: {len(symbols)} atoms, {model.n_permutable} Ga permuted; engine "
+          f"preparation {t_prep:.2f} s, first 2,000 fits {t_first:.2f} s; {load()}")  # fmt: skip
+
+    def engine_only(m: int) -> None:
+        steps.fit_masks(engine, all_masks[:m], data.g, zoom)
+
+    def csv_io(m: int) -> None:
+        ids, masks = read_mask_table(tmp / f"ga{m}.csv", model.n_permutable)
+        f = steps.fit_masks(engine, masks, data.g, zoom)
+        write_fits(tmp / "ga_out.csv", ids, masks, f.rwp, f.scale, f.zoom)
+
+    ways = {"engine alone (masks in memory)": engine_only, "CSV in/out, in process": csv_io}
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(args.repeats):
+        for name, fn in ways.items():
+            for m in (args.m1, args.m2):
+                t = time.perf_counter()
+                fn(m)
+                best[name, m] = min(best.get((name, m), np.inf), time.perf_counter() - t)
+    rates = {n: (args.m2 - args.m1) / (best[n, args.m2] - best[n, args.m1]) for n in ways}
+    eng = rates["engine alone (masks in memory)"]
+    for name in ways:
+        print(f"  {name:34s} {best[name, args.m1]:7.2f} s {best[name, args.m2]:7.2f} s "
+              f"marginal {rates[name]:10,.0f} fits/s ({rates[name] / eng:.2f}×)")  # fmt: skip
+    print(f"  (M1 = {args.m1:,}, M2 = {args.m2:,}; best of {args.repeats}; {load()})")
+    cmd = [sys.executable, "-c", CLI, "fit", str(gr), "--model", str(xyz), *flags]
+    command_marginal(cmd, tmp, "ga", args, eng)
+
+
+# ------------------------------------------------------------------ interval ensemble
+
+
+def bench_ensemble(args: argparse.Namespace) -> None:
+    """Issue 23: the interval ensemble's members one at a time vs two at a time
+    (``explain.confidence.ENSEMBLE_WORKERS``), on the README analyze's own inputs (109725,
+    10,000 motifs, seed 0, the searched points; ``ci_models`` 4, ``ci_rows`` 2,500):
+    alternated, wall and CPU per call, best and median of ``--ensemble`` calls each, and
+    whether every call gave the same bytes."""
+    from motex_stream.explain.confidence import ensemble_contributions
+    from motex_stream.model.search import Hyperparameters
+
+    settings = ModelSettings(
+        starting_model=str(MODEL), permute=["W"], threshold=2.5, rmin=1.6, rmax=10.0,
+        qdamp=0.05, qbroad=0.01, biso=0.4, catalogue_size=10_000, seed=0,
+    )  # fmt: skip
+    data = steps.load_fit_data(GR, settings)
+    s = data.settings
+    model = steps.load_model(s)
+    masks = steps.make_catalogue(model, s)
+    fits = steps.fit_masks(steps.prepare_engine(model, s, data.r), masks, data.g, s.zoom)
+    trained = steps.train_surrogate(masks, fits.rwp, s)
+    points = sorted(trained.search_history, key=lambda h: h.get("cv_mae", np.inf))
+    params = [Hyperparameters.from_dict(h) for h in points]
+    members = [(p.to_xgb_params(seed=s.seed), p.n_estimators)
+               for p in (params[b % len(params)] for b in range(s.ci_models))]  # fmt: skip
+
+    def call(workers: int) -> np.ndarray:
+        return ensemble_contributions(fits.rwp, masks, members, s.seed, s.ci_rows, workers)
+
+    ref = call(1).tobytes()
+    call(2)  # numba's serial kernel from its cache
+    print(f"\ninterval ensemble ({s.ci_models} members of {s.ci_rows:,} motifs, trees "
+          f"{[n for _, n in members]}), {load()}")  # fmt: skip
+    wall: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[float]] = {1: [], 2: []}
+    same = True
+    for _ in range(args.ensemble):
+        for workers in (1, 2):
+            t, c = time.perf_counter(), time.process_time()
+            same &= call(workers).tobytes() == ref
+            wall[workers].append(time.perf_counter() - t)
+            cpu[workers].append(time.process_time() - c)
+        print(f"  {load()}")
+    for workers, name in ((1, "one at a time (before)"), (2, "two at a time")):
+        w, c = wall[workers], np.median(cpu[workers])
+        print(f"  {name:24s} wall best {min(w):.3f} s, median {np.median(w):.3f} s; "
+              f"CPU median {c:.3f} s")  # fmt: skip
+    ratio_med = np.median(wall[2]) / np.median(wall[1])
+    print(f"  two / one at a time: wall best {min(wall[2]) / min(wall[1]):.2f}, median "
+          f"{ratio_med:.2f}; byte-identical: {same}; {load()}")  # fmt: skip
 
 
 # ------------------------------------------------------------------ analyze
@@ -228,18 +384,30 @@ def run_analyze(
     return wall, printed, timings, proc.stdout
 
 
+def git_tree(ref: str, where: Path) -> Path:
+    """A ``git archive`` of ``ref`` unpacked into ``where`` (run with the same interpreter)."""
+    where.mkdir()
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", ref],
+                          check=True, capture_output=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(where, filter="data")
+    return where
+
+
 def bench_analyze(args: argparse.Namespace, tmp: Path) -> None:
     if args.baseline_tree:
         base_tree, base_name = Path(args.baseline_tree), f"before ({args.baseline_tree})"
     else:
-        base_tree, base_name = tmp / "baseline", f"before ({args.baseline_ref})"
-        base_tree.mkdir()
-        blob = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref],
-                              check=True, capture_output=True).stdout  # fmt: skip
-        with tarfile.open(fileobj=BytesIO(blob)) as tar:
-            tar.extractall(base_tree, filter="data")
+        base_tree = git_tree(args.baseline_ref, tmp / "baseline")
+        base_name = f"before ({args.baseline_ref})"
+    after_tree, after_name = ROOT, "this tree"
+    if args.after_ref:  # e.g. one commit against its parent, without others' edits in ROOT
+        after_tree, after_name = (
+            git_tree(args.after_ref, tmp / "after"),
+            f"after ({args.after_ref})",
+        )
     rows = []
-    trees = ((base_name, base_tree), ("this tree", ROOT))
+    trees = ((base_name, base_tree), (after_name, after_tree))
     for _ in range(args.analyze_repeats):  # alternate, so both see the same neighbours
         for name, tree in trees:
             out = tmp / f"analyze-{len(rows)}"
@@ -287,11 +455,22 @@ def main() -> None:
     )
     ap.add_argument("--analyze-repeats", type=int, default=1)
     ap.add_argument("--skip-fit", action="store_true")
+    ap.add_argument("--large", action="store_true", help="also Ga2O3 2x2x2 (80 Ga) `fit`")
+    ap.add_argument(
+        "--ensemble", type=int, default=0, help="interval members 1 vs 2 at a time, N calls each"
+    )
+    ap.add_argument(
+        "--after-ref", default=None, help="analyze 'this tree' from a git ref instead of ROOT"
+    )
     args = ap.parse_args()
     print(f"{os.cpu_count()} CPUs; {load()}")
     with tempfile.TemporaryDirectory() as d:
         if not args.skip_fit:
             bench_fit(args, Path(d))
+        if args.large:
+            bench_large(args, Path(d))
+        if args.ensemble:
+            bench_ensemble(args)
         if args.analyze:
             bench_analyze(args, Path(d))
 
