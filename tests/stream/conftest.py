@@ -186,7 +186,9 @@ def tiled_base_uri(tiled_server: object) -> str:
 @pytest.fixture(scope="session")
 def small_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedState]:
     """300 motifs prepared on a 6-frame ramp: the saved-state tests (recovery, checksums,
-    full disk). Fewer frames are the same frames: ``dataclasses.replace(series, n_frames=4)``."""
+    full disk, warm restart), live runs and the dashboard in a browser. Another ramp over n
+    frames is ``dataclasses.replace(series, n_frames=n)``: its frame 1, the prepared one, is
+    the same."""
     from motex_stream.stream.sim.series import two_motif_series
     from tests.stream.two_motifs import shared_state, small_settings
 
@@ -197,7 +199,7 @@ def small_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedSt
 @pytest.fixture(scope="session")
 def crossing_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedState]:
     """The default live model (2,000 motifs) prepared on the crossover series: change
-    detection and the closed loop."""
+    detection, the closed loop and the end-to-end service tests."""
     from tests.stream.two_motifs import crossing_series, live_settings, shared_state
 
     series = crossing_series(tmp_path_factory.mktemp("crossing-series"))

@@ -9,6 +9,7 @@ compared with it. Screenshots go to ``test-artefacts/`` (see ``browser.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -17,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sim.series import two_motif_series
+from motex_stream.stream.sim.series import TwoMotifSeries
 from motex_stream.stream.sources.memory_source import SeriesSource
 from tests.stream.browser import chromium, open_page, require_browser, screenshot, wait_until
 from tests.stream.conftest import free_port
 from tests.stream.dashboard_feed import Dashboard, publish, published_dashboard
+from tests.stream.two_motifs import PreparedState
 
 pytestmark = pytest.mark.slow
 
@@ -37,39 +37,29 @@ INTERVAL = 1.0  # s between frames: slow enough to see the heatmap grow column b
 # builds every live interval member): at 0.5 s that stall merged frames 1-6 into one step
 
 
-@pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=N_FRAMES)
+#: the per-frame settings of the page's model (runtime: the session's small model serves them)
+RUNTIME = {"max_trees": 150}
 
 
 @pytest.fixture(scope="module")
-def settings(series) -> LiveModelSettings:
-    return LiveModelSettings(
-        name="two-motifs",
-        starting_model=str(series.model_path),
-        catalogue_size=500,
-        refit=500,
-        rounds=5,
-        max_trees=150,
-        search_calls=6,
-    )
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory, series, settings) -> Path:
+def prepared(small_state: PreparedState) -> PreparedState:
+    """The session's small two-motif model (prepared on frame 1 of its ramp): what the page
+    shows is checked against what was published, whatever the model finds."""
     require_browser()  # before the preparation: no browser, nothing to prepare for
-    directory = tmp_path_factory.mktemp("state")
-    MotexFrameAnalyzer.prepare(
-        settings, Frame("reference", 1, 0.0, series.r, series.frame(0)), directory
-    )
-    return directory
+    return small_state
+
+
+@pytest.fixture(scope="module")
+def series(prepared: PreparedState) -> TwoMotifSeries:
+    return dataclasses.replace(prepared.series, n_frames=N_FRAMES)  # the ramp over N_FRAMES
 
 
 def start_service(
-    series, settings, state_dir, address: str, n: int, interval: float = INTERVAL
+    series, prepared: PreparedState, to: Path, address: str, n: int, interval: float = INTERVAL
 ) -> StreamService:
-    """A service (fresh analyzer from the saved state) publishing ``n`` frames on ``address``."""
-    analyzer = MotexFrameAnalyzer.prepare(settings, None, state_dir)
+    """A service (fresh analyzer from a copy of the saved state at ``to``) publishing ``n``
+    frames on ``address``."""
+    analyzer = prepared.analyzer(to, **RUNTIME)
     publisher = ZmqPublisher(address)
     # the dashboard's and the test's subscribers: wait for both, or the first frames vanish
     assert publisher.wait_for_subscribers(2, timeout=15)
@@ -135,7 +125,7 @@ class Recorder:
         self.subscriber.close()
 
 
-def test_page_follows_a_running_service_and_survives_its_restart(series, settings, state_dir):
+def test_page_follows_a_running_service_and_survives_its_restart(series, prepared, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     dashboard = Dashboard(address)
     recorder = Recorder(address)
@@ -148,7 +138,7 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
                 lambda: driver.execute_script("return window.motex !== undefined"),
                 what="the page script",
             )
-            service = start_service(series, settings, state_dir, address, N_FRAMES)
+            service = start_service(series, prepared, tmp_path / "state", address, N_FRAMES)
 
             # the heatmap gains a column with each frame (sampled while frames arrive)
             seen: list[int] = []
@@ -193,7 +183,7 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
             service.stop()
             service = None
             time.sleep(1.0)
-            service = start_service(series, settings, state_dir, address, N_RESTART)
+            service = start_service(series, prepared, tmp_path / "restarted", address, N_RESTART)
             after = wait_until(
                 lambda: (s := page_state(driver))["columns"] == N_RESTART and s,
                 timeout=120,
@@ -213,7 +203,7 @@ def test_page_follows_a_running_service_and_survives_its_restart(series, setting
         dashboard.close()
 
 
-def test_scrolling_back_recolours_every_view(series, settings, state_dir):
+def test_scrolling_back_recolours_every_view(series, prepared, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     dashboard = Dashboard(address)
     recorder = Recorder(address)
@@ -221,7 +211,7 @@ def test_scrolling_back_recolours_every_view(series, settings, state_dir):
     try:
         with chromium() as driver:
             driver.get(dashboard.url)
-            service = start_service(series, settings, state_dir, address, N_FRAMES)
+            service = start_service(series, prepared, tmp_path / "state", address, N_FRAMES)
             messages = recorder.take(N_FRAMES)
             wait_until(lambda: page_state(driver)["columns"] == N_FRAMES, what="all frames")
 
@@ -337,15 +327,13 @@ N_CROSS = 12
 CROSSOVER = 4.5  # 0-based frame where the series passes from motif A to motif B
 
 
-def test_labels_whiskers_and_the_change_marker_show_what_was_published(
-    tmp_path_factory, settings, state_dir
-):
+def test_labels_whiskers_and_the_change_marker_show_what_was_published(tmp_path, prepared):
     """A series that crosses from motif A to B: the service reports one structure change;
     the page marks it on the heatmap and the trends at the frame it is dated to, with the
     gained and lost atoms on hover, and the ranked atoms carry the published labels and
     intervals (uncertain ones set apart)."""
-    crossing = two_motif_series(
-        tmp_path_factory.mktemp("crossing"), n_frames=N_CROSS, noise=0.01, crossover=CROSSOVER
+    crossing = dataclasses.replace(
+        prepared.series, n_frames=N_CROSS, noise=0.01, crossover=CROSSOVER
     )
     address = f"tcp://127.0.0.1:{free_port()}"
     dashboard = Dashboard(address)
@@ -354,7 +342,7 @@ def test_labels_whiskers_and_the_change_marker_show_what_was_published(
     try:
         with chromium() as driver:
             driver.get(dashboard.url)
-            service = start_service(crossing, settings, state_dir, address, N_CROSS, 0.2)
+            service = start_service(crossing, prepared, tmp_path / "state", address, N_CROSS, 0.2)
             messages = recorder.take(N_CROSS)
             changes = [m["change"] for m in messages if m.get("change")]
             assert len(changes) == 1, changes

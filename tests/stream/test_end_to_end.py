@@ -6,6 +6,7 @@ its motif changes from an α-Keggin unit (atoms 1-12) to a W13 cluster (atoms 13
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -22,31 +23,38 @@ from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.publishers.jsonl import JsonlSink, read_jsonl
 from motex_stream.stream.publishers.zmq_pub import Subscriber, ZmqPublisher
 from motex_stream.stream.service import StreamService
-from motex_stream.stream.sim.series import two_motif_series
+from motex_stream.stream.sim.series import TwoMotifSeries
 from motex_stream.stream.sim.simulate import make_pdf_detector, run_series
 from motex_stream.stream.sources.memory_source import SeriesSource
 from tests.stream.results import entries
-from tests.stream.two_motifs import live_settings, prepare_on_first_frame
+from tests.stream.two_motifs import PreparedState
 
 N_FRAMES = 12
+RAMP_NOISE = 0.005  # two_motif_series' default
 TIMEOUT = 90.0
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    return two_motif_series(tmp_path_factory.mktemp("series"), n_frames=N_FRAMES)
+def series(crossing_state: PreparedState) -> TwoMotifSeries:
+    """A ramp over N_FRAMES with the default noise (0.5 % of max |G|); the model is the
+    session's default live model, prepared on the crossover series' frame 1: pure motif A
+    (to 1e-13) with 1 % noise, as this ramp's frame 1 is at 0.5 %."""
+    return dataclasses.replace(
+        crossing_state.series, n_frames=N_FRAMES, crossover=None, noise=RAMP_NOISE
+    )
 
 
 @pytest.fixture(scope="module")
-def settings(series) -> LiveModelSettings:
-    return live_settings(series)
+def settings(crossing_state: PreparedState) -> LiveModelSettings:
+    return crossing_state.settings
 
 
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory, series, settings) -> Path:
-    """Prepared once (catalogue fit + search) and persisted; each test reloads a fresh copy."""
-    return prepare_on_first_frame(settings, series, tmp_path_factory.mktemp("state"))
+def state_dir(crossing_state: PreparedState) -> Path:
+    """Prepared once per session (catalogue fit + search) and persisted; read-only, each
+    test reloads a fresh copy."""
+    return crossing_state.directory
 
 
 @pytest.fixture
