@@ -195,22 +195,6 @@ def test_warm_start_agrees_with_from_scratch(series, analyzer):
     assert min(correlations) > 0.8, correlations
 
 
-def test_restart_reloads_state_and_continues(series, settings, state_dir, tmp_path):
-    import shutil
-
-    copy = tmp_path / "state"
-    shutil.copytree(state_dir, copy)
-    first = MotexFrameAnalyzer.prepare(settings, None, copy)
-    r1 = first.analyze(Frame("run", 1, 0.0, series.r, series.frame(0)))
-    first.save_state()
-    again = MotexFrameAnalyzer.prepare(settings, None, copy)
-    assert again.surrogate.n_trees == first.surrogate.n_trees
-    np.testing.assert_array_equal(again.catalogue, first.catalogue)
-    r2 = again.analyze(Frame("run", 2, 1.0, series.r, series.frame(1)))
-    v1, v2 = r1.contributions.value, r2.contributions.value
-    assert spearmanr(v1, v2).correlation > 0.9
-
-
 def test_bad_frames_never_kill_the_analysis(series, analyzer):
     from motex_stream.stream.frames import FrameError
 
