@@ -30,6 +30,7 @@ import csv
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tarfile
@@ -145,27 +146,32 @@ def bench_fit(args: argparse.Namespace, tmp: Path) -> None:
         "CSV in/out, numpy (this tree)": new_io,
         "CSV in/out, csv module (before)": old_io,
     }
+    if args.skip_before:  # ~80 s per 10^6 masks
+        del ways["CSV in/out, csv module (before)"]
     best: dict[tuple[str, int], float] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     print(f"fit, in process, {load()}")
     for _ in range(args.repeats):  # alternate, so every way sees the same neighbours
         for name, fn in ways.items():
             for m in (args.m1, args.m2):
                 time.sleep(0.3)
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn(m)
                 dt = time.perf_counter() - t
                 best[name, m] = min(best.get((name, m), np.inf), dt)
+                cpu.setdefault((name, m), []).append(time.process_time() - c)
     rates = {
         name: (args.m2 - args.m1) / (best[name, args.m2] - best[name, args.m1]) for name in ways
     }
-    base = rates["CSV in/out, csv module (before)"]
+    base = rates.get("CSV in/out, csv module (before)", np.nan)
     eng = rates["engine alone (masks in memory)"]
     print(f"{'':34s} {'t(M1) s':>8s} {'t(M2) s':>8s} {'marginal fits/s':>16s} "
-          f"{'vs before':>10s} {'vs engine':>10s}")  # fmt: skip
+          f"{'vs before':>10s} {'vs engine':>10s} {'CPU µs/fit':>11s}")  # fmt: skip
     for name in ways:
         r = rates[name]
         print(f"{name:34s} {best[name, args.m1]:8.2f} {best[name, args.m2]:8.2f} "
-              f"{r:16,.0f} {r / base:9.2f}× {r / eng:9.2f}×")  # fmt: skip
+              f"{r:16,.0f} {r / base:9.2f}× {r / eng:9.2f}× "
+              f"{marginal_cpu_us(cpu, name, args):11.2f}")  # fmt: skip
     print(f"(M1 = {args.m1:,}, M2 = {args.m2:,} masks; best of {args.repeats}; {load()})")
 
     # the command itself, as the user runs it
@@ -183,6 +189,19 @@ _FIT_LINE = re.compile(
 _FIT_PHASES = ("fit", "wall", "start-up", "engine", "read", "write")
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (all their threads)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def marginal_cpu_us(cpu: dict[tuple[str, int], list[float]], way: str, args) -> float:  # type: ignore[no-untyped-def]
+    """CPU µs per fit from M1 to M2 (medians): unlike the wall, hardly moved by neighbours
+    taking the cores, so it compares the work of the ways on a loaded machine."""
+    a, b = (float(np.median(cpu[way, m])) for m in (args.m1, args.m2))
+    return 1e6 * (b - a) / (args.m2 - args.m1)
+
+
 def command_marginal(
     cmd: list[str], tmp: Path, stem: str, args: argparse.Namespace, eng: float
 ) -> dict[str, float]:
@@ -198,6 +217,7 @@ def command_marginal(
         capture_output=True,
     )  # warm: numba cache, page cache
     rates = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for ext in ("csv", "npz"):
         walls: dict[int, list[float]] = {args.m1: [], args.m2: []}
         split: dict[int, list[tuple[float, ...]]] = {args.m1: [], args.m2: []}
@@ -205,11 +225,12 @@ def command_marginal(
         for _ in range(args.repeats):
             for m in (args.m1, args.m2):
                 loads.append(os.getloadavg()[0])
-                t = time.perf_counter()
+                t, c = time.perf_counter(), children_cpu()
                 out = subprocess.run([*cmd, "--masks", str(tmp / f"{stem}{m}.{ext}"), "--out",
                                       str(tmp / "cmd.csv")], check=True, capture_output=True,
                                      text=True).stdout  # fmt: skip
                 walls[m].append(time.perf_counter() - t)
+                cpu.setdefault((ext, m), []).append(children_cpu() - c)
                 hit = _FIT_LINE.search(out)
                 if hit:
                     split[m].append(tuple(float(x) for x in hit.groups()[1:]))
@@ -219,7 +240,9 @@ def command_marginal(
         print(f"  {ext} in: wall (best) {min(walls[args.m1]):.2f} s ({args.m1:,}), "
               f"{min(walls[args.m2]):.2f} s ({args.m2:,}); marginal from the wall: best "
               f"{best:,.0f}, median {med:,.0f} fits/s ({best / eng:.2f}×, {med / eng:.2f}× "
-              f"the engine alone); load {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
+              f"the engine alone); load {min(loads):.1f}-{max(loads):.1f}; CPU "
+              f"{marginal_cpu_us(cpu, ext, args):.2f} µs/fit (marginal, median, all threads "
+              f"of the process)")  # fmt: skip
         if split[args.m1] and split[args.m2]:
             med_split = {m: np.median(np.array(split[m]), axis=0) for m in split}
             for m in (args.m1, args.m2):
@@ -278,17 +301,20 @@ def bench_large(args: argparse.Namespace, tmp: Path) -> None:
 
     ways = {"engine alone (masks in memory)": engine_only, "CSV in/out, in process": csv_io}
     best: dict[tuple[str, int], float] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.repeats):
         for name, fn in ways.items():
             for m in (args.m1, args.m2):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn(m)
                 best[name, m] = min(best.get((name, m), np.inf), time.perf_counter() - t)
+                cpu.setdefault((name, m), []).append(time.process_time() - c)
     rates = {n: (args.m2 - args.m1) / (best[n, args.m2] - best[n, args.m1]) for n in ways}
     eng = rates["engine alone (masks in memory)"]
     for name in ways:
         print(f"  {name:34s} {best[name, args.m1]:7.2f} s {best[name, args.m2]:7.2f} s "
-              f"marginal {rates[name]:10,.0f} fits/s ({rates[name] / eng:.2f}×)")  # fmt: skip
+              f"marginal {rates[name]:10,.0f} fits/s ({rates[name] / eng:.2f}×); CPU "
+              f"{marginal_cpu_us(cpu, name, args):.2f} µs/fit")  # fmt: skip
     print(f"  (M1 = {args.m1:,}, M2 = {args.m2:,}; best of {args.repeats}; {load()})")
     cmd = [sys.executable, "-c", CLI, "fit", str(gr), "--model", str(xyz), *flags]
     command_marginal(cmd, tmp, "ga", args, eng)
@@ -455,6 +481,7 @@ def main() -> None:
     )
     ap.add_argument("--analyze-repeats", type=int, default=1)
     ap.add_argument("--skip-fit", action="store_true")
+    ap.add_argument("--skip-before", action="store_true", help="no csv-module baseline row")
     ap.add_argument("--large", action="store_true", help="also Ga2O3 2x2x2 (80 Ga) `fit`")
     ap.add_argument(
         "--ensemble", type=int, default=0, help="interval members 1 vs 2 at a time, N calls each"

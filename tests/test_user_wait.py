@@ -207,3 +207,29 @@ def test_fit_command_imports_none_of_the_surrogate_packages(tmp_path, keggin_gr)
     assert not imported & {"bluesky", "tiled", "zmq", "motex_stream.stream.commands.serve"}
     _ids, back = fc.read_mask_table(tmp_path / "f.csv", 24)
     np.testing.assert_array_equal(back, masks)
+
+
+def test_fit_prints_where_its_time_went(tmp_path, keggin_gr, capsys):
+    """`fit` ends with one line: the fits, their rate, and the wall split into start-up,
+    engine preparation, reading and writing (benchmarks/bench_user_wait.py reads it)."""
+    import re
+
+    masks = np.random.default_rng(7).random((300, 24)) < 0.5
+    np.save(tmp_path / "m.npy", masks)
+    t = time.perf_counter()
+    args = ["fit", str(keggin_gr), "--model", str(KEGGIN / "109725.xyz"), "--qmax", "20",
+            "--masks", str(tmp_path / "m.npy"), "--out", str(tmp_path / "f.csv")]  # fmt: skip
+    assert main(args) == 0
+    elapsed = time.perf_counter() - t
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    hit = re.fullmatch(
+        r"fitted 300 masks in ([0-9.]+) s \(([0-9,]+) fits/s\); wall ([0-9.]+) s: start-up "
+        r"([0-9.]+) s, engine preparation ([0-9.]+) s, reading ([0-9.]+) s, writing ([0-9.]+) "
+        r"s; wrote .*f\.csv",
+        line,
+    )
+    assert hit, line
+    fit, _, wall, start, prep, read, write = (float(x.replace(",", "")) for x in hit.groups())
+    assert fit > 0 and prep > 0 and wall <= elapsed + 0.01
+    # the parts are the whole wall (up to the printed rounding and the output folder's mkdir)
+    assert abs(fit + start + prep + read + write - wall) <= 0.05
