@@ -247,7 +247,8 @@ def fit_masks(
     """
     from motex_stream.analysis import scale_out
 
-    dispatch.check_zoom(zoom)
+    # an unknown zoom is refused by both fitters before any work (dispatch.fit on the first
+    # chunk, fit_masks_dask before any task), so it is not checked a third time here
     cluster = dask if dask is not None else scale_out.default()
     if cluster is not None:
         with tqdm(
