@@ -21,9 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.stream.conftest import free_port
 from tests.stream.serve_process import http_get, small_serve_config
 
-#: from launch to the first answered scrape; the analysis stack alone takes longer to import
-FIRST_ANSWER_S = 5.0
-
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
@@ -57,7 +54,8 @@ def test_metrics_and_health_answer_while_the_model_prepares(tmp_path: Path) -> N
         assert samples[("motex_service_state", (("state", "preparing"),))] == 1
         assert samples[("motex_service_state", (("state", "ready"),))] == 0
         assert samples[("motex_preparation_progress", ())] < 1
-        assert first_answer_s < FIRST_ANSWER_S, f"first scrape after {first_answer_s:.1f} s"
+        # (how soon is measured by benchmarks/bench_startup.py, never asserted on a clock: the
+        # property is the order, the first scrape answered while the model still prepares)
         status, body = http_get(base + "/healthz") or (0, "")
         health = json.loads(body)
         assert status == 200 and health["state"] == "preparing"
