@@ -204,56 +204,68 @@ def marginal_cpu_us(cpu: dict[tuple[str, int], list[float]], way: str, args) -> 
 
 def command_marginal(
     cmd: list[str], tmp: Path, stem: str, args: argparse.Namespace, eng: float
-) -> dict[str, float]:
-    """`motex-stream fit` as a subprocess on ``tmp/{stem}{M}.{csv,npz}``, M1 and M2
-    alternated ``--repeats`` times: the marginal rate from the wall clock measured outside
-    (best and median of the runs), and from the command's own printed split (median of
-    reading + fitting + writing, which leaves out start-up and engine preparation, whose
-    run-to-run spread under load is larger than the whole M1 → M2 difference)."""
+) -> None:
+    """`motex-stream fit` as a subprocess on ``tmp/{stem}{M}.{csv,npz}``, M1 and M2 (and the
+    trees: this one, and ``--cmd-baseline-ref`` when given) alternated ``--repeats`` times:
+    the marginal rate from the wall clock measured outside (best and median of the runs),
+    from the command's own printed split (median of reading + fitting + writing, which
+    leaves out start-up and engine preparation, whose run-to-run spread under load is
+    larger than the whole M1 → M2 difference), and its marginal CPU per fit."""
+    trees = [("this tree", ROOT)]
+    if args.cmd_baseline_ref:
+        where = tmp / f"cmd-baseline-{stem}"
+        trees.insert(0, (f"before ({args.cmd_baseline_ref})",
+                         git_tree(args.cmd_baseline_ref, where)))  # fmt: skip
     print(f"\n`motex-stream fit` command (subprocess), {load()}")
-    subprocess.run(
-        [*cmd, "--masks", str(tmp / f"{stem}{args.m1}.csv"), "--out", str(tmp / "cmd.csv")],
-        check=True,
-        capture_output=True,
-    )  # warm: numba cache, page cache
-    rates = {}
-    cpu: dict[tuple[str, int], list[float]] = {}
+    for _, tree in trees:  # warm: numba cache, page cache
+        subprocess.run(
+            [*cmd, "--masks", str(tmp / f"{stem}{args.m1}.csv"), "--out", str(tmp / "cmd.csv")],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(tree)},
+        )
     for ext in ("csv", "npz"):
-        walls: dict[int, list[float]] = {args.m1: [], args.m2: []}
-        split: dict[int, list[tuple[float, ...]]] = {args.m1: [], args.m2: []}
+        walls: dict[tuple[str, int], list[float]] = {}
+        split: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+        cpu: dict[tuple[str, int], list[float]] = {}
         loads = []
         for _ in range(args.repeats):
-            for m in (args.m1, args.m2):
-                loads.append(os.getloadavg()[0])
-                t, c = time.perf_counter(), children_cpu()
-                out = subprocess.run([*cmd, "--masks", str(tmp / f"{stem}{m}.{ext}"), "--out",
-                                      str(tmp / "cmd.csv")], check=True, capture_output=True,
-                                     text=True).stdout  # fmt: skip
-                walls[m].append(time.perf_counter() - t)
-                cpu.setdefault((ext, m), []).append(children_cpu() - c)
-                hit = _FIT_LINE.search(out)
-                if hit:
-                    split[m].append(tuple(float(x) for x in hit.groups()[1:]))
+            for name, tree in trees:
+                for m in (args.m1, args.m2):
+                    loads.append(os.getloadavg()[0])
+                    t, c = time.perf_counter(), children_cpu()
+                    out = subprocess.run(
+                        [*cmd, "--masks", str(tmp / f"{stem}{m}.{ext}"), "--out",
+                         str(tmp / "cmd.csv")], check=True, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": str(tree)}).stdout  # fmt: skip
+                    walls.setdefault((name, m), []).append(time.perf_counter() - t)
+                    cpu.setdefault((name, m), []).append(children_cpu() - c)
+                    hit = _FIT_LINE.search(out)
+                    if hit:
+                        split.setdefault((name, m), []).append(
+                            tuple(float(x) for x in hit.groups()[1:])
+                        )
         dm = args.m2 - args.m1
-        best = dm / (min(walls[args.m2]) - min(walls[args.m1]))
-        med = dm / (float(np.median(walls[args.m2])) - float(np.median(walls[args.m1])))
-        print(f"  {ext} in: wall (best) {min(walls[args.m1]):.2f} s ({args.m1:,}), "
-              f"{min(walls[args.m2]):.2f} s ({args.m2:,}); marginal from the wall: best "
-              f"{best:,.0f}, median {med:,.0f} fits/s ({best / eng:.2f}×, {med / eng:.2f}× "
-              f"the engine alone); load {min(loads):.1f}-{max(loads):.1f}; CPU "
-              f"{marginal_cpu_us(cpu, ext, args):.2f} µs/fit (marginal, median, all threads "
-              f"of the process)")  # fmt: skip
-        if split[args.m1] and split[args.m2]:
-            med_split = {m: np.median(np.array(split[m]), axis=0) for m in split}
-            for m in (args.m1, args.m2):
-                parts = zip(_FIT_PHASES, med_split[m], strict=True)
-                print(f"    {m:>9,}: median " + ", ".join(f"{k} {v:.2f} s" for k, v in parts))
-            work = {m: med_split[m][0] + med_split[m][4] + med_split[m][5] for m in split}
-            r = dm / (work[args.m2] - work[args.m1])
-            print(f"    marginal of the command's own read + fit + write: {r:,.0f} fits/s "
-                  f"({r / eng:.2f}× the engine alone)")  # fmt: skip
-            rates[ext] = r
-    return rates
+        print(f"  {ext} in (load {min(loads):.1f}-{max(loads):.1f}):")
+        for name, _ in trees:
+            w1, w2 = walls[name, args.m1], walls[name, args.m2]
+            best = dm / (min(w2) - min(w1))
+            med = dm / (float(np.median(w2)) - float(np.median(w1)))
+            print(f"    {name}: wall (best) {min(w1):.2f} s ({args.m1:,}), {min(w2):.2f} s "
+                  f"({args.m2:,}); marginal from the wall: best {best:,.0f}, median "
+                  f"{med:,.0f} fits/s ({best / eng:.2f}×, {med / eng:.2f}× the engine "
+                  f"alone); CPU {marginal_cpu_us(cpu, name, args):.2f} µs/fit (marginal, "
+                  f"median, all threads)")  # fmt: skip
+            if (name, args.m1) in split and (name, args.m2) in split:
+                med_split = {m: np.median(np.array(split[name, m]), axis=0)
+                             for m in (args.m1, args.m2)}  # fmt: skip
+                for m in (args.m1, args.m2):
+                    parts = zip(_FIT_PHASES, med_split[m], strict=True)
+                    print(f"      {m:>9,}: median " + ", ".join(f"{k} {v:.2f} s" for k, v in parts))
+                work = {m: v[0] + v[4] + v[5] for m, v in med_split.items()}
+                r = dm / (work[args.m2] - work[args.m1])
+                print(f"      marginal of the command's own read + fit + write: {r:,.0f} "
+                      f"fits/s ({r / eng:.2f}× the engine alone)")  # fmt: skip
 
 
 # ------------------------------------------------------------------ large model
@@ -481,6 +493,9 @@ def main() -> None:
     )
     ap.add_argument("--analyze-repeats", type=int, default=1)
     ap.add_argument("--skip-fit", action="store_true")
+    ap.add_argument(
+        "--cmd-baseline-ref", default=None, help="also time `fit` of this git ref, alternated"
+    )
     ap.add_argument("--skip-before", action="store_true", help="no csv-module baseline row")
     ap.add_argument("--large", action="store_true", help="also Ga2O3 2x2x2 (80 Ga) `fit`")
     ap.add_argument(
