@@ -267,25 +267,3 @@ def test_fit_reads_and_writes_without_numpy_hugepage_advice(tmp_path, keggin_gr,
     assert main(args) == 0
     assert seen == [("read", False), ("write", False)]
     assert _numpy_hugepage_advice() == before
-
-
-def test_fits_csv_bytes_do_not_depend_on_chunks_or_threads(tmp_path, monkeypatch):
-    """write_fits formats its chunks on WRITE_THREADS threads: the same bytes for any chunk
-    size and thread count (chunk edges, one row, more chunks than the look-ahead)."""
-    rng = np.random.default_rng(9)
-    m = 1000
-    masks = rng.random((m, 24)) < 0.5
-    ids = np.array([f"r{i * 13}".encode() for i in range(m)])
-    rwp, scale, zoom = (
-        rng.random(m) * 10.0 ** rng.integers(-6, 6, m),
-        -rng.random(m),
-        rng.random((m, 3)),
-    )
-    monkeypatch.setattr(fc, "WRITE_THREADS", 1)
-    fc.write_fits(tmp_path / "one.csv", ids, masks, rwp, scale, zoom, chunk=m)
-    reference = (tmp_path / "one.csv").read_bytes()
-    for threads in (1, 2, 3):
-        monkeypatch.setattr(fc, "WRITE_THREADS", threads)
-        for chunk in (1, 7, 333, 999, 1000, 4096):
-            fc.write_fits(tmp_path / "f.csv", ids, masks, rwp, scale, zoom, chunk=chunk)
-            assert (tmp_path / "f.csv").read_bytes() == reference, (threads, chunk)
