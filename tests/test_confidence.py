@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from motex_stream.analysis import steps
-from motex_stream.analysis.settings import ModelSettings
 from motex_stream.explain.confidence import (
     ADAPTIVE_KEEP_PROBABILITY,
     adaptive_catalogue,
@@ -18,7 +17,7 @@ from motex_stream.explain.confidence import (
     welch_df,
 )
 from motex_stream.explain.contributions import AtomContributions
-from tests.conftest import KEGGIN
+from tests.small_analysis import small_analysis
 
 
 def test_labels_and_interval() -> None:
@@ -74,23 +73,12 @@ def test_sampling_error() -> None:
 @pytest.fixture(scope="module")
 def fitted():
     """A small real analysis of 109725 up to the trained surrogate (1,500 motifs)."""
-    settings = ModelSettings(
-        starting_model=KEGGIN / "109725.xyz",
-        catalogue_size=1500,
-        search_calls=3,
-        cv_folds=2,
-        qmax=20.0,
-        ci_models=3,
-        adaptive_motifs=2000,
+    run = small_analysis(
+        catalogue_size=1500, search_calls=3, cv_folds=2, ci_models=3, adaptive_motifs=2000
     )
-    data = steps.load_fit_data(KEGGIN / "DanMAX_AlphaKeggin.gr", settings)
-    model = steps.load_model(data.settings)
-    masks = steps.make_catalogue(model, data.settings)
-    engine = steps.prepare_engine(model, data.settings, data.r)
-    fits = steps.fit_masks(engine, masks, data.g, "isotropic")
-    trained = steps.train_surrogate(masks, fits.rwp, data.settings)
+    masks, trained = run.masks, run.trained
     _, contributions = steps.explain(trained, masks)
-    return data.settings, masks, fits, trained, contributions, engine, data.g
+    return run.settings, masks, run.fits, trained, contributions, run.engine, run.g
 
 
 def test_intervals_real_xgboost(fitted) -> None:

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from motex_stream.analysis import steps
-from motex_stream.analysis.settings import ModelSettings
 from motex_stream.cli import main
 from motex_stream.explain import confidence, leafshap
 from motex_stream.explain.confidence import ENSEMBLE_WORKERS, ensemble_contributions
@@ -16,30 +14,18 @@ from motex_stream.model.features import features
 from motex_stream.model.search import Hyperparameters
 from motex_stream.stream.live.live_intervals import LiveEnsemble
 from tests.conftest import KEGGIN
+from tests.small_analysis import small_analysis
 
 
 @pytest.fixture(scope="module")
 def fitted():
     """A small real analysis of 109725 up to the ensemble's inputs (1,500 motifs, 4 members
     from the searched points, as ``steps.intervals`` builds them)."""
-    settings = ModelSettings(
-        starting_model=KEGGIN / "109725.xyz",
-        catalogue_size=1500,
-        search_calls=4,
-        cv_folds=2,
-        qmax=20.0,
-        ci_models=4,
-        ci_rows=1000,
-    )
-    data = steps.load_fit_data(KEGGIN / "DanMAX_AlphaKeggin.gr", settings)
-    model = steps.load_model(data.settings)
-    masks = steps.make_catalogue(model, data.settings)
-    engine = steps.prepare_engine(model, data.settings, data.r)
-    fits = steps.fit_masks(engine, masks, data.g, "isotropic")
-    trained = steps.train_surrogate(masks, fits.rwp, data.settings)
+    run = small_analysis(catalogue_size=1500, search_calls=4, cv_folds=2, ci_models=4, ci_rows=1000)
+    trained = run.trained
     points = sorted(trained.search_history, key=lambda h: h.get("cv_mae", np.inf))
     params = [Hyperparameters.from_dict(h) for h in points]
-    return data.settings, masks, fits.rwp, params
+    return run.settings, run.masks, run.fits.rwp, params
 
 
 def test_two_workers_is_the_default() -> None:
