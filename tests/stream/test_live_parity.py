@@ -298,7 +298,7 @@ def test_replay_with_own_search_rebuilds_is_analyze_of_each_frame(tmp_path: Path
     import subprocess
     import sys
 
-    series = two_motif_series(tmp_path / "s", n_frames=3, noise=0.01, crossover=1, width=0.7)
+    series = two_motif_series(tmp_path / "s", n_frames=2, noise=0.01, crossover=0.5, width=0.7)
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(series.n_frames):
