@@ -66,7 +66,7 @@ from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.live.liveview import best_fit, structure
 from motex_stream.stream.live.runs import LiveRuns
 from motex_stream.structure.starting_model import StartingModel
-from motex_stream.structure.symmetry import equivalence_classes
+from motex_stream.structure.symmetry import Sites
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class MotexFrameAnalyzer:
         self._runs = LiveRuns()  # per run: settings, change detector, model sent (bounded)
         self._ensemble: LiveEnsemble | None = None  # live interval members (ci_models ≥ 2)
         self._elements = [model.symbols[i] for i in model.permutable]
-        self._site_cache: list[list[int]] | None = None
+        self._site_cache: Sites | None = None
         self._atoms = (model.permutable + 1).tolist()
         #: the frame's ``rebuild_search`` (a runtime setting), for a rebuild's _train_fresh
         self._rebuild_search = settings.rebuild_search
@@ -530,15 +530,14 @@ class MotexFrameAnalyzer:
             return None
         state.described = True
         # symmetry-equivalent sites (1-based atoms), so a view can say "these 12 are one site"
-        sites = [[self._atoms[k] for k in site] for site in self._sites if len(site) > 1]
-        return structure(self.engine, equivalent=sites)
+        return structure(self.engine, equivalent=self._sites.equivalent(self._atoms))
 
     @property
-    def _sites(self) -> list[list[int]]:
-        """Equivalent permutable atoms (0-based among them) within the calculator's pair
-        range (:func:`motex_stream.structure.symmetry.equivalence_classes`), computed once."""
+    def _sites(self) -> Sites:
+        """The model's sites within the calculator's pair range, as ``analyze`` reports them
+        (:meth:`motex_stream.structure.symmetry.Sites.of`), computed once."""
         if self._site_cache is None:
-            self._site_cache = equivalence_classes(self.model, cutoff=self.engine.grid.pair_dmax)
+            self._site_cache = Sites.of(self.model, cutoff=self.engine.grid.pair_dmax)
         return self._site_cache
 
     def from_scratch(self, frame: Frame) -> tuple[np.ndarray, FitResults]:
