@@ -67,8 +67,6 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
         self.save_every = save_every
         self.save_interval = save_interval
         self._lock = threading.Lock()
-        self._state_digest: str | None = None
-        self._digest_of: MotexFrameAnalyzer | None = None
         self._on_state(self.name, "preparing")
         if state_dir is not None:
             self.inner = MotexFrameAnalyzer.restore(settings, state_dir)
@@ -103,37 +101,22 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
             self.inner.save_state()
 
     def analysis_identity(self, frame: Frame) -> AnalysisIdentity | None:
-        """Which analysis ``frame`` got: the prepared state plus the run's settings.
+        """Which analysis ``frame`` got: the prepared model plus the run's settings.
 
-        The state part (catalogue, fit grid, configured-settings fingerprint, which covers
-        the starting model's bytes, and the preparation's hyperparameter search and chosen
-        hyperparameters, which depend on the reference data) is hashed once per prepared
-        model. All of it is saved with the state and reloaded unchanged, so a resumed or
-        replayed run keeps its derived uid, while a state prepared on other data gets another.
+        The model part is the preparation's digest (``live_state.preparation_digest``:
+        settings fingerprint, catalogue, fit grid, the preparation's search and chosen
+        hyperparameters), fixed when the model was prepared and saved with its state. A
+        rebuild replaces the serving search and hyperparameters but not this digest, so a
+        resumed or replayed run keeps its derived uid, while a model prepared on other data
+        gets another.
         """
         inner = self.inner
         if inner is None:
             return None
-        if self._state_digest is None or self._digest_of is not inner:
-            h = hashlib.sha256(inner.configured.fingerprint().encode())
-            h.update(np.ascontiguousarray(inner.catalogue, dtype=np.uint8).tobytes())
-            h.update(np.ascontiguousarray(inner.fit_r, dtype="<f8").tobytes())
-            prepared = {"search": inner.search, "hyperparameters": inner.surrogate.params}
-            h.update(json.dumps(prepared, sort_keys=True, default=_plain).encode())
-            self._state_digest, self._digest_of = h.hexdigest(), inner
         settings = inner.run_settings(frame).model_dump(mode="json")
         blob = json.dumps(settings, sort_keys=True).encode()
-        digest = hashlib.sha256(self._state_digest.encode() + blob).hexdigest()[:16]
+        digest = hashlib.sha256(inner.preparation.encode() + blob).hexdigest()[:16]
         return AnalysisIdentity(digest, settings)
-
-
-def _plain(value: Any) -> Any:
-    """JSON for the few non-JSON values a prepared state holds (dataclasses, numpy scalars)."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def use_dask(address: str | None) -> None:

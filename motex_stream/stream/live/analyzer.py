@@ -111,6 +111,7 @@ class MotexFrameAnalyzer:
         configured: LiveModelSettings | None = None,
         search: list[dict[str, Any]] | None = None,
         shap: live_state.SavedShap | None = None,
+        preparation: str | None = None,
     ) -> None:
         self.settings = settings
         self.configured = configured or settings
@@ -124,6 +125,11 @@ class MotexFrameAnalyzer:
         #: the search points the serving model's interval members take (member_params): the
         #: preparation's search, then each rebuild's re-scored points
         self.member_points: list[dict[str, Any]] = list(self.search)
+        #: what was prepared (live_state.preparation_digest), kept across rebuilds and
+        #: restarts: a run's analysis identity hashes it, not the serving search
+        self.preparation = preparation or live_state.preparation_digest(
+            self.configured, catalogue, engine.r_data, self.search, surrogate.params.to_dict()
+        )
         self._features = features(catalogue)
         # a catalogue larger than explain_rows is explained on the same seeded subsample
         # every frame (steps.explain_sample, as analyze does): SHAP's per-frame cost is
@@ -265,6 +271,7 @@ class MotexFrameAnalyzer:
                 configured=settings,
                 search=saved.search,
                 shap=saved.shap,
+                preparation=saved.preparation,
             )
             analyzer._frames = analyzer._saved_frames = saved.frames
             analyzer._generation = saved.generation

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 5
 _READABLE_VERSIONS = (3, 4, STATE_VERSION)
 _GENERATION = re.compile(r"g\d{6}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 #: The change detectors' state in the state folder, written after every frame (small JSON).
 CHANGES_FILE = "changes.json"
@@ -87,6 +88,7 @@ class Persistent(Protocol):
     catalogue: np.ndarray
     surrogate: IncrementalSurrogate
     search: list[dict[str, Any]]
+    preparation: str  # preparation_digest, fixed when the model was prepared
     state_dir: Path | None
     save_every: int | None
     save_interval: float | None
@@ -180,6 +182,7 @@ class SavedState:
     r: np.ndarray
     surrogate: IncrementalSurrogate
     search: list[dict[str, Any]]
+    preparation: str  # preparation_digest of the prepared model (kept across rebuilds)
     frames: int
     generation: int
     record: dict[str, Any]  # its commit record (state.json, or the previous commit in it)
@@ -236,6 +239,36 @@ def engine_tables_name(resolved: LiveModelSettings, r: np.ndarray, zooms: np.nda
     h.update(np.ascontiguousarray(zooms, dtype="<f8").tobytes())
     h.update(_engine_code_digest().encode())
     return f"engine-{h.hexdigest()[:16]}.npy"
+
+
+def preparation_digest(
+    configured: LiveModelSettings,
+    catalogue: np.ndarray,
+    fit_r: np.ndarray,
+    search: list[dict[str, Any]],
+    hyperparameters: dict[str, Any],
+) -> str:
+    """What a prepared model is, hashed: the configured settings' fingerprint (which covers
+    the starting model's bytes), the catalogue, the fit grid, and the preparation's search
+    and chosen hyperparameters (which depend on the reference data).
+
+    Computed once, when the model is prepared, and saved with the state: a rebuild replaces
+    the serving search and hyperparameters, but the model is still the one prepared, so a
+    restarted service gives a run the analysis identity (and derived run) it had before.
+    """
+    h = hashlib.sha256(configured.fingerprint().encode())
+    h.update(np.ascontiguousarray(catalogue, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(fit_r, dtype="<f8").tobytes())
+    prepared = {"search": search, "hyperparameters": hyperparameters}
+    h.update(json.dumps(prepared, sort_keys=True, default=_json_scalar).encode())
+    return h.hexdigest()
+
+
+def _json_scalar(value: Any) -> Any:
+    """JSON for the numpy scalars a search trace or hyperparameter set may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def generation_name(generation: int) -> str:
@@ -425,6 +458,7 @@ def _commit(analyzer: Persistent) -> list[str]:
         "settings": analyzer.settings.model_dump(mode="json"),
         "hyperparameters": analyzer.surrogate.params.to_dict(),
         "search": analyzer.search,
+        "preparation": analyzer.preparation,
         "frames": analyzer._frames,
         "engine": tables,
         "saved_at": time.time(),
@@ -668,6 +702,11 @@ def read_generation(
         raise StateError("search is not a list")
     resolved = settings.with_q_range(qmin, qmax)
     assert isinstance(resolved, LiveModelSettings)
+    preparation = meta.get("preparation")
+    if preparation is not None and not (
+        isinstance(preparation, str) and _DIGEST.fullmatch(preparation)
+    ):
+        raise StateError(f"preparation {preparation!r} is not a SHA-256 digest")
 
     masks = np.asarray(Catalogue.load(gen / "catalogue.npz").masks, bool)
     n_atoms = len(model.permutable)
@@ -691,6 +730,8 @@ def read_generation(
         raise StateError("surrogate has no trees")
     if not np.all(np.isfinite(surrogate.predict(masks[:8]))):
         raise StateError("surrogate predicts non-finite values")
+    if preparation is None:  # saved before the digest was (a state that may have rebuilt)
+        preparation = preparation_digest(settings, masks, r, search, surrogate.params.to_dict())
     if meta.get("version") != STATE_VERSION:
         log.info(
             "model %s: state of version %s holds no engine tables, SHAP matrix or interval "
@@ -705,6 +746,7 @@ def read_generation(
         r=r,
         surrogate=surrogate,
         search=search,
+        preparation=preparation,
         frames=frames,
         generation=int(name[1:]),
         record=meta,
