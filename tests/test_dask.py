@@ -48,14 +48,25 @@ def test_engine_sent_once_per_worker(dask_client, prepared_109725, reference_rwp
     def engines() -> set:
         return {k for k in dask_client.who_has() if str(k).startswith("PreparedModel")}
 
-    scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
-    before = engines()
-    # a second job with 10 tasks reuses the scattered engine: nothing new is sent
-    scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
-    assert engines() == before
-    fut = prepared_109725.engine_cache["dask_futures"][id(dask_client)]
-    # the one engine is held by every worker (broadcast), not shipped with each task
-    assert set(dask_client.who_has()[fut.key]) == set(dask_client.scheduler_info()["workers"])
+    # Dask's active memory manager drops replicas no task waits for (every 2 s by default):
+    # an earlier test's broadcast engine may be down to one worker by now (CI, stop 28: the
+    # last assertion saw one holder of two). Paused here, and the engine scattered afresh,
+    # so what is checked is this module's broadcast, not the manager's timing.
+    dask_client.amm.stop()
+    try:
+        prepared_109725.engine_cache.pop("dask_futures", None)
+        scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
+        before = engines()
+        # a second job with 10 tasks reuses the scattered engine: nothing new is sent (the
+        # engine popped above may still be on its way out, hence a subset, not equality)
+        scale_out.fit_masks_dask(dask_client, prepared_109725, masks, g, "isotropic", chunk=100)
+        fut = prepared_109725.engine_cache["dask_futures"][id(dask_client)]
+        assert fut.key in before and engines() <= before
+        # the one engine is held by every worker (broadcast), not shipped with each task
+        holders = set(dask_client.who_has()[fut.key])
+        assert holders == set(dask_client.scheduler_info()["workers"])
+    finally:
+        dask_client.amm.start()
 
 
 @pytest.mark.slow  # kills a worker and waits for the nanny's fresh process: 9-12 s in CI
