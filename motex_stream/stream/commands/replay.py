@@ -195,13 +195,14 @@ def check_tiled_run(uri: str, run: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from motex_stream.stream.commands.runner import build_service, format_summary, save_states
-    from motex_stream.stream.publishers.jsonl import published_seqs
-
     settings = replay_settings(args)
     check_arguments(args)
     config = replay_config(args, settings)
     check_inputs(config)
+    # the service and its science stack (xgboost, scikit-learn: seconds of imports) only
+    # once the arguments are known to be usable: a misuse is refused at once
+    from motex_stream.stream.commands.runner import build_service, format_summary, save_states
+    from motex_stream.stream.publishers.jsonl import published_seqs
 
     def resume_after() -> dict[str, int]:
         # frames already in --out (of this model) are not analysed or appended again
