@@ -73,3 +73,21 @@ def test_scalar_and_array_inputs_agree() -> None:
     f = xray_form_factor("W", q)
     assert np.ndim(xray_form_factor("W", 5.0)) == 0
     np.testing.assert_allclose([float(xray_form_factor("W", x)) for x in q], f, rtol=0, atol=0)
+
+
+def test_an_element_without_form_factors_is_a_structure_the_engine_refuses(tmp_path) -> None:
+    """The structure layer knows the chemical elements; whether X-rays have coefficients for
+    one is the engine's question (the structure no longer imports the PDF layer to ask it).
+    Einsteinium is an element the Waasmaier-Kirfel table stops short of: the model loads, and
+    preparing the engine says which element has no form factor."""
+    from motex_stream.analysis import steps
+    from motex_stream.analysis.settings import ModelSettings
+    from motex_stream.structure.starting_model import load_starting_model
+
+    path = tmp_path / "es.xyz"
+    path.write_text("3\n\nW 0 0 0\nW 3 0 0\nEs 0 2 0\n")
+    model = load_starting_model(path, ["W"], 2.5)
+    assert model.symbols == ("W", "W", "Es") and not is_known_element("Es")
+    settings = ModelSettings(starting_model=str(path), permute=["W"]).with_q_range(0.8, 20.0)
+    with pytest.raises(UnknownElementError, match="no X-ray form factor for element 'Es'"):
+        steps.prepare_engine(model, settings, np.arange(1.6, 20.0, 0.01))

@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ase.data import chemical_symbols
 from scipy.spatial import cKDTree
-
-from motex_stream.pdf.formfactors import is_known_element
 
 DUPLICATE_DISTANCE = 1e-3  # Å: closer atoms are the same atom written twice
 MAX_COORDINATE = 1e6  # Å: beyond this a "coordinate" is a unit mistake (or overflows)
+
+
+#: The chemical elements, by symbol (ase's table without its placeholder 'X'). Whether the
+#: PDF engine has X-ray form factors for each is the engine's question, asked when it is
+#: prepared (pdf.formfactors): a structure does not depend on how it will be scattered.
+ELEMENTS = frozenset(chemical_symbols) - {"X"}
 
 
 class StructureError(ValueError):
@@ -182,13 +187,13 @@ def build_starting_model(
             f"{where}: atom {i + 1} ({symbols[i]}) lies {np.abs(positions[i]).max():.3g} Å from "
             f"the origin; coordinates must be Cartesian Å within ±{MAX_COORDINATE:g}"
         )
-    unknown = sorted({s for s in symbols if not is_known_element(s)})
+    unknown = sorted({s for s in symbols if s not in ELEMENTS})
     if unknown:
         raise StructureError(f"unknown element(s) {unknown} in {where}")
     permute_set = {p.capitalize() for p in permute}
     if not permute_set:
         raise StructureError("choose at least one permutable element (e.g. --permute W)")
-    bad = sorted(p for p in permute_set if not is_known_element(p))
+    bad = sorted(p for p in permute_set if p not in ELEMENTS)
     if bad:
         raise StructureError(f"unknown permutable element(s) {bad}")
     missing = sorted(permute_set - set(symbols))
