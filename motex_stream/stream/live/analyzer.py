@@ -422,8 +422,9 @@ class MotexFrameAnalyzer:
             run,
             positions=self.model.positions[self.model.permutable],
         )
-        assert refined is not None  # a budget above 0 always refines
-        return refined, steps.checked_by_refinement(label, refined, run)
+        # a budget above 0 always refines, and the labels given come back checked
+        assert refined is not None and refined.checked_label is not None
+        return refined, refined.checked_label
 
     def _refined_summary(self, refined: RefinedMotif) -> dict[str, Any]:
         """The refined motif as the message carries it (atom numbers 1-based, as the
