@@ -54,8 +54,8 @@ import numpy as np
 
 from motex_stream.analysis.pipeline import AnalysisResult, run_analysis
 from motex_stream.analysis.settings import ModelSettings
-from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine, veto_labels
-from motex_stream.explain.refine import checked_labels, descend
+from motex_stream.analysis.steps import fit_masks, load_fit_data, prepare_engine
+from motex_stream.explain.refine import checked_labels, descend, independent_points, veto_labels
 from motex_stream.pdf.debye import debye_pdf
 from motex_stream.pdf.realspace import realspace_pdf
 from motex_stream.pdf.settings import PDFSettings
@@ -563,6 +563,10 @@ def run_case(
 
     rwp = fit(np.stack([truth, central, shap_top]))
     interval_label = list(ref.interval_label or res.intervals.label)
+    assert settings.qmax is not None
+    # the toggles' one-sided verdicts, for the stricter rule below
+    n_independent = independent_points(settings.rmin, settings.rmax, settings.qmax)
+    veto = veto_labels(ref.keep_effect, ref.rwp, n_independent, settings.ci_level)
     # do the data prefer the truth? not only over the centrality motif: is it a local optimum
     # of single moves (else a descent from the truth itself ends elsewhere, lower)
     local = descend(truth, fit, 100_000)
@@ -632,9 +636,7 @@ def run_case(
         "labels_direct": errors(ref.direct_label),
         "labels_final": errors(res.intervals.label),
         # the stricter rule: a remove also needs the toggle to resolve it
-        "labels_strict": errors(
-            checked_labels(interval_label, veto_labels(ref, settings), remove_needs_direct=True)
-        ),
+        "labels_strict": errors(checked_labels(interval_label, veto, remove_needs_direct=True)),
         "seconds": res.timings["total"],
         "refine_seconds": res.timings["refine"],
     }

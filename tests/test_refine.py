@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from motex_stream.explain.contributions import AtomContributions
 from motex_stream.explain.refine import (
     PAIR_POOL,
     PATIENCE,
@@ -12,10 +13,14 @@ from motex_stream.explain.refine import (
     compact_starts,
     descend,
     direct_labels,
+    independent_points,
     neighbours,
     refine_motif,
+    refinement,
+    refinement_starts,
     toggle_effects,
     veto_labels,
+    with_labels,
 )
 
 N = 12
@@ -134,9 +139,10 @@ def test_a_toggle_against_a_label_needs_its_sign_resolved_one_sided() -> None:
     assert veto_labels(effect, 0.0961, n, 0.9) == direct_labels(effect, 0.0961, n, 0.8)
 
 
-def test_label_with_refinement_withdraws_a_keep_the_toggle_contradicts_one_sided() -> None:
+def test_with_labels_withdraws_a_keep_the_toggle_contradicts_one_sided() -> None:
     """Before the one-sided check (two-sided F test, the toggles' own labels) the MgO false
-    keeps stayed ``keep``; W23-like weak toggles still leave the interval's label."""
+    keeps stayed ``keep``; W23-like weak toggles still leave the interval's label. ``analyze``
+    takes the checked labels as they are (``steps.label_with_refinement``)."""
     from motex_stream.analysis.settings import ModelSettings
     from motex_stream.analysis.steps import label_with_refinement
     from motex_stream.explain.confidence import ContributionIntervals
@@ -145,7 +151,6 @@ def test_label_with_refinement_withdraws_a_keep_the_toggle_contradicts_one_sided
 
     mask = np.array([True, True, False, False, False])
     effect = np.array([-0.02, -0.0003, 0.00245, 0.0003, 0.02])
-    refined = RefinedMotif(mask=mask, rwp=0.0961, keep_effect=effect)
     zeros = np.zeros(5)
     ci = ContributionIntervals(
         low=zeros,
@@ -157,8 +162,94 @@ def test_label_with_refinement_withdraws_a_keep_the_toggle_contradicts_one_sided
         sampling_se=zeros,
     )
     settings = ModelSettings(starting_model=KEGGIN / "109725.xyz", qmax=20.0)
-    out = label_with_refinement(ci, refined, settings).label
-    assert out == ["keep", "keep", "uncertain", "keep", "uncertain"]
+    n = independent_points(settings.rmin, settings.rmax, 20.0)
+    refined = with_labels(
+        RefinedMotif(mask=mask, rwp=0.0961, keep_effect=effect), ci.label, n, settings.ci_level
+    )
+    assert refined.checked_label == ["keep", "keep", "uncertain", "keep", "uncertain"]
+    assert refined.interval_label == ci.label
+    assert refined.direct_label == direct_labels(effect, 0.0961, n, settings.ci_level)
+    assert label_with_refinement(ci, refined).label == refined.checked_label
+    assert label_with_refinement(ci, None) is ci
+    alone = with_labels(RefinedMotif(mask=mask, rwp=0.0961, keep_effect=effect), None, n, 0.9)
+    assert alone.interval_label is None and alone.checked_label is None
+
+
+def _contributions(value: np.ndarray, size_shap: dict[int, float]) -> AtomContributions:
+    ones = np.ones(len(value))
+    return AtomContributions(value, ones, ones, ones, ones, size_shap)
+
+
+def test_refinement_starts_are_the_surrogates_and_the_catalogues_guesses() -> None:
+    masks = np.zeros((3, N), dtype=bool)
+    masks[0, :4] = True  # Rwp 0.2, 4 atoms
+    masks[1, [2, 3, 7]] = True  # the best, 3 atoms
+    masks[2, :6] = True
+    value = np.linspace(-0.05, 0.06, N)  # the surrogate ranks atom 0 first
+    starts = refinement_starts(
+        masks,
+        np.array([0.2, 0.1, np.nan]),
+        _contributions(value, {5: -0.1, 2: 0.3}),
+        ["keep"] * 2 + ["remove"] * (N - 2),
+        2,
+    )
+    names = [name for name, _ in starts]
+    assert names == [
+        "surrogate top 3",
+        "surrogate top 5",
+        "negative contributions",
+        "keep labels",
+        "catalogue best 1",
+        "catalogue best 2",
+    ]
+    assert np.flatnonzero(starts[0][1]).tolist() == [0, 1, 2]
+    assert np.array_equal(starts[2][1], value < 0)
+    assert np.flatnonzero(starts[3][1]).tolist() == [0, 1]
+    assert np.array_equal(starts[4][1], masks[1]) and np.array_equal(starts[5][1], masks[0])
+    assert "keep labels" not in [
+        n
+        for n, _ in refinement_starts(
+            masks, np.array([0.2, 0.1, 0.3]), _contributions(value, {}), None, 1
+        )
+    ]
+
+
+def test_refinement_is_the_starts_the_descent_and_the_labels_in_one_call() -> None:
+    """``refinement`` = the compact cuts, then :func:`refinement_starts`, descended with the
+    cuts' fits counted against the budget, then :func:`with_labels`: the same motif, fits and
+    labels as those parts called in turn."""
+    rng = np.random.default_rng(4)
+    masks = rng.random((40, N)) < 0.4
+    rwp = rwp_of(masks)
+    contributions = _contributions(np.where(TRUTH, -0.01, 0.01), {4: -0.2})
+    labels = ["keep" if t else "remove" for t in TRUTH]
+    labels[0] = "keep"  # a false keep
+    positions = np.c_[np.arange(N, dtype=float), np.zeros(N), np.zeros(N)]
+    fit = Counter()
+    out = refinement(
+        fit,
+        3_000,
+        masks,
+        rwp,
+        contributions,
+        labels,
+        positions=positions,
+        n_starts=2,
+        n_independent=50.0,
+        level=0.9,
+        seed=5,
+    )
+    cuts, spent = compact_starts(positions, rwp_of, 2)
+    starts = cuts + refinement_starts(masks, rwp, contributions, labels, 2)
+    alone = with_labels(refine_motif(starts, rwp_of, 3_000, seed=5, spent=spent), labels, 50.0, 0.9)
+    assert np.array_equal(out.mask, TRUTH) and np.array_equal(out.mask, alone.mask)
+    assert out.rwp == alone.rwp and out.n_fits == alone.n_fits
+    assert fit.n == out.n_fits  # the cuts', the descents' and the toggles' fits, all counted
+    assert [r.name for r in out.runs] == [r.name for r in alone.runs]
+    assert out.direct_label == alone.direct_label
+    assert out.checked_label == alone.checked_label
+    assert out.checked_label is not None and out.checked_label[0] == "uncertain"
+    assert out.checked_label[1:] == labels[1:]
 
 
 def test_compact_starts_are_the_best_distinct_cuts() -> None:

@@ -112,7 +112,7 @@ def run_analysis(
         resolved,
         positions=model.positions[model.permutable],
     )
-    intervals = steps.label_with_refinement(intervals, refinement, resolved)
+    intervals = steps.label_with_refinement(intervals, refinement)
     timings["refine"] = time.perf_counter() - t
 
     best = fits.best()

@@ -16,8 +16,8 @@ these functions, so the offline and the live answer to the same question cannot 
 8. :func:`refine_intervals`: a second pass of extra motifs for the atoms left uncertain;
 9. :func:`confirm_keep`: fits that check every ``keep`` next to the motif the keep set forms;
 10. :func:`refine_motif` / :func:`label_with_refinement`: a steepest descent over motifs by
-    direct fits from the surrogate's and the catalogue's best guesses, and the labels the
-    surrogate's intervals and the refined motif's per-atom toggles agree on.
+    direct fits from the surrogate's and the catalogue's best guesses, and, in the same call,
+    the labels the surrogate's intervals and the refined motif's per-atom toggles agree on.
 
 Steps 5-10 import the surrogate and explanation modules (xgboost, scikit-optimize, SHAP)
 inside their functions. Why: ``fit`` runs steps 1-4 only, and those imports were most of its
@@ -524,45 +524,6 @@ def confirm_keep(
 _REFINE_SEED_OFFSET = 49_979_687
 
 
-def refinement_starts(
-    masks: np.ndarray | PackedMasks,
-    rwp: np.ndarray,
-    contributions: AtomContributions,
-    labels: list[str] | None,
-    n_best: int,
-) -> list[tuple[str, np.ndarray]]:
-    """Where the refinement starts: the surrogate's top atoms at the size of the catalogue's
-    best motif and at the size whose SHAP is lowest (the size the surrogate says the data
-    like), the atoms with a negative contribution value, the ``keep`` atoms, and the
-    ``n_best`` lowest-Rwp motifs of the catalogue (first of equal Rwp first).
-
-    Why these: the surrogate's ranking carries what the catalogue learnt about every atom,
-    the best motifs are the ones the data already preferred; a descent from each reaches the
-    local optimum nearest to that guess, so the guesses should differ."""
-    from motex_stream.explain.confidence import KEEP
-
-    rwp = np.asarray(rwp, dtype=float)
-    order = np.argsort(np.where(np.isfinite(rwp), rwp, np.inf), kind="stable")
-    n_atoms = len(contributions.value)
-    best_size = int(np.asarray(masks[int(order[0])], dtype=bool).sum())
-    sizes = [best_size]
-    if contributions.size_shap_by_size:  # the size the surrogate says the data like best
-        liked = min(contributions.size_shap_by_size.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        sizes.append(int(liked))
-    starts: list[tuple[str, np.ndarray]] = []
-    for size in dict.fromkeys(sizes):
-        top = np.zeros(n_atoms, dtype=bool)
-        top[contributions.ranking()[:size]] = True
-        starts.append((f"surrogate top {size}", top))
-    negative = np.nan_to_num(contributions.value, nan=0.0) < 0
-    starts.append(("negative contributions", negative))
-    if labels is not None:
-        starts.append(("keep labels", np.array([lab == KEEP for lab in labels])))
-    for rank, row in enumerate(order[:n_best]):
-        starts.append((f"catalogue best {rank + 1}", np.asarray(masks[int(row)], dtype=bool)))
-    return starts
-
-
 def refine_motif(
     prepared: PreparedModel,
     g: np.ndarray,
@@ -573,16 +534,18 @@ def refine_motif(
     settings: ModelSettings,
     positions: np.ndarray | None = None,
 ) -> RefinedMotif | None:
-    """Motif refinement by direct fits (``settings.refine_fits`` fits; 0: None), from the
-    ``settings.refine_starts`` best compact cuts of the permutable atoms at ``positions``
-    (when given) and :func:`refinement_starts` (:mod:`motex_stream.explain.refine`).
+    """Motif refinement by direct fits (``settings.refine_fits`` fits; 0: None) and the
+    intervals' ``labels`` checked against it (``checked_label``): the one call of ``analyze``
+    and of a live frame (:func:`motex_stream.explain.refine.refinement`; the starts include
+    the ``settings.refine_starts`` best compact cuts of the permutable atoms at ``positions``,
+    when given). The Q range must be resolved.
 
     The fits go through :func:`fit_masks` on the prepared model, so the refined motif obeys
     the same bonding rule as every catalogue motif (dependent atoms follow the kept
     permutable atoms). Deterministic: the kicks are seeded by ``settings.seed``, the budget
-    counts fits."""
-    from motex_stream.explain.refine import compact_starts
-    from motex_stream.explain.refine import refine_motif as descend_from
+    counts fits; the labels' tests run at ``settings.ci_level`` on the fit range's
+    independent points."""
+    from motex_stream.explain.refine import independent_points, refinement
 
     if settings.refine_fits == 0:
         return None
@@ -590,65 +553,28 @@ def refine_motif(
     def fit(m: np.ndarray) -> np.ndarray:
         return fit_masks(prepared, m, g, settings.zoom).rwp
 
-    cuts, spent = (
-        ([], 0) if positions is None else compact_starts(positions, fit, settings.refine_starts)
-    )
-    starts = cuts + refinement_starts(masks, rwp, contributions, labels, settings.refine_starts)
-    refined = descend_from(
-        starts,
+    assert settings.qmax is not None
+    return refinement(
         fit,
         settings.refine_fits,
+        masks,
+        rwp,
+        contributions,
+        labels,
+        positions=positions,
+        n_starts=settings.refine_starts,
+        n_independent=independent_points(settings.rmin, settings.rmax, settings.qmax),
+        level=settings.ci_level,
         seed=(settings.seed + _REFINE_SEED_OFFSET) % 2**32,
-        spent=spent,
     )
-    return replace(
-        refined,
-        direct_label=refined_labels(refined, settings),
-        interval_label=None if labels is None else list(labels),
-    )
-
-
-def refined_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
-    """The refined motif's per-atom labels from its toggles: keep / remove where the data
-    resolve the Rwp change at ``settings.ci_level``, else uncertain
-    (:func:`motex_stream.explain.refine.direct_labels`); the Q range must be resolved."""
-    from motex_stream.explain.refine import direct_labels, independent_points
-
-    assert settings.qmax is not None
-    n = independent_points(settings.rmin, settings.rmax, settings.qmax)
-    return direct_labels(refined.keep_effect, refined.rwp, n, settings.ci_level)
-
-
-def veto_labels(refined: RefinedMotif, settings: ModelSettings) -> list[str]:
-    """The side each of the refined motif's toggles supports, its sign resolved by a
-    one-sided test at ``settings.ci_level`` (:func:`motex_stream.explain.refine.veto_labels`):
-    what a confident label is checked against."""
-    from motex_stream.explain.refine import independent_points
-    from motex_stream.explain.refine import veto_labels as one_sided
-
-    assert settings.qmax is not None
-    n = independent_points(settings.rmin, settings.rmax, settings.qmax)
-    return one_sided(refined.keep_effect, refined.rwp, n, settings.ci_level)
 
 
 def label_with_refinement(
-    ci: ContributionIntervals, refined: RefinedMotif | None, settings: ModelSettings
+    ci: ContributionIntervals, refined: RefinedMotif | None
 ) -> ContributionIntervals:
-    """``ci`` with every confident label that the refined motif's toggle contradicts, its
-    sign resolved one-sided (:func:`veto_labels`), labelled ``uncertain``
-    (:func:`~motex_stream.explain.refine.checked_labels`); unchanged without a refinement.
-    The interval columns still bound the contribution value."""
-    if refined is None:
+    """``ci`` with the labels :func:`refine_motif` checked (every confident one the refined
+    motif's toggle contradicts, its sign resolved one-sided, made ``uncertain``); unchanged
+    without a refinement. The interval columns still bound the contribution value."""
+    if refined is None or refined.checked_label is None:
         return ci
-    return replace(ci, label=checked_by_refinement(ci.label, refined, settings))
-
-
-def checked_by_refinement(
-    labels: list[str], refined: RefinedMotif, settings: ModelSettings
-) -> list[str]:
-    """``labels`` with every confident one the refined motif's toggle contradicts (its sign
-    resolved one-sided, :func:`veto_labels`) made ``uncertain``: the check offline
-    (:func:`label_with_refinement`) and on a live frame apply."""
-    from motex_stream.explain.refine import checked_labels
-
-    return checked_labels(labels, veto_labels(refined, settings))
+    return replace(ci, label=refined.checked_label)

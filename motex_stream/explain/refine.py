@@ -13,11 +13,11 @@ The search (:func:`refine_motif`) is a plain steepest descent over single moves:
 * **moves** from a motif: remove one kept atom, add one removed atom, or swap one of each
   (k + (N − k) + k·(N − k) candidates for k kept of N atoms); every candidate is fitted and
   the best one is taken when it lowers Rwp; the descent stops at a motif no move improves;
-* **starts**: the caller's list (:func:`motex_stream.analysis.steps.refine_motif`: the
-  lowest-Rwp compact cuts of the model (:func:`compact_starts`) and, where they fit better
-  than any cut, the best unions of two disjoint cuts (:func:`pair_start`), the surrogate's
-  top atoms, the atoms with a negative contribution value, the keep atoms, the best
-  catalogue motifs),
+* **starts** (:func:`refinement`): the lowest-Rwp compact cuts of the model
+  (:func:`compact_starts`) and, where they fit better than any cut, the best unions of two
+  disjoint cuts (:func:`pair_start`), then the surrogate's top atoms, the atoms with a
+  negative contribution value, the keep atoms, the best catalogue motifs
+  (:func:`refinement_starts`),
   each descended in turn; the motif with the lowest Rwp over all ends is the refined motif;
 * **kicks**: from the best end so far, a seeded jump of a few swaps (:func:`kick`) and a new
   descent, kept when it ends lower (iterated local search): single moves have many local
@@ -43,6 +43,10 @@ whole, and there the honest answer for the other true atoms is "cannot tell", no
 toggle's sign resolved by the same test one-sided (:func:`veto_labels`): a directional
 question, whether the data say the atom is on the other side.
 
+:func:`refinement` is all of it in one call (starts, descent, toggles, labels): the one
+entry that ``analyze`` and a live frame both reach, through
+:func:`motex_stream.analysis.steps.refine_motif`, which binds it to the settings and the fits.
+
 Dependent atoms (O bonded to kept W, ...) follow the permutable mask exactly as in the
 catalogue: the fits go through the same engine (:func:`~motex_stream.analysis.steps.fit_masks`),
 which applies the bonding rule of the starting model.
@@ -53,11 +57,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from motex_stream.explain.confidence import KEEP, REMOVE, UNCERTAIN
+
+if TYPE_CHECKING:
+    from motex_stream.catalogue import PackedMasks
+    from motex_stream.explain.contributions import AtomContributions
 
 #: Fits Rwp of a batch of bool masks (n, N) to the data being explained.
 FitRwp = Callable[[np.ndarray], np.ndarray]
@@ -92,10 +101,11 @@ class RefinedMotif:
     runs: list[DescentRun] = field(default_factory=list)
     n_fits: int = 0
     budget: int = 0
-    # set by :func:`motex_stream.analysis.steps.refine_motif`: the toggles' own labels
-    # (:func:`direct_labels`) and the labels the intervals gave before they were checked
+    # set by :func:`with_labels`: the toggles' own labels (:func:`direct_labels`), the labels
+    # the intervals gave, and those labels checked against the toggles (:func:`checked_labels`)
     direct_label: list[str] = field(default_factory=list)
     interval_label: list[str] | None = None
+    checked_label: list[str] | None = None
 
     @property
     def converged(self) -> bool:
@@ -434,3 +444,86 @@ def checked_labels(
         unsupported = remove_needs_direct and s == REMOVE and d != REMOVE
         out.append(UNCERTAIN if contradicted or unsupported else s)
     return out
+
+
+def refinement_starts(
+    masks: np.ndarray | PackedMasks,
+    rwp: np.ndarray,
+    contributions: AtomContributions,
+    labels: Sequence[str] | None,
+    n_best: int,
+) -> list[tuple[str, np.ndarray]]:
+    """Where the refinement starts besides the compact cuts: the surrogate's top atoms at the
+    size of the catalogue's best motif and at the size whose SHAP is lowest (the size the
+    surrogate says the data like), the atoms with a negative contribution value, the ``keep``
+    atoms, and the ``n_best`` lowest-Rwp motifs of the catalogue (first of equal Rwp first).
+
+    Why these: the surrogate's ranking carries what the catalogue learnt about every atom,
+    the best motifs are the ones the data already preferred; a descent from each reaches the
+    local optimum nearest to that guess, so the guesses should differ."""
+    rwp = np.asarray(rwp, dtype=float)
+    order = np.argsort(np.where(np.isfinite(rwp), rwp, np.inf), kind="stable")
+    n_atoms = len(contributions.value)
+    best_size = int(np.asarray(masks[int(order[0])], dtype=bool).sum())
+    sizes = [best_size]
+    if contributions.size_shap_by_size:  # the size the surrogate says the data like best
+        liked = min(contributions.size_shap_by_size.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        sizes.append(int(liked))
+    starts: list[tuple[str, np.ndarray]] = []
+    for size in dict.fromkeys(sizes):
+        top = np.zeros(n_atoms, dtype=bool)
+        top[contributions.ranking()[:size]] = True
+        starts.append((f"surrogate top {size}", top))
+    negative = np.nan_to_num(contributions.value, nan=0.0) < 0
+    starts.append(("negative contributions", negative))
+    if labels is not None:
+        starts.append(("keep labels", np.array([lab == KEEP for lab in labels])))
+    for rank, row in enumerate(order[:n_best]):
+        starts.append((f"catalogue best {rank + 1}", np.asarray(masks[int(row)], dtype=bool)))
+    return starts
+
+
+def with_labels(
+    refined: RefinedMotif,
+    labels: Sequence[str] | None,
+    n_independent: float,
+    level: float,
+) -> RefinedMotif:
+    """``refined`` with its toggles' labels (:func:`direct_labels`) and, given the intervals'
+    ``labels``, those labels and the same labels checked against the toggles' one-sided
+    verdicts (:func:`checked_labels` of :func:`veto_labels`), at ``level`` on
+    ``n_independent`` points (:func:`independent_points`)."""
+    refined.direct_label = direct_labels(refined.keep_effect, refined.rwp, n_independent, level)
+    if labels is not None:
+        veto = veto_labels(refined.keep_effect, refined.rwp, n_independent, level)
+        refined.interval_label = list(labels)
+        refined.checked_label = checked_labels(labels, veto)
+    return refined
+
+
+def refinement(
+    fit_rwp: FitRwp,
+    budget: int,
+    masks: np.ndarray | PackedMasks,
+    rwp: np.ndarray,
+    contributions: AtomContributions,
+    labels: Sequence[str] | None,
+    *,
+    positions: np.ndarray | None,
+    n_starts: int,
+    n_independent: float,
+    level: float,
+    seed: int,
+) -> RefinedMotif:
+    """The refinement of one data set, whole: the ``n_starts`` best compact cuts of the atoms
+    at ``positions`` (when given) and :func:`refinement_starts` of the catalogue ``masks``
+    (Rwp ``rwp``), the contributions and the intervals' ``labels``; the descent from them
+    (:func:`refine_motif`: ``budget`` fits besides the cuts', kicks seeded by ``seed``); the
+    toggles' labels and ``labels`` checked against them (:func:`with_labels`).
+
+    Why one function: ``analyze`` and a live frame run exactly this sequence, and each part
+    needs the one before it (the cuts spend fits the descent's budget counts)."""
+    cuts, spent = ([], 0) if positions is None else compact_starts(positions, fit_rwp, n_starts)
+    starts = cuts + refinement_starts(masks, rwp, contributions, labels, n_starts)
+    refined = refine_motif(starts, fit_rwp, budget, seed=seed, spent=spent)
+    return with_labels(refined, labels, n_independent, level)

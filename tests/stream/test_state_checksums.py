@@ -58,7 +58,7 @@ def two_generations(  # type: ignore[no-untyped-def]
     """Prepared (generation 1: a copy of the session's preparation), then two frames
     analysed and saved (generation 2)."""
     root = small_state.copy(tmp_path_factory.mktemp("state") / "root")
-    analyzer = MotexFrameAnalyzer.restore(settings, root)
+    analyzer = MotexFrameAnalyzer.prepare(settings, None, root)
     assert analyzer is not None
     for seq in (1, 2):
         analyzer.analyze(Frame("run", seq, float(seq), series.r, series.frame(seq)))
@@ -124,7 +124,7 @@ def test_a_changed_file_falls_back_to_the_previous_generation(  # type: ignore[n
     bad, good = meta["generation"], meta["previous"]["generation"]
     CHANGED[case](d / bad)
     with caplog.at_level(logging.WARNING):
-        restored = MotexFrameAnalyzer.restore(settings, root)
+        restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is not None
     assert restored.state_load_fallbacks == 1
     assert restored._frames == 0, "the previous generation (before the two frames) is used"
@@ -136,7 +136,7 @@ def test_a_changed_file_falls_back_to_the_previous_generation(  # type: ignore[n
     assert len(list(root.glob(f"{NAME}.{bad}.bad-*"))) == 1
     # the next save commits a good generation on top of the one in use
     restored.save_state()
-    again = MotexFrameAnalyzer.restore(settings, root)
+    again = MotexFrameAnalyzer.prepare(settings, None, root)
     assert again is not None and again.state_load_fallbacks == 0
 
 
@@ -148,7 +148,7 @@ def test_both_generations_changed_prepares_anew(  # type: ignore[no-untyped-def]
     _flip_byte("surrogate/booster.ubj")(d / meta["generation"])
     _flip_byte("catalogue.npz")(d / meta["previous"]["generation"])
     with caplog.at_level(logging.WARNING):
-        restored = MotexFrameAnalyzer.restore(settings, root)
+        restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is None
     assert not d.exists() and len(list(root.glob(f"{NAME}.bad-*"))) == 1
     assert any("moved to" in r.getMessage() for r in caplog.records)
@@ -159,7 +159,7 @@ def test_the_booster_that_is_used_is_the_one_saved(
 ) -> None:
     """Without a change, the last generation is used as it was written (no fallback)."""
     root, d = _copy(two_generations, tmp_path)
-    restored = MotexFrameAnalyzer.restore(settings, root)
+    restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is not None and restored.state_load_fallbacks == 0
     assert restored._frames == 2
     saved = (d / _meta(d)["generation"] / "surrogate" / "booster.ubj").read_bytes()

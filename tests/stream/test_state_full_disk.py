@@ -141,6 +141,6 @@ def test_full_disk_never_fails_a_frame_or_the_exit(  # type: ignore[no-untyped-d
     lazy.inner.save_state()
     assert lazy.inner.state_save_failures == N_FRAMES + 1
     assert (d / "state.json").read_text() != committed
-    restored = MotexFrameAnalyzer.restore(settings, root)
+    restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is not None
     assert restored._frames == N_FRAMES

@@ -182,7 +182,7 @@ def test_unusable_state_is_moved_aside_and_rebuilt(
     BROKEN[case](root / NAME)
     _resign(root / NAME)
     with caplog.at_level(logging.INFO):
-        restored = MotexFrameAnalyzer.restore(settings, root)
+        restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is None
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1, [r.getMessage() for r in errors]
@@ -224,7 +224,7 @@ def test_leftovers_of_an_interrupted_save_are_cleaned(
     before = _meta(d)["generation"]
     LEFTOVERS[case](d)
     with caplog.at_level(logging.WARNING):
-        restored = MotexFrameAnalyzer.restore(settings, root)
+        restored = MotexFrameAnalyzer.prepare(settings, None, root)
     assert restored is not None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     tables = _meta(d)["engine"]["file"]  # the engine's class kernels, written once
@@ -250,6 +250,39 @@ def test_empty_state_without_reference_prepares_on_first_frame(
     again = LazyAnalyzer(settings, root)
     assert again.inner is not None and again.inner.surrogate.n_trees > 0
     assert len(list(root.glob(f"{NAME}.bad-*"))) == 1
+
+
+def test_a_start_loads_the_model_and_reads_the_state_once(
+    prepared: Path, settings: LiveModelSettings, series, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A service's start is one ``MotexFrameAnalyzer.prepare``: nothing saved and no
+    reference loads nothing (the model waits for its first frame); an unusable state beside a
+    reference is read once, moved aside once, and the starting model is loaded once for the
+    fresh preparation (before: restored, then prepared: the model loaded twice)."""
+    from motex_stream.analysis import steps
+
+    loads: list[str] = []
+    load_model = steps.load_model
+
+    def counted(s: LiveModelSettings):  # type: ignore[no-untyped-def]
+        loads.append(s.name)
+        return load_model(s)
+
+    monkeypatch.setattr(steps, "load_model", counted)
+    assert MotexFrameAnalyzer.prepare(settings) is None
+    assert LazyAnalyzer(settings, tmp_path / "nothing saved").inner is None
+    assert loads == []
+
+    root = tmp_path / "state"
+    shutil.copytree(prepared, root)
+    (root / NAME / "state.json").write_text("")
+    reference = tmp_path / "frame1.gr"
+    np.savetxt(reference, np.c_[series.r, series.frame(0)], header="r G")
+    lazy = LazyAnalyzer(settings.updated(reference=reference), root)
+    assert lazy.inner is not None and lazy.inner.surrogate.n_trees > 0
+    assert loads == [NAME]
+    assert len(list(root.glob(f"{NAME}.bad-*"))) == 1
+    assert (root / NAME / "state.json").read_text(), "the fresh preparation is saved"
 
 
 def test_progress_is_saved_after_save_interval_seconds(

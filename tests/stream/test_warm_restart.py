@@ -57,7 +57,7 @@ def _saved_after(small_state: PreparedState, tmp_path: Path, frames: int):  # ty
     """An analyzer that analysed ``frames`` frames and saved, and a copy of what it saved."""
     settings = small_state.settings.updated(**CHANGES)
     root = small_state.copy(tmp_path / "state")
-    first = MotexFrameAnalyzer.restore(settings, root)
+    first = MotexFrameAnalyzer.prepare(settings, None, root)
     assert first is not None
     results = [first.analyze(_frame(small_state.series, seq)) for seq in range(1, frames + 1)]
     assert first.save_state()
@@ -77,7 +77,7 @@ def test_a_warm_restart_answers_bit_for_bit_as_the_analyzer_that_saved(  # type:
     later = range(saved_after + 1, saved_after + 5)
     expected = [first.analyze(_frame(small_state.series, seq)) for seq in later]
     assert not all(r.model_quality.rebuilt for r in expected), "warm-start frames are compared"
-    again = MotexFrameAnalyzer.restore(settings, saved)
+    again = MotexFrameAnalyzer.prepare(settings, None, saved)
     assert again is not None and again.state_load_fallbacks == 0
     np.testing.assert_array_equal(again.engine.class_kernels, first.engine.class_kernels)
     for seq, want in zip(later, expected, strict=True):
@@ -109,7 +109,7 @@ def test_a_state_of_the_previous_format_loads_and_is_upgraded(  # type: ignore[n
     d = saved / NAME
     _as_version_4(d)
     with caplog.at_level(logging.INFO):
-        old = MotexFrameAnalyzer.restore(settings, saved)
+        old = MotexFrameAnalyzer.prepare(settings, None, saved)
     assert old is not None and old.state_load_fallbacks == 0, "loaded, not prepared anew"
     assert old._frames == 4
     messages = [r.getMessage() for r in caplog.records]
@@ -131,7 +131,7 @@ def test_a_state_of_the_previous_format_loads_and_is_upgraded(  # type: ignore[n
     assert live_state.EXPLAIN_FILE in meta["files"]
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        again = MotexFrameAnalyzer.restore(settings, saved)
+        again = MotexFrameAnalyzer.prepare(settings, None, saved)
     assert again is not None
     messages = [r.getMessage() for r in caplog.records]
     assert not any("computed" in m or "not used" in m for m in messages), messages
@@ -156,7 +156,7 @@ def test_engine_tables_are_written_once_and_a_bad_copy_is_recomputed(  # type: i
     data[len(data) // 2] ^= 0x01
     bad.write_bytes(bytes(data))
     with caplog.at_level(logging.INFO):
-        again = MotexFrameAnalyzer.restore(settings, saved)
+        again = MotexFrameAnalyzer.prepare(settings, None, saved)
     assert again is not None and again.state_load_fallbacks == 0
     assert any("fail their checksum" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(again.engine.class_kernels, first.engine.class_kernels)
@@ -171,7 +171,9 @@ def test_the_configured_tree_cap_applies_after_a_restart(  # type: ignore[no-unt
     service enforces the configured cap, not the one the state was saved with."""
     root = small_state.copy(tmp_path / "state")
     for cap in (60, 150):
-        restored = MotexFrameAnalyzer.restore(small_state.settings.updated(max_trees=cap), root)
+        restored = MotexFrameAnalyzer.prepare(
+            small_state.settings.updated(max_trees=cap), None, root
+        )
         assert restored is not None
         assert restored.surrogate.configured_max_trees == cap
 

@@ -68,10 +68,7 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
         self.save_interval = save_interval
         self._lock = threading.Lock()
         self._on_state(self.name, "preparing")
-        if state_dir is not None:
-            self.inner = MotexFrameAnalyzer.restore(settings, state_dir)
-        if self.inner is None and self.reference is not None:
-            self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
+        self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
         if self.inner is not None:
             self.inner.save_every, self.inner.save_interval = save_every, save_interval
         self._on_state(self.name, "waiting" if self.inner is None else "ready")

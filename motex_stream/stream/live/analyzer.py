@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -170,27 +170,49 @@ class MotexFrameAnalyzer:
     def fit_r(self) -> np.ndarray:
         return self.engine.r_data
 
+    @overload
+    @classmethod
+    def prepare(
+        cls,
+        settings: LiveModelSettings,
+        reference: Frame | Path,
+        state_dir: Path | None = None,
+    ) -> MotexFrameAnalyzer: ...
+
+    @overload
+    @classmethod
+    def prepare(
+        cls,
+        settings: LiveModelSettings,
+        reference: None = None,
+        state_dir: Path | None = None,
+    ) -> MotexFrameAnalyzer | None: ...
+
     @classmethod
     def prepare(
         cls,
         settings: LiveModelSettings,
         reference: Frame | Path | None = None,
         state_dir: Path | None = None,
-    ) -> MotexFrameAnalyzer:
-        """Load persisted state if it matches the settings, else prepare from scratch.
+    ) -> MotexFrameAnalyzer | None:
+        """The model saved under ``state_dir`` when it is usable (it matches the settings and
+        passes every check), else one prepared on ``reference``, else None (nothing saved,
+        no reference: the service prepares on the first frame). The one entry of a start,
+        warm or cold: the starting model is loaded once, the saved state read once.
 
         Preparation is :mod:`motex_stream.analysis.steps`, exactly as ``analyze`` runs it:
         catalogue, engine, fits, searched surrogate. Only the surrogate's wrapper (warm start
         with a tree cap) is the live path's own.
         """
-        model = steps.load_model(settings)
         directory = state_dir / settings.name if state_dir else None
-        if directory is not None:
-            loaded = cls.load(settings, model, directory)
-            if loaded is not None:
-                return loaded
-        if reference is None:
-            raise FrameError(f"model {settings.name}: no reference G and no saved state")
+        there = directory is not None and (directory.exists() or directory.is_symlink())
+        saved = directory if there else None
+        if saved is None and reference is None:
+            return None
+        model = steps.load_model(settings)
+        loaded = None if saved is None else cls.load(settings, model, saved)
+        if loaded is not None or reference is None:
+            return loaded
         data = reference_data(settings, reference)
         resolved = data.settings
         assert isinstance(resolved, LiveModelSettings)
@@ -240,14 +262,6 @@ class MotexFrameAnalyzer:
         """Save after ``save_every`` frames or ``save_interval`` s with new frames; a failure
         is logged, never raised (the frame is still published)."""
         live_state.maybe_save(self)
-
-    @classmethod
-    def restore(cls, settings: LiveModelSettings, state_dir: Path) -> MotexFrameAnalyzer | None:
-        """The model saved under ``state_dir``, or None when there is none usable."""
-        directory = state_dir / settings.name
-        if not directory.exists() and not directory.is_symlink():
-            return None
-        return cls.load(settings, steps.load_model(settings), directory)
 
     @classmethod
     def load(
@@ -422,8 +436,9 @@ class MotexFrameAnalyzer:
             run,
             positions=self.model.positions[self.model.permutable],
         )
-        assert refined is not None  # a budget above 0 always refines
-        return refined, steps.checked_by_refinement(label, refined, run)
+        # a budget above 0 always refines, and the labels given come back checked
+        assert refined is not None and refined.checked_label is not None
+        return refined, refined.checked_label
 
     def _refined_summary(self, refined: RefinedMotif) -> dict[str, Any]:
         """The refined motif as the message carries it (atom numbers 1-based, as the
