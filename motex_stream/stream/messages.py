@@ -179,32 +179,10 @@ def to_message(published: PublishedFrame) -> dict[str, Any]:
         message["structure"] = to_jsonable(result.structure)
     # optional: the persistent keep-set change this frame confirmed (absent: none)
     if result.change is not None:
-        message["change"] = change_message(result.change)
+        message["change"] = result.change.to_json()
     safe = to_jsonable(message)
     assert isinstance(safe, dict)
     return safe
-
-
-def change_message(change: KeepSetChange) -> dict[str, Any]:
-    """A keep-set change as the message carries it (JSON-safe)."""
-    return {
-        "frame": int(change.frame),
-        "atoms_gained": [int(a) for a in change.atoms_gained],
-        "atoms_lost": [int(a) for a in change.atoms_lost],
-        "confidence": to_jsonable(change.confidence),
-    }
-
-
-def change_from_message(change: Mapping[str, Any]) -> KeepSetChange:
-    """The keep-set change a message (or a detector's saved state) carries: the inverse of
-    :func:`change_message` (``null`` confidence → NaN)."""
-    confidence = change.get("confidence")
-    return KeepSetChange(
-        frame=int(change["frame"]),
-        atoms_gained=tuple(int(a) for a in change.get("atoms_gained") or ()),
-        atoms_lost=tuple(int(a) for a in change.get("atoms_lost") or ()),
-        confidence=math.nan if confidence is None else float(confidence),
-    )
 
 
 def _contributions(atoms: AtomValues) -> list[dict[str, Any]]:
@@ -296,7 +274,7 @@ def from_message(message: Mapping[str, Any]) -> PublishedFrame:
         extra=dict(message.get("extra") or {}),
         fit=_fields_of(FitCurve, message.get("fit")),
         structure=_fields_of(ModelDrawing, message.get("structure")),
-        change=change_from_message(change) if isinstance(change, Mapping) else None,
+        change=KeepSetChange.from_json(change) if isinstance(change, Mapping) else None,
     )
     return PublishedFrame(
         result=result,

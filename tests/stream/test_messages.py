@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from motex_stream.stream.frames import Frame
-from motex_stream.stream.live.analyzer_protocol import FrameResult, ModelQuality
+from motex_stream.stream.live.analyzer_protocol import FrameResult, KeepSetChange, ModelQuality
 from motex_stream.stream.messages import (
     SCHEMA,
     build_message,
@@ -145,3 +146,17 @@ def test_rebuild_flags_leave_as_json_types_and_match_the_schema() -> None:
     validator().validate(message)
     with pytest.raises(Exception, match=r"integer"):
         validator().validate(message | {"model_quality": {**quality, "generation": 1.5}})
+
+
+def test_a_keep_set_change_round_trips_through_json() -> None:
+    """One definition of a change as JSON (``KeepSetChange.to_json``), shared by the message
+    and the change detector's saved state; non-finite confidence is null on the wire."""
+    change = KeepSetChange(frame=16, atoms_gained=(3, 7), atoms_lost=(1,), confidence=0.97)
+    wire = json.loads(json.dumps(change.to_json(), allow_nan=False))
+    assert wire == {"frame": 16, "atoms_gained": [3, 7], "atoms_lost": [1], "confidence": 0.97}
+    assert KeepSetChange.from_json(wire) == change
+    for bad in (math.nan, math.inf):
+        odd = KeepSetChange(frame=2, atoms_gained=(), atoms_lost=(5,), confidence=bad)
+        assert odd.to_json()["confidence"] is None
+        back = KeepSetChange.from_json(json.loads(json.dumps(odd.to_json(), allow_nan=False)))
+        assert math.isnan(back.confidence) and back.atoms_lost == (5,)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from motex_stream.analysis.jsonable import to_jsonable
-from motex_stream.stream.messages import PublishedFrame, change_message, from_message
+from motex_stream.stream.messages import PublishedFrame, from_message
 
 #: frames of the current run kept per model (the heatmap's width); older ones scroll out
 MAX_FRAMES = 5000
@@ -53,7 +53,7 @@ def frame_record(published: PublishedFrame, arrived: float) -> dict[str, Any]:
         "ci_low": to_jsonable(low),
         "ci_high": to_jsonable(high),
         "labels": none if atoms.label is None else list(atoms.label),
-        "change": None if result.change is None else change_message(result.change),
+        "change": None if result.change is None else result.change.to_json(),
         "mask": best.mask.tolist(),
         "rwp": to_jsonable(best.rwp),
         "mae": to_jsonable(quality.mae),

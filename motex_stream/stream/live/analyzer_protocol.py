@@ -8,6 +8,7 @@ be swapped (isotropic/anisotropic fits, another surrogate) without touching tran
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,6 +124,30 @@ class KeepSetChange:
     atoms_gained: tuple[int, ...]
     atoms_lost: tuple[int, ...]
     confidence: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The change as JSON: what a message carries and a detector saves (NaN, ±inf → null).
+
+        The change's own, so the wire format (``messages``) and the detector's saved state
+        (``live/changes``) share one definition without the live side importing the wire
+        format."""
+        return {
+            "frame": int(self.frame),
+            "atoms_gained": [int(a) for a in self.atoms_gained],
+            "atoms_lost": [int(a) for a in self.atoms_lost],
+            "confidence": float(self.confidence) if math.isfinite(self.confidence) else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeepSetChange:
+        """The inverse of :meth:`to_json` (``null`` confidence → NaN)."""
+        confidence = data.get("confidence")
+        return cls(
+            frame=int(data["frame"]),
+            atoms_gained=tuple(int(a) for a in data.get("atoms_gained") or ()),
+            atoms_lost=tuple(int(a) for a in data.get("atoms_lost") or ()),
+            confidence=math.nan if confidence is None else float(confidence),
+        )
 
 
 @dataclass(frozen=True)

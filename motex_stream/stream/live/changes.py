@@ -57,7 +57,6 @@ from scipy.stats import t as student_t
 
 from motex_stream.explain.confidence import KEEP, REMOVE
 from motex_stream.stream.live.analyzer_protocol import AtomValues, KeepSetChange
-from motex_stream.stream.messages import change_from_message, change_message
 
 
 @dataclass
@@ -220,7 +219,7 @@ class KeepSetChangeDetector:
             "tracks": {str(a): asdict(t) for a, t in self._tracks.items()},
             "open": None if self._open is None else _open_state(self._open),
             "last_seq": self._last_seq,
-            "last_change": None if self._last_change is None else change_message(self._last_change),
+            "last_change": None if self._last_change is None else self._last_change.to_json(),
         }
 
     @classmethod
@@ -239,7 +238,7 @@ class KeepSetChangeDetector:
             )
         det._last_seq = data["last_seq"]
         last = data["last_change"]
-        det._last_change = None if last is None else change_from_message(last)
+        det._last_change = None if last is None else KeepSetChange.from_json(last)
         return det
 
 
