@@ -333,7 +333,7 @@ class MotexFrameAnalyzer:
         else:
             fits, fit_seconds = ahead.fits, ahead.seconds
         if announced is not None:  # the next frame's fit runs beside the rest of this one
-            self._start_fit_ahead(announced)
+            self._start_fit_ahead(announced, run)
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -418,15 +418,21 @@ class MotexFrameAnalyzer:
         dropped and counted there."""
         self._announced = frame
 
-    def _start_fit_ahead(self, frame: ValidFrame) -> None:
-        """Start the refit of ``frame`` in the background, when it can run beside this frame.
+    def _start_fit_ahead(self, frame: ValidFrame, current: LiveModelSettings) -> None:
+        """Start the refit of ``frame`` in the background, when it can run beside this frame
+        (whose run settings are ``current``).
 
         Only for a run whose settings are known already (its first frame fits in line: the
         settings are made, and their errors logged, by the frame's own :meth:`analyze`), on
         the numpy isotropic engine fitting here: its kernels are serial and release the GIL,
         while the anisotropic engine's parallel kernels must not be entered from two threads
-        and torch's and Dask's fits have their own threads. A frame that cannot be fitted is
-        left to its own analyze, which reports it as it would without the fit ahead."""
+        and torch's and Dask's fits have their own threads. The fit holds BLAS to one thread
+        process-wide while it runs; what this frame computes meanwhile (xgboost, the SHAP and
+        interval kernels) uses none, but a rebuild with its own search (``rebuild_search``
+        "search") does, so beside such a frame nothing is fitted ahead. A frame that cannot
+        be fitted is left to its own analyze, which reports it as without the fit ahead."""
+        if current.rebuild_search == "search":
+            return
         known = self._runs.peek(frame.source)
         run = None if known is None else known.settings
         if run is None or run.zoom != "isotropic" or self.engine.backend.name != "numpy":
