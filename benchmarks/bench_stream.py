@@ -19,6 +19,16 @@ p50/p99/max, the median analysis time per frame (sum of the stages), the median
 ``intervals`` and ``confirm`` stages, and the ratio of the per-frame analysis time to the
 baseline's. The rows alternate (baseline, ensemble, ensemble + confirm, twice) so a change in
 the machine's load hits all.
+
+``--fit-ahead`` instead measures the next frame's refit done beside the frame in progress
+(``[service] fit_ahead``): the same stream (same frames, same rate, each row from a copy of the
+same prepared state) with it off (the baseline) and on, alternated (``--repeats`` pairs).
+Printed per row: frames per second sustained, latency p50/p99, the median analysis time of
+the warm-start frames (sum of the stages; with the fit ahead the ``fit`` stage is the wait
+for it), process CPU seconds per frame (all threads: the work the 2-core budget counts),
+the rebuilt frames, what became of the fits started ahead, and the ratio of frames per second
+to the baseline rows' median; and whether every row published the same messages (clocks and
+timings aside).
 """
 
 from __future__ import annotations
@@ -69,6 +79,10 @@ def main() -> None:
     ap.add_argument("--intervals", action="store_true", help="cost of the live intervals (see doc)")
     ap.add_argument("--ci-models", type=int, default=4, help="ensemble members (--intervals)")
     ap.add_argument(
+        "--fit-ahead", action="store_true", help="next frame's refit beside this one (see doc)"
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="off/on pairs (--fit-ahead)")
+    ap.add_argument(
         "--max-trees",
         type=int,
         default=LiveModelSettings.model_fields["max_trees"].default,
@@ -90,6 +104,9 @@ def main() -> None:
     )
     if args.intervals:
         interval_cost(settings, frame, r, args.frames, args.rate, args.ci_models)
+        return
+    if args.fit_ahead:
+        fit_ahead_cost(settings, frame, r, args.frames, args.rate, args.repeats)
         return
     t = time.perf_counter()
     analyzer = MotexFrameAnalyzer.prepare(settings, reference=Frame("ref", 1, 0.0, r, frame(0)))
@@ -169,12 +186,15 @@ def main() -> None:
     print(f"plot: {args.out}")
 
 
-def run_service(analyzer, frame, r, n: int, rate: float):  # type: ignore[no-untyped-def]
-    """Play ``n`` frames at ``rate`` through a service; (messages, summary, wall seconds)."""
+def run_service(analyzer, frame, r, n: int, rate: float, **service):  # type: ignore[no-untyped-def]
+    """Play ``n`` frames at ``rate`` through a service (``service``: its keyword arguments);
+    (messages, summary, wall seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.jsonl"
-        source = SeriesSource(frame, r, n, interval=1.0 / rate)
-        service = StreamService({analyzer.name: analyzer}, [source], [JsonlSink(results)])
+        source = SeriesSource(frame, r, n, interval=1.0 / rate, uid="bench")
+        service = StreamService(
+            {analyzer.name: analyzer}, [source], [JsonlSink(results)], **service
+        )
         t = time.perf_counter()
         summary = service.run(threading.Event())
         wall = time.perf_counter() - t
@@ -233,6 +253,116 @@ def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None
     print("frame ms: median analysis time per frame (sum of stages); share: median (interval")
     print("+ confirm) stages / frame; ratio: frame ms / the baseline rows' median")
     print(f"({base * 1000:.1f} ms)")
+
+
+#: message fields that differ between two runs of the same frames: clocks and timings
+_CLOCKS = {"time", "received_at", "published_at", "timing", "latency_s", "age_s"}
+
+
+def _published(messages: list[dict]) -> list[dict]:
+    out = []
+    for m in messages:
+        m = {k: v for k, v in m.items() if k not in _CLOCKS}
+        m["model_quality"] = {k: v for k, v in m["model_quality"].items() if k != "fits_per_s"}
+        out.append(m)
+    return out
+
+
+def fit_ahead_cost(settings, frame, r, n: int, rate: float, repeats: int) -> None:  # type: ignore[no-untyped-def]
+    """The ``--fit-ahead`` table (see the module doc)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        t = time.perf_counter()
+        MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
+        t_prepare = time.perf_counter() - t
+        loads = [os.getloadavg()[0]]
+        rows = []
+        first: list[dict] | None = None
+        identical = True
+        for k, ahead in enumerate([False, True] * repeats):
+            copy = Path(tmp) / f"state-{k}"
+            shutil.copytree(state, copy)
+            analyzer = MotexFrameAnalyzer.prepare(settings, None, copy)
+            analyzer.analyze(Frame("warm", 1, 0.0, r, frame(0)))  # compiled kernels
+            per_frame = _count_cpu(analyzer)
+            cpu = time.process_time()
+            messages, summary, wall = run_service(analyzer, frame, r, n, rate, fit_ahead=ahead)
+            cpu = time.process_time() - cpu
+            loads.append(os.getloadavg()[0])
+            published = _published(messages)
+            first = published if first is None else first
+            identical &= published == first
+            lat = np.array([m["published_at"] - m["received_at"] for m in messages])
+            rebuilt = np.array([bool(m["model_quality"]["rebuilt"]) for m in messages])
+            work = np.array(
+                [sum(v for s, v in m["timing"].items() if s != "total") for m in messages]
+            )
+            fit = np.array([m["timing"]["fit"] for m in messages])
+            c = analyzer.ahead.counts()
+            frame_cpu = np.array(per_frame)
+            rows.append(
+                ("on" if ahead else "off", len(messages) / wall, lat,
+                 float(np.median(work[~rebuilt])), float(np.median(fit[~rebuilt])),
+                 cpu / max(len(messages), 1), int(rebuilt.sum()),
+                 f"{c['used']}/{c['redone']}/{c['dropped']}/{c['failed']}",
+                 summary["skipped"] + summary["failed"],
+                 float(np.median(frame_cpu[~rebuilt])),
+                 float(np.median(frame_cpu[rebuilt])) if rebuilt.any() else float("nan"))
+            )  # fmt: skip
+    base = float(np.median([row[1] for row in rows if row[0] == "off"]))
+    print(
+        f"next frame's refit beside this one, 109725.xyz, catalogue {settings.catalogue_size}, "
+        f"refit {settings.refit}/frame, input {rate} frames/s, {n} frames per row "
+        f"(prepare {t_prepare:.1f} s; load average before/after each row "
+        f"{' '.join(f'{x:.1f}' for x in loads)})"
+    )
+    print(
+        f"{'fit ahead':9s} {'fr/s':>6s} {'p50 s':>7s} {'p99 s':>7s} {'frame ms':>9s} "
+        f"{'fit ms':>7s} {'CPU s/fr':>9s} {'warm':>6s} {'rebuilt':>7s} {'n':>3s} "
+        f"{'ahead u/r/d/f':>14s} {'lost':>5s} {'ratio':>6s}"
+    )
+    for (
+        name, rate_out, lat, frame_s, fit_s, cpu_s, n_rebuilt, ahead_counts, lost, warm_cpu,
+        rebuilt_cpu,
+    ) in rows:  # fmt: skip
+        print(
+            f"{name:9s} {rate_out:6.2f} {np.median(lat):7.3f} {np.percentile(lat, 99):7.3f} "
+            f"{frame_s * 1000:9.1f} {fit_s * 1000:7.1f} {cpu_s:9.3f} {warm_cpu:6.3f} "
+            f"{rebuilt_cpu:7.2f} {n_rebuilt:3d} {ahead_counts:>14s} {lost:5d} "
+            f"{rate_out / base:6.2f}"
+        )
+    print("frame ms / fit ms: medians over warm-start frames (fit: the frame's wait for its")
+    print("refit); CPU s/fr: process CPU (all threads) / frames; warm, rebuilt: median process")
+    print("CPU s of a warm-start / rebuilt frame's analyze (with the fit ahead: of the next")
+    print("frame's fit too); n: rebuilt frames; ahead u/r/d/f: fits made ahead used/redone/")
+    print("dropped/failed; lost: skipped + failed; ratio: fr/s / off rows' median")
+    print(f"({base:.2f}); every row published the same messages: {'yes' if identical else 'NO'}")
+    off = [row for row in rows if row[0] == "off"]
+    warm = float(np.median([row[9] for row in off]))
+    extra = float(np.nanmedian([row[10] for row in off])) - warm
+    per = n / max(1.0, float(np.median([row[6] for row in off])))
+    budget = warm + max(0.0, extra) / per
+    print(
+        f"CPU budget (off rows): {warm:.3f} core-s a warm-start frame + ({extra:.2f} s more a "
+        f"rebuilt frame) / {per:.0f} frames = {budget:.3f} core-s a frame: at most "
+        f"{2 / budget:.1f} frames/s on 2 cores, {1 / budget:.1f} on one (10 frames/s needs 0.200)"
+    )
+
+
+def _count_cpu(analyzer) -> list[float]:  # type: ignore[no-untyped-def]
+    """Process CPU seconds (all threads) of each ``analyze`` call from now on, in order."""
+    spent: list[float] = []
+    analyze = analyzer.analyze
+
+    def counted(frame):  # type: ignore[no-untyped-def]
+        t = time.process_time()
+        try:
+            return analyze(frame)
+        finally:
+            spent.append(time.process_time() - t)
+
+    analyzer.analyze = counted
+    return spent
 
 
 def sweep(analyzer, settings, frame, r, n: int) -> None:  # type: ignore[no-untyped-def]

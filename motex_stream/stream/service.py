@@ -34,7 +34,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from motex_stream.stream.config.service import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_SIZE, Policy
+from motex_stream.stream.config.service import (
+    DEFAULT_FIT_AHEAD,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    Policy,
+)
 from motex_stream.stream.frames import (
     Frame,
     FrameError,
@@ -68,6 +73,19 @@ class IdentifiesAnalysis(Protocol):
 
     def analysis_identity(self, frame: ValidFrame) -> AnalysisIdentity | None:
         """The prepared state and ``frame``'s run settings, hashed; None before preparation."""
+        ...
+
+
+@runtime_checkable
+class FitsAhead(Protocol):
+    """An analyzer that can start on the next frame's refit while it analyses this one
+    (:mod:`motex_stream.stream.live.fit_ahead`): told, before each frame, which frame the
+    queue holds next for it. The frame it is told may still be skipped or fail; the analyzer
+    then drops what it did for it."""
+
+    def fit_ahead(self, frame: ValidFrame) -> None:
+        """``frame`` is the next frame this analyzer will be handed, as far as the queue
+        knows now."""
         ...
 
 
@@ -195,6 +213,11 @@ class _ItemQueue:
             self._cond.notify_all()
             return entry
 
+    def peek(self) -> _Entry | None:
+        """The entry ``get`` would return now, left in the queue (None when empty)."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
     def drain(self) -> list[_Entry]:
         with self._cond:
             rest = list(self._items)
@@ -221,10 +244,13 @@ class StreamService:
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         journal: RunJournal | None = None,
         resume_after: Mapping[str, int] | None = None,
+        fit_ahead: bool = DEFAULT_FIT_AHEAD,
     ) -> None:
         """``journal``: open runs persisted for a restart (see :mod:`..journal`).
         ``resume_after``: per run uid (``Frame.source``), the last seq already published by an
         earlier process; frames up to it are dropped as duplicates (``replay`` resuming).
+        ``fit_ahead``: tell each analyzer that can (:class:`FitsAhead`) which frame waits next
+        for it, so its refit runs beside the frame in progress.
         """
         if not analyzers:
             raise ValueError("StreamService needs at least one analyzer")
@@ -256,6 +282,12 @@ class StreamService:
             model: a.analysis_identity
             for model, a in self.analyzers.items()
             if isinstance(a, IdentifiesAnalysis)
+        }
+        # which analyzers refit the next frame beside this one (asked once, here)
+        self._ahead = {
+            model: a.fit_ahead
+            for model, a in self.analyzers.items()
+            if fit_ahead and isinstance(a, FitsAhead)
         }
         self.restart_sources = restart_sources
         self._queue = _ItemQueue(
@@ -715,6 +747,7 @@ class StreamService:
         model = self._model_of(frame)
         analyzer = self.analyzers[model]
         started = time.monotonic()
+        self._announce_next(model)
         try:
             result: FrameResult = analyzer.analyze(frame)
         except FrameError as exc:
@@ -768,6 +801,23 @@ class StreamService:
                 self._ages.append(age)
             self._totals["processed"] += 1
             self._run_counters(frame.source, model).processed += 1
+
+    def _announce_next(self, model: str) -> None:
+        """Tell ``model``'s analyzer the frame waiting next in the queue, when it is one of
+        its frames (only a frame already received: one frame ahead, no waiting). A failure
+        here is logged: the frame in hand is analysed all the same."""
+        announce = self._ahead.get(model)
+        if announce is None:
+            return
+        upcoming = self._queue.peek()
+        if upcoming is None or not isinstance(upcoming.item, ValidFrame):
+            return
+        if self._model_of(upcoming.item) != model:
+            return
+        try:
+            announce(upcoming.item)
+        except Exception:
+            log.exception("cannot announce frame %d of %s", upcoming.item.seq, upcoming.source)
 
     def _count_failed(self, frame: Frame, model: str, why: str, exc_info: bool) -> None:
         log.error("frame %d of %s: %s", frame.seq, frame.source, why, exc_info=exc_info)

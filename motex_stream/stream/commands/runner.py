@@ -23,13 +23,13 @@ from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.analysis.steps import UNIFORM_STEP
 from motex_stream.stream.config import Config, ServiceConfig
 from motex_stream.stream.config.service import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL_S
-from motex_stream.stream.frames import Frame
+from motex_stream.stream.frames import Frame, ValidFrame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
-from motex_stream.stream.service import IdentifiesAnalysis, SavesState, StreamService
+from motex_stream.stream.service import FitsAhead, IdentifiesAnalysis, SavesState, StreamService
 
 if TYPE_CHECKING:
     from motex_stream.stream.dashboard import DashboardSink
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = "@runs"  # '@' is not allowed in model names, so no model folder can collide
 
 
-class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
+class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
     """Prepares its model from saved state or a reference at start, else on the first frame.
 
     Preparation (catalogue fit, hyperparameter search) takes seconds; doing it on the first
@@ -96,6 +96,12 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState):
     def save_state(self) -> None:
         if self.inner is not None:
             self.inner.save_state()
+
+    def fit_ahead(self, frame: ValidFrame) -> None:
+        """The prepared analyzer's :meth:`MotexFrameAnalyzer.fit_ahead`; nothing before the
+        model is prepared (that frame prepares it)."""
+        if self.inner is not None:
+            self.inner.fit_ahead(frame)
 
     def analysis_identity(self, frame: Frame) -> AnalysisIdentity | None:
         """Which analysis ``frame`` got: the prepared model plus the run's settings.
@@ -187,6 +193,7 @@ def build_service(
         metrics=metrics,
         default_model=config.default_model,
         restart_sources=config.service.restart_sources,
+        fit_ahead=config.service.fit_ahead,
         resume_after=None if resume_after is None else resume_after(),
     )
 

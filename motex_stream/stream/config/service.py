@@ -20,6 +20,8 @@ DEFAULT_QUEUE_BYTES = 256 * 2**20
 #: Each model's warm-start progress is saved every this many frames, or seconds.
 DEFAULT_SAVE_EVERY = 20
 DEFAULT_SAVE_INTERVAL_S = 60.0
+#: Whether the next frame's refit runs on a second thread beside this frame's analysis.
+DEFAULT_FIT_AHEAD = True
 
 
 class ServiceConfig(ConfigModel):
@@ -84,6 +86,11 @@ class ServiceConfig(ConfigModel):
         "all",
         description="all: every frame, back-pressure when behind; latest: stale frames are "
         "skipped (counted) so the output keeps up with the beam",
+    )
+    fit_ahead: bool = Field(
+        DEFAULT_FIT_AHEAD,
+        description="while a frame is trained and explained, refit the next frame (when it is "
+        "already waiting) on a second thread; the published results are the same either way",
     )
     restart_sources: bool = Field(
         True,

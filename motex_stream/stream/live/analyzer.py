@@ -62,6 +62,7 @@ from motex_stream.stream.live.analyzer_protocol import (
     ModelQuality,
 )
 from motex_stream.stream.live.changes import KeepSetChangeDetector
+from motex_stream.stream.live.fit_ahead import AheadKey, FitAhead
 from motex_stream.stream.live.live_intervals import LiveEnsemble, member_params
 from motex_stream.stream.live.liveview import best_fit, structure
 from motex_stream.stream.live.runs import LiveRuns
@@ -164,6 +165,9 @@ class MotexFrameAnalyzer:
         self._atoms = (model.permutable + 1).tolist()
         #: the frame's ``rebuild_search`` (a runtime setting), for a rebuild's _train_fresh
         self._rebuild_search = settings.rebuild_search
+        #: the next frame's refit, done beside this frame's training (fit_ahead module doc)
+        self.ahead = FitAhead()
+        self._announced: ValidFrame | None = None  # the frame the service hands over next
 
     # ----------------------------------------------------------------- preparation
     @property
@@ -324,6 +328,7 @@ class MotexFrameAnalyzer:
     def analyze(self, frame: Frame) -> FrameResult:
         timing: dict[str, float] = {}
         t = time.perf_counter()
+        announced, self._announced = self._announced, None  # for this frame only
         frame, g = self._frame_g(frame)
         run = self.run_settings(frame)
         timing["regrid"] = time.perf_counter() - t
@@ -334,7 +339,15 @@ class MotexFrameAnalyzer:
         if rebuild:  # fitted on every motif, as analyze fits them
             idx = np.arange(len(self.catalogue))
         masks = self.catalogue[idx]
-        fits = steps.fit_masks(self.engine, masks, g, run.zoom)
+        ahead = self.ahead.take(AheadKey(frame.source, frame.seq, g, run.zoom, idx))
+        if ahead is None:
+            t_fit = time.perf_counter()
+            fits = steps.fit_masks(self.engine, masks, g, run.zoom)
+            fit_seconds = time.perf_counter() - t_fit
+        else:
+            fits, fit_seconds = ahead.fits, ahead.seconds
+        if announced is not None:  # the next frame's fit runs beside the rest of this one
+            self._start_fit_ahead(announced, run)
         timing["fit"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -362,6 +375,7 @@ class MotexFrameAnalyzer:
         timing["intervals"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        self.ahead.settle()  # the engine has one user at a time (fit_ahead module doc)
         confirmation = steps.confirmation(self.engine, g, label, run)
         if confirmation is not None:
             label = demote(label, confirmation)
@@ -403,12 +417,53 @@ class MotexFrameAnalyzer:
                 # no rebuild is ever started for a later frame (in line, module doc); the
                 # field stays in the message for wire compatibility
                 rebuild_started=False,
-                fits_per_s=len(idx) / max(timing["fit"], 1e-9),
+                fits_per_s=len(idx) / max(fit_seconds, 1e-9),
             ),
             n_refit=len(idx),
             extra={} if refined is None else {"refined": self._refined_summary(refined)},
             fit=best_fit(self.engine, masks[best], fits.scale[best], fits.zoom[best], g),
             structure=self._describe_once(frame.source),
+        )
+
+    def fit_ahead(self, frame: ValidFrame) -> None:
+        """Announce the frame the service will hand to :meth:`analyze` after the next one:
+        once that frame's own fit is done, this frame's refit starts on a second thread (see
+        :mod:`motex_stream.stream.live.fit_ahead`). A frame announced but not analysed next is
+        dropped and counted there."""
+        self._announced = frame
+
+    def _start_fit_ahead(self, frame: ValidFrame, current: LiveModelSettings) -> None:
+        """Start the refit of ``frame`` in the background, when it can run beside this frame
+        (whose run settings are ``current``).
+
+        Only for a run whose settings are known already (its first frame fits in line: the
+        settings are made, and their errors logged, by the frame's own :meth:`analyze`), on
+        the numpy isotropic engine fitting here: its kernels are serial and release the GIL,
+        while the anisotropic engine's parallel kernels must not be entered from two threads
+        and torch's and Dask's fits have their own threads. The fit holds BLAS to one thread
+        process-wide while it runs; what this frame computes meanwhile (xgboost, the SHAP and
+        interval kernels) uses none, but a rebuild with its own search (``rebuild_search``
+        "search") does, so beside such a frame nothing is fitted ahead. A frame that cannot
+        be fitted is left to its own analyze, which reports it as without the fit ahead."""
+        if current.rebuild_search == "search":
+            return
+        known = self._runs.peek(frame.source)
+        run = None if known is None else known.settings
+        if run is None or run.zoom != "isotropic" or self.engine.backend.name != "numpy":
+            return
+        from motex_stream.analysis import scale_out
+
+        if scale_out.default() is not None:
+            return
+        try:
+            frame, g = self._frame_g(frame)
+        except (FrameError, ValueError):
+            return
+        idx = self._refit_indices(run.refit_count, frame.seq)
+        engine, masks, zoom = self.engine, self.catalogue[idx], run.zoom
+        self.ahead.start(
+            AheadKey(frame.source, frame.seq, g, zoom, idx),
+            lambda: steps.fit_masks(engine, masks, g, zoom),
         )
 
     def _refine(

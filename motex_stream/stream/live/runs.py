@@ -49,6 +49,11 @@ class LiveRuns:
             self._runs.move_to_end(run)
         return state
 
+    def peek(self, run: str) -> LiveRun | None:
+        """The state of ``run`` if it is known, without making it the most recently seen (a
+        look ahead at the next frame must not change which run is let go)."""
+        return self._runs.get(run)
+
     def __len__(self) -> int:
         return len(self._runs)
 
