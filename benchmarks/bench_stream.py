@@ -201,13 +201,18 @@ def run_service(analyzer, frame, r, n: int, rate: float, **service):  # type: ig
         return list(read_jsonl(results)), summary, wall
 
 
+def _prepare_timed(settings, frame, r, tmp: Path) -> tuple[Path, float]:  # type: ignore[no-untyped-def]
+    """A state prepared on frame 1 in ``tmp/state``, and the seconds the preparation took."""
+    state = tmp / "state"
+    t = time.perf_counter()
+    MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
+    return state, time.perf_counter() - t
+
+
 def interval_cost(settings, frame, r, n: int, rate: float, members: int) -> None:  # type: ignore[no-untyped-def]
     """The ``--intervals`` table (see the module doc)."""
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
-        t = time.perf_counter()
-        MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
-        t_prepare = time.perf_counter() - t
+        state, t_prepare = _prepare_timed(settings, frame, r, Path(tmp))
         contexts = settings.confirm_contexts
         configs = [
             ("sampling error only", 0, 0),
@@ -271,10 +276,7 @@ def _published(messages: list[dict]) -> list[dict]:
 def fit_ahead_cost(settings, frame, r, n: int, rate: float, repeats: int) -> None:  # type: ignore[no-untyped-def]
     """The ``--fit-ahead`` table (see the module doc)."""
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
-        t = time.perf_counter()
-        MotexFrameAnalyzer.prepare(settings, Frame("ref", 1, 0.0, r, frame(0)), state)
-        t_prepare = time.perf_counter() - t
+        state, t_prepare = _prepare_timed(settings, frame, r, Path(tmp))
         loads = [os.getloadavg()[0]]
         rows = []
         first: list[dict] | None = None
