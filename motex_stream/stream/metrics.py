@@ -213,6 +213,14 @@ class StreamMetrics:
             ["model"],
             registry=r,
         )
+        self.fits_ahead = Counter(
+            "motex_fits_ahead",
+            "Refits of the next frame done beside this one ([service] fit_ahead), by outcome: "
+            "started; used by their frame; dropped (the next frame analysed was another); "
+            "redone (a rebuilt frame refits the whole catalogue); failed (fitted again in line)",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.model_mae = Gauge(
             "motex_model_mae",
             "GBDT mean absolute error on held-out refits",

@@ -259,3 +259,32 @@ def test_a_failing_announcement_costs_no_frame(tmp_path: Path) -> None:
     summary = service.run(threading.Event())
     assert (summary["processed"], summary["failed"]) == (4, 0)
     assert [m["seq"] for m in read_jsonl(tmp_path / "out.jsonl")] == [1, 2, 3, 4]
+
+
+def test_what_became_of_each_fit_ahead_is_on_metrics(
+    small_state: PreparedState, tmp_path: Path
+) -> None:
+    """Every fit made ahead is counted on /metrics by outcome (the scrape hook build_service
+    registers), once however often scraped: a dropped fit is work thrown away, which an
+    operator should see beside the frame rate."""
+    from prometheus_client import generate_latest
+
+    from motex_stream.stream.commands.runner import LazyAnalyzer, _state_counts
+    from motex_stream.stream.metrics import StreamMetrics
+
+    series = small_state.series
+    settings = small_state.settings.updated(**CHANGES)
+    lazy = LazyAnalyzer(settings, small_state.copy(tmp_path / "state"))
+    assert lazy.inner is not None
+    metrics = StreamMetrics()
+    metrics.on_scrape(_state_counts({settings.name: lazy}, metrics))
+    frames = [_frame(series, s) for s in (1, 2, 3, 4)]
+    announced: list[Frame | None] = [frames[1], frames[2], _frame(series, 9), None]
+    _results(lazy.inner, frames, announced)
+    counts = lazy.inner.ahead.counts()
+    assert counts["dropped"] == 1 and counts["started"] >= 2, counts
+    for _ in range(2):
+        scraped = generate_latest(metrics.registry).decode()
+    for outcome, n in counts.items():
+        line = f'motex_fits_ahead_total{{model="{settings.name}",outcome="{outcome}"}} {n}.0'
+        assert line in scraped, (line, scraped[-2000:])  # a count of 0 is exported as 0

@@ -27,6 +27,7 @@ from motex_stream.stream.frames import Frame, ValidFrame
 from motex_stream.stream.journal import RunJournal
 from motex_stream.stream.live.analyzer import MotexFrameAnalyzer
 from motex_stream.stream.live.analyzer_protocol import FrameAnalyzer, FrameResult
+from motex_stream.stream.live.fit_ahead import OUTCOMES as FIT_AHEAD_OUTCOMES
 from motex_stream.stream.messages import AnalysisIdentity
 from motex_stream.stream.metrics import MetricsServer, ModelState, StreamMetrics
 from motex_stream.stream.service import FitsAhead, IdentifiesAnalysis, SavesState, StreamService
@@ -218,11 +219,32 @@ def save_states(service: StreamService) -> None:
             analyzer.save_state()
 
 
+def _analyzer_counts(inner: MotexFrameAnalyzer) -> dict[str, int]:
+    """The counts an analyzer keeps that /metrics carries: failed state saves, refused
+    generations, and what became of each refit done ahead (``ahead_used`` ...)."""
+    counts = {
+        "state_save_failures": inner.state_save_failures,
+        "state_load_fallbacks": inner.state_load_fallbacks,
+    }
+    counts |= {f"ahead_{outcome}": n for outcome, n in inner.ahead.counts().items()}
+    return counts
+
+
 def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) -> Callable[[], None]:
-    """A scrape hook that carries each model's failed state saves and refused generations
-    (counted by the analyzer, see :mod:`motex_stream.stream.live.live_state`) into /metrics."""
-    seen: dict[str, tuple[MotexFrameAnalyzer, int, int]] = {}  # model: (analyzer, saves, loads)
+    """A scrape hook that carries each model's counts (:func:`_analyzer_counts`: failed state
+    saves and refused generations, see :mod:`motex_stream.stream.live.live_state`; refits done
+    ahead and what became of them, see :mod:`motex_stream.stream.live.fit_ahead`) into
+    /metrics, each increment once however often scraped."""
+    seen: dict[str, tuple[MotexFrameAnalyzer, dict[str, int]]] = {}  # model: (analyzer, counts)
     lock = threading.Lock()
+    for name in analyzers:  # exported at 0 from start-up, as every labelled counter
+        for outcome in FIT_AHEAD_OUTCOMES:
+            metrics.fits_ahead.labels(model=name, outcome=outcome)
+
+    def counter(key: str, name: str) -> Any:
+        if key.startswith("ahead_"):
+            return metrics.fits_ahead.labels(model=name, outcome=key.removeprefix("ahead_"))
+        return getattr(metrics, key).labels(model=name)
 
     def sync() -> None:
         with lock:
@@ -231,16 +253,12 @@ def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) ->
                 if inner is None:
                     continue
                 last = seen.get(name)
-                saves, loads = (0, 0) if last is None or last[0] is not inner else last[1:]
-                if inner.state_save_failures > saves:
-                    metrics.state_save_failures.labels(model=name).inc(
-                        inner.state_save_failures - saves
-                    )
-                if inner.state_load_fallbacks > loads:
-                    metrics.state_load_fallbacks.labels(model=name).inc(
-                        inner.state_load_fallbacks - loads
-                    )
-                seen[name] = (inner, inner.state_save_failures, inner.state_load_fallbacks)
+                before = {} if last is None or last[0] is not inner else last[1]
+                now = _analyzer_counts(inner)
+                for key, n in now.items():
+                    if n > before.get(key, 0):
+                        counter(key, name).inc(n - before.get(key, 0))
+                seen[name] = (inner, now)
 
     return sync
 

@@ -35,6 +35,10 @@ from motex_stream.fitting.results import FitResults
 log = logging.getLogger(__name__)
 
 
+#: What a fit made ahead is counted as: started, then one of used, dropped, redone, failed.
+OUTCOMES = ("started", "used", "dropped", "redone", "failed")
+
+
 @dataclass(frozen=True)
 class AheadKey:
     """What a frame's refit depends on besides the engine: the frame (run and seq), its G on
@@ -89,13 +93,8 @@ class FitAhead:
         self.failed = 0
 
     def counts(self) -> dict[str, int]:
-        return {
-            "started": self.started,
-            "used": self.used,
-            "dropped": self.dropped,
-            "redone": self.redone,
-            "failed": self.failed,
-        }
+        """Each of :data:`OUTCOMES` with its count (what /metrics carries)."""
+        return {outcome: getattr(self, outcome) for outcome in OUTCOMES}
 
     def start(self, key: AheadKey, fit: Callable[[], FitResults]) -> None:
         """Run ``fit`` (the refit of ``key``'s frame) on the background thread; a fit still
