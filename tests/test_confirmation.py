@@ -105,7 +105,8 @@ def test_fragment_keeps_are_demoted_on_the_real_engine(keggin_110457_on_one_unit
 
 
 def test_confirm_keep_step_relabels_the_intervals(keggin_110457_on_one_unit) -> None:
-    """steps.confirm_keep: the one step offline and live call; 0 contexts switches it off."""
+    """steps.confirm_keep (offline, the measurement attached) and steps.confirmed_labels (a
+    live frame's labels) run the one confirming pass; 0 contexts switches it off."""
     engine, g, unit, fragment, settings = keggin_110457_on_one_unit
     n = engine.model.n_permutable
     value = np.full(n, 0.01)
@@ -125,6 +126,11 @@ def test_confirm_keep_step_relabels_the_intervals(keggin_110457_on_one_unit) -> 
     # same seed, same answer
     again = steps.confirm_keep(engine, g, ci, settings.updated(confirm_contexts=16))
     np.testing.assert_array_equal(again.confirmation.effect, out.confirmation.effect)
+    # a live frame's one call gives the same labels from the labels alone
+    on = settings.updated(confirm_contexts=16)
+    assert steps.confirmed_labels(engine, g, list(ci.label), on) == list(out.label)
+    off = settings.updated(confirm_contexts=0)
+    assert steps.confirmed_labels(engine, g, list(ci.label), off) == list(ci.label)
 
 
 def test_confirmation_is_seeded_by_the_settings_seed(keggin_110457_on_one_unit) -> None:

@@ -505,6 +505,18 @@ def confirmation(
     )
 
 
+def confirmed_labels(
+    prepared: PreparedModel, g: np.ndarray, labels: list[str], settings: ModelSettings
+) -> list[str]:
+    """``labels`` with the keep atoms the confirming pass (:func:`confirmation`) does not
+    confirm made ``uncertain``: the live frame's one call (it publishes labels, not the
+    pass's measurement; ``analyze`` attaches that too, :func:`confirm_keep`)."""
+    from motex_stream.explain.confirmation import demote
+
+    conf = confirmation(prepared, g, labels, settings)
+    return labels if conf is None else demote(labels, conf)
+
+
 def confirm_keep(
     prepared: PreparedModel,
     g: np.ndarray,

@@ -41,7 +41,6 @@ import numpy as np
 from motex_stream.analysis import steps
 from motex_stream.analysis.settings import LiveModelSettings, settings_for_run
 from motex_stream.explain.confidence import combined_sd, interval, sampling_error
-from motex_stream.explain.confirmation import demote
 from motex_stream.explain.contributions import AtomContributions, ShapCache
 from motex_stream.explain.refine import RefinedMotif
 from motex_stream.fitting.results import FitResults
@@ -376,9 +375,7 @@ class MotexFrameAnalyzer:
 
         t = time.perf_counter()
         self.ahead.settle()  # the engine has one user at a time (fit_ahead module doc)
-        confirmation = steps.confirmation(self.engine, g, label, run)
-        if confirmation is not None:
-            label = demote(label, confirmation)
+        label = steps.confirmed_labels(self.engine, g, label, run)
         timing["confirm"] = time.perf_counter() - t
 
         t = time.perf_counter()
