@@ -130,14 +130,10 @@ def dask_client(_dask_session_client: Any) -> Iterator[Any]:
     """The session's Dask client, at full strength before and after each test.
 
     A test may kill a worker (the nanny starts a fresh process): the next test waits for the
-    cluster to be whole again, so no test sees another's damage. The process-wide default
-    address (``scale_out.set_default``) is reset as well.
+    cluster to be whole again, so no test sees another's damage.
     """
-    from motex_stream.analysis import scale_out
-
     _dask_session_client.wait_for_workers(DASK_WORKERS, timeout=120)
     try:
         yield _dask_session_client
     finally:
-        scale_out.set_default(None)
         _dask_session_client.wait_for_workers(DASK_WORKERS, timeout=120)

@@ -29,15 +29,13 @@ def test_dask_equals_local(dask_client, prepared_109725, reference_rwp, golden_f
     np.testing.assert_array_equal(remote.zoom, local.zoom)
 
 
-def test_dask_by_address_and_default(dask_client, prepared_109725, reference_rwp, golden_fits):
+def test_dask_by_address(dask_client, prepared_109725, reference_rwp, golden_fits):
     masks = reference_rwp[0][:300]
     g = target(golden_fits[0])
     local = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    scale_out.set_default(dask_client.scheduler.address)
-    try:
-        remote = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    finally:
-        scale_out.set_default(None)
+    remote = steps.fit_masks(
+        prepared_109725, masks, g, "isotropic", dask=dask_client.scheduler.address
+    )
     np.testing.assert_array_equal(remote.rwp, local.rwp)
 
 
@@ -132,26 +130,36 @@ def test_analyze_with_dask_flag_equals_local(dask_client, tmp_path, keggin_gr):
         assert (tmp_path / "dask" / name).read_text() == local
 
 
-def test_service_config_dask_key(
-    dask_client, tmp_path, prepared_109725, reference_rwp, golden_fits
-):
-    """``[service] dask = ADDRESS`` reaches every later catalogue fit of the service."""
-    from motex_stream.stream.commands.runner import use_dask
-    from tests.stream.test_config import MINIMAL, write
+def test_service_config_dask_key(dask_client, tmp_path):
+    """``[service] dask = ADDRESS`` reaches each model's analyzer, whose catalogue fits (the
+    preparation's, then each frame's refit) run as tasks on that cluster and give what a
+    local analyzer gives. There is no process-wide default: the address is the analyzer's."""
+    import distributed
 
-    address = dask_client.scheduler.address
-    text = MINIMAL.replace('state_dir = "state"\n', f'state_dir = "state"\ndask = "{address}"\n')
+    from motex_stream.stream.commands.runner import analyzers_from_config
     from motex_stream.stream.config import load_config
+    from motex_stream.stream.frames import Frame
+    from motex_stream.stream.sim.series import two_motif_series
+    from tests.stream.test_warm_restart import assert_same_result
 
-    cfg = load_config(write(tmp_path, text))
-    assert cfg.service.dask == address
-    masks = reference_rwp[0][:200]
-    g = target(golden_fits[0])
-    local = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    use_dask(cfg.service.dask)
-    try:
-        assert scale_out.default() == address
-        remote = steps.fit_masks(prepared_109725, masks, g, "isotropic")
-    finally:
-        scale_out.set_default(None)
-    np.testing.assert_array_equal(remote.rwp, local.rwp)
+    series = two_motif_series(tmp_path / "series", n_frames=2)
+    address = dask_client.scheduler.address
+    model = (
+        f'[[models]]\nname = "m"\nstarting_model = "{series.model_path}"\npermute = ["W"]\n'
+        "catalogue_size = 300\nrefit = 300\nrounds = 5\nmax_trees = 60\nsearch_calls = 3\n"
+    )
+    results = {}
+    for where, service in (("here", ""), ("dask", f'dask = "{address}"\n')):
+        path = tmp_path / f"{where}.toml"
+        state = tmp_path / f"state-{where}"
+        path.write_text(f'[service]\nstate_dir = "{state}"\n{service}\n{model}')
+        cfg = load_config(path)
+        (lazy,) = analyzers_from_config(cfg).values()
+        assert lazy.dask == cfg.service.dask
+        frames = [Frame("run", s, float(s), series.r, series.frame(s - 1)) for s in (1, 2)]
+        with distributed.get_task_stream(client=dask_client) as stream:
+            results[where] = [lazy.analyze(frame) for frame in frames]
+        fits = [t for t in stream.data if str(t["key"]).startswith("motex-fit-")]
+        assert bool(fits) == (where == "dask"), len(fits)
+    for here, there in zip(results["here"], results["dask"], strict=True):
+        assert_same_result(here, there)

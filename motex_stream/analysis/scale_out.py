@@ -53,7 +53,6 @@ RETRIES = 2
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
-_default: str | None = None
 
 
 def require_distributed() -> Any:
@@ -64,16 +63,6 @@ def require_distributed() -> Any:
             "--dask needs dask.distributed: pip install 'motex-stream[distributed]'"
         ) from exc
     return distributed
-
-
-def set_default(address: str | None) -> None:
-    """Make ``address`` the cluster every later ``fit_masks`` uses (None: fit locally)."""
-    global _default
-    _default = address or None
-
-
-def default() -> str | None:
-    return _default
 
 
 def client_for(cluster: Any) -> Any:

@@ -241,21 +241,20 @@ def fit_masks(
     model's backend (torch: chunks of its ``CALL_CHUNK``), through the one dispatch
     :func:`motex_stream.fitting.dispatch.fit` that the Dask tasks use too.
 
-    ``dask``: a Dask scheduler address or ``distributed.Client`` to run the chunks on (default:
-    the process-wide one set by ``--dask`` / ``[service] dask``, see
-    :mod:`motex_stream.analysis.scale_out`; None there too: fit here). Same results either way.
+    ``dask``: a Dask scheduler address or ``distributed.Client`` to run the chunks on (None:
+    fit here; ``analyze --dask`` and ``[service] dask`` pass theirs for the catalogue fits, see
+    :mod:`motex_stream.analysis.scale_out`). Same results either way.
     """
     from motex_stream.analysis import scale_out
 
     # an unknown zoom is refused by both fitters before any work (dispatch.fit on the first
     # chunk, fit_masks_dask before any task), so it is not checked a third time here
-    cluster = dask if dask is not None else scale_out.default()
-    if cluster is not None:
+    if dask is not None:
         with tqdm(
             total=len(masks), desc=f"fitting ({zoom}, dask)", unit="fit", disable=not progress
         ) as bar:
             return scale_out.fit_masks_dask(
-                cluster, prepared, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
+                dask, prepared, masks, g, zoom, FIT_CHUNK, on_chunk=bar.update
             )
     chunk = dispatch.call_chunk(prepared.backend, FIT_CHUNK)
     n = len(masks)

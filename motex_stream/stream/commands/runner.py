@@ -49,6 +49,7 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
     corrupt state folder never stops the service. Warm-start progress is saved every
     ``save_every`` frames. ``on_state(name, state)`` hears each step (preparing, waiting for
     the first frame, ready), so /metrics and /healthz can tell a cold start from a hang.
+    ``dask``: the Dask scheduler its catalogue fits run on (``[service] dask``; None: here).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
         save_every: int | None = DEFAULT_SAVE_EVERY,
         save_interval: float | None = DEFAULT_SAVE_INTERVAL_S,
         on_state: Callable[[str, ModelState], None] | None = None,
+        dask: str | None = None,
     ) -> None:
         self.settings = settings
+        self.dask = dask
         self._on_state = on_state or (lambda _name, _state: None)
         self.name = settings.name
         self.reference = settings.reference
@@ -69,7 +72,7 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
         self.save_interval = save_interval
         self._lock = threading.Lock()
         self._on_state(self.name, "preparing")
-        self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir)
+        self.inner = MotexFrameAnalyzer.prepare(settings, self.reference, state_dir, dask)
         if self.inner is not None:
             self.inner.save_every, self.inner.save_interval = save_every, save_interval
         self._on_state(self.name, "waiting" if self.inner is None else "ready")
@@ -87,7 +90,9 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
                 log.info("preparing model %s on frame %d of %s", self.name, frame.seq, frame.source)
                 self._on_state(self.name, "preparing")
                 try:
-                    self.inner = MotexFrameAnalyzer.prepare(self.settings, frame, self.state_dir)
+                    self.inner = MotexFrameAnalyzer.prepare(
+                        self.settings, frame, self.state_dir, self.dask
+                    )
                 finally:
                     self._on_state(self.name, "waiting" if self.inner is None else "ready")
                 self.inner.save_every = self.save_every
@@ -123,13 +128,13 @@ class LazyAnalyzer(FrameAnalyzer, IdentifiesAnalysis, SavesState, FitsAhead):
         return AnalysisIdentity(digest, settings)
 
 
-def use_dask(address: str | None) -> None:
-    """Run every later catalogue fit on the Dask scheduler ``address`` (None: here)."""
+def check_dask(address: str | None) -> None:
+    """Refuse ``[service] dask`` / ``--dask`` at assembly when dask.distributed is missing,
+    and say where the catalogue fits will run."""
     if address:
         from motex_stream.analysis import scale_out
 
         scale_out.require_distributed()
-        scale_out.set_default(address)
         log.info("catalogue fits run on the Dask cluster %s", address)
 
 
@@ -145,7 +150,8 @@ def analyzers_from_config(
     on_state = metrics.set_model_state if metrics is not None else None
     if metrics is not None:
         metrics.declare_models(m.name for m in config.models)
-    return {m.name: LazyAnalyzer(m, state, every, interval, on_state) for m in config.models}
+    dask = config.service.dask
+    return {m.name: LazyAnalyzer(m, state, every, interval, on_state, dask) for m in config.models}
 
 
 def build_service(
@@ -165,7 +171,7 @@ def build_service(
     JSON Lines sink cuts a half-written last line on opening), per run uid the last seq an
     earlier process published; those frames are dropped as duplicates.
     """
-    use_dask(config.service.dask)
+    check_dask(config.service.dask)
     from motex_stream.stream.publishers import Sink, make_sinks
     from motex_stream.stream.sources import make_source
 

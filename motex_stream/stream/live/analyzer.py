@@ -112,8 +112,12 @@ class MotexFrameAnalyzer:
         search: list[dict[str, Any]] | None = None,
         shap: live_state.SavedShap | None = None,
         preparation: str | None = None,
+        dask: str | None = None,
     ) -> None:
         self.settings = settings
+        #: the Dask scheduler every catalogue refit runs on (``[service] dask``; None: here),
+        #: as ``analyze --dask`` runs its catalogue fit; the small passes fit here
+        self.dask = dask
         self.configured = configured or settings
         self.name = settings.name
         self.model = model
@@ -180,6 +184,7 @@ class MotexFrameAnalyzer:
         settings: LiveModelSettings,
         reference: Frame | Path,
         state_dir: Path | None = None,
+        dask: str | None = None,
     ) -> MotexFrameAnalyzer: ...
 
     @overload
@@ -189,6 +194,7 @@ class MotexFrameAnalyzer:
         settings: LiveModelSettings,
         reference: None = None,
         state_dir: Path | None = None,
+        dask: str | None = None,
     ) -> MotexFrameAnalyzer | None: ...
 
     @classmethod
@@ -197,11 +203,13 @@ class MotexFrameAnalyzer:
         settings: LiveModelSettings,
         reference: Frame | Path | None = None,
         state_dir: Path | None = None,
+        dask: str | None = None,
     ) -> MotexFrameAnalyzer | None:
         """The model saved under ``state_dir`` when it is usable (it matches the settings and
         passes every check), else one prepared on ``reference``, else None (nothing saved,
         no reference: the service prepares on the first frame). The one entry of a start,
         warm or cold: the starting model is loaded once, the saved state read once.
+        ``dask``: the scheduler address the catalogue fits run on (None: here).
 
         Preparation is :mod:`motex_stream.analysis.steps`, exactly as ``analyze`` runs it:
         catalogue, engine, fits, searched surrogate. Only the surrogate's wrapper (warm start
@@ -213,7 +221,7 @@ class MotexFrameAnalyzer:
         if saved is None and reference is None:
             return None
         model = steps.load_model(settings)
-        loaded = None if saved is None else cls.load(settings, model, saved)
+        loaded = None if saved is None else cls.load(settings, model, saved, dask)
         if loaded is not None or reference is None:
             return loaded
         data = reference_data(settings, reference)
@@ -224,7 +232,7 @@ class MotexFrameAnalyzer:
         # Bool, not packed: a live catalogue is small (10^3-10^4 motifs), the analyzer holds
         # its feature matrix anyway, and every frame indexes it; it is saved packed.
         masks = np.asarray(steps.make_catalogue(model, resolved))
-        fits = steps.fit_masks(engine, masks, data.g, resolved.zoom)
+        fits = steps.fit_masks(engine, masks, data.g, resolved.zoom, dask=dask)
         trained = steps.train_surrogate(masks, fits.rwp, resolved)
         surrogate = IncrementalSurrogate(
             trained,
@@ -249,6 +257,7 @@ class MotexFrameAnalyzer:
             state_dir=directory,
             configured=settings,
             search=search_trace(trained.search_history),
+            dask=dask,
         )
         analyzer.save_state()
         return analyzer
@@ -268,7 +277,11 @@ class MotexFrameAnalyzer:
 
     @classmethod
     def load(
-        cls, settings: LiveModelSettings, model: StartingModel, directory: Path
+        cls,
+        settings: LiveModelSettings,
+        model: StartingModel,
+        directory: Path,
+        dask: str | None = None,
     ) -> MotexFrameAnalyzer | None:
         """The analyzer saved in ``directory``, or None (nothing there, or nothing usable:
         then it is moved aside, see :func:`motex_stream.stream.live.live_state.load`)."""
@@ -289,6 +302,7 @@ class MotexFrameAnalyzer:
                 search=saved.search,
                 shap=saved.shap,
                 preparation=saved.preparation,
+                dask=dask,
             )
             analyzer._frames = analyzer._saved_frames = saved.frames
             analyzer._generation = saved.generation
@@ -341,7 +355,7 @@ class MotexFrameAnalyzer:
         ahead = self.ahead.take(AheadKey(frame.source, frame.seq, g, run.zoom, idx))
         if ahead is None:
             t_fit = time.perf_counter()
-            fits = steps.fit_masks(self.engine, masks, g, run.zoom)
+            fits = steps.fit_masks(self.engine, masks, g, run.zoom, dask=self.dask)
             fit_seconds = time.perf_counter() - t_fit
         else:
             fits, fit_seconds = ahead.fits, ahead.seconds
@@ -448,9 +462,7 @@ class MotexFrameAnalyzer:
         run = None if known is None else known.settings
         if run is None or run.zoom != "isotropic" or self.engine.backend.name != "numpy":
             return
-        from motex_stream.analysis import scale_out
-
-        if scale_out.default() is not None:
+        if self.dask is not None:  # the cluster's workers fit it, in their own processes
             return
         try:
             frame, g = self._frame_g(frame)
@@ -619,7 +631,7 @@ class MotexFrameAnalyzer:
         science steps as ``analyze``: the reference the warm-started values are checked
         against. Returns (contribution values, fits)."""
         _, g = self._frame_g(frame)
-        fits = steps.fit_masks(self.engine, self.catalogue, g, self.settings.zoom)
+        fits = steps.fit_masks(self.engine, self.catalogue, g, self.settings.zoom, dask=self.dask)
         trained = steps.train_surrogate(self.catalogue, fits.rwp, self.settings)
         _, values = steps.explain(
             trained, self.catalogue, rows=self.settings.explain_rows, seed=self.settings.seed
