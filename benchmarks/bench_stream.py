@@ -341,13 +341,18 @@ def fit_ahead_cost(settings, frame, r, n: int, rate: float, repeats: int) -> Non
     print(f"({base:.2f}); every row published the same messages: {'yes' if identical else 'NO'}")
     off = [row for row in rows if row[0] == "off"]
     warm = float(np.median([row[9] for row in off]))
-    extra = float(np.nanmedian([row[10] for row in off])) - warm
-    per = n / max(1.0, float(np.median([row[6] for row in off])))
-    budget = warm + max(0.0, extra) / per
+    rebuilt = [row[10] for row in off if np.isfinite(row[10])]
+    if rebuilt:
+        extra = float(np.median(rebuilt)) - warm
+        per = n / max(1.0, float(np.median([row[6] for row in off])))
+        budget = warm + max(0.0, extra) / per
+        rebuilds = f"({extra:.2f} s more a rebuilt frame) / {per:.0f} frames"
+    else:  # no rebuild fell in the rows (a high tree cap): the warm starts are the budget
+        budget, rebuilds = warm, f"no rebuilt frame in {n}"
     print(
-        f"CPU budget (off rows): {warm:.3f} core-s a warm-start frame + ({extra:.2f} s more a "
-        f"rebuilt frame) / {per:.0f} frames = {budget:.3f} core-s a frame: at most "
-        f"{2 / budget:.1f} frames/s on 2 cores, {1 / budget:.1f} on one (10 frames/s needs 0.200)"
+        f"CPU budget (off rows): {warm:.3f} core-s a warm-start frame + {rebuilds} = "
+        f"{budget:.3f} core-s a frame: at most {2 / budget:.1f} frames/s on 2 cores, "
+        f"{1 / budget:.1f} on one (10 frames/s needs 0.200)"
     )
 
 
