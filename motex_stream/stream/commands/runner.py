@@ -225,14 +225,18 @@ def save_states(service: StreamService) -> None:
             analyzer.save_state()
 
 
-def _analyzer_counts(inner: MotexFrameAnalyzer) -> dict[str, int]:
-    """The counts an analyzer keeps that /metrics carries: failed state saves, refused
-    generations, and what became of each refit done ahead (``ahead_used`` ...)."""
-    counts = {
-        "state_save_failures": inner.state_save_failures,
-        "state_load_fallbacks": inner.state_load_fallbacks,
+def _analyzer_counts(
+    inner: MotexFrameAnalyzer, name: str, metrics: StreamMetrics
+) -> dict[Any, int]:
+    """The counts model ``name``'s analyzer keeps that /metrics carries, keyed by the
+    counter each goes to: failed state saves, refused generations, and what became of each
+    refit done ahead (one counter per outcome)."""
+    counts: dict[Any, int] = {
+        metrics.state_save_failures.labels(model=name): inner.state_save_failures,
+        metrics.state_load_fallbacks.labels(model=name): inner.state_load_fallbacks,
     }
-    counts |= {f"ahead_{outcome}": n for outcome, n in inner.ahead.counts().items()}
+    for outcome, n in inner.ahead.counts().items():
+        counts[metrics.fits_ahead.labels(model=name, outcome=outcome)] = n
     return counts
 
 
@@ -241,16 +245,11 @@ def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) ->
     saves and refused generations, see :mod:`motex_stream.stream.live.live_state`; refits done
     ahead and what became of them, see :mod:`motex_stream.stream.live.fit_ahead`) into
     /metrics, each increment once however often scraped."""
-    seen: dict[str, tuple[MotexFrameAnalyzer, dict[str, int]]] = {}  # model: (analyzer, counts)
+    seen: dict[str, tuple[MotexFrameAnalyzer, dict[Any, int]]] = {}  # model: (analyzer, counts)
     lock = threading.Lock()
     for name in analyzers:  # exported at 0 from start-up, as every labelled counter
         for outcome in FIT_AHEAD_OUTCOMES:
             metrics.fits_ahead.labels(model=name, outcome=outcome)
-
-    def counter(key: str, name: str) -> Any:
-        if key.startswith("ahead_"):
-            return metrics.fits_ahead.labels(model=name, outcome=key.removeprefix("ahead_"))
-        return getattr(metrics, key).labels(model=name)
 
     def sync() -> None:
         with lock:
@@ -260,10 +259,10 @@ def _state_counts(analyzers: dict[str, LazyAnalyzer], metrics: StreamMetrics) ->
                     continue
                 last = seen.get(name)
                 before = {} if last is None or last[0] is not inner else last[1]
-                now = _analyzer_counts(inner)
-                for key, n in now.items():
-                    if n > before.get(key, 0):
-                        counter(key, name).inc(n - before.get(key, 0))
+                now = _analyzer_counts(inner, name, metrics)
+                for counter, n in now.items():
+                    if n > before.get(counter, 0):
+                        counter.inc(n - before.get(counter, 0))
                 seen[name] = (inner, now)
 
     return sync

@@ -173,10 +173,3 @@ class FitAhead:
             held.source,
             self.dropped,
         )
-
-    def close(self) -> None:
-        """Drop what is in the slot and stop the background thread."""
-        self.discard()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None

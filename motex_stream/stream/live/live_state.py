@@ -39,6 +39,7 @@ import numpy as np
 
 import motex_stream
 from motex_stream.analysis import steps
+from motex_stream.analysis.jsonable import to_jsonable
 from motex_stream.analysis.settings import LiveModelSettings
 from motex_stream.catalogue import Catalogue
 from motex_stream.explain.contributions import ShapCache
@@ -260,15 +261,8 @@ def preparation_digest(
     h.update(np.ascontiguousarray(catalogue, dtype=np.uint8).tobytes())
     h.update(np.ascontiguousarray(fit_r, dtype="<f8").tobytes())
     prepared = {"search": search, "hyperparameters": hyperparameters}
-    h.update(json.dumps(prepared, sort_keys=True, default=_json_scalar).encode())
+    h.update(json.dumps(to_jsonable(prepared), sort_keys=True).encode())
     return h.hexdigest()
-
-
-def _json_scalar(value: Any) -> Any:
-    """JSON for the numpy scalars a search trace or hyperparameter set may hold."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def generation_name(generation: int) -> str:
